@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""Peer benchmark: HNSW on MNIST-784 the ann-benchmarks way, for twindex's index claims.
+
+Base = the 60,000 MNIST train images, queries = the 10,000 test images, both raw pixels as
+float32 0..255 (784-d), L2, k = 10.  Ground truth: an ivecs file (per query: int32 k, then k
+int32 train ids, nearest first) -- by default ../shared/reference/mnist784_gt_k100.ivecs.
+
+Libraries (M=16, ef_construction=200, one thread unless said otherwise):
+  * hnswlib 0.8.0  Index(space='l2'); set_num_threads(1) for build and queries
+                   (--build-all-threads adds a second, separately reported build using
+                   every thread; queries always use the 1-thread-built index)
+  * faiss          IndexHNSWFlat(784, 16), efConstruction=200, omp_set_num_threads(1)
+
+For each library: build wall seconds and CPU seconds (time.process_time, all threads),
+index_bytes (hnswlib save_index / faiss write_index file size), then for each ef:
+  recall    mean |found10 & gt10| / 10
+  qps       queries / wall seconds, ONE query per call (Python call overhead included)
+  qps_per_cpu_second  queries / process CPU seconds of that loop
+  p50/p95/p99_us      per-call latency in microseconds
+  batch_qps / batch_qps_per_cpu_second: the same queries in one batched call, 1 thread
+                      (reported separately, not the headline figure)
+Before each ef's timed loop, the first --warmup queries are run untimed.
+
+Prints one JSON object on stdout (progress on stderr); --json-out FILE writes it too.
+"""
+import argparse
+import gzip
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+DEFAULT_EFS = "10,12,16,20,24,32,48,64,96,128"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mnist", default=None,
+                   help="folder with the gzipped IDX files (default: <repo>/corpora/mnist, "
+                        "else <repo>/../shared/corpora/mnist)")
+    p.add_argument("--gt", default=None,
+                   help="ground-truth ivecs (default <repo>/../shared/reference/"
+                        "mnist784_gt_k100.ivecs)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--m", type=int, default=16)
+    p.add_argument("--ef-construction", type=int, default=200)
+    p.add_argument("--ef", default=DEFAULT_EFS, help="comma-separated ef sweep")
+    p.add_argument("--libs", default="hnswlib,faiss", help="comma-separated: hnswlib,faiss")
+    p.add_argument("--limit-queries", type=int, default=0, help="use only the first N queries")
+    p.add_argument("--warmup", type=int, default=200, help="untimed queries before each ef")
+    p.add_argument("--build-all-threads", action="store_true",
+                   help="hnswlib: also time a build with all threads (reported separately)")
+    p.add_argument("--no-batch", action="store_true", help="skip the batched-query figures")
+    p.add_argument("--recall-target", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=100, help="hnswlib random_seed")
+    p.add_argument("--json-out", default=None)
+    return p.parse_args()
+
+
+def find_mnist(arg):
+    if arg:
+        return arg
+    for cand in (os.path.join(REPO, "corpora", "mnist"),
+                 os.path.join(REPO, "..", "shared", "corpora", "mnist")):
+        if os.path.exists(os.path.join(cand, "train-images-idx3-ubyte.gz")):
+            return os.path.abspath(cand)
+    sys.exit("ann_mnist784: MNIST not found; pass --mnist DIR")
+
+
+def read_idx(path):
+    import numpy as np
+    if not os.path.exists(path) and path.endswith(".gz"):
+        path = path[:-3]
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def read_ivecs(path):
+    import numpy as np
+    raw = np.fromfile(path, dtype=np.int32)
+    k = int(raw[0])
+    rows = raw.reshape(-1, k + 1)
+    if not np.all(rows[:, 0] == k):
+        raise ValueError(f"{path}: rows of unequal k")
+    return rows[:, 1:]
+
+
+def recall_at(found, gt, k):
+    import numpy as np
+    hits = 0
+    for f, g in zip(found, gt):
+        hits += len(np.intersect1d(f[:k], g[:k], assume_unique=False))
+    return hits / (k * len(gt))
+
+
+def sweep(name, search_one, search_batch, set_ef, queries, gt, efs, k, warmup, do_batch):
+    """search_one(q (1,d)) -> ids (k,); search_batch(Q) -> ids (n,k)."""
+    import numpy as np
+    rows = []
+    n = len(queries)
+    qs = [queries[i:i + 1] for i in range(n)]
+    for ef in efs:
+        set_ef(ef)
+        for q in qs[:warmup]:
+            search_one(q)
+        lat = np.empty(n, dtype=np.int64)
+        found = np.empty((n, k), dtype=np.int64)
+        pc = time.perf_counter_ns
+        c0 = time.process_time()
+        w0 = time.perf_counter()
+        for i, q in enumerate(qs):
+            t = pc()
+            ids = search_one(q)
+            lat[i] = pc() - t
+            found[i] = ids
+        wall = time.perf_counter() - w0
+        cpu = time.process_time() - c0
+        rec = recall_at(found, gt, k)
+        row = {"ef": ef, "recall": round(rec, 5),
+               "qps": round(n / wall, 1),
+               "qps_per_cpu_second": round(n / cpu, 1) if cpu > 0 else None,
+               "p50_us": round(float(np.percentile(lat, 50)) / 1e3, 2),
+               "p95_us": round(float(np.percentile(lat, 95)) / 1e3, 2),
+               "p99_us": round(float(np.percentile(lat, 99)) / 1e3, 2),
+               "wall_seconds": round(wall, 4), "cpu_seconds": round(cpu, 4)}
+        if do_batch:
+            c0 = time.process_time()
+            w0 = time.perf_counter()
+            bfound = search_batch(queries)
+            bw = time.perf_counter() - w0
+            bc = time.process_time() - c0
+            row["batch_qps"] = round(n / bw, 1)
+            row["batch_qps_per_cpu_second"] = round(n / bc, 1) if bc > 0 else None
+            row["batch_recall"] = round(recall_at(bfound, gt, k), 5)
+        rows.append(row)
+        log(f"{name:8s} ef {ef:4d}  recall {rec:.4f}  qps {row['qps']:9.1f}  "
+            f"qps/cpu-s {row['qps_per_cpu_second']:9.1f}  p50 {row['p50_us']:7.1f}us  "
+            f"p99 {row['p99_us']:7.1f}us" +
+            (f"  batch_qps {row['batch_qps']:9.1f}" if do_batch else ""))
+    return rows
+
+
+def at_target(rows, target):
+    ok = sorted((r for r in rows if r["recall"] >= target), key=lambda r: r["ef"])
+    if not ok:
+        return None
+    r = ok[0]
+    return {"recall_target": target, "ef": r["ef"], "recall": r["recall"], "qps": r["qps"],
+            "qps_per_cpu_second": r["qps_per_cpu_second"], "p50_us": r["p50_us"]}
+
+
+def file_size(write):
+    fd, path = tempfile.mkstemp(suffix=".idx")
+    os.close(fd)
+    try:
+        write(path)
+        return os.path.getsize(path)
+    finally:
+        os.unlink(path)
+
+
+def bench_hnswlib(args, base, queries, gt, efs):
+    import hnswlib
+    import numpy as np
+    n, d = base.shape
+    ids = np.arange(n)
+
+    def build(threads):
+        idx = hnswlib.Index(space="l2", dim=d)
+        idx.init_index(max_elements=n, M=args.m, ef_construction=args.ef_construction,
+                       random_seed=args.seed)
+        idx.set_num_threads(threads)
+        c0 = time.process_time(); w0 = time.perf_counter()
+        idx.add_items(base, ids, num_threads=threads)
+        return idx, time.perf_counter() - w0, time.process_time() - c0
+
+    log(f"hnswlib: building (1 thread) M={args.m} efC={args.ef_construction} ...")
+    idx, bw, bc = build(1)
+    log(f"hnswlib: build {bw:.2f}s wall, {bc:.2f}s cpu")
+    out = {"library": "hnswlib", "params": {"M": args.m, "ef_construction": args.ef_construction,
+                                            "space": "l2", "random_seed": args.seed},
+           "build_threads": 1,
+           "build_seconds": round(bw, 3), "build_cpu_seconds": round(bc, 3)}
+    if args.build_all_threads:
+        nt = os.cpu_count() or 1
+        log(f"hnswlib: building ({nt} threads) ...")
+        idx2, bw2, bc2 = build(-1)
+        out["build_all_threads"] = {"threads": nt, "build_seconds": round(bw2, 3),
+                                    "build_cpu_seconds": round(bc2, 3)}
+        log(f"hnswlib: build all threads {bw2:.2f}s wall, {bc2:.2f}s cpu")
+        del idx2
+    out["index_bytes"] = file_size(idx.save_index)
+    idx.set_num_threads(1)
+    k = args.k
+    out["sweep"] = sweep(
+        "hnswlib",
+        lambda q: idx.knn_query(q, k=k, num_threads=1)[0][0],
+        lambda Q: idx.knn_query(Q, k=k, num_threads=1)[0],
+        idx.set_ef, queries, gt, efs, k, args.warmup, not args.no_batch)
+    return out
+
+
+def bench_faiss(args, base, queries, gt, efs):
+    import faiss
+    faiss.omp_set_num_threads(1)
+    n, d = base.shape
+    idx = faiss.IndexHNSWFlat(d, args.m)  # METRIC_L2
+    idx.hnsw.efConstruction = args.ef_construction
+    log(f"faiss: building (1 thread) M={args.m} efC={args.ef_construction} ...")
+    c0 = time.process_time(); w0 = time.perf_counter()
+    idx.add(base)
+    bw, bc = time.perf_counter() - w0, time.process_time() - c0
+    log(f"faiss: build {bw:.2f}s wall, {bc:.2f}s cpu")
+    out = {"library": "faiss", "index": "IndexHNSWFlat",
+           "params": {"M": args.m, "efConstruction": args.ef_construction, "metric": "L2"},
+           "build_threads": 1,
+           "build_seconds": round(bw, 3), "build_cpu_seconds": round(bc, 3),
+           "index_bytes": file_size(lambda p: faiss.write_index(idx, p))}
+    k = args.k
+
+    def set_ef(ef):
+        idx.hnsw.efSearch = ef
+
+    out["sweep"] = sweep(
+        "faiss",
+        lambda q: idx.search(q, k)[1][0],
+        lambda Q: idx.search(Q, k)[1],
+        set_ef, queries, gt, efs, k, args.warmup, not args.no_batch)
+    try:
+        out["compile_options"] = faiss.get_compile_options()
+    except Exception:
+        pass
+    return out
+
+
+def main():
+    args = parse_args()
+    import numpy as np
+    mnist = find_mnist(args.mnist)
+    gt_path = args.gt or os.path.join(REPO, "..", "shared", "reference",
+                                      "mnist784_gt_k100.ivecs")
+    base = np.ascontiguousarray(
+        read_idx(os.path.join(mnist, "train-images-idx3-ubyte.gz")).reshape(-1, 784),
+        dtype=np.float32)
+    queries = np.ascontiguousarray(
+        read_idx(os.path.join(mnist, "t10k-images-idx3-ubyte.gz")).reshape(-1, 784),
+        dtype=np.float32)
+    gt = read_ivecs(gt_path)
+    if gt.shape[0] != queries.shape[0]:
+        sys.exit(f"ann_mnist784: gt has {gt.shape[0]} rows, queries {queries.shape[0]}")
+    if gt.shape[1] < args.k:
+        sys.exit(f"ann_mnist784: gt has k={gt.shape[1]} < {args.k}")
+    gt = gt[:, :args.k]
+    if args.limit_queries:
+        queries, gt = queries[:args.limit_queries], gt[:args.limit_queries]
+    efs = [int(x) for x in args.ef.split(",") if x.strip()]
+    libs = [x.strip() for x in args.libs.split(",") if x.strip()]
+    log(f"base {base.shape}  queries {queries.shape}  gt {gt_path}  efs {efs}")
+
+    import importlib.metadata as md
+
+    def ver(name):
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return None
+
+    out = {"benchmark": "mnist-784-euclidean", "script": "benches/peers/ann_mnist784.py",
+           "versions": {"python": platform.python_version(), "numpy": np.__version__,
+                        "hnswlib": ver("hnswlib"), "faiss-cpu": ver("faiss-cpu")},
+           "base": int(base.shape[0]), "queries": int(queries.shape[0]), "dim": 784,
+           "k": args.k, "gt": os.path.abspath(gt_path), "efs": efs,
+           "warmup_queries_per_ef": args.warmup, "cpu_count": os.cpu_count(),
+           "loadavg_1m_start": round(os.getloadavg()[0], 2)}
+    for lib in libs:
+        fn = {"hnswlib": bench_hnswlib, "faiss": bench_faiss}.get(lib)
+        if fn is None:
+            sys.exit(f"ann_mnist784: unknown library {lib}")
+        try:
+            block = fn(args, base, queries, gt, efs)
+            block["at_recall_target"] = at_target(block["sweep"], args.recall_target)
+        except ImportError as e:
+            block = {"library": lib, "error": f"not installed: {e}"}
+            log(f"{lib}: {block['error']}")
+        out[lib] = block
+    out["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
+    text = json.dumps(out, indent=2)
+    if args.json_out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
+        with open(args.json_out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+//! `twindex eval`: model quality on a labelled corpus, printed, as JSON, and as pictures.
+
+use super::common;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use twindex::eval::{self, PairTile};
+use twindex::model::ImageModel;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Encoder directory. Default: the shipped MNIST encoder.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Labelled image corpus: `mnist` or a folder of IDX files (train + t10k).
+    #[arg(long, default_value = "mnist")]
+    pub corpus: String,
+    /// Seed of the test pairs (the seed's pair builder).
+    #[arg(long, default_value_t = 2)]
+    pub pairs_seed: u64,
+    /// Where to write the pictures (pairs.png, roc.svg).
+    #[arg(long, default_value = "runs/eval")]
+    pub plots: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    let model_dir = match &a.model {
+        Some(m) => m.clone(),
+        None => common::default_model_dir()?,
+    };
+    let model = ImageModel::load(&model_dir)
+        .with_context(|| format!("loading encoder {}", model_dir.display()))?;
+    let (_, data) = common::load_corpus(&a.corpus)?;
+    let sw = twindex::timing::Stopwatch::start();
+    let (report, roc, pairs, dist) =
+        eval::image::evaluate_image_model(&model, &data, a.pairs_seed)?;
+    eprintln!("evaluated {} in {:.1} s", model_dir.display(), sw.wall());
+    common::ensure_dir(&a.plots)?;
+    let roc_path = a.plots.join("roc.svg");
+    let name = format!("{} ({})", model.config.arch.name(), model_dir.display());
+    eval::write_roc_svg(&roc_path, &[(&name, &roc, report.roc_auc)])?;
+    // The seed's picture: test pairs with their predicted distances (first 24 pairs).
+    let t = &data.test;
+    let tiles: Vec<PairTile> = pairs
+        .iter()
+        .zip(&dist)
+        .take(24)
+        .map(|(p, &d)| PairTile {
+            left: t.image(p.a),
+            right: t.image(p.b),
+            width: t.cols as u32,
+            height: t.rows as u32,
+            value: d,
+            is_same: p.y == 1.0,
+        })
+        .collect();
+    let grid_path = a.plots.join("pairs.png");
+    eval::write_pair_grid_png(&grid_path, &tiles, 4)?;
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["model"] = model_dir.display().to_string().into();
+        v["roc_svg"] = roc_path.display().to_string().into();
+        v["pairs_png"] = grid_path.display().to_string().into();
+        return common::print_json(&v);
+    }
+    let r = &report;
+    println!(
+        "model {} ({}, {}-d)",
+        model_dir.display(),
+        model.config.arch.name(),
+        model.config.dim
+    );
+    println!(
+        "test pairs ({}): accuracy {:.4} at distance < {:.4} (model threshold), {:.4} at < 0.5",
+        r.n_test_pairs, r.pair_accuracy, r.threshold, r.pair_accuracy_at_0_5
+    );
+    println!(
+        "  best accuracy {:.4} at < {:.4}; ROC-AUC {:.4}; AP {:.4}; best F1 {:.4} at < {:.4}",
+        r.best_accuracy,
+        r.best_accuracy_threshold,
+        r.roc_auc,
+        r.average_precision,
+        r.best_f1,
+        r.best_f1_threshold
+    );
+    println!(
+        "train pairs: accuracy {:.4} at the model threshold",
+        r.train_pair_accuracy
+    );
+    println!(
+        "retrieval ({} test queries vs {} train images): precision@1 {:.4}, MAP@R {:.4}",
+        r.n_queries, r.n_indexed, r.precision_at_1, r.map_at_r
+    );
+    println!("pictures: {} {}", grid_path.display(), roc_path.display());
+    Ok(())
+}

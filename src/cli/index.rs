@@ -1,0 +1,294 @@
+//! `twindex index build|add|delete|compact`.
+
+use super::common;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use twindex::index::{Backend, HnswParams, Index, IndexConfig, Item, Metric};
+use twindex::model::ImageModel;
+use twindex::query::encoder;
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCmd {
+    /// Build a new index from a corpus (with an encoder) or from raw vectors.
+    Build(BuildArgs),
+    /// Add items to an existing index, encoded with its own encoder (no rebuild).
+    Add(AddArgs),
+    /// Delete items by id (tombstones; `compact` reclaims the space).
+    Delete(DeleteArgs),
+    /// Rebuild the index without its deleted items.
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Encoder directory (config.json + model.safetensors). Default: the shipped MNIST encoder.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Image corpus to embed: `mnist` (its 60,000 training images) or a folder of IDX files.
+    #[arg(long, conflicts_with = "vectors")]
+    pub corpus: Option<String>,
+    /// Raw vectors instead of a corpus: `.npy` (float32 2-d), `.fvecs`, or an IDX images file
+    /// (each image's pixels as floats 0..255).
+    #[arg(long)]
+    pub vectors: Option<PathBuf>,
+    /// Output index directory (must not already hold an index).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Distance for raw vectors (encoders fix their own): l2, cosine or dot.
+    #[arg(long, default_value = "l2")]
+    pub metric: String,
+    /// Search engine: hnsw (twindex's own), hnsw_rs, or flat (exact).
+    #[arg(long, default_value = "hnsw")]
+    pub backend: String,
+    /// HNSW links per node. Larger: better recall, more memory, slower build.
+    #[arg(long, default_value_t = 16)]
+    pub m: usize,
+    /// HNSW candidate list while building. Larger: better graph, slower build.
+    #[arg(long, default_value_t = 200)]
+    pub ef_construction: usize,
+    /// Default search breadth for queries. Larger: better recall, slower queries.
+    #[arg(long, default_value_t = 64)]
+    pub ef_search: usize,
+    /// Seed for the HNSW level draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Label given to every added item (e.g. a person's name).
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Image files (PNG, PGM, JPEG) or IDX items as FILE:N.
+    #[arg(required = true)]
+    pub items: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[arg(long)]
+    pub index: PathBuf,
+    #[arg(required = true)]
+    pub ids: Vec<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    #[arg(long)]
+    pub index: PathBuf,
+}
+
+pub fn run(cmd: IndexCmd) -> Result<()> {
+    match cmd {
+        IndexCmd::Build(a) => build(a),
+        IndexCmd::Add(a) => add(a),
+        IndexCmd::Delete(a) => {
+            let mut idx = open(&a.index)?;
+            idx.delete(&a.ids)?;
+            eprintln!(
+                "deleted {} item(s); {} remain in {}",
+                a.ids.len(),
+                idx.len(),
+                a.index.display()
+            );
+            Ok(())
+        }
+        IndexCmd::Compact(a) => {
+            let mut idx = open(&a.index)?;
+            let pb = common::bar(idx.len() as u64, "compacting");
+            idx.compact(&|n| pb.set_position(n as u64))?;
+            pb.finish_and_clear();
+            eprintln!("compacted {}: {} items", a.index.display(), idx.len());
+            Ok(())
+        }
+    }
+}
+
+/// Open an index with the path in the error.
+pub fn open(dir: &Path) -> Result<Index> {
+    Index::open(dir).with_context(|| format!("opening index {}", dir.display()))
+}
+
+/// Build an index of `vectors` with `items` into `out`, removing the directory again on
+/// failure when this call created it (nothing half-written is left behind).
+pub fn create_index(
+    out: &Path,
+    config: IndexConfig,
+    dim: usize,
+    vectors: &[f32],
+    items: Vec<Item>,
+    encoder_rec: impl FnOnce(&Path) -> twindex::Result<serde_json::Value>,
+) -> Result<(Index, f64, f64)> {
+    if out.join("manifest.json").exists() {
+        bail!(
+            "{} already holds an index: choose another --out or remove it first",
+            out.display()
+        );
+    }
+    let existed = out.exists();
+    let res = (|| -> Result<(Index, f64, f64)> {
+        common::ensure_dir(out)?;
+        let rec = encoder_rec(out)?;
+        let pb = common::bar(items.len() as u64, "indexing");
+        let sw = twindex::timing::Stopwatch::start();
+        let idx = Index::create(out, config, rec, dim, vectors, items, &|n| {
+            pb.set_position(n as u64)
+        })?;
+        pb.finish_and_clear();
+        Ok((idx, sw.wall(), sw.cpu()))
+    })();
+    if res.is_err() && !existed {
+        let _ = std::fs::remove_dir_all(out);
+    }
+    res
+}
+
+fn build(a: BuildArgs) -> Result<()> {
+    let backend: Backend = a.backend.parse()?;
+    let hnsw = HnswParams {
+        m: a.m,
+        ef_construction: a.ef_construction,
+        ef_search: a.ef_search,
+        seed: a.seed,
+    };
+    let (idx, wall, cpu) = if let Some(vpath) = &a.vectors {
+        let metric: Metric = match a.metric.as_str() {
+            "l2" => Metric::L2,
+            "cosine" => Metric::Cosine,
+            "dot" => Metric::Dot,
+            m => bail!("unknown metric {m:?}: expected l2, cosine or dot"),
+        };
+        let (rows, dim, data) = common::read_vectors_any(vpath)?;
+        if rows == 0 {
+            bail!("{}: no vectors to index", vpath.display());
+        }
+        eprintln!(
+            "indexing {rows} vectors of dimension {dim} from {}",
+            vpath.display()
+        );
+        let items = (0..rows)
+            .map(|i| Item {
+                label: String::new(),
+                source: format!("{}#{i}", vpath.display()),
+                payload: None,
+            })
+            .collect();
+        let cfg = IndexConfig {
+            metric,
+            normalize: false,
+            backend,
+            hnsw,
+        };
+        create_index(&a.out, cfg, dim, &data, items, |_| {
+            Ok(encoder::vectors_record(vpath, dim))
+        })?
+    } else {
+        let corpus = a.corpus.as_deref().unwrap_or("mnist");
+        let model_dir = match &a.model {
+            Some(m) => m.clone(),
+            None => common::default_model_dir()?,
+        };
+        let model = ImageModel::load(&model_dir)
+            .with_context(|| format!("loading encoder {}", model_dir.display()))?;
+        let (dir, data) = common::load_corpus(corpus)?;
+        let set = &data.train;
+        let sw = twindex::timing::Stopwatch::start();
+        let vectors = common::embed_with_bar(&model, set)?;
+        eprintln!(
+            "embedded {} images with {} in {:.1} s ({:.0} images/s)",
+            set.n,
+            model_dir.display(),
+            sw.wall(),
+            set.n as f64 / sw.wall()
+        );
+        let src = common::images_file(&dir);
+        let items = (0..set.n)
+            .map(|i| Item {
+                label: common::class_name(&model, set.labels[i]),
+                source: format!("{}:{i}", src.display()),
+                payload: None,
+            })
+            .collect();
+        let cfg = IndexConfig {
+            metric: Metric::L2,
+            normalize: false,
+            backend,
+            hnsw,
+        };
+        let (mut idx, w, c) =
+            create_index(&a.out, cfg, model.config.dim, &vectors, items, |out| {
+                encoder::embed_image_encoder(&model, &model_dir, out)
+            })?;
+        idx.set_calibration(Some(common::model_calibration(&model)))?;
+        (idx, w, c)
+    };
+    let bytes = common::dir_bytes(&a.out);
+    eprintln!(
+        "built {} ({} items, dim {}, {}) in {:.1} s ({:.1} CPU-s), {:.1} MB on disk",
+        a.out.display(),
+        idx.len(),
+        idx.dim(),
+        idx.manifest().backend.name(),
+        wall,
+        cpu,
+        bytes as f64 / 1e6
+    );
+    if a.json {
+        common::print_json(&json!({
+            "index": a.out.display().to_string(),
+            "items": idx.len(),
+            "dim": idx.dim(),
+            "metric": idx.metric().name(),
+            "backend": idx.manifest().backend.name(),
+            "build_seconds": wall,
+            "build_cpu_seconds": cpu,
+            "index_bytes": bytes,
+        }))?;
+    }
+    Ok(())
+}
+
+fn add(a: AddArgs) -> Result<()> {
+    let mut idx = open(&a.index)?;
+    let model =
+        encoder::load_index_encoder(&a.index, &idx.manifest().encoder)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} is an index of raw vectors: it has no encoder to embed new items with",
+                a.index.display()
+            )
+        })?;
+    let mut pixels = Vec::new();
+    for it in &a.items {
+        pixels.extend(common::load_query_image(&model, it)?);
+    }
+    let vectors = model.embed_pixels(&pixels, a.items.len(), 256)?;
+    let items: Vec<Item> = a
+        .items
+        .iter()
+        .map(|s| Item {
+            label: a.label.clone(),
+            source: s.clone(),
+            payload: None,
+        })
+        .collect();
+    let ids = idx.add(&vectors, items, &|_| {})?;
+    eprintln!(
+        "added {} item(s) to {} (ids {:?}); {} items now",
+        ids.len(),
+        a.index.display(),
+        ids,
+        idx.len()
+    );
+    if a.json {
+        common::print_json(&json!({ "ids": ids, "items": idx.len() }))?;
+    }
+    Ok(())
+}

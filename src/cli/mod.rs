@@ -1,0 +1,72 @@
+//! Bin-only: clap structs and one file per subcommand, each with `run(args)`.
+
+mod common;
+mod eval;
+mod index;
+mod query;
+mod train;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// twindex: train twin encoders, index a corpus, find near-duplicates.
+#[derive(Debug, Parser)]
+#[command(name = "twindex", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Worker threads for training, embedding and index building (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train an encoder (image or text).
+    #[command(subcommand)]
+    Train(train::TrainCmd),
+    /// Measure an encoder on a labelled corpus (pair accuracy, ROC-AUC, AP, P@1, MAP@R).
+    Eval(eval::EvalArgs),
+    /// Build and maintain index directories.
+    #[command(subcommand)]
+    Index(index::IndexCmd),
+    /// The k nearest items of a query, with the duplicate decision.
+    Query(query::QueryArgs),
+}
+
+/// Parse arguments, run, print errors as one line, map to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(t) = cli.threads {
+        if t == 0 {
+            eprintln!("twindex: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
+    }
+    let res = match cli.command {
+        Command::Train(c) => train::run(c),
+        Command::Eval(a) => eval::run(a),
+        Command::Index(c) => index::run(c),
+        Command::Query(a) => query::run(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("twindex: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

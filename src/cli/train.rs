@@ -1,0 +1,165 @@
+//! `twindex train image|text`.
+
+use super::common;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use twindex::model::Arch;
+use twindex::train::{train_image, ImageTrainConfig, LossKind, Miner};
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCmd {
+    /// Train an image encoder (twin CNN) on a labelled image corpus.
+    Image(ImageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Corpus: `mnist` (the shipped corpora/mnist) or a folder of MNIST-style IDX files.
+    #[arg(long, default_value = "mnist")]
+    pub corpus: String,
+    /// Network: `lenet` (the seed's) or `cnn` (stronger, 64-d normalised).
+    #[arg(long, value_enum, default_value_t = Arch::Lenet)]
+    pub arch: Arch,
+    /// Loss: `contrastive` on the seed's pairs, or `triplet` on P x K batches.
+    #[arg(long, value_enum, default_value_t = LossKind::Contrastive)]
+    pub loss: LossKind,
+    /// Triplet mining (triplet loss only).
+    #[arg(long, value_enum, default_value_t = Miner::BatchHard)]
+    pub miner: Miner,
+    /// Margin m of the loss.
+    #[arg(long, default_value_t = 1.0)]
+    pub margin: f32,
+    /// Triplet loss on squared distances.
+    #[arg(long)]
+    pub squared: bool,
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    /// Pairs (contrastive) or items (triplet) per batch.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Items per class in a P x K batch (triplet loss).
+    #[arg(long, default_value_t = 8)]
+    pub k: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Learning-rate multiplier applied after each epoch.
+    #[arg(long, default_value_t = 1.0)]
+    pub lr_decay: f64,
+    /// Seed for weights, pairs, batch order and augmentation.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Random shifts of up to 2 pixels while training.
+    #[arg(long)]
+    pub augment: bool,
+    /// Train on only the first N training images.
+    #[arg(long)]
+    pub max_train: Option<usize>,
+    /// Output model directory (config.json + model.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print one JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: TrainCmd) -> Result<()> {
+    match cmd {
+        TrainCmd::Image(a) => run_image(a),
+    }
+}
+
+fn run_image(a: ImageArgs) -> Result<()> {
+    let (dir, data) = common::load_corpus(&a.corpus)?;
+    let cfg = ImageTrainConfig {
+        arch: a.arch,
+        loss: a.loss,
+        miner: a.miner,
+        margin: a.margin,
+        squared: a.squared,
+        epochs: a.epochs,
+        batch: a.batch,
+        k_per_class: a.k,
+        lr: a.lr,
+        seed: a.seed,
+        augment: a.augment,
+        max_train: a.max_train,
+        lr_decay: a.lr_decay,
+    };
+    eprintln!(
+        "training {} with {:?} loss on {} ({} train / {} test images), seed {}, {} threads",
+        a.arch.name(),
+        a.loss,
+        dir.display(),
+        data.train.n,
+        data.test.n,
+        a.seed,
+        rayon::current_num_threads()
+    );
+    let mut pb: Option<indicatif::ProgressBar> = None;
+    let mut cur_epoch = 0;
+    let outcome = train_image(&data, &cfg, &a.corpus, &mut |s| {
+        if s.epoch != cur_epoch {
+            if let Some(p) = pb.take() {
+                p.finish_and_clear();
+            }
+            cur_epoch = s.epoch;
+            pb = Some(common::bar(
+                s.steps as u64,
+                &format!("epoch {}/{}", s.epoch, cfg.epochs),
+            ));
+        }
+        if let Some(p) = &pb {
+            p.set_position(s.step as u64);
+            if s.step % 20 == 0 {
+                p.set_prefix(format!("loss {:.4}", s.loss));
+            }
+        }
+    })?;
+    if let Some(p) = pb.take() {
+        p.finish_and_clear();
+    }
+    for h in &outcome.history {
+        eprintln!(
+            "epoch {:>2}: loss {:.5}  test pair accuracy {:.4}  {:.0} examples/s ({:.1} s wall, {:.1} s CPU)",
+            h.epoch,
+            h.loss,
+            h.test_pair_accuracy,
+            h.examples as f64 / h.wall_seconds,
+            h.wall_seconds,
+            h.cpu_seconds
+        );
+    }
+    outcome.model.save(&a.out)?;
+    let last = outcome
+        .history
+        .last()
+        .map(|h| h.test_pair_accuracy)
+        .unwrap_or(0.0);
+    let eps = outcome.examples as f64;
+    let report = json!({
+        "model": a.out.display().to_string(),
+        "arch": a.arch.name(),
+        "loss": outcome.model.config.training.loss,
+        "miner": outcome.model.config.training.miner,
+        "epochs": a.epochs,
+        "batch": a.batch,
+        "seed": a.seed,
+        "threads": rayon::current_num_threads(),
+        "train_examples": outcome.examples,
+        "wall_seconds": outcome.wall_seconds,
+        "cpu_seconds": outcome.cpu_seconds,
+        "pairs_per_second": if a.loss == LossKind::Contrastive { Some(eps / outcome.wall_seconds) } else { None },
+        "pairs_per_cpu_second": if a.loss == LossKind::Contrastive { Some(eps / outcome.cpu_seconds) } else { None },
+        "examples_per_second": eps / outcome.wall_seconds,
+        "test_pair_accuracy": last,
+        "history": outcome.history,
+    });
+    eprintln!("saved {} (test pair accuracy {:.4})", a.out.display(), last);
+    if a.json {
+        common::print_json(&report)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! Single image files (PNG, PGM/PNM, JPEG) as greyscale pixels at a model's input size.
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// Load `path` as 8-bit greyscale, resized to `width x height` keeping the aspect ratio and
+/// padding the rest with `pad` (the background value). Images already at that size are used
+/// as they are. A file that is not a readable image is an error naming it.
+pub fn load_grey(path: &Path, width: usize, height: usize, pad: u8) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let img = image::load_from_memory(&bytes)
+        .map_err(|e| Error::format(path, format!("not a readable PNG, PGM or JPEG image: {e}")))?;
+    let g = img.to_luma8();
+    let (w, h) = (g.width() as usize, g.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(Error::format(path, "image has no pixels"));
+    }
+    if (w, h) == (width, height) {
+        return Ok(g.into_raw());
+    }
+    let scale = (width as f64 / w as f64).min(height as f64 / h as f64);
+    let nw = ((w as f64 * scale).round() as u32).clamp(1, width as u32);
+    let nh = ((h as f64 * scale).round() as u32).clamp(1, height as u32);
+    let r = image::imageops::resize(&g, nw, nh, image::imageops::FilterType::Triangle);
+    let mut out = vec![pad; width * height];
+    let (ox, oy) = ((width - nw as usize) / 2, (height - nh as usize) / 2);
+    for y in 0..nh as usize {
+        for x in 0..nw as usize {
+            out[(oy + y) * width + ox + x] = r.get_pixel(x as u32, y as u32)[0];
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pgm_resizes_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        // A 4x2 binary PGM: left half 0, right half 255.
+        let mut pgm = b"P5\n4 2\n255\n".to_vec();
+        pgm.extend_from_slice(&[0, 0, 255, 255, 0, 0, 255, 255]);
+        let p = dir.path().join("a.pgm");
+        std::fs::write(&p, &pgm).unwrap();
+        assert_eq!(
+            load_grey(&p, 4, 2, 0).unwrap(),
+            vec![0, 0, 255, 255, 0, 0, 255, 255]
+        );
+        // To 4x4: scale 1, two padding rows above and below? (4-2)/2 = 1 row on top.
+        let r = load_grey(&p, 4, 4, 9).unwrap();
+        assert_eq!(&r[..4], &[9, 9, 9, 9]);
+        assert_eq!(&r[12..], &[9, 9, 9, 9]);
+        let bad = dir.path().join("bad.png");
+        std::fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+        let e = load_grey(&bad, 28, 28, 0).unwrap_err().to_string();
+        assert!(e.contains("bad.png"), "{e}");
+        // A PGM that claims more pixels than it has.
+        let t = dir.path().join("trunc.pgm");
+        std::fs::write(&t, b"P5\n28 28\n255\n\x00\x01").unwrap();
+        assert!(load_grey(&t, 28, 28, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("trunc.pgm"));
+    }
+}

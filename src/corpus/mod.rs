@@ -1,0 +1,8 @@
+//! Corpus readers (IDX, raw or gzipped) and samplers (seed pairs, P x K batches).
+
+pub mod idx;
+pub mod image_file;
+pub mod sampler;
+
+pub use idx::{load_idx_corpus, read_idx, read_image_set, ImageSet, TrainTest};
+pub use sampler::{seed_pairs, Pair, PkSampler};

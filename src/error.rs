@@ -1,0 +1,111 @@
+//! The crate's one error type. Every variant names the thing that was wrong: the file, the
+//! offset or line, what was expected and what was found.
+
+use std::path::PathBuf;
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in twindex's library code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file whose content does not match its format.
+    #[error("{path}: {msg}")]
+    Format { path: PathBuf, msg: String },
+
+    /// Two things that must have the same dimension do not.
+    #[error("dimension mismatch{}: expected {expected}, got {got}", context_suffix(.context))]
+    DimensionMismatch {
+        expected: usize,
+        got: usize,
+        context: String,
+    },
+
+    /// A tensor or array with the wrong shape.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+
+    /// An argument or configuration value out of its allowed range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// An item id that the index does not hold (or holds only as deleted).
+    #[error("no item with id {0} in the index")]
+    UnknownId(u64),
+
+    /// An input with nothing in it where something is required.
+    #[error("empty input: {0}")]
+    Empty(String),
+
+    /// An index or model that refuses to open: wrong version, other encoder, bad checksum.
+    #[error("{path}: {msg}")]
+    Corrupt { path: PathBuf, msg: String },
+
+    /// Errors from the tensor library (candle); converted in `model` so this file depends on
+    /// nothing but std, serde_json and thiserror.
+    #[error("tensor error: {0}")]
+    Tensor(String),
+
+    /// JSON (de)serialisation.
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Anything else, with a message.
+    #[error("{0}")]
+    Msg(String),
+}
+
+fn context_suffix(c: &str) -> String {
+    if c.is_empty() {
+        String::new()
+    } else {
+        format!(" in {c}")
+    }
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A format error in `path`.
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// A corrupt or mismatching index/model at `path`.
+    pub fn corrupt(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Dimension mismatch with a context ("query", "index.vectors", ...).
+    pub fn dim(expected: usize, got: usize, context: impl Into<String>) -> Self {
+        Error::DimensionMismatch {
+            expected,
+            got,
+            context: context.into(),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! End-to-end evaluation of an image encoder on a labelled train/test corpus: the seed's test
+//! pairs (pair accuracy, ROC-AUC, AP, F1) and retrieval of every test image against the train
+//! images (precision@1, MAP@R).
+
+use super::metrics;
+use crate::corpus::{seed_pairs, Pair, TrainTest};
+use crate::error::Result;
+use crate::index::distance::l2_squared;
+use crate::index::Metric;
+use crate::model::ImageModel;
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// What `twindex eval --corpus` reports (keys per ../shared/CLI.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageEvalReport {
+    /// Pair accuracy at the model's threshold (`distance < threshold` means similar).
+    pub pair_accuracy: f64,
+    /// The model's distance threshold.
+    pub threshold: f32,
+    /// Pair accuracy at the seed's fixed threshold, distance < 0.5.
+    pub pair_accuracy_at_0_5: f64,
+    /// Best pair accuracy over thresholds on these test pairs, and that distance threshold.
+    pub best_accuracy: f64,
+    pub best_accuracy_threshold: f32,
+    pub roc_auc: f64,
+    pub average_precision: f64,
+    pub best_f1: f64,
+    /// Distance threshold of the best F1.
+    pub best_f1_threshold: f32,
+    /// Train-pair accuracy at the model's threshold (the seed reports it beside test accuracy).
+    pub train_pair_accuracy: f64,
+    pub n_test_pairs: usize,
+    /// Test images queried against an index of all train images: the nearest has the same label.
+    pub precision_at_1: f64,
+    /// Mean average precision at R (R = number of train images of the query's class).
+    pub map_at_r: f64,
+    pub n_queries: usize,
+    pub n_indexed: usize,
+    /// Seed of the test pairs.
+    pub pairs_seed: u64,
+}
+
+/// Scores (similarities) and labels of pairs from distances.
+pub fn pair_scores(dist: &[f32], pairs: &[Pair]) -> (Vec<f32>, Vec<bool>) {
+    let s = dist.iter().map(|&d| Metric::L2.similarity(d)).collect();
+    let l = pairs.iter().map(|p| p.y == 1.0).collect();
+    (s, l)
+}
+
+/// Relevance lists of each query's top-R neighbours among `base` (exact L2 search), with R
+/// the count of base items of the query's label; returns (ranked relevance, R per query).
+pub fn ranked_relevance(
+    queries: &[f32],
+    q_labels: &[u32],
+    base: &[f32],
+    b_labels: &[u32],
+    dim: usize,
+) -> (Vec<Vec<bool>>, Vec<usize>) {
+    let n_classes = b_labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+    let mut count = vec![0usize; n_classes.max(1)];
+    for &l in b_labels {
+        count[l as usize] += 1;
+    }
+    let nb = b_labels.len();
+    q_labels
+        .par_iter()
+        .enumerate()
+        .map(|(qi, &ql)| {
+            let q = &queries[qi * dim..(qi + 1) * dim];
+            let r = count.get(ql as usize).copied().unwrap_or(0).max(1).min(nb);
+            let mut d: Vec<(f32, u32)> = (0..nb)
+                .map(|j| (l2_squared(q, &base[j * dim..(j + 1) * dim]), j as u32))
+                .collect();
+            let cmp = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+            if r < nb {
+                d.select_nth_unstable_by(r - 1, cmp);
+                d.truncate(r);
+            }
+            d.sort_unstable_by(cmp);
+            let rel: Vec<bool> = d.iter().map(|&(_, j)| b_labels[j as usize] == ql).collect();
+            (rel, r)
+        })
+        .unzip()
+}
+
+/// Evaluate `model` on `data` (test pairs built with `pairs_seed`, as in training).
+/// Returns the report and the ROC curve points `(fpr, tpr)`.
+pub fn evaluate_image_model(
+    model: &ImageModel,
+    data: &TrainTest,
+    pairs_seed: u64,
+) -> Result<(ImageEvalReport, Vec<(f64, f64)>, Vec<Pair>, Vec<f32>)> {
+    let dim = model.config.dim;
+    let test_emb = model.embed_pixels(&data.test.pixels, data.test.n, 512)?;
+    let train_emb = model.embed_pixels(&data.train.pixels, data.train.n, 512)?;
+    let pairs = seed_pairs(&data.test.labels, pairs_seed)?;
+    let dist = crate::train::image::pair_distances(&test_emb, dim, &pairs);
+    let (scores, labels) = pair_scores(&dist, &pairs);
+    let thr = model.config.threshold;
+    let sim_at = |d: f32| Metric::L2.similarity(d);
+    // `distance < t` is `similarity > 1 - t`; the metrics use `>=`, so nudge by one ulp.
+    let acc_at = |t: f32| metrics::accuracy_at(&scores, &labels, next_up(sim_at(t)));
+    let rep = metrics::pair_report(&scores, &labels)?;
+    let (best_acc, best_acc_s) = metrics::best_accuracy(&scores, &labels)?;
+    let train_pairs = seed_pairs(&data.train.labels, pairs_seed)?;
+    let tdist = crate::train::image::pair_distances(&train_emb, dim, &train_pairs);
+    let (ts, tl) = pair_scores(&tdist, &train_pairs);
+    let train_acc = metrics::accuracy_at(&ts, &tl, next_up(sim_at(thr)))?;
+    let (rel, r) = ranked_relevance(
+        &test_emb,
+        &data.test.labels,
+        &train_emb,
+        &data.train.labels,
+        dim,
+    );
+    let roc: Vec<(f64, f64)> = metrics::roc_curve(&scores, &labels)?
+        .into_iter()
+        .map(|(f, t, _)| (f, t))
+        .collect();
+    let report = ImageEvalReport {
+        pair_accuracy: acc_at(thr)?,
+        threshold: thr,
+        pair_accuracy_at_0_5: acc_at(0.5)?,
+        best_accuracy: best_acc,
+        best_accuracy_threshold: Metric::L2.distance_for_similarity(best_acc_s),
+        roc_auc: rep.roc_auc,
+        average_precision: rep.average_precision,
+        best_f1: rep.best_f1,
+        best_f1_threshold: Metric::L2.distance_for_similarity(rep.best_f1_threshold),
+        train_pair_accuracy: train_acc,
+        n_test_pairs: pairs.len(),
+        precision_at_1: metrics::precision_at_1(&rel, &r)?,
+        map_at_r: metrics::map_at_r(&rel, &r)?,
+        n_queries: data.test.n,
+        n_indexed: data.train.n,
+        pairs_seed,
+    };
+    Ok((report, roc, pairs, dist))
+}
+
+/// The smallest f32 greater than `x` (for turning `<` into `>=`).
+fn next_up(x: f32) -> f32 {
+    if x.is_nan() || x == f32::INFINITY {
+        return x;
+    }
+    if x == 0.0 {
+        return f32::from_bits(1);
+    }
+    let b = x.to_bits();
+    f32::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
+}

@@ -1,0 +1,20 @@
+//! Evaluation: pair-classification and retrieval metrics, threshold calibration, and plots.
+//!
+//! Scores are similarities (greater means more alike); a pair is predicted positive iff
+//! `score >= threshold`; positives are labelled `true`.
+
+pub mod calibrate;
+pub mod image;
+pub mod metrics;
+pub mod plot;
+
+pub use calibrate::{
+    calibrate_best_f1, calibrate_target_far, calibrate_target_precision, Calibration,
+    CalibrationMethod,
+};
+pub use metrics::{
+    accuracy_at, ann_recall, average_precision, best_accuracy, best_f1, confusion_at, eer,
+    far_frr_at, map_at_r, mrr_at_k, ndcg_at_k, pair_report, precision_at_1, recall_at_k,
+    retrieval_report, roc_auc, roc_curve, Confusion, PairReport, RetrievalReport,
+};
+pub use plot::{pair_grid_image, roc_svg, write_pair_grid_png, write_roc_svg, PairTile, RocSeries};

@@ -1,0 +1,940 @@
+//! twindex's own HNSW graph (Malkov & Yashunin, "Efficient and robust approximate nearest
+//! neighbor search using Hierarchical Navigable Small World graphs", 2016), laid out like
+//! hnswlib for speed:
+//!
+//! * each node's level-0 link list and its vector share one 64-byte-aligned block, so a node
+//!   costs one contiguous run of cache lines; upper-level links live in a separate arena;
+//! * distances use the SIMD kernels of [`super::distance`] and the vector of every neighbour
+//!   about to be scored is prefetched;
+//! * visited sets are generation-stamped `Vec<u32>`s taken from a pool, so a query allocates
+//!   nothing but its result;
+//! * neighbours are chosen with the paper's heuristic (algorithm 4, as hnswlib does it);
+//!   levels are drawn with `mult = 1/ln(M)`, level 0 keeps `M0 = 2M` links;
+//! * a batch is inserted in parallel (rayon) with one lock per node, as hnswlib does.
+//!
+//! Queries take `&self` and never lock: insertion needs `&mut self`, so no query can run while
+//! the graph changes.
+
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::cell::UnsafeCell;
+use std::collections::BinaryHeap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtOrd};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::distance::{kernels, prefetch, Kernels};
+use super::metric::{check_rows, Metric};
+use super::vector_index::{prepare_query, Hit, Nearest, Progress, Scored, SlotFilter, VectorIndex};
+
+/// HNSW construction and search parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HnswParams {
+    /// Links per node on the upper layers; layer 0 keeps `2·m`. Default 16. Larger: better
+    /// recall at a given `ef` (and on high-dimensional data), more memory, slower build.
+    pub m: usize,
+    /// Search breadth while inserting. Default 200. Larger: a better graph (higher recall),
+    /// slower build.
+    pub ef_construction: usize,
+    /// Default search breadth for queries (raised to `k` when smaller). Default 64. Larger:
+    /// higher recall, slower queries.
+    pub ef_search: usize,
+    /// Seed of the level generator; node levels depend only on the seed and the slot number.
+    /// Default 42.
+    pub seed: u64,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+            seed: 42,
+        }
+    }
+}
+
+impl HnswParams {
+    /// Reject values the graph cannot work with.
+    pub fn validate(&self) -> Result<()> {
+        if !(2..=1024).contains(&self.m) {
+            return Err(Error::InvalidArgument(format!(
+                "hnsw m = {} is out of range 2..=1024",
+                self.m
+            )));
+        }
+        if self.ef_construction == 0 || self.ef_construction > 100_000 {
+            return Err(Error::InvalidArgument(format!(
+                "hnsw ef_construction = {} is out of range 1..=100000",
+                self.ef_construction
+            )));
+        }
+        if self.ef_search == 0 {
+            return Err(Error::InvalidArgument(
+                "hnsw ef_search must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One cache line; blocks are whole lines so every vector starts 64-byte aligned.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u32; LINE_WORDS]);
+const LINE_WORDS: usize = 16;
+
+/// Highest level a node may get (the chance of reaching it with M = 2 is 2^-30).
+const MAX_LEVEL: usize = 30;
+const EMPTY: u64 = u64::MAX;
+const GRAPH_MAGIC: &[u8; 8] = b"TWXHNSW\0";
+const GRAPH_VERSION: u32 = 1;
+
+/// Per-search scratch space, pooled so that queries allocate nothing.
+#[derive(Default)]
+struct Scratch {
+    tags: Vec<u32>,
+    tag: u32,
+    cand: BinaryHeap<Nearest>,
+    top: BinaryHeap<Scored>,
+    buf: Vec<u32>,
+    sorted: Vec<Scored>,
+    selected: Vec<Scored>,
+    prune: Vec<Scored>,
+}
+
+impl Scratch {
+    fn start(&mut self, n: usize) {
+        if self.tags.len() < n {
+            self.tags.resize(n, 0);
+        }
+        self.tag = self.tag.wrapping_add(1);
+        if self.tag == 0 {
+            self.tags.iter_mut().for_each(|t| *t = 0);
+            self.tag = 1;
+        }
+        self.cand.clear();
+        self.top.clear();
+    }
+
+    /// Mark `n` visited; true if it was not visited before in this search.
+    #[inline(always)]
+    fn visit(&mut self, n: u32) -> bool {
+        let t = &mut self.tags[n as usize];
+        if *t == self.tag {
+            false
+        } else {
+            *t = self.tag;
+            true
+        }
+    }
+}
+
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn pack(node: usize, level: usize) -> u64 {
+    ((level as u64) << 32) | node as u64
+}
+
+fn unpack(e: u64) -> (usize, usize) {
+    ((e & 0xffff_ffff) as usize, (e >> 32) as usize)
+}
+
+/// splitmix64: the level of a slot depends only on (seed, slot).
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The hierarchical navigable small-world graph. See the module documentation.
+pub struct HnswGraph {
+    metric: Metric,
+    dim: usize,
+    params: HnswParams,
+    m0: usize,
+    mult: f64,
+    /// Words before the vector in a block: link count + `m0` links, padded to a line.
+    header_words: usize,
+    /// Words per block (a multiple of [`LINE_WORDS`]).
+    stride_words: usize,
+    len: usize,
+    blocks: Vec<UnsafeCell<Line>>,
+    levels: Vec<u8>,
+    /// Start of each node's upper-level lists in `upper` (`level` lists of `1 + m` words).
+    upper_off: Vec<usize>,
+    upper: Vec<UnsafeCell<u32>>,
+    locks: Vec<Mutex<()>>,
+    /// `EMPTY` or `pack(node, level)` of the entry point.
+    entry: AtomicU64,
+    global: Mutex<()>,
+    pool: Mutex<Vec<Scratch>>,
+    kernels: Kernels,
+}
+
+// SAFETY: the UnsafeCell data (blocks, upper) is written only (a) through `&mut self`, or
+// (b) during `add`'s parallel insertion, where every read and write of a node's link lists
+// happens under that node's lock in `locks`, and vectors and levels are written before the
+// parallel phase starts and never during it. Queries (`&self`) read without locks, which is
+// sound because (b) runs inside `add(&mut self)`.
+unsafe impl Sync for HnswGraph {}
+
+impl std::fmt::Debug for HnswGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HnswGraph")
+            .field("metric", &self.metric)
+            .field("dim", &self.dim)
+            .field("params", &self.params)
+            .field("len", &self.len)
+            .field("max_level", &self.max_level())
+            .finish()
+    }
+}
+
+impl HnswGraph {
+    /// An empty graph for vectors of dimension `dim`.
+    pub fn new(dim: usize, metric: Metric, params: HnswParams) -> Result<Self> {
+        params.validate()?;
+        if dim == 0 {
+            return Err(Error::InvalidArgument(
+                "dimension must be at least 1".into(),
+            ));
+        }
+        let m0 = 2 * params.m;
+        let header_words = (1 + m0).div_ceil(LINE_WORDS) * LINE_WORDS;
+        let stride_words = (header_words + dim).div_ceil(LINE_WORDS) * LINE_WORDS;
+        Ok(HnswGraph {
+            metric,
+            dim,
+            params,
+            m0,
+            mult: 1.0 / (params.m as f64).ln(),
+            header_words,
+            stride_words,
+            len: 0,
+            blocks: Vec::new(),
+            levels: Vec::new(),
+            upper_off: Vec::new(),
+            upper: Vec::new(),
+            locks: Vec::new(),
+            entry: AtomicU64::new(EMPTY),
+            global: Mutex::new(()),
+            pool: Mutex::new(Vec::new()),
+            kernels: *kernels(),
+        })
+    }
+
+    /// The parameters the graph was built with.
+    pub fn params(&self) -> &HnswParams {
+        &self.params
+    }
+
+    /// Highest level in the graph (0 when empty).
+    pub fn max_level(&self) -> usize {
+        match self.entry.load(AtOrd::Acquire) {
+            EMPTY => 0,
+            e => unpack(e).1,
+        }
+    }
+
+    /// Mean number of level-0 links per node.
+    pub fn mean_degree(&self) -> f64 {
+        if self.len == 0 {
+            return 0.0;
+        }
+        let total: usize = (0..self.len)
+            .map(|i| {
+                // SAFETY: i < len; no writer exists while `&self` is shared outside `add`.
+                unsafe { *self.links(i, 0) as usize }
+            })
+            .sum();
+        total as f64 / self.len as f64
+    }
+
+    /// The level-`level` link list of `node`: the count, then the links.
+    #[inline(always)]
+    fn links(&self, node: usize, level: usize) -> *mut u32 {
+        if level == 0 {
+            self.block(node)
+        } else {
+            let off = self.upper_off[node] + (level - 1) * (1 + self.params.m);
+            UnsafeCell::raw_get(self.upper[off..].as_ptr())
+        }
+    }
+
+    #[inline(always)]
+    fn block(&self, node: usize) -> *mut u32 {
+        let lines = self.stride_words / LINE_WORDS;
+        UnsafeCell::raw_get(self.blocks[node * lines..].as_ptr()) as *mut u32
+    }
+
+    #[inline(always)]
+    fn vec_ptr(&self, node: usize) -> *const f32 {
+        // SAFETY: the vector lies inside node's block (header_words + dim <= stride_words).
+        unsafe { self.block(node).add(self.header_words) as *const f32 }
+    }
+
+    #[inline(always)]
+    fn vec_of(&self, node: usize) -> &[f32] {
+        // SAFETY: the dim floats after the header are node's vector, written before the node
+        // became reachable and never changed afterwards.
+        unsafe { std::slice::from_raw_parts(self.vec_ptr(node), self.dim) }
+    }
+
+    #[inline(always)]
+    fn key(&self, a: &[f32], b: &[f32]) -> f32 {
+        self.metric.key(&self.kernels, a, b)
+    }
+
+    /// The key when it is <= `bound`, otherwise some value > `bound` (for `l2` the kernel stops
+    /// early once its growing partial sum passes the bound).
+    #[inline(always)]
+    fn key_bounded(&self, a: &[f32], b: &[f32], bound: f32) -> f32 {
+        match self.metric {
+            Metric::L2 => (self.kernels.l2_squared_bounded)(a, b, bound),
+            _ => self.metric.key(&self.kernels, a, b),
+        }
+    }
+
+    fn take_scratch(&self) -> Scratch {
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn put_scratch(&self, s: Scratch) {
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(s);
+    }
+
+    fn random_level(&self, slot: usize) -> usize {
+        let h = mix(self.params.seed ^ mix(slot as u64));
+        // u in (0, 1]
+        let u = ((h >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        ((-u.ln() * self.mult) as usize).min(MAX_LEVEL)
+    }
+
+    /// Greedy descent from `cur` through levels `from` down to `to + 1` (ef = 1).
+    fn greedy<const BUILD: bool>(
+        &self,
+        q: &[f32],
+        mut cur: Scored,
+        from: usize,
+        to: usize,
+    ) -> Scored {
+        let mut level = from;
+        while level > to {
+            loop {
+                let mut changed = false;
+                let _g = BUILD.then(|| lock(&self.locks[cur.slot as usize]));
+                let p = self.links(cur.slot as usize, level);
+                // SAFETY: counts never exceed the list capacity and links are valid slots
+                // (kept by insertion, checked on load); in BUILD mode the node lock is held.
+                let cnt = unsafe { *p } as usize;
+                for j in 0..cnt {
+                    let n = unsafe { *p.add(1 + j) };
+                    let key = self.key_bounded(q, self.vec_of(n as usize), cur.key);
+                    if key < cur.key {
+                        cur = Scored { key, slot: n };
+                        changed = true;
+                    }
+                }
+                if !changed {
+                    break;
+                }
+            }
+            level -= 1;
+        }
+        cur
+    }
+
+    /// Best-first search of one level from `entry`; leaves up to `ef` nearest kept nodes in
+    /// `s.top`.
+    fn search_layer<const BUILD: bool, F: Fn(usize) -> bool + ?Sized>(
+        &self,
+        q: &[f32],
+        entry: Scored,
+        level: usize,
+        ef: usize,
+        s: &mut Scratch,
+        keep: &F,
+    ) {
+        s.start(self.len);
+        s.visit(entry.slot);
+        s.cand.push(Nearest(entry));
+        if keep(entry.slot as usize) {
+            s.top.push(entry);
+        }
+        while let Some(Nearest(c)) = s.cand.pop() {
+            if s.top.len() >= ef && s.top.peek().is_some_and(|w| c.key > w.key) {
+                break;
+            }
+            s.buf.clear();
+            {
+                let _g = BUILD.then(|| lock(&self.locks[c.slot as usize]));
+                let p = self.links(c.slot as usize, level);
+                // SAFETY: as in `greedy`.
+                let cnt = unsafe { *p } as usize;
+                for j in 0..cnt {
+                    let n = unsafe { *p.add(1 + j) };
+                    if s.visit(n) {
+                        prefetch(self.vec_ptr(n as usize));
+                        s.buf.push(n);
+                    }
+                }
+            }
+            for &n in &s.buf {
+                let bound = match s.top.peek() {
+                    Some(w) if s.top.len() >= ef => w.key,
+                    _ => f32::INFINITY,
+                };
+                let key = self.key_bounded(q, self.vec_of(n as usize), bound);
+                if s.top.len() < ef || key < bound {
+                    let sc = Scored { key, slot: n };
+                    s.cand.push(Nearest(sc));
+                    if keep(n as usize) {
+                        s.top.push(sc);
+                        if s.top.len() > ef {
+                            s.top.pop();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The neighbour-selection heuristic: walk `cands` (sorted nearest first, keys relative to
+    /// the base node) and keep a candidate only if it is nearer to the base than to every
+    /// candidate already kept; at most `m`.
+    fn select(&self, cands: &[Scored], m: usize, out: &mut Vec<Scored>) {
+        out.clear();
+        if cands.len() <= m {
+            out.extend_from_slice(cands);
+            return;
+        }
+        for c in cands {
+            if out.len() >= m {
+                break;
+            }
+            let vc = self.vec_of(c.slot as usize);
+            if out
+                .iter()
+                .all(|s| self.key_bounded(vc, self.vec_of(s.slot as usize), c.key) >= c.key)
+            {
+                out.push(*c);
+            }
+        }
+    }
+
+    /// Link `q` at `level` to its selected neighbours and them back to it, pruning full lists.
+    fn connect(&self, q: usize, level: usize, s: &mut Scratch) {
+        let cap = if level == 0 { self.m0 } else { self.params.m };
+        let mut selected = std::mem::take(&mut s.selected);
+        self.select(&s.sorted, self.params.m, &mut selected);
+        {
+            let _g = lock(&self.locks[q]);
+            let p = self.links(q, level);
+            // SAFETY: q's lock is held; selected.len() <= m <= cap.
+            unsafe {
+                *p = selected.len() as u32;
+                for (j, n) in selected.iter().enumerate() {
+                    *p.add(1 + j) = n.slot;
+                }
+            }
+        }
+        let qv = self.vec_of(q);
+        for n in &selected {
+            let ni = n.slot as usize;
+            let _g = lock(&self.locks[ni]);
+            let p = self.links(ni, level);
+            // SAFETY: n's lock is held; counts stay <= cap.
+            unsafe {
+                let cnt = *p as usize;
+                if cnt < cap {
+                    *p.add(1 + cnt) = q as u32;
+                    *p = (cnt + 1) as u32;
+                } else {
+                    let nv = self.vec_of(ni);
+                    s.prune.clear();
+                    s.prune.push(Scored {
+                        key: self.key(nv, qv),
+                        slot: q as u32,
+                    });
+                    for j in 0..cnt {
+                        let x = *p.add(1 + j);
+                        s.prune.push(Scored {
+                            key: self.key(nv, self.vec_of(x as usize)),
+                            slot: x,
+                        });
+                    }
+                    s.prune.sort_unstable();
+                    let mut kept = Vec::with_capacity(cap);
+                    self.select(&s.prune, cap, &mut kept);
+                    *p = kept.len() as u32;
+                    for (j, k) in kept.iter().enumerate() {
+                        *p.add(1 + j) = k.slot;
+                    }
+                }
+            }
+        }
+        s.selected = selected;
+    }
+
+    /// Insert node `q`, whose vector, level and (empty) link lists already exist.
+    fn insert(&self, q: usize, s: &mut Scratch) {
+        let level = self.levels[q] as usize;
+        let qv = self.vec_of(q);
+        let mut global = None;
+        let mut ep = self.entry.load(AtOrd::Acquire);
+        if ep == EMPTY || level > unpack(ep).1 {
+            global = Some(lock(&self.global));
+            ep = self.entry.load(AtOrd::Acquire);
+            if ep == EMPTY {
+                self.entry.store(pack(q, level), AtOrd::Release);
+                return;
+            }
+            if level <= unpack(ep).1 {
+                global = None;
+            }
+        }
+        let (ep_node, ep_level) = unpack(ep);
+        let start = Scored {
+            key: self.key(qv, self.vec_of(ep_node)),
+            slot: ep_node as u32,
+        };
+        let mut cur = self.greedy::<true>(qv, start, ep_level, level);
+        for lev in (0..=level.min(ep_level)).rev() {
+            self.search_layer::<true, _>(qv, cur, lev, self.params.ef_construction, s, &|_| true);
+            s.sorted.clear();
+            s.sorted
+                .extend(s.top.drain().filter(|c| c.slot as usize != q));
+            s.sorted.sort_unstable();
+            if let Some(first) = s.sorted.first() {
+                cur = *first;
+            }
+            self.connect(q, lev, s);
+        }
+        if global.is_some() && level > unpack(self.entry.load(AtOrd::Acquire)).1 {
+            self.entry.store(pack(q, level), AtOrd::Release);
+        }
+    }
+
+    /// The `k` nearest kept slots to a prepared query, nearest first, as ordering keys.
+    fn knn<F: Fn(usize) -> bool + ?Sized>(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &F,
+    ) -> Vec<Scored> {
+        let ep = self.entry.load(AtOrd::Acquire);
+        if ep == EMPTY || k == 0 {
+            return Vec::new();
+        }
+        let (ep_node, ep_level) = unpack(ep);
+        let start = Scored {
+            key: self.key(q, self.vec_of(ep_node)),
+            slot: ep_node as u32,
+        };
+        let cur = self.greedy::<false>(q, start, ep_level, 0);
+        let mut s = self.take_scratch();
+        self.search_layer::<false, F>(q, cur, 0, ef.max(k), &mut s, keep);
+        let mut out: Vec<Scored> = s.top.drain().collect();
+        self.put_scratch(s);
+        out.sort_unstable();
+        out.truncate(k);
+        out
+    }
+
+    /// Serialise the links (not the vectors) to `w`; read back with [`HnswGraph::read_graph`].
+    pub fn write_graph(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        w.write_all(GRAPH_MAGIC)?;
+        for v in [
+            GRAPH_VERSION,
+            self.dim as u32,
+            self.params.m as u32,
+            self.m0 as u32,
+        ] {
+            w.write_all(&v.to_le_bytes())?;
+        }
+        w.write_all(&(self.len as u64).to_le_bytes())?;
+        w.write_all(&self.entry.load(AtOrd::Acquire).to_le_bytes())?;
+        w.write_all(&self.levels)?;
+        let mut buf = Vec::with_capacity(4 * (1 + self.m0));
+        for node in 0..self.len {
+            buf.clear();
+            let p = self.links(node, 0);
+            for j in 0..=self.m0 {
+                // SAFETY: j <= m0 stays inside the level-0 header; no writer runs during `&self`.
+                buf.extend_from_slice(&unsafe { *p.add(j) }.to_le_bytes());
+            }
+            w.write_all(&buf)?;
+        }
+        for node in 0..self.len {
+            let lv = self.levels[node] as usize;
+            let off = self.upper_off[node];
+            for cell in &self.upper[off..off + lv * (1 + self.params.m)] {
+                // SAFETY: no writer runs while `&self` is shared outside `add`.
+                w.write_all(&unsafe { *cell.get() }.to_le_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuild a graph from its stored `vectors` (already prepared, as written) and the bytes
+    /// of [`HnswGraph::write_graph`]. Every count and link is checked, so a damaged file gives
+    /// an error naming `path` and the byte offset, never a panic.
+    pub fn read_graph(
+        dim: usize,
+        metric: Metric,
+        params: HnswParams,
+        vectors: &[f32],
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<Self> {
+        let mut g = HnswGraph::new(dim, metric, params)?;
+        let n = check_rows(vectors, dim, "stored vectors")?;
+        let bad = |off: usize, msg: String| Error::corrupt(path, format!("at byte {off}: {msg}"));
+        let mut r = Reader { bytes, off: 0 };
+        let magic = r
+            .take(8)
+            .ok_or_else(|| bad(0, "file too short for a graph header".into()))?;
+        if magic != GRAPH_MAGIC {
+            return Err(bad(0, "not a twindex HNSW graph (bad magic)".into()));
+        }
+        let header_end = 8 + 4 * 4 + 8 + 8;
+        let too_short = || bad(bytes.len(), format!("file ends early (graph of {n} nodes)"));
+        let version = r.u32().ok_or_else(too_short)?;
+        let gdim = r.u32().ok_or_else(too_short)? as usize;
+        let gm = r.u32().ok_or_else(too_short)? as usize;
+        let gm0 = r.u32().ok_or_else(too_short)? as usize;
+        let gn = r.u64().ok_or_else(too_short)?;
+        let entry = r.u64().ok_or_else(too_short)?;
+        if version != GRAPH_VERSION {
+            return Err(bad(
+                8,
+                format!("graph version {version}, this build reads {GRAPH_VERSION}"),
+            ));
+        }
+        if gdim != dim {
+            return Err(Error::corrupt(
+                path,
+                format!("graph dimension {gdim} does not match the index dimension {dim}"),
+            ));
+        }
+        if gm != params.m || gm0 != g.m0 {
+            return Err(bad(
+                16,
+                format!(
+                    "graph has m = {gm}, m0 = {gm0}; manifest says m = {}",
+                    params.m
+                ),
+            ));
+        }
+        if gn != n as u64 {
+            return Err(bad(
+                24,
+                format!("graph has {gn} nodes, the vectors file {n}"),
+            ));
+        }
+        let levels = r.take(n).ok_or_else(too_short)?.to_vec();
+        if let Some(i) = levels.iter().position(|&l| l as usize > MAX_LEVEL) {
+            return Err(bad(
+                header_end + i,
+                format!("node {i} has level {} > {MAX_LEVEL}", levels[i]),
+            ));
+        }
+        if n > 0 {
+            if entry == EMPTY {
+                return Err(bad(32, "graph with nodes has no entry point".into()));
+            }
+            let (en, el) = unpack(entry);
+            if en >= n || levels[en] as usize != el {
+                return Err(bad(
+                    32,
+                    format!("entry point {en} at level {el} is not a node of that level"),
+                ));
+            }
+        } else if entry != EMPTY {
+            return Err(bad(32, "empty graph with an entry point".into()));
+        }
+        g.grow(n, &levels);
+        g.copy_vectors(0, vectors);
+        let check = |off: usize,
+                     node: usize,
+                     level: usize,
+                     cnt: u32,
+                     cap: usize,
+                     link: &[u32]|
+         -> Result<()> {
+            if cnt as usize > cap {
+                return Err(bad(
+                    off,
+                    format!("node {node} level {level}: {cnt} links > capacity {cap}"),
+                ));
+            }
+            if let Some(&x) = link[..cnt as usize]
+                .iter()
+                .find(|&&x| x as usize >= n || (levels[x as usize] as usize) < level)
+            {
+                return Err(bad(off, format!("node {node} level {level}: bad link {x}")));
+            }
+            Ok(())
+        };
+        let mut words = vec![0u32; 1 + g.m0.max(params.m)];
+        for node in 0..n {
+            let off = r.off;
+            for w in words[..=g.m0].iter_mut() {
+                *w = r.u32().ok_or_else(too_short)?;
+            }
+            check(off, node, 0, words[0], g.m0, &words[1..=g.m0])?;
+            let p = g.links(node, 0);
+            for (j, w) in words[..=g.m0].iter().enumerate() {
+                // SAFETY: j <= m0 is inside the header; `g` is not shared yet.
+                unsafe { *p.add(j) = *w };
+            }
+        }
+        for (node, &lv) in levels.iter().enumerate() {
+            for level in 1..=lv as usize {
+                let off = r.off;
+                for w in words[..=params.m].iter_mut() {
+                    *w = r.u32().ok_or_else(too_short)?;
+                }
+                check(off, node, level, words[0], params.m, &words[1..=params.m])?;
+                let p = g.links(node, level);
+                for (j, w) in words[..=params.m].iter().enumerate() {
+                    // SAFETY: j <= m is inside this level's list; `g` is not shared yet.
+                    unsafe { *p.add(j) = *w };
+                }
+            }
+        }
+        if r.off != bytes.len() {
+            return Err(bad(
+                r.off,
+                format!("{} trailing bytes", bytes.len() - r.off),
+            ));
+        }
+        g.entry.store(entry, AtOrd::Release);
+        Ok(g)
+    }
+
+    /// Append `n_new` nodes with the given levels (links empty, vectors zero).
+    fn grow(&mut self, n_new: usize, levels: &[u8]) {
+        let lines = self.stride_words / LINE_WORDS;
+        let new_len = self.len + n_new;
+        let need = new_len * lines;
+        if self.blocks.capacity() < need {
+            // A fresh buffer, advised to use huge pages before it is touched: the search jumps
+            // between nodes at random, so 2 MiB pages save most TLB misses.
+            let cap = need.max(self.blocks.capacity() * 3 / 2);
+            let mut fresh: Vec<UnsafeCell<Line>> = Vec::with_capacity(cap);
+            advise_huge_pages(
+                fresh.as_ptr() as *const u8,
+                cap * std::mem::size_of::<Line>(),
+            );
+            fresh.extend(self.blocks.drain(..));
+            self.blocks = fresh;
+        }
+        self.blocks
+            .resize_with(need, || UnsafeCell::new(Line([0; LINE_WORDS])));
+        for &lv in levels {
+            self.upper_off.push(self.upper.len());
+            let words = lv as usize * (1 + self.params.m);
+            self.upper.extend((0..words).map(|_| UnsafeCell::new(0)));
+            self.levels.push(lv);
+            self.locks.push(Mutex::new(()));
+        }
+        self.len = new_len;
+    }
+
+    /// Write `vectors` (prepared) into the blocks of slots `first..`.
+    fn copy_vectors(&mut self, first: usize, vectors: &[f32]) {
+        for (i, v) in vectors.chunks_exact(self.dim).enumerate() {
+            let p = self.vec_ptr(first + i) as *mut f32;
+            // SAFETY: `&mut self`; the block of slot first + i exists and holds dim floats.
+            unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p, self.dim) };
+        }
+    }
+}
+
+/// Ask the kernel to back `[ptr, ptr + len)` with transparent huge pages (Linux; a hint, errors
+/// ignored).
+fn advise_huge_pages(ptr: *const u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = (ptr as usize).div_ceil(HUGE) * HUGE;
+        let end = (ptr as usize + len) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside an allocation we own; madvise only sets a hint.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    off: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.bytes.get(self.off..self.off.checked_add(n)?)?;
+        self.off += n;
+        Some(s)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    }
+}
+
+impl VectorIndex for HnswGraph {
+    fn name(&self) -> &'static str {
+        "hnsw"
+    }
+
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn add(&mut self, vectors: &[f32], progress: &Progress) -> Result<()> {
+        let rows = check_rows(vectors, self.dim, "vectors")?;
+        if self.len + rows >= u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "an index holds fewer than {} vectors",
+                u32::MAX
+            )));
+        }
+        let first = self.len;
+        let levels: Vec<u8> = (first..first + rows)
+            .map(|i| self.random_level(i) as u8)
+            .collect();
+        self.grow(rows, &levels);
+        self.copy_vectors(first, vectors);
+        if self.metric.normalizes() {
+            for i in first..first + rows {
+                let p = self.vec_ptr(i) as *mut f32;
+                // SAFETY: `&mut self`; the slice is slot i's vector.
+                self.metric
+                    .prepare(unsafe { std::slice::from_raw_parts_mut(p, self.dim) });
+            }
+        }
+        let this = &*self;
+        let done = AtomicUsize::new(0);
+        let tick = |_: ()| {
+            let d = done.fetch_add(1, AtOrd::Relaxed) + 1;
+            if d % 512 == 0 || d == rows {
+                progress(d);
+            }
+        };
+        // The first node is inserted alone so that the parallel phase starts from an entry point.
+        let mut s = this.take_scratch();
+        let seq = if this.entry.load(AtOrd::Acquire) == EMPTY {
+            1.min(rows)
+        } else {
+            0
+        };
+        for q in first..first + seq {
+            this.insert(q, &mut s);
+            tick(());
+        }
+        this.put_scratch(s);
+        (first + seq..first + rows).into_par_iter().for_each_init(
+            || ScratchGuard {
+                graph: this,
+                s: Some(this.take_scratch()),
+            },
+            |g, q| {
+                if let Some(s) = g.s.as_mut() {
+                    this.insert(q, s);
+                }
+                tick(());
+            },
+        );
+        Ok(())
+    }
+
+    fn search(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<Hit>> {
+        let q = prepare_query(self.metric, self.dim, query)?;
+        Ok(self
+            .knn(&q, k, ef, &|_: usize| true)
+            .into_iter()
+            .map(|s| Hit {
+                id: s.slot as u64,
+                distance: self.metric.key_to_distance(s.key),
+            })
+            .collect())
+    }
+
+    fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &SlotFilter,
+    ) -> Result<Vec<Hit>> {
+        let q = prepare_query(self.metric, self.dim, query)?;
+        Ok(self
+            .knn(&q, k, ef, keep)
+            .into_iter()
+            .map(|s| Hit {
+                id: s.slot as u64,
+                distance: self.metric.key_to_distance(s.key),
+            })
+            .collect())
+    }
+
+    fn vector(&self, slot: usize) -> Option<&[f32]> {
+        (slot < self.len).then(|| self.vec_of(slot))
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.blocks.capacity() * std::mem::size_of::<Line>()
+            + self.upper.capacity() * 4
+            + self.upper_off.capacity() * 8
+            + self.levels.capacity()
+            + self.locks.capacity() * std::mem::size_of::<Mutex<()>>()
+    }
+}
+
+/// Returns a rayon task's scratch space to the pool when the task ends.
+struct ScratchGuard<'a> {
+    graph: &'a HnswGraph,
+    s: Option<Scratch>,
+}
+
+impl Drop for ScratchGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.s.take() {
+            self.graph.put_scratch(s);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Vector indexes and the persistent index directory.
+//!
+//! * [`VectorIndex`]: the trait of every engine; [`FlatIndex`] (exact, the recall oracle),
+//!   [`HnswGraph`] (our HNSW, the default) and [`HnswRsIndex`] (hnsw_rs) implement it;
+//! * [`Metric`]: distances and the one distance <-> similarity convention;
+//! * [`Index`]: the on-disk index (manifest, vectors, items, tombstones, graph) with atomic
+//!   add / delete / compact, search, dedup and the calibrated threshold;
+//! * [`vecio`]: `.fvecs` / `.ivecs` / `.npy`; [`bench`]: recall and throughput sweeps.
+
+pub mod bench;
+pub mod dedup;
+pub mod distance;
+pub mod engine;
+pub mod flat;
+pub mod hnsw;
+pub mod hnsw_rs_backend;
+pub mod manifest;
+pub mod metric;
+pub mod store;
+pub mod vecio;
+pub mod vector_index;
+
+pub use bench::{BenchOptions, BenchReport, BuildStats, SweepPoint};
+pub use dedup::{Dedup, DupPair};
+pub use engine::{Index, ItemView};
+pub use flat::FlatIndex;
+pub use hnsw::{HnswGraph, HnswParams};
+pub use hnsw_rs_backend::HnswRsIndex;
+pub use manifest::{Backend, Calibration, IndexConfig, Manifest, FORMAT_VERSION};
+pub use metric::Metric;
+pub use store::Item;
+pub use vecio::Matrix;
+pub use vector_index::{Hit, Progress, VectorIndex};

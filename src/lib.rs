@@ -1,0 +1,20 @@
+//! # twindex
+//!
+//! An embedding index and near-duplicate search engine built on similarity learning: train twin
+//! (Siamese) encoders with contrastive and triplet losses, index a corpus as embeddings, and
+//! answer "is this a duplicate of something I have?" with a calibrated threshold.
+//!
+//! Modules, in dependency order: [`error`] <- [`corpus`], [`index`], [`model`] <- [`train`]
+//! <- [`eval`]; the `twindex` binary's `cli` sits on top.
+
+pub mod corpus;
+pub mod error;
+pub mod eval;
+pub mod fsutil;
+pub mod index;
+pub mod model;
+pub mod query;
+pub mod timing;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,244 @@
+//! A trained image encoder on disk: `config.json` (how to rebuild and use it) + `model.safetensors`.
+
+use super::cnn::{Arch, ImageEncoder};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// The config file name inside a model directory.
+pub const CONFIG_FILE: &str = "config.json";
+/// The weights file name inside a model directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Format tag of image encoder configs.
+pub const IMAGE_FORMAT: &str = "twindex-image-encoder";
+
+/// How raw pixels become network input. Queries are preprocessed exactly like training.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Preprocess {
+    /// Input height the network expects (images of another size are resized).
+    pub height: usize,
+    /// Input width.
+    pub width: usize,
+    /// Channels (1 = greyscale).
+    pub channels: usize,
+    /// Multiplier applied to 0..255 pixels (1/255 maps to `[0,1]`).
+    pub scale: f32,
+    /// Invert pixels (255 - p) before scaling: MNIST digits are white on black, so a
+    /// black-on-white query image must be inverted to look like the training data.
+    #[serde(default)]
+    pub invert: bool,
+}
+
+/// How the encoder was trained (for the record; not needed to run it).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct TrainingRecord {
+    pub corpus: String,
+    pub loss: String,
+    pub miner: String,
+    pub margin: f32,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub seed: u64,
+    #[serde(default)]
+    pub squared: bool,
+    #[serde(default)]
+    pub history: Vec<serde_json::Value>,
+}
+
+/// Everything needed to rebuild and use an image encoder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageModelConfig {
+    /// Always [`IMAGE_FORMAT`].
+    pub format: String,
+    /// Bumped on incompatible changes.
+    pub format_version: u32,
+    pub arch: Arch,
+    pub preprocess: Preprocess,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Whether embeddings are L2-normalised.
+    pub normalized: bool,
+    /// The distance the encoder was trained for (`l2`).
+    pub metric: String,
+    /// Default duplicate threshold on that distance (`distance < threshold` means duplicate).
+    pub threshold: f32,
+    /// Class names by label id, when known (MNIST: "0".."9").
+    #[serde(default)]
+    pub class_names: Vec<String>,
+    /// How `threshold` was chosen and what it measured (an `eval::Calibration` as JSON).
+    #[serde(default)]
+    pub calibration: Option<serde_json::Value>,
+    #[serde(default)]
+    pub training: TrainingRecord,
+}
+
+impl ImageModelConfig {
+    /// A config for `arch` on `h x w x c` images with the default preprocessing.
+    pub fn new(arch: Arch, height: usize, width: usize, channels: usize) -> Self {
+        ImageModelConfig {
+            format: IMAGE_FORMAT.into(),
+            format_version: 1,
+            arch,
+            preprocess: Preprocess {
+                height,
+                width,
+                channels,
+                scale: 1.0 / 255.0,
+                invert: false,
+            },
+            dim: arch.dim(),
+            normalized: arch.normalized(),
+            metric: "l2".into(),
+            threshold: 0.5,
+            class_names: Vec::new(),
+            calibration: None,
+            training: TrainingRecord::default(),
+        }
+    }
+}
+
+/// A loaded (or freshly initialised) image encoder.
+pub struct ImageModel {
+    pub config: ImageModelConfig,
+    pub encoder: ImageEncoder,
+    /// The variables (present when built for training).
+    pub varmap: Option<VarMap>,
+    /// Where it was loaded from, if anywhere.
+    pub dir: Option<PathBuf>,
+}
+
+impl ImageModel {
+    /// A freshly initialised, trainable encoder; the initial weights depend only on `seed`.
+    pub fn new_trainable(config: ImageModelConfig, seed: u64) -> Result<Self> {
+        let varmap = VarMap::new();
+        let vb = super::seeded::seeded_var_builder(&varmap, seed);
+        let p = &config.preprocess;
+        let encoder = ImageEncoder::new(vb, config.arch, p.height, p.width, p.channels)?;
+        Ok(ImageModel {
+            config,
+            encoder,
+            varmap: Some(varmap),
+            dir: None,
+        })
+    }
+
+    /// Load `config.json` + `model.safetensors` from `dir`, checking format and weight shapes.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join(CONFIG_FILE);
+        if !cfg_path.exists() {
+            return Err(Error::io(
+                &cfg_path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no model config here: expected a model directory made by `twindex train`",
+                ),
+            ));
+        }
+        let config: ImageModelConfig = fsutil::read_json(&cfg_path)?;
+        if config.format != IMAGE_FORMAT || config.format_version != 1 {
+            return Err(Error::corrupt(
+                &cfg_path,
+                format!(
+                    "format {:?} version {}: expected {IMAGE_FORMAT:?} version 1",
+                    config.format, config.format_version
+                ),
+            ));
+        }
+        let wpath = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
+        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu)
+            .map_err(|e| Error::corrupt(&wpath, format!("not a readable safetensors file: {e}")))?;
+        let p = &config.preprocess;
+        let encoder =
+            ImageEncoder::new(vb, config.arch, p.height, p.width, p.channels).map_err(|e| {
+                Error::corrupt(
+                    &wpath,
+                    format!("weights do not fit a {} network: {e}", config.arch.name()),
+                )
+            })?;
+        Ok(ImageModel {
+            config,
+            encoder,
+            varmap: None,
+            dir: Some(dir.to_path_buf()),
+        })
+    }
+
+    /// Save config and weights into `dir` (created if needed), each file written atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let varmap = self
+            .varmap
+            .as_ref()
+            .ok_or_else(|| Error::Msg("only a trainable model can be saved".into()))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let wpath = dir.join(WEIGHTS_FILE);
+        let tmp = fsutil::temp_path(&wpath);
+        varmap.save(&tmp).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::corrupt(&wpath, format!("cannot write weights: {e}"))
+        })?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &wpath).map_err(|e| Error::io(&wpath, e))?;
+        fsutil::atomic_write_json(&dir.join(CONFIG_FILE), &self.config)
+    }
+
+    /// Embed a batch of preprocessed inputs `[B, H, W, C]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.encoder.forward(x)?)
+    }
+
+    /// Turn raw 0..255 pixels of `n` images (each `H*W*C`, already at the model's size) into
+    /// the network's input tensor.
+    pub fn input_tensor(&self, pixels: &[u8], n: usize) -> Result<Tensor> {
+        let p = &self.config.preprocess;
+        let per = p.height * p.width * p.channels;
+        if pixels.len() != n * per {
+            return Err(Error::dim(n * per, pixels.len(), "image pixels"));
+        }
+        let v: Vec<f32> = if p.invert {
+            pixels.iter().map(|&x| (255 - x) as f32 * p.scale).collect()
+        } else {
+            pixels.iter().map(|&x| x as f32 * p.scale).collect()
+        };
+        Ok(Tensor::from_vec(
+            v,
+            (n, p.height, p.width, p.channels),
+            &Device::Cpu,
+        )?)
+    }
+
+    /// Embed `n` images of raw pixels, `batch` at a time; returns `n * dim` floats.
+    pub fn embed_pixels(&self, pixels: &[u8], n: usize, batch: usize) -> Result<Vec<f32>> {
+        let p = &self.config.preprocess;
+        let per = p.height * p.width * p.channels;
+        let mut out = Vec::with_capacity(n * self.config.dim);
+        let batch = batch.max(1);
+        let mut i = 0;
+        while i < n {
+            let m = batch.min(n - i);
+            let x = self.input_tensor(&pixels[i * per..(i + m) * per], m)?;
+            let e = self.forward(&x)?;
+            out.extend(e.flatten_all()?.to_vec1::<f32>()?);
+            i += m;
+        }
+        Ok(out)
+    }
+
+    /// sha256 over the config and weights files: names this exact encoder in index manifests.
+    pub fn content_hash(dir: &Path) -> Result<String> {
+        let mut h = Sha256::new();
+        for f in [CONFIG_FILE, WEIGHTS_FILE] {
+            let p = dir.join(f);
+            let b = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            h.update(&b);
+        }
+        Ok(format!("{:x}", h.finalize()))
+    }
+}

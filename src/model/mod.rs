@@ -1,0 +1,15 @@
+//! Encoders as candle modules: image CNNs (with fast custom ops) and their on-disk form.
+
+pub mod cnn;
+pub mod image;
+pub mod ops;
+pub mod seeded;
+
+pub use cnn::{Arch, ImageEncoder};
+pub use image::{ImageModel, ImageModelConfig, Preprocess, TrainingRecord};
+
+impl From<candle_core::Error> for crate::error::Error {
+    fn from(e: candle_core::Error) -> Self {
+        crate::error::Error::Tensor(e.to_string())
+    }
+}

@@ -1,0 +1,38 @@
+//! Wall and CPU clocks for honest throughput figures on shared, noisy machines.
+
+/// CPU seconds (user + system) used so far by the whole process, all threads.
+pub fn process_cpu_seconds() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    if rc != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// A stopwatch over wall time and process CPU time.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch {
+    wall: std::time::Instant,
+    cpu: f64,
+}
+
+impl Stopwatch {
+    /// Start now.
+    pub fn start() -> Self {
+        Stopwatch {
+            wall: std::time::Instant::now(),
+            cpu: process_cpu_seconds(),
+        }
+    }
+    /// Wall seconds since start.
+    pub fn wall(&self) -> f64 {
+        self.wall.elapsed().as_secs_f64()
+    }
+    /// Process CPU seconds since start.
+    pub fn cpu(&self) -> f64 {
+        process_cpu_seconds() - self.cpu
+    }
+}

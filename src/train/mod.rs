@@ -1,0 +1,8 @@
+//! Training twin encoders: losses, online mining and the training loop.
+
+pub mod image;
+pub mod loss;
+pub mod mining;
+
+pub use image::{train_image, ImageTrainConfig, LossKind, TrainOutcome};
+pub use mining::{Miner, Triplet};

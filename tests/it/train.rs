@@ -1,0 +1,84 @@
+//! A short training run must beat chance by a wide margin; the same seed reproduces it.
+
+use std::path::Path;
+use twindex::model::{Arch, ImageModel};
+use twindex::train::{train_image, ImageTrainConfig, LossKind, Miner};
+
+fn mnist() -> twindex::corpus::TrainTest {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/mnist");
+    let mut d = twindex::corpus::load_idx_corpus(&dir).unwrap();
+    // A 2,000-image test subset keeps evaluation quick; pairs still cover all 10 classes.
+    d.test.n = 2000;
+    d.test.pixels.truncate(2000 * 784);
+    d.test.labels.truncate(2000);
+    d
+}
+
+#[test]
+fn lenet_contrastive_beats_chance_and_is_reproducible() {
+    let data = mnist();
+    let cfg = ImageTrainConfig {
+        epochs: 2,
+        max_train: Some(6000),
+        seed: 7,
+        ..Default::default()
+    };
+    println!("seed {}", cfg.seed);
+    let a = train_image(&data, &cfg, "mnist", &mut |_| {}).unwrap();
+    let acc = a.history.last().unwrap().test_pair_accuracy;
+    println!("lenet contrastive, 2 epochs on 6k: test pair accuracy {acc:.4}");
+    // Chance is 0.5 (balanced pairs).
+    assert!(acc > 0.85, "test pair accuracy {acc}");
+    assert!(a.history[1].loss < a.history[0].loss);
+
+    // Same seed, same run: identical losses.
+    let cfg1 = ImageTrainConfig {
+        epochs: 1,
+        ..cfg.clone()
+    };
+    let b = train_image(&data, &cfg1, "mnist", &mut |_| {}).unwrap();
+    assert_eq!(a.history[0].loss, b.history[0].loss);
+
+    // Save, reload, same embeddings.
+    let dir = tempfile::tempdir().unwrap();
+    a.model.save(dir.path()).unwrap();
+    let loaded = ImageModel::load(dir.path()).unwrap();
+    let x = &data.test.pixels[..5 * 784];
+    let e1 = a.model.embed_pixels(x, 5, 5).unwrap();
+    let e2 = loaded.embed_pixels(x, 5, 5).unwrap();
+    assert_eq!(e1, e2);
+}
+
+#[test]
+fn cnn_triplet_batch_hard_beats_chance() {
+    let data = mnist();
+    let cfg = ImageTrainConfig {
+        arch: Arch::Cnn,
+        loss: LossKind::Triplet,
+        miner: Miner::BatchHard,
+        margin: 0.2,
+        epochs: 1,
+        max_train: Some(3000),
+        seed: 3,
+        ..Default::default()
+    };
+    println!("seed {}", cfg.seed);
+    let a = train_image(&data, &cfg, "mnist", &mut |_| {}).unwrap();
+    let acc = a.history[0].test_best_accuracy;
+    println!(
+        "cnn triplet batch-hard, 1 epoch on 3k: test pair accuracy at the best threshold {acc:.4}"
+    );
+    assert!(acc > 0.8, "test pair accuracy {acc}");
+}
+
+#[test]
+fn loading_a_missing_or_corrupt_model_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = ImageModel::load(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("config.json"), "{e}");
+    let cfg = twindex::model::ImageModelConfig::new(Arch::Lenet, 28, 28, 1);
+    twindex::fsutil::atomic_write_json(&dir.path().join("config.json"), &cfg).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), b"not safetensors").unwrap();
+    let e = ImageModel::load(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+}
