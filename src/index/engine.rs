@@ -694,7 +694,7 @@ impl Index {
 /// Check a batch of `n_items` rows of `dim`; returns the row count.
 fn check_batch(vectors: &[f32], dim: usize, n_items: usize, ctx: &str) -> Result<usize> {
     if vectors.len() != n_items * dim {
-        if n_items > 0 && vectors.len() % n_items == 0 {
+        if n_items > 0 && vectors.len().is_multiple_of(n_items) {
             return Err(Error::dim(dim, vectors.len() / n_items, ctx));
         }
         return Err(Error::Shape(format!(

@@ -102,7 +102,8 @@ struct Scratch {
     cand: BinaryHeap<Nearest>,
     top: BinaryHeap<Scored>,
     buf: Vec<u32>,
-    sorted: Vec<Scored>,
+    /// Candidates found for the node being inserted, one list per level.
+    layers: Vec<Vec<Scored>>,
     selected: Vec<Scored>,
     prune: Vec<Scored>,
 }
@@ -441,7 +442,7 @@ impl HnswGraph {
     fn connect(&self, q: usize, level: usize, s: &mut Scratch) {
         let cap = if level == 0 { self.m0 } else { self.params.m };
         let mut selected = std::mem::take(&mut s.selected);
-        self.select(&s.sorted, self.params.m, &mut selected);
+        self.select(&s.layers[level], self.params.m, &mut selected);
         {
             let _g = lock(&self.locks[q]);
             let p = self.links(q, level);
@@ -514,15 +515,25 @@ impl HnswGraph {
             slot: ep_node as u32,
         };
         let mut cur = self.greedy::<true>(qv, start, ep_level, level);
-        for lev in (0..=level.min(ep_level)).rev() {
+        // Search every level top-down first, then link bottom-up: q becomes reachable on a
+        // level only when its lists on all lower levels are set, so a concurrent insertion
+        // that reaches q never descends into an empty list (which would leave that node with
+        // a single link and likely unreachable).
+        let top = level.min(ep_level);
+        if s.layers.len() <= top {
+            s.layers.resize_with(top + 1, Vec::new);
+        }
+        for lev in (0..=top).rev() {
             self.search_layer::<true, _>(qv, cur, lev, self.params.ef_construction, s, &|_| true);
-            s.sorted.clear();
-            s.sorted
-                .extend(s.top.drain().filter(|c| c.slot as usize != q));
-            s.sorted.sort_unstable();
-            if let Some(first) = s.sorted.first() {
+            let found = &mut s.layers[lev];
+            found.clear();
+            found.extend(s.top.drain().filter(|c| c.slot as usize != q));
+            found.sort_unstable();
+            if let Some(first) = found.first() {
                 cur = *first;
             }
+        }
+        for lev in 0..=top {
             self.connect(q, lev, s);
         }
         if global.is_some() && level > unpack(self.entry.load(AtOrd::Acquire)).1 {
@@ -743,7 +754,7 @@ impl HnswGraph {
                 fresh.as_ptr() as *const u8,
                 cap * std::mem::size_of::<Line>(),
             );
-            fresh.extend(self.blocks.drain(..));
+            fresh.append(&mut self.blocks);
             self.blocks = fresh;
         }
         self.blocks
@@ -851,7 +862,7 @@ impl VectorIndex for HnswGraph {
         let done = AtomicUsize::new(0);
         let tick = |_: ()| {
             let d = done.fetch_add(1, AtOrd::Relaxed) + 1;
-            if d % 512 == 0 || d == rows {
+            if d.is_multiple_of(512) || d == rows {
                 progress(d);
             }
         };

@@ -161,7 +161,7 @@ pub fn check_rows(data: &[f32], dim: usize, context: &str) -> Result<usize> {
             "{context}: dimension must be at least 1"
         )));
     }
-    if data.len() % dim != 0 {
+    if !data.len().is_multiple_of(dim) {
         return Err(Error::Shape(format!(
             "{context}: {} floats is not a whole number of rows of dimension {dim}",
             data.len()

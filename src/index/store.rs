@@ -24,8 +24,40 @@ use std::path::Path;
 
 use super::manifest::{FileEntry, Manifest, FORMAT_VERSION, MANIFEST_FILE};
 
-/// Data-file name prefixes; anything else in the directory is left alone by the cleanup.
-const DATA_PREFIXES: [&str; 4] = ["vectors.", "items.", "tombstones.", "graph."];
+/// Data-file kinds and extensions: `<kind>.<generation>.<ext>`. The cleanup removes only
+/// names of exactly this shape (and their temporary files), never anything else a user keeps
+/// in the directory.
+const DATA_FILES: [(&str, &str); 4] = [
+    ("vectors", "f32"),
+    ("items", "jsonl"),
+    ("tombstones", "u64"),
+    ("graph", "hnsw"),
+];
+
+/// Whether `name` is a data file of some generation (`vectors.12.f32`).
+fn is_data_file(name: &str) -> bool {
+    DATA_FILES.iter().any(|(kind, ext)| {
+        name.strip_prefix(kind)
+            .and_then(|r| r.strip_prefix('.'))
+            .and_then(|r| r.strip_suffix(ext))
+            .and_then(|r| r.strip_suffix('.'))
+            .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// Whether `name` is a temporary file left by an interrupted write of a data file or the
+/// manifest (`.vectors.12.f32.<pid>.tmp`, `.manifest.json.<pid>.tmp`).
+fn is_temp_file(name: &str) -> bool {
+    let Some(inner) = name.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let Some((target, pid)) = inner.rsplit_once('.') else {
+        return false;
+    };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && (target == MANIFEST_FILE || is_data_file(target))
+}
 
 /// An item: what a stored vector stands for.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -206,9 +238,7 @@ pub fn remove_unreferenced(dir: &Path, m: &Manifest) {
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let base = name.strip_prefix('.').unwrap_or(&name);
-        let ours = DATA_PREFIXES.iter().any(|p| base.starts_with(p))
-            || (base.starts_with(MANIFEST_FILE) && name.ends_with(".tmp"));
+        let ours = is_data_file(&name) || is_temp_file(&name);
         if ours && !keep.contains(&name.as_str()) {
             let _ = std::fs::remove_file(e.path());
         }
@@ -307,7 +337,7 @@ pub fn write_ids(w: &mut dyn Write, ids: &[u64]) -> std::io::Result<()> {
 
 /// Parse the tombstones file.
 pub fn parse_ids(bytes: &[u8], path: &Path) -> Result<Vec<u64>> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return Err(Error::corrupt(
             path,
             format!("{} bytes is not a whole number of u64 ids", bytes.len()),
@@ -317,4 +347,36 @@ pub fn parse_ids(bytes: &[u8], path: &Path) -> Result<Vec<u64>> {
         .chunks_exact(8)
         .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleanup_matches_only_our_names() {
+        for ours in [
+            "vectors.3.f32",
+            "items.12.jsonl",
+            "tombstones.0.u64",
+            "graph.7.hnsw",
+            ".graph.7.hnsw.1234.tmp",
+            ".manifest.json.99.tmp",
+        ] {
+            assert!(is_data_file(ours) || is_temp_file(ours), "{ours}");
+        }
+        for theirs in [
+            "vectors.npy",
+            "vectors.f32",
+            "vectors.x.f32",
+            "items.jsonl",
+            "graph.7.hnsw.bak",
+            "manifest.json",
+            ".manifest.json.tmp",
+            ".vectors.npy.12.tmp",
+            "notes.txt",
+        ] {
+            assert!(!is_data_file(theirs) && !is_temp_file(theirs), "{theirs}");
+        }
+    }
 }

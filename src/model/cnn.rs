@@ -86,6 +86,13 @@ impl Module for Conv {
     }
 }
 
+impl Conv {
+    /// The convolution followed by 2x2 pooling, fused into one op.
+    pub fn forward_pool(&self, x: &Tensor, pool: ops::Pool2) -> Result<Tensor> {
+        ops::conv2d_act_pool(x, &self.w, &self.b, self.act, self.input_grad, pool)
+    }
+}
+
 /// A dense layer with Glorot-uniform (or He-uniform) init, weight `[out, in]` as candle-nn.
 pub fn dense(vb: VarBuilder, d_in: usize, d_out: usize, relu: bool) -> Result<Linear> {
     let limit = if relu {
@@ -162,11 +169,11 @@ impl ImageEncoder {
 impl Module for ImageEncoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let pool = match self.arch {
-            Arch::Lenet => ops::avg_pool2,
-            Arch::Cnn => ops::max_pool2,
+            Arch::Lenet => ops::Pool2::Avg,
+            Arch::Cnn => ops::Pool2::Max,
         };
-        let h = pool(&self.conv1.forward(x)?)?;
-        let h = pool(&self.conv2.forward(&h)?)?;
+        let h = self.conv1.forward_pool(x, pool)?;
+        let h = self.conv2.forward_pool(&h, pool)?;
         let h = h.flatten_from(1)?;
         match &self.fc2 {
             None => ops::tanh(&self.fc1.forward(&h)?),
