@@ -14,8 +14,11 @@ use twindex::index::bench::{self, BenchOptions, BuildStats};
 use twindex::index::vecio::read_ivecs;
 use twindex::index::{HnswGraph, HnswParams, HnswRsIndex, Metric, VectorIndex};
 
-const MNIST_DIR: &str = "/work/shared/corpora/mnist";
-const GT: &str = "/work/shared/reference/mnist784_gt_k100.ivecs";
+const MNIST_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpora/mnist");
+const GT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/reference/mnist784_gt_k100.ivecs"
+);
 const DIM: usize = 784;
 const M: usize = 16;
 const EF_CONSTRUCTION: usize = 200;

@@ -86,9 +86,14 @@ pub fn default_model_dir() -> Result<PathBuf> {
 
 /// The images file of an IDX corpus folder (for item sources).
 pub fn images_file(dir: &Path) -> PathBuf {
-    twindex::corpus::idx::IdxCorpusPaths::in_dir(dir)
+    let p = twindex::corpus::idx::IdxCorpusPaths::in_dir(dir)
         .map(|p| p.train_images)
-        .unwrap_or_else(|_| dir.to_path_buf())
+        .unwrap_or_else(|_| dir.to_path_buf());
+    // Relative to the working directory when inside it: shorter, and stable across clones.
+    match std::env::current_dir() {
+        Ok(cwd) => p.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(p),
+        Err(_) => p,
+    }
 }
 
 /// Human name of class `label` for `model` (its class names, else the number).
@@ -209,4 +214,17 @@ pub fn load_query_image(model: &twindex::model::ImageModel, spec: &str) -> Resul
         px.iter_mut().for_each(|v| *v = 255 - *v);
     }
     Ok(px)
+}
+
+/// Build time of an index, written beside its manifest by `index build` (`build.json`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct BuildRecord {
+    pub build_seconds: f64,
+    pub build_cpu_seconds: f64,
+    pub threads: usize,
+}
+
+/// Read `build.json` of an index (zeros when absent).
+pub fn read_build_record(index: &Path) -> BuildRecord {
+    twindex::fsutil::read_json(&index.join("build.json")).unwrap_or_default()
 }

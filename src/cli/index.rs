@@ -230,6 +230,14 @@ fn build(a: BuildArgs) -> Result<()> {
         idx.set_calibration(Some(common::model_calibration(&model)))?;
         (idx, w, c)
     };
+    twindex::fsutil::atomic_write_json(
+        &a.out.join("build.json"),
+        &common::BuildRecord {
+            build_seconds: wall,
+            build_cpu_seconds: cpu,
+            threads: rayon::current_num_threads(),
+        },
+    )?;
     let bytes = common::dir_bytes(&a.out);
     eprintln!(
         "built {} ({} items, dim {}, {}) in {:.1} s ({:.1} CPU-s), {:.1} MB on disk",

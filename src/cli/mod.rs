@@ -1,6 +1,10 @@
 //! Bin-only: clap structs and one file per subcommand, each with `run(args)`.
 
+mod bench;
+mod calibrate;
 mod common;
+mod dedup;
+mod demo;
 mod eval;
 mod index;
 mod query;
@@ -22,6 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The main job on the shipped default: MNIST encoder, index, queries, headline metrics.
+    Demo(demo::DemoArgs),
     /// Train an encoder (image or text).
     #[command(subcommand)]
     Train(train::TrainCmd),
@@ -32,6 +38,12 @@ pub enum Command {
     Index(index::IndexCmd),
     /// The k nearest items of a query, with the duplicate decision.
     Query(query::QueryArgs),
+    /// Every pair of items within the duplicate threshold, and their clusters.
+    Dedup(dedup::DedupArgs),
+    /// Choose the duplicate threshold from labelled pairs and store it in the index.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Recall@k against exact search, queries/s and latency over an ef sweep.
+    Bench(bench::BenchArgs),
 }
 
 /// Parse arguments, run, print errors as one line, map to an exit code.
@@ -47,7 +59,11 @@ pub fn main() -> ExitCode {
             .build_global();
     }
     let res = match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Train(c) => train::run(c),
+        Command::Dedup(a) => dedup::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Index(c) => index::run(c),
         Command::Query(a) => query::run(a),

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
 use twindex::model::Arch;
-use twindex::train::{train_image, ImageTrainConfig, LossKind, Miner};
+use twindex::train::{train_image, ImageTrainConfig, LossKind, Miner, TrainEvent};
 
 #[derive(Debug, Subcommand)]
 pub enum TrainCmd {
@@ -100,38 +100,53 @@ fn run_image(a: ImageArgs) -> Result<()> {
     );
     let mut pb: Option<indicatif::ProgressBar> = None;
     let mut cur_epoch = 0;
-    let outcome = train_image(&data, &cfg, &a.corpus, &mut |s| {
-        if s.epoch != cur_epoch {
+    let mut outcome = train_image(&data, &cfg, &a.corpus, &mut |ev| match ev {
+        TrainEvent::Step(s) => {
+            if s.epoch != cur_epoch {
+                cur_epoch = s.epoch;
+                pb = Some(common::bar(
+                    s.steps as u64,
+                    &format!("epoch {}/{}", s.epoch, cfg.epochs),
+                ));
+            }
+            if let Some(p) = &pb {
+                p.set_position(s.step as u64);
+                if s.step % 20 == 0 {
+                    p.set_prefix(format!("loss {:.4}", s.loss));
+                }
+            }
+        }
+        TrainEvent::Epoch(h) => {
             if let Some(p) = pb.take() {
                 p.finish_and_clear();
             }
-            cur_epoch = s.epoch;
-            pb = Some(common::bar(
-                s.steps as u64,
-                &format!("epoch {}/{}", s.epoch, cfg.epochs),
-            ));
-        }
-        if let Some(p) = &pb {
-            p.set_position(s.step as u64);
-            if s.step % 20 == 0 {
-                p.set_prefix(format!("loss {:.4}", s.loss));
-            }
+            eprintln!(
+                "epoch {:>2}: loss {:.5}  test pair accuracy {:.4} (at d < 0.5), {:.4} (best threshold)  {:.0} examples/s ({:.1} s wall, {:.1} s CPU)",
+                h.epoch,
+                h.loss,
+                h.test_pair_accuracy,
+                h.test_best_accuracy,
+                h.examples as f64 / h.wall_seconds,
+                h.wall_seconds,
+                h.cpu_seconds
+            );
         }
     })?;
-    if let Some(p) = pb.take() {
-        p.finish_and_clear();
-    }
-    for h in &outcome.history {
-        eprintln!(
-            "epoch {:>2}: loss {:.5}  test pair accuracy {:.4}  {:.0} examples/s ({:.1} s wall, {:.1} s CPU)",
-            h.epoch,
-            h.loss,
-            h.test_pair_accuracy,
-            h.examples as f64 / h.wall_seconds,
-            h.wall_seconds,
-            h.cpu_seconds
-        );
-    }
+    // The duplicate threshold: best F1 on the training pairs (never the test pairs).
+    let model = &mut outcome.model;
+    let emb = twindex::train::image::embed_set(model, &data.train)?;
+    let pairs = twindex::corpus::seed_pairs(&data.train.labels, a.seed)?;
+    let dist = twindex::train::image::pair_distances(&emb, model.config.dim, &pairs);
+    let (scores, labels) = twindex::eval::image::pair_scores(&dist, &pairs);
+    let cal = twindex::eval::calibrate_best_f1(&scores, &labels)?;
+    model.config.threshold = twindex::index::Metric::L2.distance_for_similarity(cal.threshold);
+    model.config.calibration = Some(serde_json::to_value(&cal)?);
+    eprintln!(
+        "threshold: distance < {:.4} (best F1 {:.4} on {} training pairs)",
+        model.config.threshold,
+        cal.f1,
+        pairs.len()
+    );
     outcome.model.save(&a.out)?;
     let last = outcome
         .history
@@ -155,6 +170,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
         "pairs_per_cpu_second": if a.loss == LossKind::Contrastive { Some(eps / outcome.cpu_seconds) } else { None },
         "examples_per_second": eps / outcome.wall_seconds,
         "test_pair_accuracy": last,
+        "threshold": outcome.model.config.threshold,
         "history": outcome.history,
     });
     eprintln!("saved {} (test pair accuracy {:.4})", a.out.display(), last);

@@ -4,16 +4,20 @@
 //!
 //! * each node's level-0 link list and its vector share one 64-byte-aligned block, so a node
 //!   costs one contiguous run of cache lines; upper-level links live in a separate arena;
-//! * distances use the SIMD kernels of [`super::distance`] and the vector of every neighbour
-//!   about to be scored is prefetched;
+//! * distances use the SIMD kernels of [`super::distance`]; for `l2` they stop early once the
+//!   partial sum passes the current ef-th best (exact results, less memory traffic);
+//! * the neighbours about to be scored are prefetched (first line of each, then all of the next
+//!   one while the current one is scored), and the node blocks sit on transparent huge pages;
 //! * visited sets are generation-stamped `Vec<u32>`s taken from a pool, so a query allocates
 //!   nothing but its result;
 //! * neighbours are chosen with the paper's heuristic (algorithm 4, as hnswlib does it);
 //!   levels are drawn with `mult = 1/ln(M)`, level 0 keeps `M0 = 2M` links;
-//! * a batch is inserted in parallel (rayon) with one lock per node, as hnswlib does.
+//! * a batch is inserted in parallel (rayon) with one lock per node, as hnswlib does; a node
+//!   searches all its levels first and links bottom-up, so no concurrent insertion can reach
+//!   it on a level whose lower lists are still empty.
 //!
-//! Queries take `&self` and never lock: insertion needs `&mut self`, so no query can run while
-//! the graph changes.
+//! Queries take `&self` and read the graph without locks (one short lock takes a scratch space
+//! from the pool): insertion needs `&mut self`, so no query runs while the graph changes.
 
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -395,7 +399,15 @@ impl HnswGraph {
                     }
                 }
             }
-            for &n in &s.buf {
+            for (i, &n) in s.buf.iter().enumerate() {
+                // While this vector is scored, fetch all of the next one (the hardware
+                // prefetcher alone stalls on the first lines of each new vector).
+                if let Some(&next) = s.buf.get(i + 1) {
+                    let p = self.vec_ptr(next as usize) as *const u8;
+                    for off in (64..self.dim * 4).step_by(64) {
+                        prefetch(p.wrapping_add(off));
+                    }
+                }
                 let bound = match s.top.peek() {
                     Some(w) if s.top.len() >= ef => w.key,
                     _ => f32::INFINITY,

@@ -90,6 +90,15 @@ pub struct EpochStats {
     pub test_best_accuracy: f64,
 }
 
+/// What the training loop reports as it goes.
+#[derive(Debug, Clone)]
+pub enum TrainEvent {
+    /// A batch was trained on.
+    Step(StepInfo),
+    /// An epoch ended and was evaluated.
+    Epoch(EpochStats),
+}
+
 /// A step's progress, for a progress bar.
 #[derive(Debug, Clone, Copy)]
 #[allow(missing_docs)]
@@ -231,7 +240,7 @@ pub fn train_image(
     data: &TrainTest,
     cfg: &ImageTrainConfig,
     corpus_name: &str,
-    on_step: &mut dyn FnMut(StepInfo),
+    on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainOutcome> {
     if cfg.epochs == 0 || cfg.batch < 2 {
         return Err(Error::InvalidArgument(format!(
@@ -313,12 +322,12 @@ pub fn train_image(
                     loss_sum += lv;
                     n_steps += 1;
                     n_ex += b;
-                    on_step(StepInfo {
+                    on_event(TrainEvent::Step(StepInfo {
                         epoch,
                         step: s + 1,
                         steps,
                         loss: lv,
-                    });
+                    }));
                 }
             }
             LossKind::Triplet => {
@@ -341,24 +350,24 @@ pub fn train_image(
                     n_ex += idx.len();
                     n_steps += 1;
                     if trips.is_empty() {
-                        on_step(StepInfo {
+                        on_event(TrainEvent::Step(StepInfo {
                             epoch,
                             step: s + 1,
                             steps,
                             loss: 0.0,
-                        });
+                        }));
                         continue;
                     }
                     let l = loss::triplet_mined(&e, &trips, cfg.margin as f64, cfg.squared)?;
                     opt.backward_step(&l)?;
                     let lv = l.to_scalar::<f32>()? as f64;
                     loss_sum += lv;
-                    on_step(StepInfo {
+                    on_event(TrainEvent::Step(StepInfo {
                         epoch,
                         step: s + 1,
                         steps,
                         loss: lv,
-                    });
+                    }));
                 }
             }
         }
@@ -371,7 +380,7 @@ pub fn train_image(
         let dist = pair_distances(&emb, dim, &test_pairs);
         let acc = pair_accuracy(&dist, &test_pairs, model.config.threshold);
         let (best_acc, _) = best_threshold_accuracy(&dist, &test_pairs);
-        history.push(EpochStats {
+        let stats = EpochStats {
             epoch,
             loss: loss_sum / n_steps.max(1) as f64,
             examples: n_ex,
@@ -379,7 +388,9 @@ pub fn train_image(
             cpu_seconds: ec,
             test_pair_accuracy: acc,
             test_best_accuracy: best_acc,
-        });
+        };
+        on_event(TrainEvent::Epoch(stats.clone()));
+        history.push(stats);
     }
     model.config.training = TrainingRecord {
         corpus: corpus_name.to_string(),

@@ -4,5 +4,5 @@ pub mod image;
 pub mod loss;
 pub mod mining;
 
-pub use image::{train_image, ImageTrainConfig, LossKind, TrainOutcome};
+pub use image::{train_image, ImageTrainConfig, LossKind, TrainEvent, TrainOutcome};
 pub use mining::{Miner, Triplet};

@@ -1,4 +1,9 @@
 //! Integration tests: one binary, a module per area.
 
+mod cli;
 mod corpus;
+mod index_crash;
+mod index_engine;
+mod index_graph;
+mod index_io;
 mod train;

@@ -136,18 +136,19 @@ fn params() -> HnswParams {
 fn own_hnsw_recall_against_flat() {
     let (seed, n, dim) = (20240601, 5000, 64);
     println!("seed {seed}, {n} x {dim}, 50 clusters");
-    let data = clustered(seed, n, dim, 50, 0.25);
-    let queries = clustered(seed + 1, 200, dim, 50, 0.25);
+    // 200 queries from the same clusters (split off the end).
+    let all = clustered(seed, n + 200, dim, 50, 0.25);
+    let (data, queries) = all.split_at(n * dim);
     for metric in [Metric::L2, Metric::Cosine] {
-        let oracle = FlatIndex::from_vectors(dim, metric, &data).unwrap();
+        let oracle = FlatIndex::from_vectors(dim, metric, data).unwrap();
         let mut g = HnswGraph::new(dim, metric, params()).unwrap();
         // Two batches: the second exercises incremental insertion.
         g.add(&data[..3000 * dim], &|_| {}).unwrap();
         g.add(&data[3000 * dim..], &|_| {}).unwrap();
         assert_eq!(g.len(), n);
-        let r = recall(&g, &oracle, &queries, 10, 64);
+        let r = recall(&g, &oracle, queries, 10, 32);
         println!(
-            "own hnsw {metric}: recall@10 (ef 64) = {r:.4}, max level {}, mean degree {:.1}",
+            "own hnsw {metric}: recall@10 (ef 32) = {r:.4}, max level {}, mean degree {:.1}",
             g.max_level(),
             g.mean_degree()
         );
@@ -159,13 +160,14 @@ fn own_hnsw_recall_against_flat() {
 fn hnsw_rs_recall_against_flat() {
     let (seed, n, dim) = (20240602, 5000, 64);
     println!("seed {seed}, {n} x {dim}, 50 clusters");
-    let data = clustered(seed, n, dim, 50, 0.25);
-    let queries = clustered(seed + 1, 200, dim, 50, 0.25);
-    let oracle = FlatIndex::from_vectors(dim, Metric::L2, &data).unwrap();
+    // 200 queries from the same clusters (split off the end).
+    let all = clustered(seed, n + 200, dim, 50, 0.25);
+    let (data, queries) = all.split_at(n * dim);
+    let oracle = FlatIndex::from_vectors(dim, Metric::L2, data).unwrap();
     let mut g = HnswRsIndex::new(dim, Metric::L2, params(), n).unwrap();
-    g.add(&data, &|_| {}).unwrap();
-    let r = recall(&g, &oracle, &queries, 10, 64);
-    println!("hnsw_rs l2: recall@10 (ef 64) = {r:.4}");
+    g.add(data, &|_| {}).unwrap();
+    let r = recall(&g, &oracle, queries, 10, 32);
+    println!("hnsw_rs l2: recall@10 (ef 32) = {r:.4}");
     assert!(r >= 0.95, "hnsw_rs recall@10 = {r}");
 }
 
@@ -202,11 +204,14 @@ fn item_queried_with_itself_is_first_at_distance_zero() {
                 "{} {metric}: {first}/{n} items find themselves first",
                 e.name()
             );
-            assert!(
-                first >= n * 99 / 100,
-                "{} {metric}: only {first}/{n}",
-                e.name()
-            );
+            // Exact search always; a graph may miss an item only if parallel insertion left it
+            // unreachable, which should be (nearly) never.
+            let need = if e.name() == "flat" {
+                n
+            } else {
+                n * 997 / 1000
+            };
+            assert!(first >= need, "{} {metric}: only {first}/{n}", e.name());
         }
     }
     // Unnormalised vectors under dot (negative distances): no panic in either graph.
@@ -279,7 +284,7 @@ fn filtered_search_skips_excluded_slots() {
     g.add(&data, &|_| {}).unwrap();
     let mut rs = HnswRsIndex::new(dim, Metric::L2, params(), n).unwrap();
     rs.add(&data, &|_| {}).unwrap();
-    let keep = |s: usize| s % 3 != 0;
+    let keep = |s: usize| !s.is_multiple_of(3);
     for e in [&g as &dyn VectorIndex, &rs, &oracle] {
         let mut hit = 0;
         for q in data.chunks(dim).take(100) {

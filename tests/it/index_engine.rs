@@ -115,6 +115,10 @@ fn add_delete_compact_persist() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("idx");
     let (mut idx, v) = build(&dir, Backend::Hnsw, Metric::L2, 500, seed);
+    // Files of the user's that merely look like ours survive every commit.
+    for f in ["vectors.npy", "items.jsonl", "graph.1.hnsw.bak"] {
+        std::fs::write(dir.join(f), b"keep me").unwrap();
+    }
     let extra = random_vectors(seed + 5, 50, DIM);
     let ids = idx.add(&extra, items(500, 50), &|_| {}).unwrap();
     assert_eq!(ids, (500..550).collect::<Vec<u64>>());
@@ -174,7 +178,8 @@ fn add_delete_compact_persist() {
     let files = data_files(&dir);
     let gen = reopened.manifest().generation;
     println!("generation {gen}: {files:?}");
-    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(files.len(), 5 + 3, "{files:?}");
+    assert!(files.contains(&"vectors.npy".to_string()));
 }
 
 #[test]

@@ -95,7 +95,7 @@ fn spawn_child(dir: &Path) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "crash_child",
+            "index_crash::crash_child",
             "--nocapture",
             "--ignored",
             "--test-threads=1",

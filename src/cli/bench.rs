@@ -1,0 +1,128 @@
+//! `twindex bench`: recall@k against exact search, queries per second and latency over an
+//! `ef` sweep, plus the index's build time and size.
+
+use super::{common, index::open};
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+use twindex::index::bench::{self, BenchOptions, BuildStats};
+use twindex::query::encoder;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Query vectors: `.npy`, `.fvecs`, or an IDX images file (raw pixels for a vector index;
+    /// embedded with the index's encoder for an image index).
+    #[arg(long)]
+    pub queries: PathBuf,
+    /// Exact neighbours (`.ivecs`, item ids); computed by brute force when absent.
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Search breadths to sweep, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,16,24,32,48,64,96,128"
+    )]
+    pub ef: Vec<usize>,
+    /// Use only the first N queries.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let idx = open(&a.index)?;
+    if idx.manifest().item_count != idx.manifest().slot_count {
+        bail!(
+            "{} has deleted items: run `twindex index compact` before benchmarking",
+            a.index.display()
+        );
+    }
+    let (mut rows, dim, mut data) = common::read_vectors_any(&a.queries)?;
+    if let Some(model) = encoder::load_index_encoder(&a.index, &idx.manifest().encoder)? {
+        // An image index: the queries are images to embed.
+        let px: Vec<u8> = data.iter().map(|&v| v as u8).collect();
+        if dim != model.config.preprocess.height * model.config.preprocess.width {
+            bail!(
+                "{}: images of {dim} pixels, the encoder expects {}x{}",
+                a.queries.display(),
+                model.config.preprocess.height,
+                model.config.preprocess.width
+            );
+        }
+        data = model.embed_pixels(&px, rows, 512)?;
+    } else if dim != idx.dim() {
+        bail!(
+            "{}: queries have dimension {dim}, the index {}",
+            a.queries.display(),
+            idx.dim()
+        );
+    }
+    if let Some(l) = a.limit {
+        rows = rows.min(l);
+        data.truncate(rows * idx.dim());
+    }
+    let truth = match &a.gt {
+        Some(p) => {
+            let m = twindex::index::vecio::read_ivecs(p)?;
+            if m.rows < rows || m.cols < a.k {
+                bail!(
+                    "{}: {} rows of {} neighbours, need {rows} rows of at least {}",
+                    p.display(),
+                    m.rows,
+                    m.cols,
+                    a.k
+                );
+            }
+            Some(bench::ground_truth_from_ivecs(&m)?)
+        }
+        None => None,
+    };
+    let build: common::BuildRecord = common::read_build_record(&a.index);
+    let stats = BuildStats {
+        seconds: build.build_seconds,
+        cpu_seconds: build.build_cpu_seconds,
+        index_bytes: common::dir_bytes(&a.index),
+    };
+    eprintln!(
+        "benchmarking {} ({} items, {}) with {rows} queries, k = {}, ef {:?}, {} threads",
+        a.index.display(),
+        idx.len(),
+        idx.manifest().backend.name(),
+        a.k,
+        a.ef,
+        rayon::current_num_threads()
+    );
+    let opts = BenchOptions {
+        k: a.k,
+        efs: a.ef.clone(),
+        all_threads: rayon::current_num_threads() > 1,
+        ..Default::default()
+    };
+    let report = bench::run(idx.backend(), &data, truth.as_deref(), &opts, stats)?;
+    if a.json {
+        return common::print_json(&serde_json::to_value(&report)?);
+    }
+    println!(
+        "build {:.1} s ({:.1} CPU-s), {:.1} MB on disk",
+        report.build_seconds,
+        report.build_cpu_seconds,
+        report.index_bytes as f64 / 1e6
+    );
+    println!(
+        "{:>5}  {:>8}  {:>9}  {:>12}  {:>8}  {:>8}  {:>8}",
+        "ef", "recall", "qps", "qps/CPU-s", "p50 us", "p95 us", "p99 us"
+    );
+    for p in &report.sweep {
+        println!(
+            "{:>5}  {:>8.4}  {:>9.0}  {:>12.0}  {:>8.1}  {:>8.1}  {:>8.1}",
+            p.ef, p.recall, p.qps, p.qps_per_cpu_second, p.p50_us, p.p95_us, p.p99_us
+        );
+    }
+    Ok(())
+}
