@@ -84,13 +84,16 @@ pub fn ranked_relevance(
         .unzip()
 }
 
+/// What [`evaluate_image_model`] returns: the report, the ROC curve points `(fpr, tpr)`, the
+/// test pairs and their distances.
+pub type ImageEval = (ImageEvalReport, Vec<(f64, f64)>, Vec<Pair>, Vec<f32>);
+
 /// Evaluate `model` on `data` (test pairs built with `pairs_seed`, as in training).
-/// Returns the report and the ROC curve points `(fpr, tpr)`.
 pub fn evaluate_image_model(
     model: &ImageModel,
     data: &TrainTest,
     pairs_seed: u64,
-) -> Result<(ImageEvalReport, Vec<(f64, f64)>, Vec<Pair>, Vec<f32>)> {
+) -> Result<ImageEval> {
     let dim = model.config.dim;
     let test_emb = model.embed_pixels(&data.test.pixels, data.test.n, 512)?;
     let train_emb = model.embed_pixels(&data.train.pixels, data.train.n, 512)?;

@@ -248,7 +248,7 @@ pub fn train_image(
             cfg.epochs, cfg.batch
         )));
     }
-    if !(cfg.lr > 0.0) || !(cfg.margin > 0.0) {
+    if cfg.lr.is_nan() || cfg.lr <= 0.0 || cfg.margin.is_nan() || cfg.margin <= 0.0 {
         return Err(Error::InvalidArgument(format!(
             "learning rate and margin must be positive (got lr={}, margin={})",
             cfg.lr, cfg.margin
