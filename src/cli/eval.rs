@@ -43,11 +43,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
     eval::write_roc_svg(&roc_path, &[(&name, &roc, report.roc_auc)])?;
     // The seed's picture: test pairs with their predicted distances (first 24 pairs).
     let t = &data.test;
-    let tiles: Vec<PairTile> = pairs
+    // 12 positive/negative pairs spread over the list, so every class shows up.
+    let step = (pairs.len() / 12).max(2) & !1;
+    let picks: Vec<usize> = (0..24).map(|t| (t / 2) * step + t % 2).filter(|&i| i < pairs.len()).collect();
+    let tiles: Vec<PairTile> = picks
         .iter()
-        .zip(&dist)
-        .take(24)
-        .map(|(p, &d)| PairTile {
+        .map(|&i| (&pairs[i], dist[i]))
+        .map(|(p, d)| PairTile {
             left: t.image(p.a),
             right: t.image(p.b),
             width: t.cols as u32,

@@ -1,0 +1,235 @@
+//! Text encoder: a sentence-transformers BERT (e.g. all-MiniLM-L6-v2) loaded from a local folder,
+//! with mean pooling over the attention mask and L2 normalisation, as sentence-transformers does.
+//!
+//! The folder holds `config.json` (BERT hyper-parameters), `tokenizer.json` (a Hugging Face fast
+//! tokenizer), `model.safetensors` (weights, named with or without a `bert.` prefix) and,
+//! optionally, `sentence_bert_config.json` (`max_seq_length`) and `1_Pooling/config.json`
+//! (only mean pooling is supported).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use rayon::prelude::*;
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::error::{Error, Result};
+
+/// A sentence encoder: text in, unit-norm embeddings out (similarity = dot product = cosine).
+pub struct TextEncoder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    dim: usize,
+    max_seq_length: usize,
+    pad_id: u32,
+    /// Run batches concurrently on rayon's pool (each batch's matmuls are multi-threaded anyway).
+    /// Default `false`: on CPU, measured no faster (see [`TextEncoder::set_parallel_batches`]).
+    parallel_batches: bool,
+}
+
+impl std::fmt::Debug for TextEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextEncoder")
+            .field("dim", &self.dim)
+            .field("max_seq_length", &self.max_seq_length)
+            .field("parallel_batches", &self.parallel_batches)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+#[derive(serde::Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+}
+
+fn require(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "required model file is missing"),
+        ))
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl TextEncoder {
+    /// Load a sentence-transformers model folder on the CPU.
+    ///
+    /// Errors name the missing or corrupt file: `config.json`, `tokenizer.json`,
+    /// `model.safetensors`, `sentence_bert_config.json` or `1_Pooling/config.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_on(dir, &Device::Cpu)
+    }
+
+    /// Load a sentence-transformers model folder onto `device`.
+    pub fn load_on(dir: &Path, device: &Device) -> Result<Self> {
+        let config_path = require(dir, "config.json")?;
+        let tokenizer_path = require(dir, "tokenizer.json")?;
+        let weights_path = require(dir, "model.safetensors")?;
+
+        let config: Config = read_json(&config_path)?;
+
+        let st_path = dir.join("sentence_bert_config.json");
+        let max_seq_length = if st_path.is_file() {
+            read_json::<SentenceBertConfig>(&st_path)?.max_seq_length
+        } else {
+            None
+        }
+        .unwrap_or(config.max_position_embeddings);
+        if max_seq_length < 2 || max_seq_length > config.max_position_embeddings {
+            return Err(Error::format(
+                st_path,
+                format!(
+                    "max_seq_length {max_seq_length} outside 2..={} (max_position_embeddings)",
+                    config.max_position_embeddings
+                ),
+            ));
+        }
+
+        let pooling_path = dir.join("1_Pooling").join("config.json");
+        if pooling_path.is_file() && !read_json::<PoolingConfig>(&pooling_path)?.pooling_mode_mean_tokens
+        {
+            return Err(Error::format(
+                pooling_path,
+                "only mean pooling (pooling_mode_mean_tokens: true) is supported",
+            ));
+        }
+
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| Error::format(&tokenizer_path, e.to_string()))?;
+        // tokenizer.json may carry its own truncation (128) and fixed padding: we truncate at
+        // max_seq_length, as sentence-transformers does, and pad per batch ourselves.
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::format(&tokenizer_path, e.to_string()))?;
+        tokenizer.with_padding(None);
+        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+
+        let bytes = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+            .map_err(|e| Error::corrupt(&weights_path, e.to_string()))?;
+        drop(bytes);
+        // Weights exported from `BertModel` have bare names; from `BertFor*` a `bert.` prefix.
+        let tensors: HashMap<String, Tensor> = tensors
+            .into_iter()
+            .map(|(k, v)| match k.strip_prefix("bert.") {
+                Some(rest) => (rest.to_string(), v),
+                None => (k, v),
+            })
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let model = BertModel::load(vb, &config)
+            .map_err(|e| Error::corrupt(&weights_path, format!("not a BERT checkpoint: {e}")))?;
+
+        Ok(TextEncoder {
+            model,
+            tokenizer,
+            device: device.clone(),
+            dim: config.hidden_size,
+            max_seq_length,
+            pad_id,
+            parallel_batches: false,
+        })
+    }
+
+    /// Embedding dimension (384 for MiniLM-L6).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Longest token sequence (special tokens included); longer texts are truncated.
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// Run batches concurrently on rayon's pool. Off by default: candle's matmuls already use
+    /// every rayon thread, and concurrent batches were measured no faster on CPU.
+    pub fn set_parallel_batches(&mut self, on: bool) {
+        self.parallel_batches = on;
+    }
+
+    /// Token ids of each text, with special tokens, truncated at `max_seq_length`, unpadded.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::Msg(format!("tokenizer: {e}")))?;
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Embed `texts`: row-major `texts.len() x dim`, each row of unit L2 norm.
+    ///
+    /// Texts are sorted by token length and cut into batches of at most `batch`, so each batch
+    /// pads only to its own longest text; rows come back in the order of `texts`.
+    pub fn encode(&self, texts: &[&str], batch: usize) -> Result<Vec<f32>> {
+        if batch == 0 {
+            return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+        }
+        let ids = self.tokenize(texts)?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let chunks: Vec<&[usize]> = order.chunks(batch).collect();
+        let run = |chunk: &&[usize]| -> Result<Vec<f32>> {
+            let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            self.encode_ids(&rows)
+        };
+        let outputs: Vec<Vec<f32>> = if self.parallel_batches {
+            chunks.par_iter().map(run).collect::<Result<_>>()?
+        } else {
+            chunks.iter().map(run).collect::<Result<_>>()?
+        };
+        let mut out = vec![0f32; texts.len() * self.dim];
+        for (chunk, emb) in chunks.iter().zip(&outputs) {
+            for (r, &i) in chunk.iter().enumerate() {
+                out[i * self.dim..(i + 1) * self.dim]
+                    .copy_from_slice(&emb[r * self.dim..(r + 1) * self.dim]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One padded batch through BERT, mean-pooled over real tokens and L2-normalised.
+    fn encode_ids(&self, rows: &[&[u32]]) -> Result<Vec<f32>> {
+        let n = rows.len();
+        let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![self.pad_id; n * len];
+        let mut mask = vec![0u32; n * len];
+        for (b, row) in rows.iter().enumerate() {
+            ids[b * len..b * len + row.len()].copy_from_slice(row);
+            mask[b * len..b * len + row.len()].fill(1);
+        }
+        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, dim)
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // (n, dim)
+        let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?; // (n, 1)
+        let mean = summed.broadcast_div(&counts)?;
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        let unit = mean.broadcast_div(&norm)?;
+        Ok(unit.flatten_all()?.to_vec1::<f32>()?)
+    }
+}
