@@ -38,6 +38,7 @@ if [ ! -x "$TWINDEX" ]; then
   tw_ok=0
 else
   echo "== twindex: index build" >&2
+  rm -rf index/mnist784   # a fresh build each run (`index build` refuses to overwrite)
   # Wall + child CPU seconds of the build, measured from outside as a cross-check of the
   # build_seconds / build_cpu_seconds twindex reports itself.
   if ! $NICE "$PY" - "$TW_BUILD_JSON" "$TWINDEX" <<'PY'

@@ -36,7 +36,7 @@ if [ ! -x "$TWINDEX" ]; then
 else
   echo "== twindex: train image, $EPOCHS epochs" >&2
   if ! $NICE "$TWINDEX" train image --corpus mnist --arch lenet --loss contrastive --margin 1 \
-      --epochs "$EPOCHS" --batch 128 --lr 0.001 --seed 1 --out runs/lenet-seed --json \
+      --epochs "$EPOCHS" --batch 128 --lr 0.001 --seed 1 --out runs/lenet-compare --json \
       > "$TW_JSON"; then
     echo "compare_train: twindex train failed" >&2; tw_ok=0
   fi

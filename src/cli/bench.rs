@@ -28,6 +28,9 @@ pub struct BenchArgs {
         default_value = "10,16,24,32,48,64,96,128"
     )]
     pub ef: Vec<usize>,
+    /// Also draw the recall-vs-QPS chart (SVG) here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// Use only the first N queries.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -105,14 +108,38 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ..Default::default()
     };
     let report = bench::run(idx.backend(), &data, truth.as_deref(), &opts, stats)?;
+    if let Some(p) = &a.plot {
+        let pts: Vec<(f64, f64, usize)> = report
+            .sweep
+            .iter()
+            .map(|s| (s.recall, s.qps, s.ef))
+            .collect();
+        let name = format!(
+            "{} ({}, 1 thread)",
+            a.index.display(),
+            idx.manifest().backend.name()
+        );
+        let svg = twindex::eval::plot::recall_qps_svg(
+            &format!("recall@{} vs queries/s", a.k),
+            &[(&name, &pts)],
+        )?;
+        twindex::fsutil::atomic_write(p, svg.as_bytes())?;
+        eprintln!("wrote {}", p.display());
+    }
+    let peak = common::peak_rss_bytes();
     if a.json {
-        return common::print_json(&serde_json::to_value(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        v["peak_rss_bytes"] = peak.into();
+        v["queries"] = rows.into();
+        v["k"] = a.k.into();
+        return common::print_json(&v);
     }
     println!(
-        "build {:.1} s ({:.1} CPU-s), {:.1} MB on disk",
+        "build {:.1} s ({:.1} CPU-s), {:.1} MB on disk, peak memory of this run {:.1} MB",
         report.build_seconds,
         report.build_cpu_seconds,
-        report.index_bytes as f64 / 1e6
+        report.index_bytes as f64 / 1e6,
+        peak as f64 / 1e6
     );
     println!(
         "{:>5}  {:>8}  {:>9}  {:>12}  {:>8}  {:>8}  {:>8}",

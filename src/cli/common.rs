@@ -228,3 +228,13 @@ pub struct BuildRecord {
 pub fn read_build_record(index: &Path) -> BuildRecord {
     twindex::fsutil::read_json(&index.join("build.json")).unwrap_or_default()
 }
+
+/// Peak resident memory of this process so far, in bytes (Linux reports kilobytes).
+pub fn peak_rss_bytes() -> u64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0;
+    }
+    ru.ru_maxrss as u64 * 1024
+}

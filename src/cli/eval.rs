@@ -45,7 +45,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let t = &data.test;
     // 12 positive/negative pairs spread over the list, so every class shows up.
     let step = (pairs.len() / 12).max(2) & !1;
-    let picks: Vec<usize> = (0..24).map(|t| (t / 2) * step + t % 2).filter(|&i| i < pairs.len()).collect();
+    let picks: Vec<usize> = (0..24)
+        .map(|t| (t / 2) * step + t % 2)
+        .filter(|&i| i < pairs.len())
+        .collect();
     let tiles: Vec<PairTile> = picks
         .iter()
         .map(|&i| (&pairs[i], dist[i]))
