@@ -4,8 +4,9 @@
 //! (Siamese) encoders with contrastive and triplet losses, index a corpus as embeddings, and
 //! answer "is this a duplicate of something I have?" with a calibrated threshold.
 //!
-//! Modules, in dependency order: [`error`] <- [`corpus`], [`index`], [`model`] <- [`train`]
-//! <- [`eval`]; the `twindex` binary's `cli` sits on top.
+//! Modules, in dependency order: [`error`] (with [`fsutil`], [`timing`]) <- [`corpus`],
+//! [`index`], [`model`] <- [`train`], [`query`] <- [`eval`]; the `twindex` binary's `cli` sits
+//! on top. [`index`] knows nothing of candle; [`model`] knows nothing of [`index`].
 
 pub mod corpus;
 pub mod error;

@@ -89,10 +89,7 @@ pub fn thread_cpu_seconds() -> f64 {
     timespec_seconds(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
-/// CPU seconds used by the whole process (all threads) so far.
-pub fn process_cpu_seconds() -> f64 {
-    timespec_seconds(libc::CLOCK_PROCESS_CPUTIME_ID)
-}
+pub use crate::timing::process_cpu_seconds;
 
 /// Run `f`, returning its value, the wall seconds and the process CPU seconds it took.
 pub fn measure<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
