@@ -422,3 +422,47 @@ pub fn train_image(
         examples,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Oracle: try every candidate threshold (each distance, and just past the largest).
+    #[test]
+    fn best_threshold_accuracy_matches_brute_force() {
+        let mut s = 12345u64;
+        for round in 0..20 {
+            let n = 5 + round * 3;
+            let (mut dist, mut pairs) = (Vec::new(), Vec::new());
+            for i in 0..n {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let y = (s >> 33) % 2 == 0;
+                // Ties on purpose: distances on a coarse grid.
+                let d = ((s >> 40) % 8) as f32 * 0.25 + if y { 0.0 } else { 0.5 };
+                dist.push(d);
+                pairs.push(Pair {
+                    a: i,
+                    b: i,
+                    y: if y { 1.0 } else { 0.0 },
+                });
+            }
+            let (acc, t) = best_threshold_accuracy(&dist, &pairs);
+            let mut cands: Vec<f32> = dist.clone();
+            cands.push(f32::MAX);
+            let brute = cands
+                .iter()
+                .map(|&t| pair_accuracy(&dist, &pairs, t))
+                .fold(0.0, f64::max);
+            assert!(
+                (acc - brute).abs() < 1e-12,
+                "round {round}: {acc} vs {brute}"
+            );
+            assert!(
+                (pair_accuracy(&dist, &pairs, t) - acc).abs() < 1e-12,
+                "threshold {t} reproduces it"
+            );
+        }
+    }
+}
