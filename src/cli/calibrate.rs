@@ -22,8 +22,12 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub corpus: Option<String>,
     /// Choose the lowest threshold whose precision reaches this (else: best F1).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target_far")]
     pub target_precision: Option<f64>,
+    /// Choose the threshold whose false-accept rate (share of non-duplicates accepted) stays
+    /// within this (else: best F1).
+    #[arg(long)]
+    pub target_far: Option<f64>,
     #[arg(long)]
     pub json: bool,
 }
@@ -94,13 +98,19 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
     if scores.is_empty() {
         bail!("no labelled pairs to calibrate on");
     }
-    let cal = match a.target_precision {
-        Some(t) => eval::calibrate_target_precision(&scores, &labels, t)?,
-        None => eval::calibrate_best_f1(&scores, &labels)?,
-    };
-    let method = match a.target_precision {
-        Some(t) => format!("target_precision={t}"),
-        None => "best_f1".to_string(),
+    let (cal, method) = match (a.target_precision, a.target_far) {
+        (Some(t), _) => (
+            eval::calibrate_target_precision(&scores, &labels, t)?,
+            format!("target_precision={t}"),
+        ),
+        (None, Some(f)) => (
+            eval::calibrate_target_far(&scores, &labels, f)?,
+            format!("target_far={f}"),
+        ),
+        (None, None) => (
+            eval::calibrate_best_f1(&scores, &labels)?,
+            "best_f1".to_string(),
+        ),
     };
     let stored = Calibration {
         threshold: cal.threshold,

@@ -58,7 +58,10 @@ fn require(dir: &Path, name: &str) -> Result<PathBuf> {
     } else {
         Err(Error::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "required model file is missing"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "required model file is missing",
+            ),
         ))
     }
 }
@@ -106,7 +109,8 @@ impl TextEncoder {
         }
 
         let pooling_path = dir.join("1_Pooling").join("config.json");
-        if pooling_path.is_file() && !read_json::<PoolingConfig>(&pooling_path)?.pooling_mode_mean_tokens
+        if pooling_path.is_file()
+            && !read_json::<PoolingConfig>(&pooling_path)?.pooling_mode_mean_tokens
         {
             return Err(Error::format(
                 pooling_path,
@@ -185,7 +189,9 @@ impl TextEncoder {
     /// pads only to its own longest text; rows come back in the order of `texts`.
     pub fn encode(&self, texts: &[&str], batch: usize) -> Result<Vec<f32>> {
         if batch == 0 {
-            return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
         }
         let ids = self.tokenize(texts)?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
