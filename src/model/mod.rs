@@ -1,12 +1,15 @@
-//! Encoders as candle modules: image CNNs (with fast custom ops) and their on-disk form.
+//! Encoders as candle modules: image CNNs (with fast custom ops) and their on-disk form, and
+//! the sentence-transformers text encoder (BERT/MiniLM).
 
 pub mod cnn;
 pub mod image;
 pub mod ops;
 pub mod seeded;
+pub mod text;
 
 pub use cnn::{Arch, ImageEncoder};
 pub use image::{ImageModel, ImageModelConfig, Preprocess, TrainingRecord};
+pub use text::TextEncoder;
 
 impl From<candle_core::Error> for crate::error::Error {
     fn from(e: candle_core::Error) -> Self {

@@ -6,4 +6,5 @@ mod index_crash;
 mod index_engine;
 mod index_graph;
 mod index_io;
+mod text;
 mod train;
