@@ -494,6 +494,92 @@ pub fn write_pair_grid_png(path: &Path, pairs: &[PairTile], cols: usize) -> Resu
     atomic_write(path, &png)
 }
 
+/// One recall-vs-QPS series: `(label, points)` with points `(recall, qps, ef)`.
+pub type QpsSeries<'a> = (&'a str, &'a [(f64, f64, usize)]);
+
+/// Render a recall-vs-throughput chart (the ann-benchmarks picture) as SVG: x = recall in
+/// `[x_min, 1]`, y = queries per second on a log scale; one polyline per series, each point
+/// labelled with its `ef`.
+pub fn recall_qps_svg(title: &str, series: &[QpsSeries]) -> Result<String> {
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| (p.0, p.1)))
+        .collect();
+    if pts.is_empty()
+        || pts
+            .iter()
+            .any(|p| !p.0.is_finite() || p.1.is_nan() || p.1 <= 0.0)
+    {
+        return Err(Error::InvalidArgument(
+            "recall_qps_svg: need points with finite recall and positive qps".into(),
+        ));
+    }
+    let x_min = (pts.iter().map(|p| p.0).fold(1.0, f64::min) * 20.0).floor() / 20.0;
+    let x_min = x_min.min(0.95);
+    let (lo, hi) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (ly0, ly1) = (
+        lo.log10().floor(),
+        hi.log10().ceil().max(lo.log10().floor() + 1.0),
+    );
+    let sx = |x: f64| SVG_LEFT + (x - x_min) / (1.0 - x_min) * SVG_PLOT;
+    let sy = |y: f64| SVG_TOP + (ly1 - y.log10()) / (ly1 - ly0) * SVG_PLOT;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{SVG_WIDTH}\" height=\"{SVG_HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n",
+        SVG_LEFT + SVG_PLOT / 2.0,
+        xml_escape(title)
+    );
+    for i in 0..=4 {
+        let x = x_min + (1.0 - x_min) * i as f64 / 4.0;
+        s += &format!(
+            "<line x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{2}\" stroke=\"#ddd\"/><text x=\"{0:.1}\" y=\"{3}\" text-anchor=\"middle\">{x:.3}</text>\n",
+            sx(x), SVG_TOP, SVG_TOP + SVG_PLOT, SVG_TOP + SVG_PLOT + 16.0
+        );
+    }
+    let mut e = ly0;
+    while e <= ly1 + 1e-9 {
+        let y = 10f64.powf(e);
+        s += &format!(
+            "<line x1=\"{0}\" y1=\"{1:.1}\" x2=\"{2}\" y2=\"{1:.1}\" stroke=\"#ddd\"/><text x=\"{3}\" y=\"{4:.1}\" text-anchor=\"end\">{y:.0}</text>\n",
+            SVG_LEFT, sy(y), SVG_LEFT + SVG_PLOT, SVG_LEFT - 6.0, sy(y) + 4.0
+        );
+        e += 1.0;
+    }
+    s += &format!(
+        "<rect x=\"{SVG_LEFT}\" y=\"{SVG_TOP}\" width=\"{SVG_PLOT}\" height=\"{SVG_PLOT}\" fill=\"none\" stroke=\"#333\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">recall@k</text>\n<text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">queries per second (log)</text>\n",
+        SVG_LEFT + SVG_PLOT / 2.0,
+        SVG_TOP + SVG_PLOT + 36.0,
+        SVG_TOP + SVG_PLOT / 2.0,
+        SVG_TOP + SVG_PLOT / 2.0
+    );
+    for (i, (label, points)) in series.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let path: Vec<String> = points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1)))
+            .collect();
+        s += &format!(
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>\n",
+            path.join(" ")
+        );
+        for p in points.iter() {
+            s += &format!(
+                "<circle cx=\"{0:.1}\" cy=\"{1:.1}\" r=\"3\" fill=\"{colour}\"/><text x=\"{2:.1}\" y=\"{3:.1}\" font-size=\"10\">{4}</text>\n",
+                sx(p.0), sy(p.1), sx(p.0) + 4.0, sy(p.1) - 4.0, p.2
+            );
+        }
+        s += &format!(
+            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>\n",
+            SVG_LEFT + 10.0,
+            SVG_TOP + 18.0 + 16.0 * i as f64,
+            xml_escape(label)
+        );
+    }
+    s += "</svg>\n";
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,83 +771,4 @@ mod tests {
         let zero = PairTile { width: 0, ..ok };
         assert!(pair_grid_image(&[zero], 1).is_err());
     }
-}
-
-/// Render a recall-vs-throughput chart (the ann-benchmarks picture) as SVG: x = recall in
-/// `[x_min, 1]`, y = queries per second on a log scale; one polyline per series, each point
-/// labelled with its `ef`.
-pub fn recall_qps_svg(title: &str, series: &[(&str, &[(f64, f64, usize)])]) -> Result<String> {
-    let pts: Vec<(f64, f64)> = series
-        .iter()
-        .flat_map(|s| s.1.iter().map(|p| (p.0, p.1)))
-        .collect();
-    if pts.is_empty() || pts.iter().any(|p| !p.0.is_finite() || !(p.1 > 0.0)) {
-        return Err(Error::InvalidArgument(
-            "recall_qps_svg: need points with finite recall and positive qps".into(),
-        ));
-    }
-    let x_min = (pts.iter().map(|p| p.0).fold(1.0, f64::min) * 20.0).floor() / 20.0;
-    let x_min = x_min.min(0.95);
-    let (lo, hi) = pts
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    let (ly0, ly1) = (
-        lo.log10().floor(),
-        hi.log10().ceil().max(lo.log10().floor() + 1.0),
-    );
-    let sx = |x: f64| SVG_LEFT + (x - x_min) / (1.0 - x_min) * SVG_PLOT;
-    let sy = |y: f64| SVG_TOP + (ly1 - y.log10()) / (ly1 - ly0) * SVG_PLOT;
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{SVG_WIDTH}\" height=\"{SVG_HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n",
-        SVG_LEFT + SVG_PLOT / 2.0,
-        xml_escape(title)
-    );
-    for i in 0..=4 {
-        let x = x_min + (1.0 - x_min) * i as f64 / 4.0;
-        s += &format!(
-            "<line x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{2}\" stroke=\"#ddd\"/><text x=\"{0:.1}\" y=\"{3}\" text-anchor=\"middle\">{x:.3}</text>\n",
-            sx(x), SVG_TOP, SVG_TOP + SVG_PLOT, SVG_TOP + SVG_PLOT + 16.0
-        );
-    }
-    let mut e = ly0;
-    while e <= ly1 + 1e-9 {
-        let y = 10f64.powf(e);
-        s += &format!(
-            "<line x1=\"{0}\" y1=\"{1:.1}\" x2=\"{2}\" y2=\"{1:.1}\" stroke=\"#ddd\"/><text x=\"{3}\" y=\"{4:.1}\" text-anchor=\"end\">{y:.0}</text>\n",
-            SVG_LEFT, sy(y), SVG_LEFT + SVG_PLOT, SVG_LEFT - 6.0, sy(y) + 4.0
-        );
-        e += 1.0;
-    }
-    s += &format!(
-        "<rect x=\"{SVG_LEFT}\" y=\"{SVG_TOP}\" width=\"{SVG_PLOT}\" height=\"{SVG_PLOT}\" fill=\"none\" stroke=\"#333\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">recall@k</text>\n<text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">queries per second (log)</text>\n",
-        SVG_LEFT + SVG_PLOT / 2.0,
-        SVG_TOP + SVG_PLOT + 36.0,
-        SVG_TOP + SVG_PLOT / 2.0,
-        SVG_TOP + SVG_PLOT / 2.0
-    );
-    for (i, (label, points)) in series.iter().enumerate() {
-        let colour = PALETTE[i % PALETTE.len()];
-        let path: Vec<String> = points
-            .iter()
-            .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1)))
-            .collect();
-        s += &format!(
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>\n",
-            path.join(" ")
-        );
-        for p in points.iter() {
-            s += &format!(
-                "<circle cx=\"{0:.1}\" cy=\"{1:.1}\" r=\"3\" fill=\"{colour}\"/><text x=\"{2:.1}\" y=\"{3:.1}\" font-size=\"10\">{4}</text>\n",
-                sx(p.0), sy(p.1), sx(p.0) + 4.0, sy(p.1) - 4.0, p.2
-            );
-        }
-        s += &format!(
-            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>\n",
-            SVG_LEFT + 10.0,
-            SVG_TOP + 18.0 + 16.0 * i as f64,
-            xml_escape(label)
-        );
-    }
-    s += "</svg>\n";
-    Ok(s)
 }

@@ -438,7 +438,7 @@ mod tests {
                 s = s
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                let y = (s >> 33) % 2 == 0;
+                let y = (s >> 33).is_multiple_of(2);
                 // Ties on purpose: distances on a coarse grid.
                 let d = ((s >> 40) % 8) as f32 * 0.25 + if y { 0.0 } else { 0.5 };
                 dist.push(d);
