@@ -15,6 +15,17 @@ pub struct EvalArgs {
     /// Labelled image corpus: `mnist` or a folder of IDX files (train + t10k).
     #[arg(long, default_value = "mnist")]
     pub corpus: String,
+    /// Labelled text pairs (TSV with q1, q2, is_duplicate columns): evaluate a text encoder
+    /// (`--model`: a sentence-transformers folder; default ../shared/models/all-MiniLM-L6-v2).
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// Text pairs on which to choose the decision threshold (best F1) for `pair_accuracy`;
+    /// without it the threshold is chosen on `--pairs` itself (optimistic).
+    #[arg(long)]
+    pub dev: Option<PathBuf>,
+    /// Texts per encoder batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
     /// Seed of the test pairs (the seed's pair builder).
     #[arg(long, default_value_t = 2)]
     pub pairs_seed: u64,
@@ -26,6 +37,9 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if let Some(p) = &a.pairs {
+        return run_text(&a, p);
+    }
     let model_dir = match &a.model {
         Some(m) => m.clone(),
         None => common::default_model_dir()?,
@@ -99,5 +113,90 @@ pub fn run(a: EvalArgs) -> Result<()> {
         r.n_queries, r.n_indexed, r.precision_at_1, r.map_at_r
     );
     println!("pictures: {} {}", grid_path.display(), roc_path.display());
+    Ok(())
+}
+
+/// The default text model: all-MiniLM-L6-v2 in ../shared.
+pub fn default_text_model() -> Result<PathBuf> {
+    let p = common::repo_root().join("../shared/models/all-MiniLM-L6-v2");
+    if !p.join("config.json").exists() {
+        anyhow::bail!("no text model given and {} is absent: pass --model DIR (a sentence-transformers folder)", p.display());
+    }
+    Ok(p)
+}
+
+fn run_text(a: &EvalArgs, pairs_path: &std::path::Path) -> Result<()> {
+    use twindex::corpus::pairs::read_pairs_tsv;
+    let model_dir = match &a.model {
+        Some(m) => m.clone(),
+        None => default_text_model()?,
+    };
+    let enc = twindex::model::TextEncoder::load(&model_dir)
+        .with_context(|| format!("loading text encoder {}", model_dir.display()))?;
+    let pairs = read_pairs_tsv(pairs_path)?;
+    let sw = twindex::timing::Stopwatch::start();
+    let scores = eval::text::pair_similarities(&enc, &pairs, a.batch)?;
+    let (wall, cpu) = (sw.wall(), sw.cpu());
+    let rep = eval::text::text_pair_report(&scores, &pairs)?;
+    let (cal, source) = match &a.dev {
+        Some(d) => {
+            let dev = read_pairs_tsv(d)?;
+            let ds = eval::text::pair_similarities(&enc, &dev, a.batch)?;
+            let dl: Vec<bool> = dev.iter().map(|p| p.duplicate).collect();
+            (eval::calibrate_best_f1(&ds, &dl)?, d.display().to_string())
+        }
+        None => {
+            let l: Vec<bool> = pairs.iter().map(|p| p.duplicate).collect();
+            (
+                eval::calibrate_best_f1(&scores, &l)?,
+                format!("{} (the evaluated pairs)", pairs_path.display()),
+            )
+        }
+    };
+    let labels: Vec<bool> = pairs.iter().map(|p| p.duplicate).collect();
+    let acc = eval::accuracy_at(&scores, &labels, cal.threshold)?;
+    let n_texts = pairs.len() * 2;
+    let report = serde_json::json!({
+        "model": model_dir.display().to_string(),
+        "pairs": pairs_path.display().to_string(),
+        "n_pairs": rep.n_pairs,
+        "n_positive": rep.n_positive,
+        "pair_accuracy": acc,
+        "threshold": cal.threshold,
+        "threshold_source": source,
+        "roc_auc": rep.roc_auc,
+        "average_precision": rep.average_precision,
+        "best_f1": rep.best_f1,
+        "best_f1_threshold": rep.best_f1_threshold,
+        "best_accuracy": rep.best_accuracy,
+        "best_accuracy_threshold": rep.best_accuracy_threshold,
+        "encode_seconds": wall,
+        "encode_cpu_seconds": cpu,
+        "cpu_seconds_per_1000_texts": cpu * 1000.0 / n_texts as f64,
+    });
+    if a.json {
+        return common::print_json(&report);
+    }
+    println!(
+        "text encoder {} on {} ({} pairs, {} duplicates), cosine similarity:",
+        model_dir.display(),
+        pairs_path.display(),
+        rep.n_pairs,
+        rep.n_positive
+    );
+    println!(
+        "  ROC-AUC {:.4}; AP {:.4}; best F1 {:.4} at >= {:.4}; best accuracy {:.4} at >= {:.4}",
+        rep.roc_auc,
+        rep.average_precision,
+        rep.best_f1,
+        rep.best_f1_threshold,
+        rep.best_accuracy,
+        rep.best_accuracy_threshold
+    );
+    println!(
+        "  accuracy {:.4} at >= {:.4} (best F1 on {source})",
+        acc, cal.threshold
+    );
+    println!("  encoded in {wall:.1} s ({cpu:.1} CPU-s)");
     Ok(())
 }

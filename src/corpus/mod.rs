@@ -2,6 +2,7 @@
 
 pub mod idx;
 pub mod image_file;
+pub mod pairs;
 pub mod sampler;
 
 pub use idx::{load_idx_corpus, read_idx, read_image_set, ImageSet, TrainTest};

@@ -7,6 +7,7 @@ pub mod calibrate;
 pub mod image;
 pub mod metrics;
 pub mod plot;
+pub mod text;
 
 pub use calibrate::{
     calibrate_best_f1, calibrate_target_far, calibrate_target_precision, Calibration,
