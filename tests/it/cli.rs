@@ -258,3 +258,36 @@ fn bad_corpora_and_models_are_clear_errors() {
     );
     assert!(!dir.path().join("i").exists());
 }
+
+#[test]
+fn eval_text_pairs_reports_the_cli_keys() {
+    let model = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/models/all-MiniLM-L6-v2"
+    ));
+    if !model.join("model.safetensors").exists() {
+        println!("skipped: {} is absent", model.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("p.tsv");
+    // The seed's examples: same question in other words, and other questions in the same words.
+    std::fs::write(
+        &pairs,
+        "q1\tq2\tis_duplicate\nHow old are you?\tWhat is your age?\t1\nWhere are you living?\tWhere are you going?\t0\nHow do I learn Rust?\tWhat is the best way to learn Rust?\t1\nHow do I learn Rust?\tHow do I cook rice?\t0\n",
+    )
+    .unwrap();
+    let r = ok_json(&["eval", "--model", p(model), "--pairs", p(&pairs), "--json"]);
+    for key in [
+        "pair_accuracy",
+        "threshold",
+        "roc_auc",
+        "average_precision",
+        "best_f1",
+        "best_f1_threshold",
+    ] {
+        assert!(r.get(key).is_some(), "eval --pairs lacks {key}: {r}");
+    }
+    // MiniLM ranks both duplicates above both non-duplicates here.
+    assert_eq!(r["roc_auc"].as_f64().unwrap(), 1.0, "{r}");
+}
