@@ -50,8 +50,15 @@ fn side(idx: &Index, model: Option<&twindex::model::ImageModel>, s: &str) -> Res
 pub fn run(a: CalibrateArgs) -> Result<()> {
     let mut idx = open(&a.index)?;
     let model = encoder::load_index_encoder(&a.index, &idx.manifest().encoder)?;
+    let text = encoder::load_text_encoder(&a.index, &idx.manifest().encoder)?;
     let metric = idx.metric();
-    let (scores, labels, source) = if let Some(p) = &a.pairs {
+    let (scores, labels, source) = if let (Some(p), Some(enc)) = (&a.pairs, &text) {
+        // A text index: a pairs TSV with named columns (q1, q2, is_duplicate).
+        let pairs = twindex::corpus::pairs::read_pairs_tsv(p)?;
+        let sims = eval::text::pair_similarities(enc, &pairs, 32)?;
+        let l = pairs.iter().map(|q| q.duplicate).collect();
+        (sims, l, p.display().to_string())
+    } else if let Some(p) = &a.pairs {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         let (mut s, mut l) = (Vec::new(), Vec::new());

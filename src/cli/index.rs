@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use twindex::index::{Backend, HnswParams, Index, IndexConfig, Item, Metric};
-use twindex::model::ImageModel;
+use twindex::model::{ImageModel, TextEncoder};
 use twindex::query::encoder;
 
 #[derive(Debug, Subcommand)]
@@ -31,8 +31,12 @@ pub struct BuildArgs {
     pub corpus: Option<String>,
     /// Raw vectors instead of a corpus: `.npy` (float32 2-d), `.fvecs`, or an IDX images file
     /// (each image's pixels as floats 0..255).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "text")]
     pub vectors: Option<PathBuf>,
+    /// Texts to index, one a line (blank lines skipped; duplicates kept), encoded with the text
+    /// model `--model` (a sentence-transformers folder; default ../shared/models/all-MiniLM-L6-v2).
+    #[arg(long, conflicts_with = "corpus")]
+    pub text: Option<PathBuf>,
     /// Output index directory (must not already hold an index).
     #[arg(long)]
     pub out: PathBuf,
@@ -159,7 +163,58 @@ fn build(a: BuildArgs) -> Result<()> {
         ef_search: a.ef_search,
         seed: a.seed,
     };
-    let (idx, wall, cpu) = if let Some(vpath) = &a.vectors {
+    let (idx, wall, cpu) = if let Some(tpath) = &a.text {
+        let model_dir = match &a.model {
+            Some(m) => m.clone(),
+            None => super::eval::default_text_model()?,
+        };
+        let enc = TextEncoder::load(&model_dir)
+            .with_context(|| format!("loading text encoder {}", model_dir.display()))?;
+        let raw = std::fs::read_to_string(tpath)
+            .with_context(|| format!("reading {}", tpath.display()))?;
+        let texts: Vec<&str> = raw
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if texts.is_empty() {
+            bail!(
+                "{}: no texts to index (expected one text a line)",
+                tpath.display()
+            );
+        }
+        let sw = twindex::timing::Stopwatch::start();
+        let pb = common::bar(texts.len() as u64, "encoding");
+        let mut vectors = Vec::with_capacity(texts.len() * enc.dim());
+        for chunk in texts.chunks(1024) {
+            vectors.extend(enc.encode(chunk, 32)?);
+            pb.inc(chunk.len() as u64);
+        }
+        pb.finish_and_clear();
+        eprintln!(
+            "encoded {} texts with {} in {:.1} s ({:.1} CPU-s)",
+            texts.len(),
+            model_dir.display(),
+            sw.wall(),
+            sw.cpu()
+        );
+        let items = texts
+            .iter()
+            .map(|t| Item {
+                label: String::new(),
+                source: t.to_string(),
+                payload: None,
+            })
+            .collect();
+        let cfg = IndexConfig {
+            metric: Metric::Cosine,
+            normalize: true,
+            backend,
+            hnsw,
+        };
+        let rec = encoder::text_record(&model_dir, &enc)?;
+        create_index(&a.out, cfg, enc.dim(), &vectors, items, |_| Ok(rec))?
+    } else if let Some(vpath) = &a.vectors {
         let metric: Metric = match a.metric.as_str() {
             "l2" => Metric::L2,
             "cosine" => Metric::Cosine,

@@ -48,11 +48,15 @@ pub fn run(a: QueryArgs) -> Result<()> {
             })?;
         let px = common::load_query_image(&model, img)?;
         (img.clone(), model.embed_pixels(&px, 1, 1)?)
-    } else if a.text.is_some() {
-        bail!(
-            "{} is not a text index: use --image or --item",
-            a.index.display()
-        );
+    } else if let Some(t) = &a.text {
+        let enc =
+            encoder::load_text_encoder(&a.index, &idx.manifest().encoder)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} is not a text index: use --image or --item",
+                    a.index.display()
+                )
+            })?;
+        (t.clone(), enc.encode(&[t.as_str()], 1)?)
     } else {
         bail!("give a query: --image FILE, --item ID or --text STR");
     };

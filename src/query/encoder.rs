@@ -3,8 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::model::image::{CONFIG_FILE, WEIGHTS_FILE};
-use crate::model::ImageModel;
+use crate::model::{ImageModel, TextEncoder};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// Sub-directory of an index holding its encoder.
@@ -61,10 +62,58 @@ pub fn load_index_encoder(index_dir: &Path, record: &Value) -> Result<Option<Ima
             }
             Ok(Some(ImageModel::load(&dir)?))
         }
-        Some("vectors") => Ok(None),
+        Some("vectors") | Some("text") => Ok(None),
         other => Err(Error::corrupt(
             index_dir.join("manifest.json"),
-            format!("unknown encoder kind {other:?}: expected \"image\" or \"vectors\""),
+            format!("unknown encoder kind {other:?}: expected \"image\", \"text\" or \"vectors\""),
         )),
     }
+}
+
+/// sha256 over a text model folder's config, tokenizer and weights.
+pub fn text_model_hash(dir: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        let p = dir.join(f);
+        let b = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        h.update(&b);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// The manifest record for a text index: the model folder by path (sentence-transformers
+/// models are large, so they are referenced, not copied) and the sha256 of its files.
+pub fn text_record(model_dir: &Path, enc: &TextEncoder) -> Result<Value> {
+    let abs = std::fs::canonicalize(model_dir).map_err(|e| Error::io(model_dir, e))?;
+    Ok(json!({
+        "kind": "text",
+        "path": abs.display().to_string(),
+        "sha256": text_model_hash(&abs)?,
+        "dim": enc.dim(),
+        "max_seq_length": enc.max_seq_length(),
+        "metric": "cosine",
+    }))
+}
+
+/// Load the text encoder a text index names, checking its files against the recorded sha256.
+/// Returns `None` for other kinds of index.
+pub fn load_text_encoder(index_dir: &Path, record: &Value) -> Result<Option<TextEncoder>> {
+    if record.get("kind").and_then(Value::as_str) != Some("text") {
+        return Ok(None);
+    }
+    let manifest = index_dir.join("manifest.json");
+    let dir = record
+        .get("path")
+        .and_then(Value::as_str)
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| Error::corrupt(&manifest, "text encoder record has no path"))?;
+    let want = record.get("sha256").and_then(Value::as_str).unwrap_or("");
+    let got = text_model_hash(&dir)?;
+    if got != want {
+        return Err(Error::corrupt(
+            &dir,
+            format!("text model files have sha256 {got}, but the index was built with {want}: another or a changed model"),
+        ));
+    }
+    Ok(Some(TextEncoder::load(&dir)?))
 }
