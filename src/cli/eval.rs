@@ -23,6 +23,14 @@ pub struct EvalArgs {
     /// without it the threshold is chosen on `--pairs` itself (optimistic).
     #[arg(long)]
     pub dev: Option<PathBuf>,
+    /// With --pairs: duplicate retrieval instead of pair classification. Every distinct text of
+    /// --pairs and --distractors is indexed; each test text with a duplicate is a query. Reports
+    /// recall@1, recall@10, MRR@10, nDCG@10 for the encoder, BM25 and their RRF hybrid.
+    #[arg(long, requires = "pairs")]
+    pub retrieval: bool,
+    /// Pair files whose texts serve as distractors in --retrieval (repeatable).
+    #[arg(long)]
+    pub distractors: Vec<PathBuf>,
     /// Texts per encoder batch.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -134,6 +142,9 @@ fn run_text(a: &EvalArgs, pairs_path: &std::path::Path) -> Result<()> {
     let enc = twindex::model::TextEncoder::load(&model_dir)
         .with_context(|| format!("loading text encoder {}", model_dir.display()))?;
     let pairs = read_pairs_tsv(pairs_path)?;
+    if a.retrieval {
+        return run_retrieval(a, &enc, &model_dir, pairs_path, &pairs);
+    }
     let sw = twindex::timing::Stopwatch::start();
     let scores = eval::text::pair_similarities(&enc, &pairs, a.batch)?;
     let (wall, cpu) = (sw.wall(), sw.cpu());
@@ -198,5 +209,97 @@ fn run_text(a: &EvalArgs, pairs_path: &std::path::Path) -> Result<()> {
         acc, cal.threshold
     );
     println!("  encoded in {wall:.1} s ({cpu:.1} CPU-s)");
+    Ok(())
+}
+
+fn run_retrieval(
+    a: &EvalArgs,
+    enc: &twindex::model::TextEncoder,
+    model_dir: &std::path::Path,
+    pairs_path: &std::path::Path,
+    pairs: &[twindex::corpus::pairs::TextPair],
+) -> Result<()> {
+    use twindex::index::lexical::{reciprocal_rank_fusion, LexicalIndex};
+    let mut distractors = Vec::new();
+    for d in &a.distractors {
+        distractors.extend(twindex::corpus::pairs::read_pairs_tsv(d)?);
+    }
+    let set = eval::text::duplicate_retrieval_set(pairs, &distractors);
+    eprintln!(
+        "{} queries over {} distinct texts",
+        set.queries.len(),
+        set.corpus.len()
+    );
+    let texts: Vec<&str> = set.corpus.iter().map(String::as_str).collect();
+    let sw = twindex::timing::Stopwatch::start();
+    let emb = enc.encode(&texts, a.batch)?;
+    eprintln!(
+        "encoded {} texts in {:.1} s ({:.1} CPU-s)",
+        texts.len(),
+        sw.wall(),
+        sw.cpu()
+    );
+    let depth = 100;
+    let dense = eval::text::dense_rankings(&emb, enc.dim(), &set.queries, depth);
+    let lex = LexicalIndex::build(texts.iter().enumerate().map(|(i, t)| (i as u64, *t)))?;
+    let bm25: Vec<Vec<usize>> = set
+        .queries
+        .iter()
+        .map(|&q| {
+            lex.search(texts[q], depth + 1).map(|h| {
+                h.into_iter()
+                    .map(|(i, _)| i as usize)
+                    .filter(|&i| i != q)
+                    .take(depth)
+                    .collect()
+            })
+        })
+        .collect::<twindex::Result<_>>()?;
+    let hybrid: Vec<Vec<usize>> = dense
+        .iter()
+        .zip(&bm25)
+        .map(|(d, b)| {
+            let l = [
+                d.iter().map(|&i| i as u64).collect(),
+                b.iter().map(|&i| i as u64).collect(),
+            ];
+            reciprocal_rank_fusion(&l, 60.0)
+                .into_iter()
+                .map(|i| i as usize)
+                .collect()
+        })
+        .collect();
+    let reports = [
+        ("encoder", eval::text::score_rankings(&set, &dense)?),
+        ("bm25", eval::text::score_rankings(&set, &bm25)?),
+        ("hybrid_rrf", eval::text::score_rankings(&set, &hybrid)?),
+    ];
+    if a.json {
+        let mut v = serde_json::json!({
+            "model": model_dir.display().to_string(),
+            "pairs": pairs_path.display().to_string(),
+            "queries": set.queries.len(),
+            "corpus": set.corpus.len(),
+        });
+        for (name, r) in &reports {
+            v[*name] = serde_json::to_value(r)?;
+        }
+        return common::print_json(&v);
+    }
+    println!(
+        "duplicate retrieval: {} queries, {} indexed texts",
+        set.queries.len(),
+        set.corpus.len()
+    );
+    println!(
+        "{:<12} {:>9} {:>10} {:>7} {:>8}",
+        "system", "recall@1", "recall@10", "MRR@10", "nDCG@10"
+    );
+    for (name, r) in &reports {
+        println!(
+            "{:<12} {:>9.4} {:>10.4} {:>7.4} {:>8.4}",
+            name, r.recall_at_1, r.recall_at_10, r.mrr_at_10, r.ndcg_at_10
+        );
+    }
     Ok(())
 }

@@ -116,7 +116,10 @@ mod tests {
         assert!(ix.search("?!", 5).unwrap().is_empty());
         // RRF: 1/(60+1) + 1/(60+2) for id 2 beats 1/(60+1) for id 1 alone... ids 1 and 2:
         // list A [1, 2], list B [2, 3]: 1 -> 1/61, 2 -> 1/62 + 1/61, 3 -> 1/62.
-        assert_eq!(reciprocal_rank_fusion(&[vec![1, 2], vec![2, 3]], 60.0), vec![2, 1, 3]);
+        assert_eq!(
+            reciprocal_rank_fusion(&[vec![1, 2], vec![2, 3]], 60.0),
+            vec![2, 1, 3]
+        );
         assert!(LexicalIndex::build(std::iter::empty()).is_err());
     }
 }
