@@ -290,4 +290,20 @@ fn eval_text_pairs_reports_the_cli_keys() {
     }
     // MiniLM ranks both duplicates above both non-duplicates here.
     assert_eq!(r["roc_auc"].as_f64().unwrap(), 1.0, "{r}");
+
+    // Retrieval: the encoder finds "What is your age?" for "How old are you?" (no shared
+    // content word); BM25 prefers the questions sharing "are you".
+    let r = ok_json(&[
+        "eval",
+        "--model",
+        p(model),
+        "--pairs",
+        p(&pairs),
+        "--retrieval",
+        "--json",
+    ]);
+    assert_eq!(r["queries"], 4, "{r}");
+    assert_eq!(r["encoder"]["recall_at_1"].as_f64().unwrap(), 1.0, "{r}");
+    assert!(r["bm25"]["recall_at_1"].as_f64().unwrap() < 1.0, "{r}");
+    assert!(r.get("hybrid_rrf").is_some());
 }
