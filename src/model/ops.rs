@@ -324,7 +324,8 @@ impl CustomOp3 for Conv2dAct {
         let wt = cpu_slice(s2, l2, "conv2d_act weight")?;
         let bias = cpu_slice(s3, l3, "conv2d_act bias")?;
         let (p, k, o) = (g.p(), g.k(), g.o);
-        let mut y: Vec<f32> = bias.iter().copied().cycle().take(g.b * p * o).collect();
+        // Zeroed by calloc (fresh pages), then written once by gemm and once by bias + act.
+        let mut y = vec![0f32; g.b * p * o];
         let cb = chunk_images(g.b);
         y.par_chunks_mut(cb * p * o)
             .enumerate()
@@ -333,9 +334,14 @@ impl CustomOp3 for Conv2dAct {
                 let x0 = ci * cb * g.in_size();
                 with_scratch(nb * p * k, |col| {
                     g.im2col(&x[x0..], nb, col);
-                    // y[nb*p, o] += col[nb*p, k] @ w[k, o]
-                    sgemm(nb * p, o, k, yc, o, true, col, k, 1, wt, o, 1);
+                    // y[nb*p, o] = col[nb*p, k] @ w[k, o]
+                    sgemm(nb * p, o, k, yc, o, false, col, k, 1, wt, o, 1);
                 });
+                for row in yc.chunks_exact_mut(o) {
+                    for (v, b) in row.iter_mut().zip(bias) {
+                        *v += b;
+                    }
+                }
                 act_in_place(self.act, yc);
             });
         match self.pool {
