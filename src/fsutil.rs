@@ -62,7 +62,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn atomic_write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let s = serde_json::to_vec_pretty(value).map_err(|e| Error::Json {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     atomic_write(path, &s)
 }
@@ -72,6 +72,6 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Json {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     })
 }

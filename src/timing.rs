@@ -12,6 +12,16 @@ pub fn process_cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Peak resident memory of this process so far, in bytes (Linux reports kilobytes).
+pub fn peak_rss_bytes() -> u64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0;
+    }
+    ru.ru_maxrss as u64 * 1024
+}
+
 /// A stopwatch over wall time and process CPU time.
 #[derive(Debug, Clone, Copy)]
 pub struct Stopwatch {

@@ -126,7 +126,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         twindex::fsutil::atomic_write(p, svg.as_bytes())?;
         eprintln!("wrote {}", p.display());
     }
-    let peak = common::peak_rss_bytes();
+    let peak = twindex::timing::peak_rss_bytes();
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         v["peak_rss_bytes"] = peak.into();

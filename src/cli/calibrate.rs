@@ -33,7 +33,12 @@ pub struct CalibrateArgs {
 }
 
 /// Embed one side of a pair.
-fn side(idx: &Index, model: Option<&twindex::model::ImageModel>, s: &str) -> Result<Vec<f32>> {
+fn side(
+    idx: &Index,
+    model: Option<&twindex::model::ImageModel>,
+    loader: &mut common::ImageLoader,
+    s: &str,
+) -> Result<Vec<f32>> {
     if let Some(id) = s.strip_prefix('#') {
         let id: u64 = id
             .parse()
@@ -43,7 +48,7 @@ fn side(idx: &Index, model: Option<&twindex::model::ImageModel>, s: &str) -> Res
     let Some(m) = model else {
         bail!("{s:?}: this index has no encoder; refer to items as #ID");
     };
-    let px = common::load_query_image(m, s)?;
+    let px = loader.load(m, s)?;
     Ok(m.embed_pixels(&px, 1, 1)?)
 }
 
@@ -62,6 +67,7 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         let (mut s, mut l) = (Vec::new(), Vec::new());
+        let mut loader = common::ImageLoader::default();
         for (ln, line) in text.lines().enumerate() {
             let f: Vec<&str> = line.split('\t').collect();
             if f.len() < 3 {
@@ -82,8 +88,8 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
                 ),
             };
             let (va, vb) = (
-                side(&idx, model.as_ref(), f[0])?,
-                side(&idx, model.as_ref(), f[1])?,
+                side(&idx, model.as_ref(), &mut loader, f[0])?,
+                side(&idx, model.as_ref(), &mut loader, f[1])?,
             );
             s.push(metric.similarity(metric.distance(&va, &vb)));
             l.push(y);

@@ -177,11 +177,36 @@ pub fn read_vectors_any(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
 /// when it is dark-on-light since the encoders are trained on light-on-dark digits) or an
 /// IDX item as `FILE:N`.
 pub fn load_query_image(model: &twindex::model::ImageModel, spec: &str) -> Result<Vec<u8>> {
+    ImageLoader::default().load(model, spec)
+}
+
+/// Loads query images for [`load_query_image`], decompressing each IDX file once however many
+/// of its items are asked for (calibration pairs and `index add` name many).
+#[derive(Default)]
+pub struct ImageLoader {
+    idx: std::collections::HashMap<PathBuf, twindex::corpus::idx::IdxArray>,
+}
+
+impl ImageLoader {
+    /// Pixels of `spec` (an image file or `FILE:N`) at `model`'s input size.
+    pub fn load(&mut self, model: &twindex::model::ImageModel, spec: &str) -> Result<Vec<u8>> {
+        load_with(&mut self.idx, model, spec)
+    }
+}
+
+fn load_with(
+    cache: &mut std::collections::HashMap<PathBuf, twindex::corpus::idx::IdxArray>,
+    model: &twindex::model::ImageModel,
+    spec: &str,
+) -> Result<Vec<u8>> {
     let p = &model.config.preprocess;
     if let Some((file, n)) = spec.rsplit_once(':') {
         if let Ok(n) = n.parse::<usize>() {
             let path = Path::new(file);
-            let a = twindex::corpus::idx::read_images(path)?;
+            if !cache.contains_key(path) {
+                cache.insert(path.to_path_buf(), twindex::corpus::idx::read_images(path)?);
+            }
+            let a = &cache[path];
             if n >= a.dims[0] {
                 anyhow::bail!(
                     "{file}: item {n} requested, the file holds {} images",
@@ -227,14 +252,4 @@ pub struct BuildRecord {
 /// Read `build.json` of an index (zeros when absent).
 pub fn read_build_record(index: &Path) -> BuildRecord {
     twindex::fsutil::read_json(&index.join("build.json")).unwrap_or_default()
-}
-
-/// Peak resident memory of this process so far, in bytes (Linux reports kilobytes).
-pub fn peak_rss_bytes() -> u64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes into the struct we own.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0;
-    }
-    ru.ru_maxrss as u64 * 1024
 }

@@ -101,7 +101,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let thr = idx.threshold_distance();
 
     // A few test digits, one per class, with their neighbours.
-    let per = data.test.rows * data.test.cols;
     let test_emb = model.embed_pixels(&data.test.pixels, data.test.n, 512)?;
     let dim = model.config.dim;
     let mut shown = Vec::new();
@@ -121,7 +120,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
         shown.push(json!({ "query": format!("t10k:{q}"), "label": data.test.labels[q].to_string(), "results": hits }));
     }
-    let _ = per;
 
     // Headline metrics: every test digit against the index.
     let sw = twindex::timing::Stopwatch::start();

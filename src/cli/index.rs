@@ -329,8 +329,9 @@ fn add(a: AddArgs) -> Result<()> {
             )
         })?;
     let mut pixels = Vec::new();
+    let mut loader = common::ImageLoader::default();
     for it in &a.items {
-        pixels.extend(common::load_query_image(&model, it)?);
+        pixels.extend(loader.load(&model, it)?);
     }
     let vectors = model.embed_pixels(&pixels, a.items.len(), 256)?;
     let items: Vec<Item> = a

@@ -74,7 +74,7 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("twindex: error: {}", one_line(&e));
+            eprintln!("twindex: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -85,20 +85,4 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-/// The error and its causes on one line, leaving out a cause whose text the line already holds
-/// (our errors print their I/O or JSON cause themselves).
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for c in e.chain() {
-        let t = c.to_string();
-        if !line.contains(&t) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&t);
-        }
-    }
-    line
 }

@@ -68,9 +68,9 @@ fn require(dir: &Path, name: &str) -> Result<PathBuf> {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+    serde_json::from_slice(&bytes).map_err(|cause| Error::Json {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
