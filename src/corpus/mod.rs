@@ -1,5 +1,6 @@
 //! Corpus readers (IDX, raw or gzipped) and samplers (seed pairs, P x K batches).
 
+pub mod folder;
 pub mod idx;
 pub mod image_file;
 pub mod pairs;
