@@ -227,7 +227,10 @@ fn load_with(
         }
     }
     let path = Path::new(spec);
-    let mut px = twindex::corpus::image_file::load_grey(path, p.width, p.height, 0)?;
+    let mut px = p.load_file(path)?;
+    if !p.auto_invert {
+        return Ok(px);
+    }
     let (w, h) = (p.width, p.height);
     let border: f64 = (0..w)
         .flat_map(|x| [px[x], px[(h - 1) * w + x]])

@@ -1,9 +1,11 @@
 //! `twindex eval`: model quality on a labelled corpus, printed, as JSON, and as pictures.
 
 use super::common;
+use super::protocol::{self, FolderArgs, Protocol};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
+use twindex::eval::protocol::Aggregate;
 use twindex::eval::{self, PairTile};
 use twindex::model::ImageModel;
 
@@ -40,6 +42,18 @@ pub struct EvalArgs {
     /// Where to write the pictures (pairs.png, roc.svg).
     #[arg(long, default_value = "runs/eval")]
     pub plots: PathBuf,
+    /// An image-folder protocol: `orl` (needs --model with fold-0..fold-3 encoders, default the
+    /// shipped corpora/encoders/orl-faces) or `signatures`. Corpus: the protocol's by default.
+    #[arg(long, value_enum)]
+    pub protocol: Option<Protocol>,
+    /// With --protocol: score raw pixels (the baseline) instead of an encoder.
+    #[arg(long, requires = "protocol")]
+    pub raw: bool,
+    #[command(flatten)]
+    pub folder: FolderArgs,
+    /// Signatures: how a questioned signature's distances to the references are combined.
+    #[arg(long, value_enum, default_value_t = Aggregate::Min)]
+    pub aggregate: Aggregate,
     #[arg(long)]
     pub json: bool,
 }
@@ -47,6 +61,28 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<()> {
     if let Some(p) = &a.pairs {
         return run_text(&a, p);
+    }
+    if let Some(p) = a.protocol {
+        let corpus = if a.corpus == "mnist" {
+            protocol::default_protocol_corpus(p).display().to_string()
+        } else {
+            a.corpus.clone()
+        };
+        let model = match (&a.model, a.raw) {
+            (_, true) => None,
+            (Some(m), false) => Some(m.clone()),
+            (None, false) => Some(protocol::default_protocol_model(p).context(
+                "no shipped encoder for this protocol: pass --model DIR (made by `twindex train image --protocol ...`) or --raw",
+            )?),
+        };
+        let sw = twindex::timing::Stopwatch::start();
+        let mut v =
+            protocol::eval_protocol(p, &corpus, model.as_deref(), a.raw, &a.folder, a.aggregate)?;
+        v["seconds"] = serde_json::json!(sw.wall());
+        if a.json {
+            common::print_json(&v)?;
+        }
+        return Ok(());
     }
     let model_dir = match &a.model {
         Some(m) => m.clone(),

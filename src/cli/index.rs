@@ -26,7 +26,9 @@ pub struct BuildArgs {
     /// Encoder directory (config.json + model.safetensors). Default: the shipped MNIST encoder.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Image corpus to embed: `mnist` (its 60,000 training images) or a folder of IDX files.
+    /// Image corpus to embed: `mnist` (its 60,000 training images), a folder of IDX files, or a
+    /// folder of images (labels from sub-folder names or labels.tsv): each image is enrolled
+    /// under its label.
     #[arg(long, conflicts_with = "vectors")]
     pub corpus: Option<String>,
     /// Raw vectors instead of a corpus: `.npy` (float32 2-d), `.fvecs`, or an IDX images file
@@ -58,6 +60,9 @@ pub struct BuildArgs {
     /// Seed for the HNSW level draws.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Column of labels.tsv holding the label (image folders with a labels.tsv).
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -249,41 +254,73 @@ fn build(a: BuildArgs) -> Result<()> {
         let corpus = a.corpus.as_deref().unwrap_or("mnist");
         let model_dir = match &a.model {
             Some(m) => m.clone(),
+            None if super::protocol::is_image_folder(corpus) => bail!(
+                "indexing the image folder {corpus} needs --model DIR: an encoder trained on such images (e.g. corpora/encoders/orl-faces/fold-0)"
+            ),
             None => common::default_model_dir()?,
         };
         let model = ImageModel::load(&model_dir)
             .with_context(|| format!("loading encoder {}", model_dir.display()))?;
-        let (dir, data) = common::load_corpus(corpus)?;
-        let set = &data.train;
-        let sw = twindex::timing::Stopwatch::start();
-        let vectors = common::embed_with_bar(&model, set)?;
-        eprintln!(
-            "embedded {} images with {} in {:.1} s ({:.0} images/s)",
-            set.n,
-            model_dir.display(),
-            sw.wall(),
-            set.n as f64 / sw.wall()
-        );
-        let src = common::images_file(&dir);
-        let items = (0..set.n)
-            .map(|i| Item {
-                label: common::class_name(&model, set.labels[i]),
-                source: format!("{}:{i}", src.display()),
-                payload: None,
-            })
-            .collect();
         let cfg = IndexConfig {
             metric: Metric::L2,
             normalize: false,
             backend,
             hnsw,
         };
-        let (mut idx, w, c) =
-            create_index(&a.out, cfg, model.config.dim, &vectors, items, |out| {
-                encoder::embed_image_encoder(&model, &model_dir, out)
-            })?;
-        idx.set_calibration(Some(common::model_calibration(&model)))?;
-        (idx, w, c)
+        if super::protocol::is_image_folder(corpus) {
+            let f = twindex::corpus::folder::ImageFolder::scan(Path::new(corpus), &a.label_column)?;
+            let set =
+                twindex::corpus::folder::load_set(&f.items, &f.classes, &model.config.preprocess)?;
+            let vectors = common::embed_with_bar(&model, &set)?;
+            let items = f
+                .items
+                .iter()
+                .map(|it| Item {
+                    label: it.label.clone(),
+                    source: it.path.display().to_string(),
+                    payload: None,
+                })
+                .collect();
+            eprintln!(
+                "embedded {} images of {} labels from {} with {}",
+                f.items.len(),
+                f.classes.len(),
+                corpus,
+                model_dir.display()
+            );
+            let (mut idx, w, c) =
+                create_index(&a.out, cfg, model.config.dim, &vectors, items, |out| {
+                    encoder::embed_image_encoder(&model, &model_dir, out)
+                })?;
+            idx.set_calibration(Some(common::model_calibration(&model)))?;
+            (idx, w, c)
+        } else {
+            let (dir, data) = common::load_corpus(corpus)?;
+            let set = &data.train;
+            let sw = twindex::timing::Stopwatch::start();
+            let vectors = common::embed_with_bar(&model, set)?;
+            eprintln!(
+                "embedded {} images with {} in {:.1} s ({:.0} images/s)",
+                set.n,
+                model_dir.display(),
+                sw.wall(),
+                set.n as f64 / sw.wall()
+            );
+            let src = common::images_file(&dir);
+            let items = (0..set.n)
+                .map(|i| Item {
+                    label: common::class_name(&model, set.labels[i]),
+                    source: format!("{}:{i}", src.display()),
+                    payload: None,
+                })
+                .collect();
+            let (mut idx, w, c) =
+                create_index(&a.out, cfg, model.config.dim, &vectors, items, |out| {
+                    encoder::embed_image_encoder(&model, &model_dir, out)
+                })?;
+            idx.set_calibration(Some(common::model_calibration(&model)))?;
+            (idx, w, c)
+        }
     };
     twindex::fsutil::atomic_write_json(
         &a.out.join("build.json"),

@@ -7,8 +7,10 @@ mod dedup;
 mod demo;
 mod eval;
 mod index;
+mod protocol;
 mod query;
 mod train;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -38,6 +40,8 @@ pub enum Command {
     Index(index::IndexCmd),
     /// The k nearest items of a query, with the duplicate decision.
     Query(query::QueryArgs),
+    /// Accept or reject the claim that an image is an enrolled person or signer.
+    Verify(verify::VerifyArgs),
     /// Every pair of items within the duplicate threshold, and their clusters.
     Dedup(dedup::DedupArgs),
     /// Choose the duplicate threshold from labelled pairs and store it in the index.
@@ -67,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Index(c) => index::run(c),
         Command::Query(a) => query::run(a),
+        Command::Verify(a) => verify::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

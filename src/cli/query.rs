@@ -62,14 +62,25 @@ pub fn run(a: QueryArgs) -> Result<()> {
     };
     let thr = a.threshold.or_else(|| idx.threshold_distance());
     let hits = search(&idx, &vector, a.k, a.ef, a.threshold)?;
+    // Labelled indexes (people, signers, classes) also answer "who is it": the nearest
+    // item's label when within the threshold, else "unknown".
+    let labelled = hits.iter().any(|h| !h.label.is_empty());
+    let identity = labelled.then(|| twindex::query::identify(&hits));
     if a.json {
-        return common::print_json(&json!({
+        let mut j = json!({
             "query": what,
             "threshold": thr,
             "results": hits,
-        }));
+        });
+        if let Some(id) = &identity {
+            j["identity"] = json!(id);
+        }
+        return common::print_json(&j);
     }
     print_table(&what, thr, &hits);
+    if let Some(id) = identity {
+        println!("identity: {id}");
+    }
     Ok(())
 }
 

@@ -1,12 +1,14 @@
 //! `twindex train image|text`.
 
 use super::common;
+use super::protocol::{self, FolderArgs, Protocol};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
+use twindex::eval::protocol::Aggregate;
 use twindex::model::Arch;
-use twindex::train::{train_image, ImageTrainConfig, LossKind, Miner, TrainEvent};
+use twindex::train::{train_image, Augmentation, ImageTrainConfig, LossKind, Miner, TrainEvent};
 
 #[derive(Debug, Subcommand)]
 pub enum TrainCmd {
@@ -16,10 +18,30 @@ pub enum TrainCmd {
 
 #[derive(Debug, Args)]
 pub struct ImageArgs {
-    /// Corpus: `mnist` (the shipped corpora/mnist) or a folder of MNIST-style IDX files.
+    /// Corpus: `mnist` (the shipped corpora/mnist), a folder of MNIST-style IDX files, or a
+    /// folder of images (PNG, PGM, JPEG) with labels from sub-folder names or a labels.tsv.
     #[arg(long, default_value = "mnist")]
     pub corpus: String,
-    /// Network: `lenet` (the seed's) or `cnn` (stronger, 64-d normalised).
+    /// Train for an evaluation protocol: `orl` (one encoder per fold in OUT/fold-0..3) or
+    /// `signatures` (writers 1-20; calibrated on 21-30). Default corpus: the protocol's.
+    #[arg(long, value_enum)]
+    pub protocol: Option<Protocol>,
+    #[command(flatten)]
+    pub folder: FolderArgs,
+
+    /// Image folders: classes held out of training to calibrate the threshold on (and to
+    /// evaluate each epoch).
+    #[arg(long, default_value_t = 5)]
+    pub dev_classes: usize,
+    /// Image folders: calibrate at the lowest threshold with at most this false-accept rate
+    /// (default: best F1).
+    #[arg(long)]
+    pub target_far: Option<f64>,
+    /// Signatures: how a questioned signature's distances to the references are combined.
+    #[arg(long, value_enum, default_value_t = Aggregate::Min)]
+    pub aggregate: Aggregate,
+    /// Network: `lenet` (the seed's), `cnn` (stronger, 64-d normalised) or `deep` (3x3
+    /// convolutions for larger inputs: faces, signatures).
     #[arg(long, value_enum, default_value_t = Arch::Lenet)]
     pub arch: Arch,
     /// Loss: `contrastive` on the seed's pairs, or `triplet` on P x K batches.
@@ -51,9 +73,21 @@ pub struct ImageArgs {
     /// Seed for weights, pairs, batch order and augmentation.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Random shifts of up to 2 pixels while training.
+    /// Augment training images: random shifts (and scalings, rotations, mirroring as below).
     #[arg(long)]
     pub augment: bool,
+    /// Largest shift in pixels (with --augment).
+    #[arg(long, default_value_t = 2.0)]
+    pub aug_shift: f32,
+    /// Largest relative scale change, e.g. 0.1 (with --augment).
+    #[arg(long, default_value_t = 0.0)]
+    pub aug_scale: f32,
+    /// Largest rotation in degrees (with --augment).
+    #[arg(long, default_value_t = 0.0)]
+    pub aug_rotate: f32,
+    /// Mirror images left-right half the time (with --augment; faces, not signatures).
+    #[arg(long)]
+    pub hflip: bool,
     /// Train on only the first N training images.
     #[arg(long)]
     pub max_train: Option<usize>,
@@ -72,7 +106,6 @@ pub fn run(cmd: TrainCmd) -> Result<()> {
 }
 
 fn run_image(a: ImageArgs) -> Result<()> {
-    let (dir, data) = common::load_corpus(&a.corpus)?;
     let cfg = ImageTrainConfig {
         arch: a.arch,
         loss: a.loss,
@@ -87,7 +120,53 @@ fn run_image(a: ImageArgs) -> Result<()> {
         augment: a.augment,
         max_train: a.max_train,
         lr_decay: a.lr_decay,
+        augmentation: Augmentation {
+            shift: a.aug_shift,
+            scale: a.aug_scale,
+            rotate: a.aug_rotate,
+            hflip: a.hflip,
+        },
     };
+    if a.protocol.is_some() || protocol::is_image_folder(&a.corpus) {
+        let corpus = match a.protocol {
+            Some(p) if a.corpus == "mnist" => {
+                protocol::default_protocol_corpus(p).display().to_string()
+            }
+            _ => a.corpus.clone(),
+        };
+        let report = match a.protocol {
+            Some(Protocol::Orl) => protocol::train_orl(
+                &corpus,
+                &a.folder,
+                &cfg,
+                a.dev_classes,
+                a.target_far,
+                &a.folder.folds,
+                &a.out,
+            )?,
+            Some(Protocol::Signatures) => protocol::train_signatures(
+                &corpus,
+                &a.folder,
+                &cfg,
+                a.target_far,
+                a.aggregate,
+                &a.out,
+            )?,
+            None => protocol::train_folder(
+                &corpus,
+                &a.folder,
+                &cfg,
+                a.dev_classes,
+                a.target_far,
+                &a.out,
+            )?,
+        };
+        if a.json {
+            common::print_json(&report)?;
+        }
+        return Ok(());
+    }
+    let (dir, data) = common::load_corpus(&a.corpus)?;
     eprintln!(
         "training {} with {:?} loss on {} ({} train / {} test images), seed {}, {} threads",
         a.arch.name(),

@@ -7,6 +7,7 @@ pub mod calibrate;
 pub mod image;
 pub mod metrics;
 pub mod plot;
+pub mod protocol;
 pub mod text;
 
 pub use calibrate::{

@@ -15,6 +15,10 @@ pub enum Arch {
     /// Conv(32,5x5,relu) -> MaxPool(2) -> Conv(64,5x5,relu) -> MaxPool(2) -> Flatten ->
     /// Dense(256,relu) -> Dense(64), L2-normalised. Stronger; about 12x the compute of `lenet`.
     Cnn,
+    /// For faces and signatures (larger inputs, few classes): 3x3 convolutions
+    /// Conv(32)-Conv(32)-MaxPool-Conv(64)-Conv(64)-MaxPool-Conv(128)-MaxPool, ReLU, then
+    /// Dense(128), L2-normalised. Inputs of at least 32x32.
+    Deep,
 }
 
 impl Arch {
@@ -23,17 +27,19 @@ impl Arch {
         match self {
             Arch::Lenet => 10,
             Arch::Cnn => 64,
+            Arch::Deep => 128,
         }
     }
     /// Whether the output is L2-normalised.
     pub fn normalized(self) -> bool {
-        matches!(self, Arch::Cnn)
+        matches!(self, Arch::Cnn | Arch::Deep)
     }
     /// The name used in configs and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Arch::Lenet => "lenet",
             Arch::Cnn => "cnn",
+            Arch::Deep => "deep",
         }
     }
 }
@@ -116,8 +122,8 @@ pub fn dense(vb: VarBuilder, d_in: usize, d_out: usize, relu: bool) -> Result<Li
 #[derive(Debug, Clone)]
 pub struct ImageEncoder {
     arch: Arch,
-    conv1: Conv,
-    conv2: Conv,
+    /// Convolutions, each followed by 2x2 pooling or not.
+    convs: Vec<(Conv, Option<ops::Pool2>)>,
     fc1: Linear,
     fc2: Option<Linear>,
 }
@@ -127,8 +133,14 @@ fn feature_side(side: usize) -> usize {
     ((side - 4) / 2 - 4) / 2
 }
 
+/// Spatial size after the `deep` stack: (3x3, 3x3, pool), (3x3, 3x3, pool), (3x3, pool).
+fn deep_side(side: usize) -> usize {
+    (((side - 4) / 2 - 4) / 2 - 2) / 2
+}
+
 impl ImageEncoder {
-    /// Build the network for `height x width x channels` inputs (at least 16x16).
+    /// Build the network for `height x width x channels` inputs (at least 16x16; 32x32 for
+    /// `deep`).
     pub fn new(
         vb: VarBuilder,
         arch: Arch,
@@ -136,27 +148,58 @@ impl ImageEncoder {
         width: usize,
         channels: usize,
     ) -> Result<Self> {
-        if height < 16 || width < 16 {
+        let min = if arch == Arch::Deep { 32 } else { 16 };
+        if height < min || width < min {
             candle_core::bail!(
-                "image encoders need inputs of at least 16x16, got {height}x{width}"
+                "{} encoders need inputs of at least {min}x{min}, got {height}x{width}",
+                arch.name()
             );
         }
         let flat = feature_side(height) * feature_side(width);
+        let (avg, max) = (Some(ops::Pool2::Avg), Some(ops::Pool2::Max));
         Ok(match arch {
             Arch::Lenet => ImageEncoder {
                 arch,
-                conv1: Conv::new(vb.pp("conv1"), channels, 4, 5, Act::Tanh, false)?,
-                conv2: Conv::new(vb.pp("conv2"), 4, 16, 5, Act::Tanh, true)?,
+                convs: vec![
+                    (
+                        Conv::new(vb.pp("conv1"), channels, 4, 5, Act::Tanh, false)?,
+                        avg,
+                    ),
+                    (Conv::new(vb.pp("conv2"), 4, 16, 5, Act::Tanh, true)?, avg),
+                ],
                 fc1: dense(vb.pp("fc1"), flat * 16, 10, false)?,
                 fc2: None,
             },
             Arch::Cnn => ImageEncoder {
                 arch,
-                conv1: Conv::new(vb.pp("conv1"), channels, 32, 5, Act::Relu, false)?,
-                conv2: Conv::new(vb.pp("conv2"), 32, 64, 5, Act::Relu, true)?,
+                convs: vec![
+                    (
+                        Conv::new(vb.pp("conv1"), channels, 32, 5, Act::Relu, false)?,
+                        max,
+                    ),
+                    (Conv::new(vb.pp("conv2"), 32, 64, 5, Act::Relu, true)?, max),
+                ],
                 fc1: dense(vb.pp("fc1"), flat * 64, 256, true)?,
                 fc2: Some(dense(vb.pp("fc2"), 256, 64, false)?),
             },
+            Arch::Deep => {
+                let flat = deep_side(height) * deep_side(width) * 128;
+                let c = |name: &str, i: usize, o: usize, grad: bool| {
+                    Conv::new(vb.pp(name), i, o, 3, Act::Relu, grad)
+                };
+                ImageEncoder {
+                    arch,
+                    convs: vec![
+                        (c("conv1", channels, 32, false)?, None),
+                        (c("conv2", 32, 32, true)?, max),
+                        (c("conv3", 32, 64, true)?, None),
+                        (c("conv4", 64, 64, true)?, max),
+                        (c("conv5", 64, 128, true)?, max),
+                    ],
+                    fc1: dense(vb.pp("fc1"), flat, 128, false)?,
+                    fc2: None,
+                }
+            }
         })
     }
 
@@ -168,20 +211,21 @@ impl ImageEncoder {
 
 impl Module for ImageEncoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let pool = match self.arch {
-            Arch::Lenet => ops::Pool2::Avg,
-            Arch::Cnn => ops::Pool2::Max,
-        };
-        let h = self.conv1.forward_pool(x, pool)?;
-        let h = self.conv2.forward_pool(&h, pool)?;
+        let mut h = x.clone();
+        for (conv, pool) in &self.convs {
+            h = match pool {
+                Some(p) => conv.forward_pool(&h, *p)?,
+                None => conv.forward(&h)?,
+            };
+        }
         let h = h.flatten_from(1)?;
-        match &self.fc2 {
-            None => ops::tanh(&self.fc1.forward(&h)?),
-            Some(fc2) => {
+        match (self.arch, &self.fc2) {
+            (Arch::Lenet, _) => ops::tanh(&self.fc1.forward(&h)?),
+            (_, Some(fc2)) => {
                 let h = self.fc1.forward(&h)?.relu()?;
-                let e = fc2.forward(&h)?;
-                l2_normalize(&e)
+                l2_normalize(&fc2.forward(&h)?)
             }
+            (_, None) => l2_normalize(&self.fc1.forward(&h)?),
         }
     }
 }

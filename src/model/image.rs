@@ -31,6 +31,64 @@ pub struct Preprocess {
     /// black-on-white query image must be inverted to look like the training data.
     #[serde(default)]
     pub invert: bool,
+    /// Background value (0..255, before inversion) used to pad an image resized to the input
+    /// size with its aspect ratio kept: 0 for black backgrounds, 255 for paper.
+    #[serde(default)]
+    pub pad: u8,
+    /// Per-image standardisation after scaling: subtract the image's mean and divide by its
+    /// standard deviation (evens out lighting; faces).
+    #[serde(default)]
+    pub standardize: bool,
+    /// Query image files whose border is bright are inverted to match the training data (the
+    /// MNIST encoders: white digits on black). Encoders trained on image folders set this off:
+    /// their files are read exactly as the training files were.
+    #[serde(default = "default_true")]
+    pub auto_invert: bool,
+    /// Embed each image and its mirror image and average the two (then renormalise): an
+    /// embedding that does not care which way a face is turned. Training is unaffected.
+    #[serde(default)]
+    pub mirror_average: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Preprocess {
+    /// Read an image file (PNG, PGM/PNM, JPEG) as the 0..255 pixels this preprocessing
+    /// expects: greyscale, resized with the aspect ratio kept and padded with `pad`. Inversion,
+    /// scaling and standardisation happen later, in [`ImageModel::input_tensor`], the same for
+    /// training batches and queries.
+    pub fn load_file(&self, path: &Path) -> Result<Vec<u8>> {
+        if self.channels != 1 {
+            return Err(Error::InvalidArgument(format!(
+                "{}: only greyscale encoders read image files (this one has {} channels)",
+                path.display(),
+                self.channels
+            )));
+        }
+        crate::corpus::image_file::load_grey(path, self.width, self.height, self.pad)
+    }
+
+    /// Turn one image's 0..255 pixels into network input in `out` (same length).
+    pub fn apply(&self, pixels: &[u8], out: &mut [f32]) {
+        for (o, &x) in out.iter_mut().zip(pixels) {
+            let v = if self.invert { 255 - x } else { x };
+            *o = v as f32 * self.scale;
+        }
+        if self.standardize {
+            standardize(out);
+        }
+    }
+}
+
+/// Subtract the mean and divide by the standard deviation (floored) of `v`, in place.
+pub fn standardize(v: &mut [f32]) {
+    let n = v.len().max(1) as f32;
+    let mean = v.iter().sum::<f32>() / n;
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
+    let inv = 1.0 / var.sqrt().max(1e-3);
+    v.iter_mut().for_each(|x| *x = (*x - mean) * inv);
 }
 
 /// How the encoder was trained (for the record; not needed to run it).
@@ -90,6 +148,10 @@ impl ImageModelConfig {
                 channels,
                 scale: 1.0 / 255.0,
                 invert: false,
+                pad: 0,
+                standardize: false,
+                auto_invert: true,
+                mirror_average: false,
             },
             dim: arch.dim(),
             normalized: arch.normalized(),
@@ -202,11 +264,12 @@ impl ImageModel {
         if pixels.len() != n * per {
             return Err(Error::dim(n * per, pixels.len(), "image pixels"));
         }
-        let v: Vec<f32> = if p.invert {
-            pixels.iter().map(|&x| (255 - x) as f32 * p.scale).collect()
-        } else {
-            pixels.iter().map(|&x| x as f32 * p.scale).collect()
-        };
+        let mut v = vec![0f32; pixels.len()];
+        if per > 0 {
+            for (o, px) in v.chunks_mut(per).zip(pixels.chunks(per)) {
+                p.apply(px, o);
+            }
+        }
         Ok(Tensor::from_vec(
             v,
             (n, p.height, p.width, p.channels),
@@ -225,7 +288,19 @@ impl ImageModel {
             let m = batch.min(n - i);
             let x = self.input_tensor(&pixels[i * per..(i + m) * per], m)?;
             let e = self.forward(&x)?;
-            out.extend(e.flatten_all()?.to_vec1::<f32>()?);
+            let mut v = e.flatten_all()?.to_vec1::<f32>()?;
+            if p.mirror_average {
+                let em = self.forward(&x.flip(&[2])?.contiguous()?)?;
+                let vm = em.flatten_all()?.to_vec1::<f32>()?;
+                v.iter_mut().zip(&vm).for_each(|(a, b)| *a = 0.5 * (*a + b));
+                if self.config.normalized {
+                    for row in v.chunks_mut(self.config.dim) {
+                        let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                        row.iter_mut().for_each(|x| *x /= n);
+                    }
+                }
+            }
+            out.extend(v);
             i += m;
         }
         Ok(out)

@@ -2,5 +2,7 @@
 
 pub mod encoder;
 pub mod searcher;
+pub mod verify;
 
 pub use searcher::{search, QueryHit};
+pub use verify::{identify, verify, Verification};

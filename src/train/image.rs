@@ -52,6 +52,33 @@ pub struct ImageTrainConfig {
     pub max_train: Option<usize>,
     /// Multiply the learning rate by this after each epoch. Default 1.0 (constant).
     pub lr_decay: f64,
+    /// What `augment` does: random shifts, scalings, rotations, mirror images.
+    pub augmentation: Augmentation,
+}
+
+/// Random geometric changes of training images (only with `augment`). Each image of a batch
+/// gets its own draw; the background shows through where the image moved away.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Augmentation {
+    /// Largest shift in pixels along each axis. Default 2.
+    pub shift: f32,
+    /// Largest relative scale change (0.1: 0.9x to 1.1x). Default 0.
+    pub scale: f32,
+    /// Largest rotation in degrees. Default 0.
+    pub rotate: f32,
+    /// Mirror left-right half the time (faces; never for text or signatures). Default false.
+    pub hflip: bool,
+}
+
+impl Default for Augmentation {
+    fn default() -> Self {
+        Augmentation {
+            shift: 2.0,
+            scale: 0.0,
+            rotate: 0.0,
+            hflip: false,
+        }
+    }
 }
 
 impl Default for ImageTrainConfig {
@@ -70,6 +97,7 @@ impl Default for ImageTrainConfig {
             augment: false,
             max_train: None,
             lr_decay: 1.0,
+            augmentation: Augmentation::default(),
         }
     }
 }
@@ -120,42 +148,97 @@ pub struct TrainOutcome {
     pub examples: usize,
 }
 
-/// Fill `out` with image `i` of `set` scaled to `[0,1]`, optionally shifted by (dy, dx).
-fn put_image(set: &ImageSet, i: usize, shift: (i32, i32), out: &mut [f32]) {
-    let (h, w) = (set.rows as i32, set.cols as i32);
+/// Draw image `i` of `set` moved by a random affine map (`aug`), resampled bilinearly, with
+/// `background` where the map leaves the image; 0..255 pixels into `out`.
+fn warp_image(
+    set: &ImageSet,
+    i: usize,
+    aug: &Augmentation,
+    background: u8,
+    rng: &mut ChaCha8Rng,
+    out: &mut [u8],
+) {
+    let (h, w) = (set.rows, set.cols);
     let img = set.image(i);
-    if shift == (0, 0) {
-        for (o, &p) in out.iter_mut().zip(img) {
-            *o = p as f32 / 255.0;
+    if aug.scale == 0.0 && aug.rotate == 0.0 && !aug.hflip {
+        // Whole-pixel shifts only (the MNIST recipe): a plain copy.
+        let si = aug.shift.round() as i32;
+        let (dy, dx) = (rng.random_range(-si..=si), rng.random_range(-si..=si));
+        let (hi, wi) = (h as i32, w as i32);
+        for y in 0..hi {
+            for x in 0..wi {
+                let (sy, sx) = (y - dy, x - dx);
+                out[(y * wi + x) as usize] = if sy >= 0 && sy < hi && sx >= 0 && sx < wi {
+                    img[(sy * wi + sx) as usize]
+                } else {
+                    background
+                };
+            }
         }
         return;
     }
+    let mut r = |a: f32| {
+        if a > 0.0 {
+            rng.random_range(-a..=a)
+        } else {
+            0.0
+        }
+    };
+    let (dy, dx) = (r(aug.shift), r(aug.shift));
+    let s = 1.0 + r(aug.scale);
+    let th = r(aug.rotate).to_radians();
+    let flip = aug.hflip && rng.random_bool(0.5);
+    let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
+    let (cos, sin) = (th.cos() / s, th.sin() / s);
     for y in 0..h {
         for x in 0..w {
-            let (sy, sx) = (y - shift.0, x - shift.1);
-            out[(y * w + x) as usize] = if sy >= 0 && sy < h && sx >= 0 && sx < w {
-                img[(sy * w + sx) as usize] as f32 / 255.0
-            } else {
-                0.0
+            // Output pixel -> source pixel (inverse map about the centre).
+            let (oy, ox) = (y as f32 - cy - dy, x as f32 - cx - dx);
+            let ox = if flip { -ox } else { ox };
+            let sy = cos * oy - sin * ox + cy;
+            let sx = sin * oy + cos * ox + cx;
+            let v = {
+                let (y0, x0) = (sy.floor(), sx.floor());
+                let (fy, fx) = (sy - y0, sx - x0);
+                let px = |yy: f32, xx: f32| -> f32 {
+                    if yy >= 0.0 && yy < h as f32 && xx >= 0.0 && xx < w as f32 {
+                        img[yy as usize * w + xx as usize] as f32
+                    } else {
+                        background as f32
+                    }
+                };
+                let top = px(y0, x0) * (1.0 - fx) + px(y0, x0 + 1.0) * fx;
+                let bot = px(y0 + 1.0, x0) * (1.0 - fx) + px(y0 + 1.0, x0 + 1.0) * fx;
+                top * (1.0 - fy) + bot * fy
             };
+            out[y * w + x] = v.round().clamp(0.0, 255.0) as u8;
         }
     }
 }
 
-/// Build an NHWC batch tensor from item indices.
-fn batch_tensor(set: &ImageSet, idx: &[usize], rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+/// Build an NHWC batch tensor from item indices, preprocessed as `model` says (augmented
+/// when `rng` is given).
+fn batch_tensor(
+    model: &ImageModel,
+    set: &ImageSet,
+    idx: &[usize],
+    aug: &Augmentation,
+    rng: Option<&mut ChaCha8Rng>,
+) -> Result<Tensor> {
+    let pre = &model.config.preprocess;
     let per = set.rows * set.cols;
     let mut v = vec![0f32; idx.len() * per];
     match rng {
         Some(rng) => {
+            let mut buf = vec![0u8; per];
             for (k, &i) in idx.iter().enumerate() {
-                let s = (rng.random_range(-2..=2), rng.random_range(-2..=2));
-                put_image(set, i, s, &mut v[k * per..(k + 1) * per]);
+                warp_image(set, i, aug, pre.pad, rng, &mut buf);
+                pre.apply(&buf, &mut v[k * per..(k + 1) * per]);
             }
         }
         None => {
             for (k, &i) in idx.iter().enumerate() {
-                put_image(set, i, (0, 0), &mut v[k * per..(k + 1) * per]);
+                pre.apply(set.image(i), &mut v[k * per..(k + 1) * per]);
             }
         }
     }
@@ -235,10 +318,26 @@ fn take(set: &ImageSet, n: usize) -> ImageSet {
     }
 }
 
-/// Train an image encoder on `data.train`, evaluating on `data.test` each epoch.
+/// Train an image encoder on `data.train`, evaluating on `data.test` each epoch (MNIST-style
+/// IDX data: the default preprocessing, class names "0".."9").
 pub fn train_image(
     data: &TrainTest,
     cfg: &ImageTrainConfig,
+    corpus_name: &str,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome> {
+    let mut mcfg = ImageModelConfig::new(cfg.arch, data.train.rows, data.train.cols, 1);
+    mcfg.class_names = (0..data.train.n_classes()).map(|c| c.to_string()).collect();
+    train_image_with(data, cfg, mcfg, corpus_name, on_event)
+}
+
+/// [`train_image`] for an encoder described by `mcfg` (its preprocessing, input size and class
+/// names; `mcfg.arch` is replaced by `cfg.arch`). `data`'s images must be at that input size,
+/// as 0..255 pixels before the preprocessing (which is applied to every batch).
+pub fn train_image_with(
+    data: &TrainTest,
+    cfg: &ImageTrainConfig,
+    mut mcfg: ImageModelConfig,
     corpus_name: &str,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainOutcome> {
@@ -259,8 +358,22 @@ pub fn train_image(
         None => data.train.clone(),
     };
     let test = &data.test;
-    let mut mcfg = ImageModelConfig::new(cfg.arch, train.rows, train.cols, 1);
-    mcfg.class_names = (0..train.n_classes()).map(|c| c.to_string()).collect();
+    if (train.rows, train.cols) != (mcfg.preprocess.height, mcfg.preprocess.width)
+        || (test.rows, test.cols) != (train.rows, train.cols)
+    {
+        return Err(Error::Shape(format!(
+            "training images are {}x{} and test images {}x{}, the encoder takes {}x{}",
+            train.rows,
+            train.cols,
+            test.rows,
+            test.cols,
+            mcfg.preprocess.height,
+            mcfg.preprocess.width
+        )));
+    }
+    mcfg.arch = cfg.arch;
+    mcfg.dim = cfg.arch.dim();
+    mcfg.normalized = cfg.arch.normalized();
     let mut model = ImageModel::new_trainable(mcfg, cfg.seed)?;
     let varmap = model.varmap.clone().expect("trainable");
     let mut opt = AdamW::new(
@@ -307,7 +420,13 @@ pub fn train_image(
                         .map(|p| p.a)
                         .chain(chunk.iter().map(|p| p.b))
                         .collect();
-                    let x = batch_tensor(&train, &idx, cfg.augment.then_some(&mut aug_rng))?;
+                    let x = batch_tensor(
+                        &model,
+                        &train,
+                        &idx,
+                        &cfg.augmentation,
+                        cfg.augment.then_some(&mut aug_rng),
+                    )?;
                     let e = model.forward(&x)?;
                     let b = chunk.len();
                     let d = loss::euclidean_distance(&e.narrow(0, 0, b)?, &e.narrow(0, b, b)?)?;
@@ -335,7 +454,13 @@ pub fn train_image(
                 let batches = sampler.epoch(cfg.seed.wrapping_add(epoch as u64));
                 let steps = batches.len();
                 for (s, idx) in batches.iter().enumerate() {
-                    let x = batch_tensor(&train, idx, cfg.augment.then_some(&mut aug_rng))?;
+                    let x = batch_tensor(
+                        &model,
+                        &train,
+                        idx,
+                        &cfg.augmentation,
+                        cfg.augment.then_some(&mut aug_rng),
+                    )?;
                     let e = model.forward(&x)?;
                     let ev = e.flatten_all()?.to_vec1::<f32>()?;
                     let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();

@@ -2,6 +2,7 @@
 
 mod cli;
 mod corpus;
+mod faces;
 mod index_crash;
 mod index_engine;
 mod index_graph;

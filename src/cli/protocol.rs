@@ -1,0 +1,568 @@
+//! Image-folder corpora (faces, signatures) for `train image` and `eval`: preprocessing from
+//! the command line, dev-class hold-out, the ORL and signature protocols.
+
+use super::common;
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use twindex::corpus::folder::{self, FolderItem, ImageFolder};
+use twindex::corpus::{ImageSet, TrainTest};
+use twindex::eval::protocol::{self, Aggregate, OrlFoldReport, Signature};
+use twindex::model::{Arch, ImageModel, ImageModelConfig, Preprocess};
+use twindex::train::{ImageTrainConfig, TrainEvent, TrainOutcome};
+
+/// The evaluation protocols of image folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// ORL/AT&T faces: 4 subject-disjoint folds, one-shot identification of unseen people.
+    Orl,
+    /// SVC2004 signatures: train on writers 1-20, calibrate and test on 21-30 (5 references,
+    /// genuine vs skilled forgeries).
+    Signatures,
+}
+
+/// How image files become network input (image-folder corpora).
+#[derive(Debug, Clone, Args)]
+pub struct FolderArgs {
+    /// Input size HxW for image folders (images are resized keeping their aspect ratio and
+    /// padded). Default: 56x46 for ORL-like faces, 64x128 with --protocol signatures.
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Column of labels.tsv holding the class (image folders with a labels.tsv).
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// Dark-on-light images (ink on paper): invert so the background is 0.
+    #[arg(long)]
+    pub invert: bool,
+    /// Background value 0..255 used to pad resized images (default 255 with --invert, else 0).
+    #[arg(long)]
+    pub pad: Option<u8>,
+    /// Standardise each image (zero mean, unit variance): evens out lighting.
+    #[arg(long)]
+    pub standardize: bool,
+    /// Embed each image and its mirror image and average them (faces; not signatures).
+    #[arg(long)]
+    pub mirror_average: bool,
+    /// `--protocol orl`: only these folds (0-3, comma-separated), for quick trials; the
+    /// protocol's figures need all four.
+    #[arg(long, value_delimiter = ',')]
+    pub folds: Vec<usize>,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize)> {
+    let (h, w) = s
+        .split_once(['x', 'X'])
+        .with_context(|| format!("--size {s:?}: expected HxW, e.g. 56x46"))?;
+    Ok((
+        h.trim()
+            .parse()
+            .with_context(|| format!("--size {s:?}: bad height"))?,
+        w.trim()
+            .parse()
+            .with_context(|| format!("--size {s:?}: bad width"))?,
+    ))
+}
+
+/// The preprocessing for a folder corpus.
+pub fn folder_preprocess(a: &FolderArgs, protocol: Option<Protocol>) -> Result<Preprocess> {
+    let sigs = protocol == Some(Protocol::Signatures);
+    let (h, w) = match &a.size {
+        Some(s) => parse_size(s)?,
+        None if sigs => (64, 128),
+        None => (56, 46),
+    };
+    let invert = a.invert || sigs;
+    let mut p = ImageModelConfig::new(Arch::Deep, h, w, 1).preprocess;
+    p.invert = invert;
+    p.pad = a.pad.unwrap_or(if invert { 255 } else { 0 });
+    p.standardize = a.standardize;
+    p.mirror_average = a.mirror_average;
+    p.auto_invert = false;
+    Ok(p)
+}
+
+/// Whether `corpus` names a folder of image files (not MNIST or an IDX folder).
+pub fn is_image_folder(corpus: &str) -> bool {
+    let p = Path::new(corpus);
+    if corpus == "mnist" || !p.is_dir() {
+        return false;
+    }
+    let idx = std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("idx"))
+        })
+        .unwrap_or(false);
+    !idx
+}
+
+fn load_items(items: &[FolderItem], classes: &[String], pre: &Preprocess) -> Result<ImageSet> {
+    Ok(folder::load_set(items, classes, pre)?)
+}
+
+/// Hold `n_dev` classes of `classes` out (chosen by `seed`): (train classes, dev classes).
+fn split_classes(
+    classes: &[String],
+    n_dev: usize,
+    seed: u64,
+) -> Result<(Vec<String>, Vec<String>)> {
+    if n_dev < 2 || classes.len() < n_dev + 2 {
+        bail!(
+            "--dev-classes {n_dev}: need at least 2 dev classes and 2 training classes ({} classes in the corpus)",
+            classes.len()
+        );
+    }
+    let mut order: Vec<usize> = (0..classes.len()).collect();
+    twindex::corpus::sampler::shuffle(&mut order, seed ^ 0xDE5);
+    let dev: Vec<usize> = order[..n_dev].to_vec();
+    let pick = |keep: bool| {
+        classes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| dev.contains(i) == keep)
+            .map(|(_, c)| c.clone())
+            .collect::<Vec<_>>()
+    };
+    Ok((pick(false), pick(true)))
+}
+
+/// Train on `train` items, evaluating on `dev` each epoch; calibrate the threshold on the dev
+/// items' pairs; returns the trained model (not saved).
+#[allow(clippy::too_many_arguments)]
+pub fn train_split(
+    train_items: &[FolderItem],
+    dev_items: &[FolderItem],
+    pre: &Preprocess,
+    cfg: &ImageTrainConfig,
+    corpus_name: &str,
+    target_far: Option<f64>,
+    progress: &str,
+) -> Result<TrainOutcome> {
+    let train_classes = folder::classes_of(train_items);
+    let dev_classes = folder::classes_of(dev_items);
+    let data = TrainTest {
+        train: load_items(train_items, &train_classes, pre)?,
+        test: load_items(dev_items, &dev_classes, pre)?,
+    };
+    let mut mcfg = ImageModelConfig::new(cfg.arch, pre.height, pre.width, 1);
+    mcfg.preprocess = pre.clone();
+    mcfg.class_names = train_classes.clone();
+    eprintln!(
+        "{progress}: training {} on {} images of {} classes, dev {} images of {} classes, input {}x{}, seed {}",
+        cfg.arch.name(),
+        data.train.n,
+        train_classes.len(),
+        data.test.n,
+        dev_classes.len(),
+        pre.height,
+        pre.width,
+        cfg.seed
+    );
+    let mut pb: Option<indicatif::ProgressBar> = None;
+    let mut outcome = twindex::train::train_image_with(&data, cfg, mcfg, corpus_name, &mut |ev| {
+        match ev {
+            TrainEvent::Step(s) => {
+                if pb.is_none() {
+                    pb = Some(common::bar(
+                        (s.steps * cfg.epochs) as u64,
+                        progress,
+                    ));
+                }
+                if let Some(p) = &pb {
+                    p.inc(1);
+                    p.set_prefix(format!("epoch {} loss {:.4}", s.epoch, s.loss));
+                }
+            }
+            TrainEvent::Epoch(h) => {
+                if h.epoch % 10 == 0 || h.epoch == cfg.epochs {
+                    if let Some(p) = &pb {
+                        p.suspend(|| {
+                            eprintln!(
+                                "{progress} epoch {:>3}: loss {:.4}  dev pair accuracy {:.4} (best threshold)  {:.0} images/s",
+                                h.epoch,
+                                h.loss,
+                                h.test_best_accuracy,
+                                h.examples as f64 / h.wall_seconds
+                            )
+                        });
+                    }
+                }
+            }
+        }
+    })?;
+    if let Some(p) = pb.take() {
+        p.finish_and_clear();
+    }
+    let model = &mut outcome.model;
+    let emb = model.embed_pixels(&data.test.pixels, data.test.n, 256)?;
+    let (thr, cal) =
+        protocol::calibrate_pairs(&emb, model.config.dim, &data.test.labels, target_far)?;
+    model.config.threshold = thr;
+    model.config.calibration = Some(serde_json::to_value(&cal)?);
+    eprintln!(
+        "{progress}: threshold distance < {thr:.4} ({:?} on {} dev pairs: F1 {:.4}, FAR {:.4}, FRR {:.4})",
+        cal.method, cal.n_pairs, cal.f1, cal.far, cal.frr
+    );
+    Ok(outcome)
+}
+
+/// `twindex train image --corpus FOLDER` without a protocol: hold out `dev_classes` classes
+/// for calibration, train on the rest, save to `out`.
+pub fn train_folder(
+    corpus: &str,
+    fa: &FolderArgs,
+    cfg: &ImageTrainConfig,
+    dev_classes: usize,
+    target_far: Option<f64>,
+    out: &Path,
+) -> Result<serde_json::Value> {
+    let pre = folder_preprocess(fa, None)?;
+    let f = ImageFolder::scan(Path::new(corpus), &fa.label_column)?;
+    let (tr, dv) = split_classes(&f.classes, dev_classes, cfg.seed)?;
+    let o = train_split(
+        &f.with_labels(&tr),
+        &f.with_labels(&dv),
+        &pre,
+        cfg,
+        corpus,
+        target_far,
+        "train",
+    )?;
+    o.model.save(out)?;
+    eprintln!("saved {}", out.display());
+    Ok(json!({
+        "model": out.display().to_string(),
+        "train_classes": tr,
+        "dev_classes": dv,
+        "threshold": o.model.config.threshold,
+        "wall_seconds": o.wall_seconds,
+        "cpu_seconds": o.cpu_seconds,
+        "history": o.history,
+    }))
+}
+
+/// `twindex train image --protocol orl`: one model per fold in `out/fold-F` (F = 0..3), each
+/// trained on the fold's training subjects less `dev_classes` held out for calibration; then
+/// the protocol evaluation.
+pub fn train_orl(
+    corpus: &str,
+    fa: &FolderArgs,
+    cfg: &ImageTrainConfig,
+    dev_classes: usize,
+    target_far: Option<f64>,
+    only_folds: &[usize],
+    out: &Path,
+) -> Result<serde_json::Value> {
+    let pre = folder_preprocess(fa, Some(Protocol::Orl))?;
+    let f = ImageFolder::scan(Path::new(corpus), &fa.label_column)?;
+    let mut folds = protocol::orl_folds(&f)?;
+    if !only_folds.is_empty() {
+        folds.retain(|x| only_folds.contains(&x.fold));
+    }
+    let mut reports = Vec::new();
+    let (mut wall, mut cpu) = (0.0, 0.0);
+    for fold in &folds {
+        let (tr, dv) = split_classes(&fold.train_subjects, dev_classes, cfg.seed)?;
+        let o = train_split(
+            &f.with_labels(&tr),
+            &f.with_labels(&dv),
+            &pre,
+            cfg,
+            corpus,
+            target_far,
+            &format!("fold {}", fold.fold),
+        )?;
+        wall += o.wall_seconds;
+        cpu += o.cpu_seconds;
+        let dir = out.join(format!("fold-{}", fold.fold));
+        o.model.save(&dir)?;
+        let r = orl_fold_with_model(&f, fold, &o.model)?;
+        eprintln!(
+            "fold {}: identification {:.4}, verification ROC-AUC {:.4}, open-set false accept {:.4}; saved {}",
+            fold.fold,
+            r.identification_accuracy,
+            r.verification_roc_auc,
+            r.open_set_false_accept,
+            dir.display()
+        );
+        reports.push(r);
+    }
+    let report = protocol::orl_report(reports);
+    print_orl(&report);
+    let mut v = serde_json::to_value(&report)?;
+    v["model"] = json!(out.display().to_string());
+    v["wall_seconds"] = json!(wall);
+    v["cpu_seconds"] = json!(cpu);
+    Ok(v)
+}
+
+/// Embed the unseen subjects of `fold` with `model` and score the fold.
+pub fn orl_fold_with_model(
+    f: &ImageFolder,
+    fold: &protocol::OrlFold,
+    model: &ImageModel,
+) -> Result<OrlFoldReport> {
+    let items = f.with_labels(&fold.unseen_subjects);
+    let set = load_items(&items, &fold.unseen_subjects, &model.config.preprocess)?;
+    let emb = model.embed_pixels(&set.pixels, set.n, 256)?;
+    Ok(protocol::orl_fold_report(
+        fold.fold,
+        &emb,
+        model.config.dim,
+        fold.unseen_subjects.len(),
+        10,
+        model.config.threshold,
+    )?)
+}
+
+fn print_orl(r: &protocol::OrlReport) {
+    eprintln!(
+        "ORL protocol (4 folds x 10 enrolment images): identification accuracy {:.4}, verification ROC-AUC {:.4}, EER {:.4}, at the calibrated thresholds FAR {:.4} FRR {:.4}, open-set: stranger accepted {:.4}, enrolled accepted correctly {:.4}",
+        r.identification_accuracy,
+        r.verification_roc_auc,
+        r.verification_eer,
+        r.far,
+        r.frr,
+        r.open_set_false_accept,
+        r.open_set_correct_accept
+    );
+}
+
+/// The signature writers used for training and for calibration + test.
+pub const SIGNATURE_TRAIN_WRITERS: std::ops::RangeInclusive<usize> = 1..=20;
+pub const SIGNATURE_TEST_WRITERS: std::ops::RangeInclusive<usize> = 21..=30;
+
+/// `twindex train image --protocol signatures`: train on writers 1-20 (each writer's genuine
+/// signatures one class, their skilled forgeries another), calibrate on writers 21-30.
+pub fn train_signatures(
+    corpus: &str,
+    fa: &FolderArgs,
+    cfg: &ImageTrainConfig,
+    target_far: Option<f64>,
+    agg: Aggregate,
+    out: &Path,
+) -> Result<serde_json::Value> {
+    let pre = folder_preprocess(fa, Some(Protocol::Signatures))?;
+    let sigs = protocol::read_signatures(Path::new(corpus))?;
+    let pick = |r: &std::ops::RangeInclusive<usize>| -> Vec<FolderItem> {
+        sigs.iter()
+            .filter(|s| r.contains(&s.writer))
+            .map(|s| s.item.clone())
+            .collect()
+    };
+    let (tr, dv) = (
+        pick(&SIGNATURE_TRAIN_WRITERS),
+        pick(&SIGNATURE_TEST_WRITERS),
+    );
+    if tr.is_empty() || dv.is_empty() {
+        bail!("{corpus}: the signature protocol needs writers 1-20 and 21-30 in labels.tsv");
+    }
+    let mut o = train_split(&tr, &dv, &pre, cfg, corpus, target_far, "signatures")?;
+    // The decision compares a questioned signature with a writer's references: calibrate
+    // exactly that on writers 21-30 (the protocol's calibration writers).
+    let (report, cal) = signatures_with_model(&sigs, &o.model, agg, None, target_far)?;
+    o.model.config.threshold = report.threshold;
+    o.model.config.calibration = Some(cal);
+    o.model.save(out)?;
+    print_signatures(&report);
+    let mut v = serde_json::to_value(&report)?;
+    v["model"] = json!(out.display().to_string());
+    v["wall_seconds"] = json!(o.wall_seconds);
+    v["cpu_seconds"] = json!(o.cpu_seconds);
+    Ok(v)
+}
+
+/// Score the signature protocol on writers 21-30 with `model`; `threshold`: the decision
+/// threshold (None: calibrate here: best F1, or `target_far`). Returns the report and the
+/// calibration record (JSON).
+pub fn signatures_with_model(
+    sigs: &[Signature],
+    model: &ImageModel,
+    agg: Aggregate,
+    threshold: Option<f32>,
+    target_far: Option<f64>,
+) -> Result<(protocol::SignatureReport, serde_json::Value)> {
+    let test: Vec<Signature> = sigs
+        .iter()
+        .filter(|s| SIGNATURE_TEST_WRITERS.contains(&s.writer))
+        .cloned()
+        .collect();
+    let items: Vec<FolderItem> = test.iter().map(|s| s.item.clone()).collect();
+    let classes = folder::classes_of(&items);
+    let set = load_items(&items, &classes, &model.config.preprocess)?;
+    let emb = model.embed_pixels(&set.pixels, set.n, 128)?;
+    signatures_from_embeddings(&test, &emb, model.config.dim, agg, threshold, target_far)
+}
+
+fn signatures_from_embeddings(
+    test: &[Signature],
+    emb: &[f32],
+    dim: usize,
+    agg: Aggregate,
+    threshold: Option<f32>,
+    target_far: Option<f64>,
+) -> Result<(protocol::SignatureReport, serde_json::Value)> {
+    let (dist, genuine, who) = protocol::signature_scores(test, emb, dim, 5, agg)?;
+    let metric = twindex::index::Metric::L2;
+    let scores: Vec<f32> = dist.iter().map(|&d| metric.similarity(d)).collect();
+    let cal = match target_far {
+        Some(t) => twindex::eval::calibrate_target_far(&scores, &genuine, t)?,
+        None => twindex::eval::calibrate_best_f1(&scores, &genuine)?,
+    };
+    let thr = threshold.unwrap_or(metric.distance_for_similarity(cal.threshold));
+    let mut writers: Vec<usize> = test.iter().map(|s| s.writer).collect();
+    writers.dedup();
+    let report = protocol::signature_report(writers, 5, agg, &dist, &genuine, &who, Some(thr))?;
+    let mut calv = serde_json::to_value(&cal)?;
+    calv["aggregate"] = serde_json::to_value(agg)?;
+    calv["writers"] =
+        json!("21-30 (5 references each; questioned S6-S20 genuine, S21-S40 skilled forgeries)");
+    Ok((report, calv))
+}
+
+fn print_signatures(r: &protocol::SignatureReport) {
+    eprintln!(
+        "signatures (writers {}-{}, {} references, {:?} distance): EER {:.4}, ROC-AUC {:.4}, mean per-writer EER {:.4}; threshold {:.4}: FAR {:.4}, FRR {:.4} ({} genuine, {} forged questioned)",
+        r.writers.first().unwrap_or(&0),
+        r.writers.last().unwrap_or(&0),
+        r.references,
+        r.aggregate,
+        r.eer,
+        r.roc_auc,
+        r.mean_writer_eer,
+        r.threshold,
+        r.far,
+        r.frr,
+        r.n_genuine,
+        r.n_forged
+    );
+}
+
+/// `twindex eval --protocol P`: with `model` (a trained encoder; for ORL a folder of
+/// `fold-0..fold-3` encoders) or, with `raw`, raw pixels at `fa`'s size as the baseline.
+pub fn eval_protocol(
+    p: Protocol,
+    corpus: &str,
+    model: Option<&Path>,
+    raw: bool,
+    fa: &FolderArgs,
+    agg: Aggregate,
+) -> Result<serde_json::Value> {
+    match p {
+        Protocol::Orl => {
+            let f = ImageFolder::scan(Path::new(corpus), &fa.label_column)?;
+            let mut folds = protocol::orl_folds(&f)?;
+            if !fa.folds.is_empty() {
+                folds.retain(|x| fa.folds.contains(&x.fold));
+            }
+            let mut reps = Vec::new();
+            for fold in &folds {
+                let r = if raw {
+                    let pre = folder_preprocess(fa, Some(p))?;
+                    let items = f.with_labels(&fold.unseen_subjects);
+                    let set = load_items(&items, &fold.unseen_subjects, &pre)?;
+                    let emb = raw_embeddings(&set, &pre);
+                    // Raw pixels have no calibrated threshold: use the fold's training
+                    // subjects' pairs (best F1), as an encoder's would be.
+                    let tr = f.with_labels(&fold.train_subjects);
+                    let tset = load_items(&tr, &fold.train_subjects, &pre)?;
+                    let temb = raw_embeddings(&tset, &pre);
+                    let (thr, _) =
+                        protocol::calibrate_pairs(&temb, set.rows * set.cols, &tset.labels, None)?;
+                    protocol::orl_fold_report(
+                        fold.fold,
+                        &emb,
+                        set.rows * set.cols,
+                        fold.unseen_subjects.len(),
+                        10,
+                        thr,
+                    )?
+                } else {
+                    let dir = model
+                        .context("--protocol orl needs --model DIR (or --raw)")?
+                        .join(format!("fold-{}", fold.fold));
+                    let mut m = ImageModel::load(&dir).with_context(|| {
+                        format!("loading the fold-{} encoder {}", fold.fold, dir.display())
+                    })?;
+                    m.config.preprocess.mirror_average |= fa.mirror_average;
+                    orl_fold_with_model(&f, fold, &m)?
+                };
+                reps.push(r);
+            }
+            let report = protocol::orl_report(reps);
+            print_orl(&report);
+            let mut v = serde_json::to_value(&report)?;
+            v["model"] = json!(if raw {
+                "raw pixels".to_string()
+            } else {
+                model.map(|m| m.display().to_string()).unwrap_or_default()
+            });
+            Ok(v)
+        }
+        Protocol::Signatures => {
+            let sigs = protocol::read_signatures(Path::new(corpus))?;
+            let (report, _) = if raw {
+                let pre = folder_preprocess(fa, Some(p))?;
+                let test: Vec<Signature> = sigs
+                    .iter()
+                    .filter(|s| SIGNATURE_TEST_WRITERS.contains(&s.writer))
+                    .cloned()
+                    .collect();
+                let items: Vec<FolderItem> = test.iter().map(|s| s.item.clone()).collect();
+                let classes = folder::classes_of(&items);
+                let set = load_items(&items, &classes, &pre)?;
+                let emb = raw_embeddings(&set, &pre);
+                signatures_from_embeddings(&test, &emb, set.rows * set.cols, agg, None, None)?
+            } else {
+                let dir = model.context("--protocol signatures needs --model DIR (or --raw)")?;
+                let m = ImageModel::load(dir)
+                    .with_context(|| format!("loading encoder {}", dir.display()))?;
+                signatures_with_model(&sigs, &m, agg, Some(m.config.threshold), None)?
+            };
+            print_signatures(&report);
+            let mut v = serde_json::to_value(&report)?;
+            v["model"] = json!(if raw {
+                "raw pixels".to_string()
+            } else {
+                model.map(|m| m.display().to_string()).unwrap_or_default()
+            });
+            Ok(v)
+        }
+    }
+}
+
+/// Raw pixels (preprocessed as `pre` says) as embeddings.
+fn raw_embeddings(set: &ImageSet, pre: &Preprocess) -> Vec<f32> {
+    let per = set.rows * set.cols;
+    let mut out = vec![0f32; set.n * per];
+    for i in 0..set.n {
+        pre.apply(set.image(i), &mut out[i * per..(i + 1) * per]);
+    }
+    out
+}
+
+/// The shipped encoder for a protocol, if present.
+pub fn default_protocol_model(p: Protocol) -> Option<PathBuf> {
+    let d = common::repo_root().join(match p {
+        Protocol::Orl => "corpora/encoders/orl-faces",
+        Protocol::Signatures => "corpora/encoders/signatures",
+    });
+    d.exists().then_some(d)
+}
+
+/// The corpus a protocol reads by default.
+pub fn default_protocol_corpus(p: Protocol) -> PathBuf {
+    let root = common::repo_root();
+    match p {
+        Protocol::Orl => {
+            let local = root.join("corpora/orl-faces");
+            if local.exists() {
+                local
+            } else {
+                root.join("../shared/corpora/orl-faces")
+            }
+        }
+        Protocol::Signatures => root.join("../shared/corpora/signatures-svc2004"),
+    }
+}

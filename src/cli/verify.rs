@@ -1,0 +1,61 @@
+//! `twindex verify`: accept or reject the claim that an image is an enrolled person or signer.
+
+use super::{common, index::open};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use twindex::eval::protocol::Aggregate;
+use twindex::query::encoder;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    pub index: PathBuf,
+    /// The claimed identity: a label given at enrolment (`index add --label`).
+    #[arg(long)]
+    pub label: String,
+    /// The image to check (PNG, PGM, JPEG, or an IDX item FILE:N).
+    pub file: String,
+    /// Decision threshold as a distance (default: the index's calibrated one).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// How the distances to the label's enrolled images are combined.
+    #[arg(long, value_enum, default_value_t = Aggregate::Min)]
+    pub aggregate: Aggregate,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: VerifyArgs) -> Result<()> {
+    let idx = open(&a.index)?;
+    let model =
+        encoder::load_index_encoder(&a.index, &idx.manifest().encoder)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no image encoder (an index of raw vectors or texts): verify needs images",
+                a.index.display()
+            )
+        })?;
+    let px = common::load_query_image(&model, &a.file)?;
+    let v = model.embed_pixels(&px, 1, 1)?;
+    let r = twindex::query::verify(&idx, &v, &a.label, a.threshold, a.aggregate)?;
+    if a.json {
+        let mut j = serde_json::to_value(&r)?;
+        j["file"] = serde_json::json!(a.file);
+        return common::print_json(&j);
+    }
+    println!(
+        "{}: {} as {:?} ({} distance {:.4} {} threshold {:.4}, {} enrolled image(s))",
+        a.file,
+        if r.accepted { "ACCEPTED" } else { "REJECTED" },
+        r.label,
+        match r.aggregate {
+            Aggregate::Min => "nearest",
+            Aggregate::Mean => "mean",
+        },
+        r.distance,
+        if r.accepted { "<=" } else { ">" },
+        r.threshold,
+        r.references
+    );
+    Ok(())
+}

@@ -1,0 +1,527 @@
+//! The two image verification protocols: ORL faces (one-shot identification of unseen people,
+//! verification, open-set rejection) and SVC2004 signatures (writer-independent, skilled
+//! forgeries). Both work on embeddings under Euclidean distance, so the same code scores a
+//! trained encoder and the raw-pixel baseline.
+
+use super::{calibrate_best_f1, calibrate_target_far, eer, far_frr_at, roc_auc, Calibration};
+use crate::corpus::folder::{natural_cmp, FolderItem, ImageFolder};
+use crate::error::{Error, Result};
+use crate::index::Metric;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+fn l2(a: &[f32], b: &[f32]) -> f32 {
+    Metric::L2.distance(a, b)
+}
+
+fn sim(d: f32) -> f32 {
+    Metric::L2.similarity(d)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ORL faces
+// ---------------------------------------------------------------------------------------------
+
+/// The number in a subject name such as `s17`.
+pub fn subject_number(name: &str) -> Option<usize> {
+    let digits: String = name.chars().filter(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// One ORL fold: the subjects training may see and the unseen ones it is tested on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OrlFold {
+    /// 0..4: fold `f` leaves subjects `10f+1 ..= 10f+10` unseen.
+    pub fold: usize,
+    pub train_subjects: Vec<String>,
+    pub unseen_subjects: Vec<String>,
+}
+
+/// The four subject-disjoint folds of the ORL protocol over `folder` (40 subjects `s1..s40`
+/// of 10 images each; an error naming the folder otherwise).
+pub fn orl_folds(folder: &ImageFolder) -> Result<Vec<OrlFold>> {
+    let mut bad = Vec::new();
+    for c in &folder.classes {
+        let n = folder.items.iter().filter(|i| &i.label == c).count();
+        if subject_number(c).is_none() || n != 10 {
+            bad.push(format!("{c} ({n} images)"));
+        }
+    }
+    if folder.classes.len() != 40 || !bad.is_empty() {
+        return Err(Error::format(
+            &folder.root,
+            format!(
+                "the ORL protocol expects 40 subjects s1..s40 of 10 images each, found {} classes{}",
+                folder.classes.len(),
+                if bad.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not fitting: {}", bad.join(", "))
+                }
+            ),
+        ));
+    }
+    Ok((0..4)
+        .map(|f| {
+            let unseen = |c: &String| {
+                let n = subject_number(c).unwrap_or(0);
+                n > 10 * f && n <= 10 * f + 10
+            };
+            OrlFold {
+                fold: f,
+                train_subjects: folder
+                    .classes
+                    .iter()
+                    .filter(|c| !unseen(c))
+                    .cloned()
+                    .collect(),
+                unseen_subjects: folder
+                    .classes
+                    .iter()
+                    .filter(|c| unseen(c))
+                    .cloned()
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+/// What one fold measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrlFoldReport {
+    pub fold: usize,
+    /// Share of probes whose nearest enrolled image is their own subject, averaged over the
+    /// 10 choices of enrolment image.
+    pub identification_accuracy: f64,
+    /// ROC-AUC of all pairs of the unseen subjects' images (same person vs not).
+    pub verification_roc_auc: f64,
+    pub verification_eer: f64,
+    /// The distance threshold used for decisions (`distance < threshold`: same person).
+    pub threshold: f32,
+    /// FAR and FRR of the verification pairs at `threshold`.
+    pub far: f64,
+    pub frr: f64,
+    /// Share of a stranger's images (an unseen subject left out of enrolment) accepted as
+    /// someone enrolled: nearest enrolled image within `threshold`.
+    pub open_set_false_accept: f64,
+    /// Share of enrolled subjects' probes accepted as the right person (nearest enrolled image
+    /// is theirs and within `threshold`).
+    pub open_set_correct_accept: f64,
+}
+
+/// The ORL protocol on the embeddings of one fold's unseen subjects: `emb` holds `n_subjects x
+/// 10` rows of `dim` floats, subject after subject, images in order. `threshold` is the
+/// calibrated distance threshold (chosen without these subjects).
+pub fn orl_fold_report(
+    fold: usize,
+    emb: &[f32],
+    dim: usize,
+    n_subjects: usize,
+    per_subject: usize,
+    threshold: f32,
+) -> Result<OrlFoldReport> {
+    let n = n_subjects * per_subject;
+    if emb.len() != n * dim || n_subjects < 2 || per_subject < 2 {
+        return Err(Error::dim(n * dim, emb.len(), "ORL fold embeddings"));
+    }
+    let row = |i: usize| &emb[i * dim..(i + 1) * dim];
+    let mut d = vec![0f32; n * n];
+    for i in 0..n {
+        for j in i + 1..n {
+            let v = l2(row(i), row(j));
+            d[i * n + j] = v;
+            d[j * n + i] = v;
+        }
+    }
+    let subj = |i: usize| i / per_subject;
+    // Closed-set identification with one enrolment image e per subject.
+    let (mut correct, mut probes) = (0usize, 0usize);
+    // Open set: each subject in turn is the stranger, the others are enrolled with image e.
+    let (mut fa, mut stranger_probes, mut ca, mut enrolled_probes) = (0usize, 0usize, 0, 0);
+    for e in 0..per_subject {
+        let gallery: Vec<usize> = (0..n_subjects).map(|s| s * per_subject + e).collect();
+        for q in 0..n {
+            if q % per_subject == e {
+                continue;
+            }
+            let best = gallery
+                .iter()
+                .copied()
+                .min_by(|&a, &b| d[q * n + a].total_cmp(&d[q * n + b]))
+                .expect("at least two subjects");
+            probes += 1;
+            correct += usize::from(subj(best) == subj(q));
+        }
+        for stranger in 0..n_subjects {
+            let enrolled: Vec<usize> = gallery
+                .iter()
+                .copied()
+                .filter(|&g| subj(g) != stranger)
+                .collect();
+            for q in 0..n {
+                let nearest = enrolled
+                    .iter()
+                    .copied()
+                    .min_by(|&a, &b| d[q * n + a].total_cmp(&d[q * n + b]))
+                    .expect("at least one enrolled");
+                let accepted = d[q * n + nearest] < threshold;
+                if subj(q) == stranger {
+                    stranger_probes += 1;
+                    fa += usize::from(accepted);
+                } else if q % per_subject != e {
+                    enrolled_probes += 1;
+                    ca += usize::from(accepted && subj(nearest) == subj(q));
+                }
+            }
+        }
+    }
+    let (mut scores, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for j in i + 1..n {
+            scores.push(sim(d[i * n + j]));
+            labels.push(subj(i) == subj(j));
+        }
+    }
+    let (far, frr) = far_frr_at(&scores, &labels, sim(threshold))?;
+    Ok(OrlFoldReport {
+        fold,
+        identification_accuracy: correct as f64 / probes as f64,
+        verification_roc_auc: roc_auc(&scores, &labels)?,
+        verification_eer: eer(&scores, &labels)?.0,
+        threshold,
+        far,
+        frr,
+        open_set_false_accept: fa as f64 / stranger_probes as f64,
+        open_set_correct_accept: ca as f64 / enrolled_probes as f64,
+    })
+}
+
+/// The ORL protocol over all folds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrlReport {
+    pub protocol: String,
+    /// Mean over folds.
+    pub identification_accuracy: f64,
+    pub verification_roc_auc: f64,
+    pub verification_eer: f64,
+    pub open_set_false_accept: f64,
+    pub open_set_correct_accept: f64,
+    pub far: f64,
+    pub frr: f64,
+    pub folds: Vec<OrlFoldReport>,
+}
+
+/// Average fold reports into the protocol's report.
+pub fn orl_report(folds: Vec<OrlFoldReport>) -> OrlReport {
+    let m = |f: fn(&OrlFoldReport) -> f64| folds.iter().map(f).sum::<f64>() / folds.len() as f64;
+    OrlReport {
+        protocol: "orl".into(),
+        identification_accuracy: m(|r| r.identification_accuracy),
+        verification_roc_auc: m(|r| r.verification_roc_auc),
+        verification_eer: m(|r| r.verification_eer),
+        open_set_false_accept: m(|r| r.open_set_false_accept),
+        open_set_correct_accept: m(|r| r.open_set_correct_accept),
+        far: m(|r| r.far),
+        frr: m(|r| r.frr),
+        folds,
+    }
+}
+
+/// Calibrate a distance threshold on all pairs of `emb` (`labels` per row): best F1, or the
+/// lowest FAR-bounded threshold when `target_far` is given. Returns the distance threshold and
+/// the calibration (scores as similarities).
+pub fn calibrate_pairs(
+    emb: &[f32],
+    dim: usize,
+    labels: &[u32],
+    target_far: Option<f64>,
+) -> Result<(f32, Calibration)> {
+    let n = labels.len();
+    let (mut scores, mut y) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for j in i + 1..n {
+            scores.push(sim(l2(
+                &emb[i * dim..(i + 1) * dim],
+                &emb[j * dim..(j + 1) * dim],
+            )));
+            y.push(labels[i] == labels[j]);
+        }
+    }
+    let cal = match target_far {
+        Some(t) => calibrate_target_far(&scores, &y, t)?,
+        None => calibrate_best_f1(&scores, &y)?,
+    };
+    Ok((Metric::L2.distance_for_similarity(cal.threshold), cal))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signatures
+// ---------------------------------------------------------------------------------------------
+
+/// One signature image with its writer, sample number and whether it is genuine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signature {
+    pub item: FolderItem,
+    pub writer: usize,
+    pub sample: usize,
+    pub genuine: bool,
+}
+
+/// Read `labels.tsv` of a signature folder (columns path, user, sample, label with
+/// genuine|forged), sorted by writer and sample.
+pub fn read_signatures(root: &Path) -> Result<Vec<Signature>> {
+    let tsv = root.join(crate::corpus::folder::LABELS_FILE);
+    let text = std::fs::read_to_string(&tsv).map_err(|e| Error::io(&tsv, e))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
+    let col = |name: &str| {
+        header.iter().position(|h| h.trim() == name).ok_or_else(|| {
+            Error::format(
+                &tsv,
+                format!("no {name:?} column (expected path, user, sample, label)"),
+            )
+        })
+    };
+    let (pc, uc, sc, lc) = (col("path")?, col("user")?, col("sample")?, col("label")?);
+    let mut out = Vec::new();
+    for (n, line) in lines.enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').map(str::trim).collect();
+        let bad = |what: &str| Error::format(&tsv, format!("line {}: {what}", n + 2));
+        if f.len() < 4 {
+            return Err(bad("fewer than 4 fields"));
+        }
+        let writer = f[uc].parse().map_err(|_| bad("user is not a number"))?;
+        let sample = f[sc].parse().map_err(|_| bad("sample is not a number"))?;
+        let genuine = match f[lc] {
+            "genuine" => true,
+            "forged" => false,
+            _ => return Err(bad("label is neither genuine nor forged")),
+        };
+        out.push(Signature {
+            item: FolderItem {
+                path: root.join(f[pc]),
+                label: if genuine {
+                    format!("{writer}")
+                } else {
+                    format!("{writer}-forged")
+                },
+            },
+            writer,
+            sample,
+            genuine,
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::Empty(format!(
+            "{}: no signatures listed",
+            tsv.display()
+        )));
+    }
+    out.sort_by(|a, b| {
+        (a.writer, a.sample)
+            .cmp(&(b.writer, b.sample))
+            .then_with(|| natural_cmp(&a.item.label, &b.item.label))
+    });
+    Ok(out)
+}
+
+/// How a questioned signature is compared with a writer's references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    /// Distance to the nearest reference.
+    Min,
+    /// Mean distance to the references.
+    Mean,
+}
+
+impl Aggregate {
+    /// Aggregate distances to the references.
+    pub fn apply(self, d: &[f32]) -> f32 {
+        match self {
+            Aggregate::Min => d.iter().copied().fold(f32::INFINITY, f32::min),
+            Aggregate::Mean => d.iter().sum::<f32>() / d.len().max(1) as f32,
+        }
+    }
+}
+
+/// Questioned-signature scores of writers: for each writer, references are samples
+/// `1..=n_refs` (genuine); questioned are the other genuine samples (positive) and the skilled
+/// forgeries (negative). Returns (distances, genuine?, writer) per questioned signature.
+/// `emb` has one row per signature of `sigs`.
+pub fn signature_scores(
+    sigs: &[Signature],
+    emb: &[f32],
+    dim: usize,
+    n_refs: usize,
+    agg: Aggregate,
+) -> Result<(Vec<f32>, Vec<bool>, Vec<usize>)> {
+    if emb.len() != sigs.len() * dim {
+        return Err(Error::dim(
+            sigs.len() * dim,
+            emb.len(),
+            "signature embeddings",
+        ));
+    }
+    let row = |i: usize| &emb[i * dim..(i + 1) * dim];
+    let mut writers: Vec<usize> = sigs.iter().map(|s| s.writer).collect();
+    writers.dedup();
+    let (mut dist, mut genuine, mut who) = (Vec::new(), Vec::new(), Vec::new());
+    for w in writers {
+        let refs: Vec<usize> = (0..sigs.len())
+            .filter(|&i| sigs[i].writer == w && sigs[i].genuine && sigs[i].sample <= n_refs)
+            .collect();
+        if refs.len() != n_refs {
+            return Err(Error::InvalidArgument(format!(
+                "writer {w}: {} genuine reference samples 1..={n_refs} found, expected {n_refs}",
+                refs.len()
+            )));
+        }
+        for q in (0..sigs.len()).filter(|&i| sigs[i].writer == w && !refs.contains(&i)) {
+            let ds: Vec<f32> = refs.iter().map(|&r| l2(row(q), row(r))).collect();
+            dist.push(agg.apply(&ds));
+            genuine.push(sigs[q].genuine);
+            who.push(w);
+        }
+    }
+    Ok((dist, genuine, who))
+}
+
+/// What the signature protocol measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignatureReport {
+    pub protocol: String,
+    pub writers: Vec<usize>,
+    pub references: usize,
+    pub aggregate: Aggregate,
+    /// Equal error rate with one threshold for all writers (genuine vs skilled forgeries).
+    pub eer: f64,
+    pub roc_auc: f64,
+    /// Mean over writers of each writer's own EER (a per-writer threshold; an upper bound on
+    /// what writer-dependent thresholds could do).
+    pub mean_writer_eer: f64,
+    /// The decision threshold (distance) and FAR / FRR there.
+    pub threshold: f32,
+    pub far: f64,
+    pub frr: f64,
+    pub n_genuine: usize,
+    pub n_forged: usize,
+}
+
+/// Score the protocol given per-questioned distances (from [`signature_scores`]) and a
+/// distance threshold (`None`: the EER threshold of these scores).
+pub fn signature_report(
+    writers: Vec<usize>,
+    n_refs: usize,
+    agg: Aggregate,
+    dist: &[f32],
+    genuine: &[bool],
+    who: &[usize],
+    threshold: Option<f32>,
+) -> Result<SignatureReport> {
+    let scores: Vec<f32> = dist.iter().map(|&d| sim(d)).collect();
+    let (e, t) = eer(&scores, genuine)?;
+    let thr = threshold.unwrap_or(Metric::L2.distance_for_similarity(t));
+    let (far, frr) = far_frr_at(&scores, genuine, sim(thr))?;
+    let mut per = Vec::new();
+    for w in &writers {
+        let idx: Vec<usize> = (0..who.len()).filter(|&i| who[i] == *w).collect();
+        let s: Vec<f32> = idx.iter().map(|&i| scores[i]).collect();
+        let g: Vec<bool> = idx.iter().map(|&i| genuine[i]).collect();
+        per.push(eer(&s, &g)?.0);
+    }
+    Ok(SignatureReport {
+        protocol: "signatures".into(),
+        references: n_refs,
+        aggregate: agg,
+        eer: e,
+        roc_auc: roc_auc(&scores, genuine)?,
+        mean_writer_eer: per.iter().sum::<f64>() / per.len().max(1) as f64,
+        threshold: thr,
+        far,
+        frr,
+        n_genuine: genuine.iter().filter(|&&g| g).count(),
+        n_forged: genuine.iter().filter(|&&g| !g).count(),
+        writers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two well separated clusters per subject: everything perfect; a stranger far away from
+    /// everyone is never accepted.
+    #[test]
+    fn orl_fold_on_separable_embeddings() {
+        let (ns, per, dim) = (3, 4, 2);
+        let mut emb = Vec::new();
+        for s in 0..ns {
+            for i in 0..per {
+                emb.extend([s as f32 * 10.0 + i as f32 * 0.01, 0.0]);
+            }
+        }
+        let r = orl_fold_report(0, &emb, dim, ns, per, 1.0).unwrap();
+        assert_eq!(r.identification_accuracy, 1.0);
+        assert_eq!(r.verification_roc_auc, 1.0);
+        assert_eq!(r.open_set_false_accept, 0.0);
+        assert_eq!(r.open_set_correct_accept, 1.0);
+        assert_eq!((r.far, r.frr), (0.0, 0.0));
+        // With a huge threshold every stranger is accepted.
+        let r = orl_fold_report(0, &emb, dim, ns, per, 100.0).unwrap();
+        assert_eq!(r.open_set_false_accept, 1.0);
+    }
+
+    /// Identification counted by hand: subject 1's image 1 sits nearer subject 0's images.
+    #[test]
+    fn orl_identification_counts() {
+        // 2 subjects x 2 images on a line: s0 = {0, 1}, s1 = {0.9, 5}.
+        let emb = vec![0.0, 1.0, 0.9, 5.0];
+        let r = orl_fold_report(0, &emb, 1, 2, 2, 0.5).unwrap();
+        // e=0: gallery {0, 0.9}: probe 1.0 -> 0.9 (s1, wrong); probe 5 -> 0.9 (s1, right).
+        // e=1: gallery {1.0, 5}: probe 0 -> 1.0 (s0, right); probe 0.9 -> 1.0 (s0, wrong).
+        assert_eq!(r.identification_accuracy, 0.5);
+    }
+
+    #[test]
+    fn signature_scores_min_and_mean() {
+        let mk = |w: usize, s: usize, g: bool| Signature {
+            item: FolderItem {
+                path: format!("u{w}s{s}").into(),
+                label: String::new(),
+            },
+            writer: w,
+            sample: s,
+            genuine: g,
+        };
+        let sigs = vec![
+            mk(1, 1, true),
+            mk(1, 2, true),
+            mk(1, 3, true),
+            mk(1, 21, false),
+        ];
+        let emb = vec![0.0, 2.0, 1.0, 4.0];
+        let (d, g, w) = signature_scores(&sigs, &emb, 1, 2, Aggregate::Min).unwrap();
+        assert_eq!(d, vec![1.0, 2.0]);
+        assert_eq!(g, vec![true, false]);
+        assert_eq!(w, vec![1, 1]);
+        let (d, _, _) = signature_scores(&sigs, &emb, 1, 2, Aggregate::Mean).unwrap();
+        assert_eq!(d, vec![1.0, 3.0]);
+        let r = signature_report(
+            vec![1],
+            2,
+            Aggregate::Min,
+            &[1.0, 2.0],
+            &[true, false],
+            &[1, 1],
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.eer, 0.0);
+        assert_eq!(r.roc_auc, 1.0);
+        assert!(r.threshold > 1.0 && r.threshold < 2.0, "{}", r.threshold);
+    }
+}

@@ -1,0 +1,96 @@
+//! Decisions about one claimed identity (`verify`) and about who a query is (`identify`).
+
+use super::QueryHit;
+use crate::error::{Error, Result};
+use crate::eval::protocol::Aggregate;
+use crate::index::Index;
+use serde::Serialize;
+
+/// The answer to "is this FILE the enrolled `label`?".
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    pub label: String,
+    /// `distance <= threshold` (as `query`'s duplicate decision).
+    pub accepted: bool,
+    /// The query's distances to the label's enrolled items, combined by `aggregate`.
+    pub distance: f32,
+    pub threshold: f32,
+    pub aggregate: Aggregate,
+    /// How many enrolled items carry the label.
+    pub references: usize,
+    /// The nearest of them.
+    pub nearest_id: u64,
+}
+
+/// Compare `query` with every live item labelled `label`; accept iff their combined distance is
+/// at most `threshold` (default: the index's calibrated threshold). Errors when the label has no
+/// enrolled item or no threshold is known.
+pub fn verify(
+    index: &Index,
+    query: &[f32],
+    label: &str,
+    threshold: Option<f32>,
+    aggregate: Aggregate,
+) -> Result<Verification> {
+    let threshold = threshold
+        .or_else(|| index.threshold_distance())
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: no calibrated threshold; pass one or run `twindex calibrate`",
+                index.dir().display()
+            ))
+        })?;
+    if query.len() != index.dim() {
+        return Err(Error::dim(index.dim(), query.len(), "query vector"));
+    }
+    let metric = index.metric();
+    let mut dist = Vec::new();
+    let mut nearest = (f32::INFINITY, 0u64);
+    for id in index.ids() {
+        let v = index.get(id)?;
+        if v.item.label != label {
+            continue;
+        }
+        let d = metric.distance(query, v.vector);
+        if d < nearest.0 {
+            nearest = (d, id);
+        }
+        dist.push(d);
+    }
+    if dist.is_empty() {
+        let mut labels: Vec<String> = index
+            .ids()
+            .filter_map(|id| index.get(id).ok().map(|v| v.item.label.clone()))
+            .filter(|l| !l.is_empty())
+            .collect();
+        labels.sort();
+        labels.dedup();
+        let shown: Vec<String> = labels.iter().take(10).cloned().collect();
+        return Err(Error::InvalidArgument(format!(
+            "{}: nobody is enrolled as {label:?} ({} labels enrolled{}{})",
+            index.dir().display(),
+            labels.len(),
+            if shown.is_empty() { "" } else { ", e.g. " },
+            shown.join(", ")
+        )));
+    }
+    let distance = aggregate.apply(&dist);
+    Ok(Verification {
+        label: label.to_string(),
+        accepted: distance <= threshold,
+        distance,
+        threshold,
+        aggregate,
+        references: dist.len(),
+        nearest_id: nearest.1,
+    })
+}
+
+/// Who the query is: the label of the nearest hit when that hit is within the threshold
+/// (`duplicate`) and labelled, else `"unknown"`.
+pub fn identify(hits: &[QueryHit]) -> String {
+    match hits.first() {
+        Some(h) if h.duplicate && !h.label.is_empty() => h.label.clone(),
+        _ => "unknown".into(),
+    }
+}
