@@ -164,25 +164,26 @@ pub fn train_split(
         match ev {
             TrainEvent::Step(s) => {
                 if pb.is_none() {
-                    pb = Some(common::bar(
-                        (s.steps * cfg.epochs) as u64,
-                        progress,
-                    ));
+                    pb = Some(common::bar((s.steps * cfg.epochs) as u64, progress));
                 }
                 if let Some(p) = &pb {
                     p.inc(1);
                     p.set_prefix(format!("epoch {} loss {:.4}", s.epoch, s.loss));
                 }
             }
+            TrainEvent::Selected { epoch, score } => {
+                eprintln!("{progress}: kept the weights of epoch {epoch} (dev ROC-AUC {score:.4})")
+            }
             TrainEvent::Epoch(h) => {
                 if h.epoch % 10 == 0 || h.epoch == cfg.epochs {
                     if let Some(p) = &pb {
                         p.suspend(|| {
                             eprintln!(
-                                "{progress} epoch {:>3}: loss {:.4}  dev pair accuracy {:.4} (best threshold)  {:.0} images/s",
+                                "{progress} epoch {:>3}: loss {:.4}  dev pair accuracy {:.4} (best threshold), ROC-AUC {:.4}  {:.0} images/s",
                                 h.epoch,
                                 h.loss,
                                 h.test_best_accuracy,
+                                h.test_roc_auc.unwrap_or(f64::NAN),
                                 h.examples as f64 / h.wall_seconds
                             )
                         });

@@ -88,6 +88,10 @@ pub struct ImageArgs {
     /// Mirror images left-right half the time (with --augment; faces, not signatures).
     #[arg(long)]
     pub hflip: bool,
+    /// Image folders: keep the weights of the epoch with the best dev ROC-AUC (the held-out
+    /// dev classes) rather than the last epoch's.
+    #[arg(long)]
+    pub keep_best: bool,
     /// Train on only the first N training images.
     #[arg(long)]
     pub max_train: Option<usize>,
@@ -126,7 +130,11 @@ fn run_image(a: ImageArgs) -> Result<()> {
             rotate: a.aug_rotate,
             hflip: a.hflip,
         },
+        keep_best: a.keep_best,
     };
+    if a.keep_best && !(a.protocol.is_some() || protocol::is_image_folder(&a.corpus)) {
+        anyhow::bail!("--keep-best selects on held-out dev classes: only for image folders (MNIST's test set must not choose the model)");
+    }
     if a.protocol.is_some() || protocol::is_image_folder(&a.corpus) {
         let corpus = match a.protocol {
             Some(p) if a.corpus == "mnist" => {
@@ -195,6 +203,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
                 }
             }
         }
+        TrainEvent::Selected { .. } => {}
         TrainEvent::Epoch(h) => {
             if let Some(p) = pb.take() {
                 p.finish_and_clear();

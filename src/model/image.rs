@@ -99,6 +99,9 @@ pub struct TrainingRecord {
     pub miner: String,
     pub margin: f32,
     pub epochs: usize,
+    /// The epoch whose weights were kept (model selection on a dev split), if not the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_epoch: Option<usize>,
     pub batch: usize,
     pub lr: f64,
     pub seed: u64,

@@ -54,6 +54,10 @@ pub struct ImageTrainConfig {
     pub lr_decay: f64,
     /// What `augment` does: random shifts, scalings, rotations, mirror images.
     pub augmentation: Augmentation,
+    /// Keep the weights of the epoch with the best test ROC-AUC over all pairs (else best
+    /// accuracy) instead of the last epoch's: model selection on a held-out dev split (never
+    /// use it with the test set as `data.test`). Default false.
+    pub keep_best: bool,
 }
 
 /// Random geometric changes of training images (only with `augment`). Each image of a batch
@@ -98,6 +102,7 @@ impl Default for ImageTrainConfig {
             max_train: None,
             lr_decay: 1.0,
             augmentation: Augmentation::default(),
+            keep_best: false,
         }
     }
 }
@@ -116,6 +121,9 @@ pub struct EpochStats {
     /// Test pair accuracy at the best distance threshold for these test pairs (an upper bound
     /// that is fair to compare across losses whose distance scales differ).
     pub test_best_accuracy: f64,
+    /// ROC-AUC over every pair of test images (small test sets only: up to 2,000 images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_roc_auc: Option<f64>,
 }
 
 /// What the training loop reports as it goes.
@@ -125,6 +133,8 @@ pub enum TrainEvent {
     Step(StepInfo),
     /// An epoch ended and was evaluated.
     Epoch(EpochStats),
+    /// With `keep_best`: the epoch whose weights were kept, and its dev score.
+    Selected { epoch: usize, score: f64 },
 }
 
 /// A step's progress, for a progress bar.
@@ -296,6 +306,21 @@ pub fn best_threshold_accuracy(dist: &[f32], pairs: &[Pair]) -> (f64, f32) {
     (best as f64 / v.len().max(1) as f64, best_t)
 }
 
+/// ROC-AUC of "same class" over every pair of `emb` rows (similarity = 1 - L2 distance).
+fn all_pairs_auc(emb: &[f32], dim: usize, labels: &[u32]) -> Result<f64> {
+    let n = labels.len();
+    let (mut s, mut y) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for j in i + 1..n {
+            let d = crate::index::Metric::L2
+                .distance(&emb[i * dim..(i + 1) * dim], &emb[j * dim..(j + 1) * dim]);
+            s.push(crate::index::Metric::L2.similarity(d));
+            y.push(labels[i] == labels[j]);
+        }
+    }
+    crate::eval::roc_auc(&s, &y)
+}
+
 /// Share of pairs classified right with "similar iff distance < threshold".
 pub fn pair_accuracy(dist: &[f32], pairs: &[Pair], threshold: f32) -> f64 {
     let ok = dist
@@ -404,6 +429,7 @@ pub fn train_image_with(
     };
     let mut aug_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xA5A5);
     let mut history = Vec::new();
+    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
     let (mut wall, mut cpu, mut examples) = (0.0, 0.0, 0usize);
     let dim = model.config.dim;
     for epoch in 1..=cfg.epochs {
@@ -505,6 +531,20 @@ pub fn train_image_with(
         let dist = pair_distances(&emb, dim, &test_pairs);
         let acc = pair_accuracy(&dist, &test_pairs, model.config.threshold);
         let (best_acc, _) = best_threshold_accuracy(&dist, &test_pairs);
+        let auc = if test.n <= 2000 {
+            Some(all_pairs_auc(&emb, dim, &test.labels)?)
+        } else {
+            None
+        };
+        let score = auc.unwrap_or(best_acc);
+        if cfg.keep_best && best.as_ref().is_none_or(|b| score > b.0) {
+            let snap = varmap
+                .all_vars()
+                .iter()
+                .map(|v| v.as_tensor().copy())
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            best = Some((score, epoch, snap));
+        }
         let stats = EpochStats {
             epoch,
             loss: loss_sum / n_steps.max(1) as f64,
@@ -513,9 +553,18 @@ pub fn train_image_with(
             cpu_seconds: ec,
             test_pair_accuracy: acc,
             test_best_accuracy: best_acc,
+            test_roc_auc: auc,
         };
         on_event(TrainEvent::Epoch(stats.clone()));
         history.push(stats);
+    }
+    let mut chosen_epoch = cfg.epochs;
+    if let Some((score, epoch, snap)) = best {
+        for (v, t) in varmap.all_vars().iter().zip(&snap) {
+            v.set(t)?;
+        }
+        chosen_epoch = epoch;
+        on_event(TrainEvent::Selected { epoch, score });
     }
     model.config.training = TrainingRecord {
         corpus: corpus_name.to_string(),
@@ -530,6 +579,7 @@ pub fn train_image_with(
         },
         margin: cfg.margin,
         epochs: cfg.epochs,
+        selected_epoch: cfg.keep_best.then_some(chosen_epoch),
         batch: cfg.batch,
         lr: cfg.lr,
         seed: cfg.seed,
