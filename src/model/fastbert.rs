@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
-use super::kernels::{Linear, Precision};
+use super::kernels::{attention, Linear, Precision, Scratch};
 use crate::error::{Error, Result};
 
 /// Layer norm parameters of one `hidden`-wide normalisation.
@@ -61,6 +61,12 @@ impl std::fmt::Debug for FastBert {
     }
 }
 
+thread_local! {
+    /// Buffers of the forward pass, kept per thread (a batch's are a few MB; allocating them
+    /// afresh each batch cost page faults and zeroing).
+    static WORK: std::cell::RefCell<Work> = std::cell::RefCell::new(Work::default());
+}
+
 /// Reusable buffers of one forward pass.
 #[derive(Default)]
 struct Work {
@@ -70,7 +76,8 @@ struct Work {
     tmp: Vec<f32>,
     inter: Vec<f32>,
     scores: Vec<f32>,
-    bf16: Vec<u16>,
+    lens: Vec<usize>,
+    bf16: Scratch,
 }
 
 fn tensor_vec(t: &HashMap<String, Tensor>, names: &[String], shape: &[usize]) -> Result<Vec<f32>> {
@@ -236,14 +243,16 @@ impl FastBert {
             }
         }
         let mut out = vec![0f32; seqs.len() * self.hidden];
-        let mut work = Work::default();
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            unsafe { self.forward_avx512(seqs, &mut out, &mut work) };
-            return Ok(out);
-        }
-        self.forward(seqs, &mut out, &mut work);
+        WORK.with(|work| {
+            let work = &mut work.borrow_mut();
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                unsafe { self.forward_avx512(seqs, &mut out, work) };
+                return;
+            }
+            self.forward(seqs, &mut out, work);
+        });
         Ok(out)
     }
 
@@ -258,6 +267,8 @@ impl FastBert {
     fn forward(&self, seqs: &[&[u32]], out: &mut [f32], w: &mut Work) {
         let h = self.hidden;
         let t: usize = seqs.iter().map(|s| s.len()).sum();
+        w.lens.clear();
+        w.lens.extend(seqs.iter().map(|s| s.len()));
         let inter = self.layers.first().map_or(0, |l| l.intermediate.n());
         w.x.resize(t * h, 0.0);
         w.qkv.resize(t * 3 * h, 0.0);
@@ -282,7 +293,7 @@ impl FastBert {
 
         for layer in &self.layers {
             layer.qkv.forward(&w.x, t, &mut w.qkv, false, &mut w.bf16);
-            self.attention(seqs, &w.qkv, &mut w.ctx, &mut w.scores);
+            attention(&w.qkv, &mut w.ctx, &w.lens, h, self.heads, &mut w.scores);
             layer
                 .attn_out
                 .forward(&w.ctx, t, &mut w.tmp, false, &mut w.bf16);
@@ -314,48 +325,6 @@ impl FastBert {
             }
         }
     }
-
-    /// Multi-head self-attention of each sentence over itself: `qkv` is `tokens x 3·hidden`
-    /// (`[q | k | v]`), `ctx` receives `tokens x hidden`.
-    #[inline(always)]
-    fn attention(&self, seqs: &[&[u32]], qkv: &[f32], ctx: &mut [f32], scores: &mut Vec<f32>) {
-        let h = self.hidden;
-        let d = h / self.heads;
-        let scale = 1.0 / (d as f32).sqrt();
-        let mut t0 = 0;
-        for s in seqs {
-            let len = s.len();
-            scores.resize(len, 0.0);
-            for head in 0..self.heads {
-                let col = head * d;
-                for i in 0..len {
-                    let q = &qkv[(t0 + i) * 3 * h + col..][..d];
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, sc) in scores.iter_mut().enumerate() {
-                        let k = &qkv[(t0 + j) * 3 * h + h + col..][..d];
-                        *sc = dot(q, k) * scale;
-                        max = max.max(*sc);
-                    }
-                    let mut sum = 0.0;
-                    for sc in scores.iter_mut() {
-                        *sc = (*sc - max).exp();
-                        sum += *sc;
-                    }
-                    let inv = 1.0 / sum;
-                    let out = &mut ctx[(t0 + i) * h + col..][..d];
-                    out.fill(0.0);
-                    for (j, &p) in scores.iter().enumerate() {
-                        let v = &qkv[(t0 + j) * 3 * h + 2 * h + col..][..d];
-                        let p = p * inv;
-                        for (o, x) in out.iter_mut().zip(v) {
-                            *o += p * x;
-                        }
-                    }
-                }
-            }
-            t0 += len;
-        }
-    }
 }
 
 /// Sum of `f(v)` over `v`, in 16 independent lanes (vectorisable without reassociation).
@@ -369,26 +338,6 @@ fn sum16(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
         }
     }
     let mut s: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
-    s += acc.iter().sum::<f32>();
-    s
-}
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut ca = a.chunks_exact(16);
-    let mut cb = b.chunks_exact(16);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..16 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
     s += acc.iter().sum::<f32>();
     s
 }

@@ -1,14 +1,17 @@
 //! Dense kernels for the inference-only BERT forward ([`super::fastbert`]): a linear layer
 //! `y = x Wᵀ + b` (optionally followed by erf GELU) with its weights packed once at load.
 //!
-//! Three implementations, picked at run time from the CPU's features:
+//! The [`Kernel`]s, picked at run time from the CPU's features (fastest first):
 //!
-//! - [`Precision::Bf16`] on AVX512-BF16: weights rounded to bfloat16 (round to nearest even),
-//!   activations rounded to bfloat16 on entry to each linear layer, products accumulated in
-//!   float32 with `vdpbf16ps`. About twice the float32 kernel's arithmetic per cycle.
-//! - [`Precision::F32`] on AVX-512F: float32 register-blocked micro-kernel (6 rows x 64
-//!   columns of accumulators), weights packed in panels of 64 columns.
-//! - anything else: the `gemm` crate (float32) and a scalar epilogue.
+//! - [`Kernel::Amx`] ([`Precision::Bf16`]): Intel AMX tiles (`tdpbf16ps`, 16x16 float32
+//!   accumulators per tile) through inline assembly; weights rounded to bfloat16 (nearest
+//!   even), activations rounded to bfloat16 on entry to each linear layer, float32 sums.
+//! - [`Kernel::Avx512Bf16`] ([`Precision::Bf16`]): the same arithmetic with `vdpbf16ps`.
+//!   On Sapphire Rapids no faster than float32 (measured: slower), kept for CPUs with
+//!   AVX512-BF16 but no AMX.
+//! - [`Kernel::Avx512F32`] ([`Precision::F32`]): float32 register-blocked micro-kernel (6 rows
+//!   x 64 columns of accumulators), weights packed in panels of 64 columns.
+//! - [`Kernel::Portable`] ([`Precision::F32`]): the `gemm` crate and a scalar epilogue.
 //!
 //! Each is tested against [`linear_reference`], a float64 loop.
 
@@ -46,11 +49,54 @@ impl std::str::FromStr for Precision {
     }
 }
 
-/// Which kernel this CPU runs for `want` (the precision actually used).
+/// The precision this CPU runs for `want` (bfloat16 needs AMX or AVX512-BF16).
 pub fn effective_precision(want: Precision) -> Precision {
-    match want {
-        Precision::Bf16 if has_bf16() => Precision::Bf16,
-        _ => Precision::F32,
+    Kernel::best(want).precision()
+}
+
+/// A linear-layer implementation (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// AMX-BF16 tiles.
+    Amx,
+    /// AVX512-BF16 `vdpbf16ps`.
+    Avx512Bf16,
+    /// AVX-512F float32.
+    Avx512F32,
+    /// The `gemm` crate, float32, any CPU.
+    Portable,
+}
+
+impl Kernel {
+    /// The arithmetic of this kernel.
+    pub fn precision(self) -> Precision {
+        match self {
+            Kernel::Amx | Kernel::Avx512Bf16 => Precision::Bf16,
+            Kernel::Avx512F32 | Kernel::Portable => Precision::F32,
+        }
+    }
+
+    /// Whether this CPU (and OS, for AMX) runs the kernel.
+    pub fn available(self) -> bool {
+        match self {
+            Kernel::Amx => has_amx(),
+            Kernel::Avx512Bf16 => has_bf16(),
+            Kernel::Avx512F32 => has_avx512(),
+            Kernel::Portable => true,
+        }
+    }
+
+    /// The fastest kernel this CPU has for `precision`; float32 when it has no bfloat16 one.
+    pub fn best(precision: Precision) -> Kernel {
+        let order: &[Kernel] = match precision {
+            Precision::Bf16 => &[Kernel::Amx, Kernel::Avx512Bf16, Kernel::Avx512F32],
+            Precision::F32 => &[Kernel::Avx512F32],
+        };
+        order
+            .iter()
+            .copied()
+            .find(|k| k.available())
+            .unwrap_or(Kernel::Portable)
     }
 }
 
@@ -60,6 +106,42 @@ fn has_avx512() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
     }
     #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// AMX-BF16 and AMX-TILE in CPUID, AVX-512F for the epilogue, and (Linux) permission from the
+/// kernel to use the tile data state, requested once per process.
+fn has_amx() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| {
+            if !has_avx512() {
+                return false;
+            }
+            // CPUID leaf 7 exists on every CPU with AVX-512 (checked above).
+            let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+            let (amx_bf16, amx_tile) = (edx >> 22 & 1 == 1, edx >> 24 & 1 == 1);
+            if !(amx_bf16 && amx_tile) {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: arch_prctl with these arguments only changes which extended states the
+            // process may use; failure (old kernel, no AMX) is reported by its return value.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                )
+            };
+            rc == 0
+        })
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     {
         false
     }
@@ -140,7 +222,20 @@ pub struct Linear {
     n: usize,
     k: usize,
     bias: Vec<f32>,
+    kernel: Kernel,
     packed: Packed,
+}
+
+/// 1 KiB, 64-byte aligned: one AMX tile (16 rows of 64 bytes).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Tile([u16; 512]);
+
+/// Reusable buffers of [`Linear::forward`]: the bfloat16 copy of its input.
+#[derive(Default)]
+pub struct Scratch {
+    rows: Vec<u16>,
+    tiles: Vec<Tile>,
 }
 
 enum Packed {
@@ -148,6 +243,9 @@ enum Packed {
     F32(Vec<f32>),
     /// `[panel][k2 / 2][NR][2]` bfloat16 bits (`k2` = k rounded up to even), zero-padded.
     Bf16 { data: Vec<u16>, k2: usize },
+    /// AMX B tiles `[n32 / 16][k32 / 32]`, each `[16 k-pairs][16 columns][2]` bfloat16, where
+    /// `n32`, `k32` are n, k rounded up to multiples of 32 (zero-padded).
+    Amx { tiles: Vec<Tile>, nkc: usize },
     /// `W` as given (`n x k`), for the `gemm` crate.
     Plain(Vec<f32>),
 }
@@ -157,42 +255,73 @@ impl std::fmt::Debug for Linear {
         f.debug_struct("Linear")
             .field("n", &self.n)
             .field("k", &self.k)
-            .field("precision", &self.precision())
+            .field("kernel", &self.kernel)
             .finish_non_exhaustive()
     }
 }
 
 impl Linear {
-    /// Pack `w` (`n x k` row-major) and `bias` (`n`) for `precision` on this CPU (see
-    /// [`effective_precision`]).
+    /// Pack `w` (`n x k` row-major) and `bias` (`n`) for the fastest kernel of `precision` on
+    /// this CPU ([`Kernel::best`]).
     pub fn new(w: &[f32], bias: Vec<f32>, n: usize, k: usize, precision: Precision) -> Self {
+        Self::with_kernel(w, bias, n, k, Kernel::best(precision))
+    }
+
+    /// Pack for a given kernel. Panics if this CPU lacks it ([`Kernel::available`]).
+    pub fn with_kernel(w: &[f32], bias: Vec<f32>, n: usize, k: usize, kernel: Kernel) -> Self {
+        assert!(
+            kernel.available(),
+            "{kernel:?} is not available on this CPU"
+        );
         assert_eq!(w.len(), n * k, "weight is not {n} x {k}");
         assert_eq!(bias.len(), n, "bias is not {n}");
         let panels = n.div_ceil(NR);
-        let packed = if effective_precision(precision) == Precision::Bf16 {
-            let k2 = k.next_multiple_of(2);
-            let mut data = vec![0u16; panels * k2 * NR];
-            for col in 0..n {
-                let (p, j) = (col / NR, col % NR);
-                for kk in 0..k {
-                    let at = p * k2 * NR + (kk / 2) * NR * 2 + j * 2 + kk % 2;
-                    data[at] = f32_to_bf16(w[col * k + kk]);
+        let packed = match kernel {
+            Kernel::Amx => {
+                let nkc = k.div_ceil(32);
+                let ncb = n.next_multiple_of(32) / 16;
+                let mut tiles = vec![Tile([0; 512]); ncb * nkc];
+                for col in 0..n {
+                    let (cb, c) = (col / 16, col % 16);
+                    for kk in 0..k {
+                        let (kc, r) = (kk / 32, kk % 32);
+                        tiles[cb * nkc + kc].0[(r / 2) * 32 + c * 2 + r % 2] =
+                            f32_to_bf16(w[col * k + kk]);
+                    }
                 }
+                Packed::Amx { tiles, nkc }
             }
-            Packed::Bf16 { data, k2 }
-        } else if has_avx512() {
-            let mut data = vec![0f32; panels * k * NR];
-            for col in 0..n {
-                let (p, j) = (col / NR, col % NR);
-                for kk in 0..k {
-                    data[p * k * NR + kk * NR + j] = w[col * k + kk];
+            Kernel::Avx512Bf16 => {
+                let k2 = k.next_multiple_of(2);
+                let mut data = vec![0u16; panels * k2 * NR];
+                for col in 0..n {
+                    let (p, j) = (col / NR, col % NR);
+                    for kk in 0..k {
+                        let at = p * k2 * NR + (kk / 2) * NR * 2 + j * 2 + kk % 2;
+                        data[at] = f32_to_bf16(w[col * k + kk]);
+                    }
                 }
+                Packed::Bf16 { data, k2 }
             }
-            Packed::F32(data)
-        } else {
-            Packed::Plain(w.to_vec())
+            Kernel::Avx512F32 => {
+                let mut data = vec![0f32; panels * k * NR];
+                for col in 0..n {
+                    let (p, j) = (col / NR, col % NR);
+                    for kk in 0..k {
+                        data[p * k * NR + kk * NR + j] = w[col * k + kk];
+                    }
+                }
+                Packed::F32(data)
+            }
+            Kernel::Portable => Packed::Plain(w.to_vec()),
         };
-        Linear { n, k, bias, packed }
+        Linear {
+            n,
+            k,
+            bias,
+            kernel,
+            packed,
+        }
     }
 
     /// Output features.
@@ -207,15 +336,17 @@ impl Linear {
 
     /// The arithmetic this layer runs in.
     pub fn precision(&self) -> Precision {
-        match self.packed {
-            Packed::Bf16 { .. } => Precision::Bf16,
-            _ => Precision::F32,
-        }
+        self.kernel.precision()
+    }
+
+    /// The kernel this layer runs.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// `y = x Wᵀ + b` (then GELU if `gelu`) for `m` rows: `x` is `m x k`, `y` is `m x n`, both
     /// row-major. `scratch` holds the bfloat16 copy of `x` (reused across calls).
-    pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32], gelu: bool, scratch: &mut Vec<u16>) {
+    pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32], gelu: bool, scratch: &mut Scratch) {
         let (n, k) = (self.n, self.k);
         assert!(
             x.len() >= m * k && y.len() >= m * n,
@@ -233,16 +364,34 @@ impl Linear {
             }
             #[cfg(target_arch = "x86_64")]
             Packed::Bf16 { data, k2 } => {
-                scratch.clear();
-                scratch.resize(m * k2, 0);
+                let rows = &mut scratch.rows;
+                rows.resize(m * k2, 0);
                 // SAFETY: packed only when AVX512-BF16 was detected; sizes as above.
                 unsafe {
-                    avx512::to_bf16_rows(x, m, k, *k2, scratch);
-                    avx512::gemm_bf16(m, n, *k2, scratch, data, &self.bias, y, gelu)
+                    avx512::to_bf16_rows(x, m, k, *k2, rows);
+                    avx512::gemm_bf16(m, n, *k2, rows, data, &self.bias, y, gelu)
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Packed::Amx { tiles, nkc } => {
+                // Whole 32-row blocks of A tiles; rows past m are zero.
+                let a = &mut scratch.tiles;
+                a.resize(m.next_multiple_of(32) / 16 * nkc, Tile([0; 512]));
+                // SAFETY: packed only when AMX was detected (which implies AVX-512F); the
+                // conversion needs AVX512-BF16, else the scalar one runs; sizes as above.
+                unsafe {
+                    if has_bf16() {
+                        avx512::to_bf16_tiles(x, m, k, *nkc, a);
+                    } else {
+                        to_bf16_tiles_scalar(x, m, k, *nkc, a);
+                    }
+                    amx::gemm(m, n, *nkc, a, tiles, &self.bias, y, gelu)
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
-            Packed::F32(_) | Packed::Bf16 { .. } => unreachable!("packed without AVX-512"),
+            Packed::F32(_) | Packed::Bf16 { .. } | Packed::Amx { .. } => {
+                unreachable!("packed without AVX-512")
+            }
             Packed::Plain(w) => {
                 let _ = scratch;
                 // SAFETY: x is m x k (row stride k), w is n x k so wᵀ is k x n with row stride 1
@@ -280,6 +429,92 @@ impl Linear {
                 }
             }
         }
+    }
+}
+
+/// `x` (`m x k`) to bfloat16 AMX A tiles `[m32 / 16][nkc]`, each 16 rows x 32 values, rows
+/// past `m` and columns past `k` zero.
+fn to_bf16_tiles_scalar(x: &[f32], m: usize, k: usize, nkc: usize, out: &mut [Tile]) {
+    for i in 0..m.next_multiple_of(32) {
+        for kc in 0..nkc {
+            let dst = &mut out[(i / 16) * nkc + kc].0[(i % 16) * 32..][..32];
+            for (c, d) in dst.iter_mut().enumerate() {
+                let kk = kc * 32 + c;
+                *d = if i < m && kk < k {
+                    f32_to_bf16(x[i * k + kk])
+                } else {
+                    0
+                };
+            }
+        }
+    }
+}
+
+/// Multi-head self-attention of each sentence over itself (no mask: the batch is packed,
+/// sentence after sentence, `lens` tokens each). `qkv` is `tokens x 3·hidden` (`[q | k | v]`,
+/// heads side by side in each), `ctx` receives `tokens x hidden`. `scratch` is reused.
+pub fn attention(
+    qkv: &[f32],
+    ctx: &mut [f32],
+    lens: &[usize],
+    hidden: usize,
+    heads: usize,
+    scratch: &mut Vec<f32>,
+) {
+    let t: usize = lens.iter().sum();
+    assert!(qkv.len() >= t * 3 * hidden && ctx.len() >= t * hidden && hidden % heads == 0);
+    let d = hidden / heads;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() && d % 16 == 0 && d <= 64 {
+        // SAFETY: AVX-512F detected; sizes checked above.
+        unsafe { avx512::attention(qkv, ctx, lens, hidden, heads, scratch) };
+        return;
+    }
+    attention_reference(qkv, ctx, lens, hidden, heads, scratch);
+}
+
+/// [`attention`] in plain loops: the oracle, and the path for CPUs without AVX-512.
+pub fn attention_reference(
+    qkv: &[f32],
+    ctx: &mut [f32],
+    lens: &[usize],
+    hidden: usize,
+    heads: usize,
+    scores: &mut Vec<f32>,
+) {
+    let h = hidden;
+    let d = h / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut t0 = 0;
+    for &len in lens {
+        scores.resize(len, 0.0);
+        for head in 0..heads {
+            let col = head * d;
+            for i in 0..len {
+                let q = &qkv[(t0 + i) * 3 * h + col..][..d];
+                let mut max = f32::NEG_INFINITY;
+                for (j, sc) in scores.iter_mut().enumerate() {
+                    let k = &qkv[(t0 + j) * 3 * h + h + col..][..d];
+                    *sc = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    max = max.max(*sc);
+                }
+                let mut sum = 0.0;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - max).exp();
+                    sum += *sc;
+                }
+                let inv = 1.0 / sum;
+                let out = &mut ctx[(t0 + i) * h + col..][..d];
+                out.fill(0.0);
+                for (j, &p) in scores.iter().enumerate() {
+                    let v = &qkv[(t0 + j) * 3 * h + 2 * h + col..][..d];
+                    for (o, x) in out.iter_mut().zip(v) {
+                        *o += p * inv * x;
+                    }
+                }
+            }
+        }
+        t0 += len;
     }
 }
 
@@ -341,7 +576,7 @@ mod avx512 {
     /// GELU on 16 lanes, the same rational erf as [`super::erf_approx`].
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn gelu16(x: __m512) -> __m512 {
+    pub(super) unsafe fn gelu16(x: __m512) -> __m512 {
         let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
         let z = _mm512_min_ps(_mm512_max_ps(z, _mm512_set1_ps(-4.0)), _mm512_set1_ps(4.0));
         let z2 = _mm512_mul_ps(z, z);
@@ -567,6 +802,133 @@ mod avx512 {
         }
     }
 
+    /// e^x on 16 lanes for x <= 0 (relative error ~2e-7): 2^(x log2 e) split into an integer
+    /// power (`vscalefps`) and 2^f, |f| <= 1/2, by its Taylor polynomial of degree 7.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp16(x: __m512) -> __m512 {
+        const C: [f32; 8] = [
+            1.0,
+            std::f32::consts::LN_2,
+            0.240_226_5,
+            0.055_504_11,
+            0.009_618_129,
+            0.001_333_355_8,
+            1.540_353e-4,
+            1.525_273_4e-5,
+        ];
+        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+        let t = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+        let f = _mm512_sub_ps(t, n);
+        let mut p = _mm512_set1_ps(C[7]);
+        for &c in C[..7].iter().rev() {
+            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+        }
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// [`super::attention`] for head sizes a multiple of 16 up to 64: keys transposed once per
+    /// sentence so that a query's scores come 16 keys per vector; vector softmax.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn attention(
+        qkv: &[f32],
+        ctx: &mut [f32],
+        lens: &[usize],
+        h: usize,
+        heads: usize,
+        scratch: &mut Vec<f32>,
+    ) {
+        let d = h / heads;
+        let nd = d / 16;
+        let scale = _mm512_set1_ps(1.0 / (d as f32).sqrt());
+        let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut t0 = 0;
+        for &len in lens {
+            let lp = len.next_multiple_of(16);
+            scratch.resize(h * lp + lp, 0.0);
+            let (kt, sc) = scratch.split_at_mut(h * lp);
+            for (c, row) in kt.chunks_exact_mut(lp).enumerate() {
+                for (j, v) in row[..len].iter_mut().enumerate() {
+                    *v = qkv[(t0 + j) * 3 * h + h + c];
+                }
+                row[len..].fill(0.0);
+            }
+            let (kt, sc) = (kt.as_ptr(), sc.as_mut_ptr());
+            for head in 0..heads {
+                let col = head * d;
+                for i in 0..len {
+                    let q = qkv.as_ptr().add((t0 + i) * 3 * h + col);
+                    let mut mx = neg_inf;
+                    for jc in (0..lp).step_by(16) {
+                        let mut s = _mm512_setzero_ps();
+                        for dd in 0..d {
+                            let k = _mm512_loadu_ps(kt.add((col + dd) * lp + jc));
+                            s = _mm512_fmadd_ps(_mm512_set1_ps(*q.add(dd)), k, s);
+                        }
+                        let valid = ((1u32 << (len - jc).min(16)) - 1) as __mmask16;
+                        s = _mm512_mask_blend_ps(valid, neg_inf, _mm512_mul_ps(s, scale));
+                        _mm512_storeu_ps(sc.add(jc), s);
+                        mx = _mm512_max_ps(mx, s);
+                    }
+                    let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+                    let mut sum = _mm512_setzero_ps();
+                    for jc in (0..lp).step_by(16) {
+                        let valid = ((1u32 << (len - jc).min(16)) - 1) as __mmask16;
+                        let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(sc.add(jc)), mx));
+                        let e = _mm512_maskz_mov_ps(valid, e);
+                        _mm512_storeu_ps(sc.add(jc), e);
+                        sum = _mm512_add_ps(sum, e);
+                    }
+                    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+                    let mut acc = [_mm512_setzero_ps(); 4];
+                    for j in 0..len {
+                        let p = _mm512_set1_ps(*sc.add(j));
+                        let v = qkv.as_ptr().add((t0 + j) * 3 * h + 2 * h + col);
+                        for (u, a) in acc[..nd].iter_mut().enumerate() {
+                            *a = _mm512_fmadd_ps(p, _mm512_loadu_ps(v.add(16 * u)), *a);
+                        }
+                    }
+                    let out = ctx.as_mut_ptr().add((t0 + i) * h + col);
+                    for (u, a) in acc[..nd].iter().enumerate() {
+                        _mm512_storeu_ps(out.add(16 * u), _mm512_mul_ps(*a, inv));
+                    }
+                }
+            }
+            t0 += len;
+        }
+    }
+
+    /// [`super::to_bf16_tiles_scalar`] with `vcvtne2ps2bf16`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn to_bf16_tiles(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        nkc: usize,
+        out: &mut [super::Tile],
+    ) {
+        let mask = |lanes: usize| -> __mmask16 { ((1u32 << lanes.min(16)) - 1) as u16 };
+        for i in 0..m.next_multiple_of(32) {
+            for kc in 0..nkc {
+                let v = if i < m {
+                    let k0 = kc * 32;
+                    let left = k - k0;
+                    let src = x.as_ptr().wrapping_add(i * k + k0);
+                    // Masked-off lanes are never read, so the pointers may pass the row's end.
+                    let lo = _mm512_maskz_loadu_ps(mask(left), src);
+                    let hi =
+                        _mm512_maskz_loadu_ps(mask(left.saturating_sub(16)), src.wrapping_add(16));
+                    std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
+                } else {
+                    _mm512_setzero_si512()
+                };
+                let dst = out[(i / 16) * nkc + kc].0.as_mut_ptr().add((i % 16) * 32);
+                _mm512_store_si512(dst as *mut __m512i, v);
+            }
+        }
+    }
+
     /// Round the rows of `x` (`m x k`) to bfloat16 into `out` (`m x k2`, zero-padded).
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn to_bf16_rows(x: &[f32], m: usize, k: usize, k2: usize, out: &mut [u16]) {
@@ -593,6 +955,149 @@ mod avx512 {
     }
 }
 
+/// AMX-BF16 through inline assembly (the AMX intrinsics are not stable Rust). Tile registers
+/// are invisible to the compiler, which never uses them, so the accumulators live in `tmm0..3`
+/// across the `asm!` blocks of one function.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use super::Tile;
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+
+    /// `ldtilecfg`'s 64-byte operand: palette 1; tiles 0-7 of 16 rows x 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        colsb: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    #[repr(C, align(64))]
+    struct Block([f32; 32 * 32]);
+
+    /// `y (m x n) = x Wᵀ + bias` from A tiles `[m32 / 16][nkc]` (see
+    /// [`super::to_bf16_tiles_scalar`]) and B tiles `[n32 / 16][nkc]` (see `Packed::Amx`).
+    /// Blocks of 32 rows x 32 columns: four accumulator tiles (`tmm0..3`), two A tiles
+    /// (`tmm4,5`), two B tiles (`tmm6,7`); every tile is 1 KiB contiguous (stride 64 bytes).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gemm(
+        m: usize,
+        n: usize,
+        nkc: usize,
+        a: &[Tile],
+        b: &[Tile],
+        bias: &[f32],
+        y: &mut [f32],
+        gelu: bool,
+    ) {
+        let (mb, nb) = (m.div_ceil(32), n.div_ceil(32));
+        debug_assert!(a.len() >= mb * 2 * nkc && b.len() >= nb * 2 * nkc);
+        let mut cfg = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+        };
+        for t in 0..8 {
+            cfg.colsb[t] = 64;
+            cfg.rows[t] = 16;
+        }
+        asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, readonly));
+        let mut block = Block([0.0; 32 * 32]);
+        let stride = 64usize;
+        let (a, b) = (a.as_ptr(), b.as_ptr());
+        for jb in 0..nb {
+            let b0 = b.add(2 * jb * nkc);
+            let b1 = b0.add(nkc);
+            for ib in 0..mb {
+                let a0 = a.add(2 * ib * nkc);
+                let a1 = a0.add(nkc);
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+                for kc in 0..nkc {
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {s}*1]",
+                        "tileloadd tmm6, [{b0} + {s}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm7, [{b1} + {s}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tileloadd tmm5, [{a1} + {s}*1]",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0.add(kc),
+                        a1 = in(reg) a1.add(kc),
+                        b0 = in(reg) b0.add(kc),
+                        b1 = in(reg) b1.add(kc),
+                        s = in(reg) stride,
+                        options(nostack, readonly)
+                    );
+                }
+                let c = block.0.as_mut_ptr();
+                asm!(
+                    "tilestored [{c0} + {ldc}*1], tmm0",
+                    "tilestored [{c1} + {ldc}*1], tmm1",
+                    "tilestored [{c2} + {ldc}*1], tmm2",
+                    "tilestored [{c3} + {ldc}*1], tmm3",
+                    c0 = in(reg) c,
+                    c1 = in(reg) c.add(16),
+                    c2 = in(reg) c.add(16 * 32),
+                    c3 = in(reg) c.add(16 * 32 + 16),
+                    ldc = in(reg) 32usize * 4,
+                    options(nostack)
+                );
+                let i0 = ib * 32;
+                epilogue(&block, m.min(i0 + 32) - i0, n, jb * 32, bias, y, i0, gelu);
+            }
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// Bias (and GELU) on a finished 32 x 32 block, stored into rows `i0..i0 + rows` of `y`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn epilogue(
+        block: &Block,
+        rows: usize,
+        n: usize,
+        col0: usize,
+        bias: &[f32],
+        y: &mut [f32],
+        i0: usize,
+        gelu: bool,
+    ) {
+        let mut masks = [0u16; 2];
+        for (h, mask) in masks.iter_mut().enumerate() {
+            let lanes = n.saturating_sub(col0 + 16 * h).min(16);
+            *mask = ((1u32 << lanes) - 1) as u16;
+        }
+        let b = [
+            _mm512_maskz_loadu_ps(masks[0], bias.as_ptr().add(col0)),
+            _mm512_maskz_loadu_ps(masks[1], bias.as_ptr().add(col0 + 16)),
+        ];
+        for r in 0..rows {
+            for h in 0..2 {
+                let mut v =
+                    _mm512_add_ps(_mm512_loadu_ps(block.0.as_ptr().add(r * 32 + 16 * h)), b[h]);
+                if gelu {
+                    v = super::avx512::gelu16(v);
+                }
+                let dst = y.as_mut_ptr().add((i0 + r) * n + col0 + 16 * h);
+                _mm512_mask_storeu_ps(dst, masks[h], v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,6 +1113,41 @@ mod tests {
                 (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
             })
             .collect()
+    }
+
+    /// The vector attention against the plain loops, on lengths around the 16-lane vectors.
+    #[test]
+    fn attention_matches_reference() {
+        let (h, heads) = (64, 2);
+        let lens = [1, 15, 16, 17, 40];
+        let t: usize = lens.iter().sum();
+        let qkv: Vec<f32> = fill(t * 3 * h, 99).iter().map(|v| v * 3.0).collect();
+        let mut want = vec![0f32; t * h];
+        attention_reference(&qkv, &mut want, &lens, h, heads, &mut Vec::new());
+        let mut got = vec![0f32; t * h];
+        attention(&qkv, &mut got, &lens, h, heads, &mut Vec::new());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() < 1e-5, "ctx[{i}] = {g}, want {w}");
+        }
+    }
+
+    /// The AVX512-BF16 conversion to AMX A tiles against the scalar one.
+    #[test]
+    fn bf16_tiles_match_scalar() {
+        let (m, k) = (37usize, 70usize);
+        let nkc = k.div_ceil(32);
+        let x = fill(m * k, 5);
+        let mut want = vec![Tile([1; 512]); m.next_multiple_of(32) / 16 * nkc];
+        to_bf16_tiles_scalar(&x, m, k, nkc, &mut want);
+        if !has_bf16() {
+            return;
+        }
+        let mut got = vec![Tile([1; 512]); want.len()];
+        // SAFETY: AVX512-BF16 detected just above.
+        unsafe { avx512::to_bf16_tiles(&x, m, k, nkc, &mut got) };
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.0, w.0, "tile {i}");
+        }
     }
 
     #[test]
@@ -640,25 +1180,75 @@ mod tests {
             (7, 70, 33, true),
             (50, 128, 300, false),
             (13, 200, 513, true),
+            (70, 64, 64, false),
         ] {
             let seed = (m * 1000 + n * 10 + k) as u64;
             let x = fill(m * k, seed);
             let w = fill(n * k, seed + 1);
             let b = fill(n, seed + 2);
-            for precision in [Precision::F32, Precision::Bf16] {
-                let lin = Linear::new(&w, b.clone(), n, k, precision);
+            for kernel in [
+                Kernel::Amx,
+                Kernel::Avx512Bf16,
+                Kernel::Avx512F32,
+                Kernel::Portable,
+            ] {
+                if !kernel.available() {
+                    println!("{kernel:?}: not on this CPU, skipped");
+                    continue;
+                }
+                let lin = Linear::with_kernel(&w, b.clone(), n, k, kernel);
                 let want = linear_reference(&x, &w, &b, m, n, k, gelu, lin.precision());
                 let mut got = vec![0f32; m * n];
-                lin.forward(&x, m, &mut got, gelu, &mut Vec::new());
+                lin.forward(&x, m, &mut got, gelu, &mut Scratch::default());
                 for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                     // float32 accumulation of k terms of size <= 1.
                     let tol = 1e-5 * (k as f32).sqrt() + 1e-5;
                     assert!(
                         (g - e).abs() <= tol,
-                        "{:?} m {m} n {n} k {k} seed {seed}: y[{i}] = {g}, want {e}",
-                        lin.precision()
+                        "{kernel:?} m {m} n {n} k {k} seed {seed}: y[{i}] = {g}, want {e}"
                     );
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// Throughput of each kernel on the shapes of MiniLM-L6 with ~500 tokens per batch:
+    /// `cargo test --release --lib kernels::speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn kernel_throughput() {
+        const M: usize = 512;
+        const REPS: usize = 20;
+        for &(n, k, gelu) in &[(1152, 384, false), (1536, 384, true), (384, 1536, false)] {
+            let x: Vec<f32> = (0..M * k).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 11) as f32 * 0.01).collect();
+            for kernel in [
+                Kernel::Amx,
+                Kernel::Avx512Bf16,
+                Kernel::Avx512F32,
+                Kernel::Portable,
+            ] {
+                if !kernel.available() {
+                    continue;
+                }
+                let lin = Linear::with_kernel(&w, vec![0.0; n], n, k, kernel);
+                let mut y = vec![0f32; M * n];
+                let mut scratch = Scratch::default();
+                lin.forward(&x, M, &mut y, gelu, &mut scratch);
+                let sw = crate::timing::Stopwatch::start();
+                for _ in 0..REPS {
+                    lin.forward(&x, M, &mut y, gelu, &mut scratch);
+                }
+                let cpu = sw.cpu();
+                println!(
+                    "{kernel:?} m {M} n {n} k {k}: {:.1} GMAC per CPU-s",
+                    (M * n * k * REPS) as f64 / cpu / 1e9
+                );
             }
         }
     }
