@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
-use super::kernels::{attention, Linear, Precision, Scratch};
+use super::kernels::{attention, Kernel, Linear, Precision, Scratch};
 use crate::error::{Error, Result};
 
 /// Layer norm parameters of one `hidden`-wide normalisation.
@@ -379,12 +379,21 @@ impl TextBackend {
     /// The environment variable that overrides the default backend.
     pub const ENV: &'static str = "TWINDEX_TEXT_BACKEND";
 
-    /// From `TWINDEX_TEXT_BACKEND` (`candle`, `f32` or `bf16`) when set, else the default,
-    /// the fast float32 forward.
+    /// From `TWINDEX_TEXT_BACKEND` (`candle`, `f32` or `bf16`) when set, else the default:
+    /// bfloat16 where the CPU has AMX (all-MiniLM-L6-v2: min cosine 0.99998 to the float32
+    /// reference on the 100 reference sentences, qqp-10k.test AP 0.78604 vs 0.78611, at a
+    /// third of the float32 CPU time), float32 elsewhere (AVX512-BF16 without AMX measured
+    /// slower than float32 on Sapphire Rapids).
     pub fn from_env() -> Result<Self> {
         match std::env::var(Self::ENV) {
             Ok(v) if !v.trim().is_empty() => v.parse(),
-            _ => Ok(TextBackend::Fast(Precision::F32)),
+            _ => Ok(TextBackend::Fast(
+                if Kernel::best(Precision::Bf16) == Kernel::Amx {
+                    Precision::Bf16
+                } else {
+                    Precision::F32
+                },
+            )),
         }
     }
 }

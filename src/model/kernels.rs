@@ -462,10 +462,10 @@ pub fn attention(
     scratch: &mut Vec<f32>,
 ) {
     let t: usize = lens.iter().sum();
-    assert!(qkv.len() >= t * 3 * hidden && ctx.len() >= t * hidden && hidden % heads == 0);
+    assert!(qkv.len() >= t * 3 * hidden && ctx.len() >= t * hidden && hidden.is_multiple_of(heads));
     let d = hidden / heads;
     #[cfg(target_arch = "x86_64")]
-    if has_avx512() && d % 16 == 0 && d <= 64 {
+    if has_avx512() && d.is_multiple_of(16) && d <= 64 {
         // SAFETY: AVX-512F detected; sizes checked above.
         unsafe { avx512::attention(qkv, ctx, lens, hidden, heads, scratch) };
         return;
