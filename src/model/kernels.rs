@@ -828,7 +828,7 @@ mod avx512 {
         _mm512_scalef_ps(p, n)
     }
 
-    /// [`super::attention`] for head sizes a multiple of 16 up to 64: keys transposed once per
+    /// [`super::attention`] for head sizes a multiple of 16 (up to 64): keys transposed once per
     /// sentence so that a query's scores come 16 keys per vector; vector softmax.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn attention(
@@ -881,17 +881,16 @@ mod avx512 {
                         sum = _mm512_add_ps(sum, e);
                     }
                     let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
-                    let mut acc = [_mm512_setzero_ps(); 4];
-                    for j in 0..len {
-                        let p = _mm512_set1_ps(*sc.add(j));
-                        let v = qkv.as_ptr().add((t0 + j) * 3 * h + 2 * h + col);
-                        for (u, a) in acc[..nd].iter_mut().enumerate() {
-                            *a = _mm512_fmadd_ps(p, _mm512_loadu_ps(v.add(16 * u)), *a);
-                        }
-                    }
                     let out = ctx.as_mut_ptr().add((t0 + i) * h + col);
-                    for (u, a) in acc[..nd].iter().enumerate() {
-                        _mm512_storeu_ps(out.add(16 * u), _mm512_mul_ps(*a, inv));
+                    let v = qkv.as_ptr().add(t0 * 3 * h + 2 * h + col);
+                    // One 16-wide slice of the head at a time, so the sum stays in a register.
+                    for u in 0..nd {
+                        let mut a = _mm512_setzero_ps();
+                        for j in 0..len {
+                            let vj = _mm512_loadu_ps(v.add(j * 3 * h + 16 * u));
+                            a = _mm512_fmadd_ps(_mm512_set1_ps(*sc.add(j)), vj, a);
+                        }
+                        _mm512_storeu_ps(out.add(16 * u), _mm512_mul_ps(a, inv));
                     }
                 }
             }
