@@ -13,7 +13,9 @@
 #      reported), TW_BACKENDS ("default f32": twindex backends; default = what TextEncoder
 #      picks on this CPU), ST_PY (python with sentence-transformers; default
 #      benches/peers/.venv-st from st_setup.sh, else /work/scratch/stvenv),
-#      NICE (default "nice -n 5"; "" for none).
+#      NICE (default "nice -n 5"; "" for none), ST_OMP_WAIT_POLICY (unset: torch's default,
+#      OpenMP threads spin while waiting, which on a busy machine burns CPU-seconds at T > 1;
+#      PASSIVE: they sleep, the peer's lowest CPU figure).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -38,8 +40,9 @@ TW="$ROOT/target/release/examples/encode_speed"
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
 run_st() { # T ROUND
   local out="$TMP/st_t$1_r$2.json" l0; l0="$(loadavg)"
-  RAYON_NUM_THREADS="$1" OMP_NUM_THREADS="$1" MKL_NUM_THREADS="$1" HF_HUB_OFFLINE=1 \
-    $NICE "$ST_PY" "$HERE/st_encode.py" --threads "$1" --n "$N" --batch "$BATCH" \
+  local wait=(); [ -n "${ST_OMP_WAIT_POLICY:-}" ] && wait=(OMP_WAIT_POLICY="$ST_OMP_WAIT_POLICY")
+  env "${wait[@]}" RAYON_NUM_THREADS="$1" OMP_NUM_THREADS="$1" MKL_NUM_THREADS="$1" \
+    HF_HUB_OFFLINE=1 $NICE "$ST_PY" "$HERE/st_encode.py" --threads "$1" --n "$N" --batch "$BATCH" \
     --json-out "$out" >&2
   "$ST_PY" - "$out" "$l0" "$(loadavg)" <<'PY'
 import json, sys
@@ -88,7 +91,8 @@ except OSError:
     commit = None
 res = {"benchmark": "text encoding, all-MiniLM-L6-v2, first N questions of qqp-10k.test.tsv",
        "n": int(n), "batch": int(batch), "rounds": int(rounds), "cpu": cpu,
-       "nproc": os.cpu_count(), "twindex_commit": commit, "by_threads": {}}
+       "nproc": os.cpu_count(), "twindex_commit": commit,
+       "st_omp_wait_policy": os.environ.get("ST_OMP_WAIT_POLICY") or None, "by_threads": {}}
 lines = []
 for t in threads.split():
     st = load(f"st_t{t}_r*.json")

@@ -5,6 +5,11 @@
 //! tokenizer), `model.safetensors` (weights, named with or without a `bert.` prefix) and,
 //! optionally, `sentence_bert_config.json` (`max_seq_length`) and `1_Pooling/config.json`
 //! (only mean pooling is supported).
+//!
+//! Two forwards ([`TextBackend`]): candle-transformers' `BertModel` on padded batches (the
+//! reference, and what training builds on), and on the CPU by default the packed, padding-free
+//! [`super::fastbert::FastBert`] in float32 or bfloat16 (`TWINDEX_TEXT_BACKEND`,
+//! [`TextEncoder::set_backend`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -167,8 +172,14 @@ impl TextEncoder {
             fast: None,
         };
         if device.is_cpu() {
-            enc.set_backend(TextBackend::from_env()?)
-                .map_err(|e| Error::corrupt(&weights_path, e.to_string()))?;
+            // The default falls back to candle for checkpoints the fast forward does not
+            // implement (another activation, say); a backend asked for by name must work.
+            let asked = std::env::var(TextBackend::ENV).is_ok_and(|v| !v.trim().is_empty());
+            if let Err(e) = enc.set_backend(TextBackend::from_env()?) {
+                if asked {
+                    return Err(Error::corrupt(&weights_path, e.to_string()));
+                }
+            }
         }
         Ok(enc)
     }
