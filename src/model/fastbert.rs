@@ -386,9 +386,9 @@ impl TextBackend {
     /// slower than float32 on Sapphire Rapids).
     pub fn from_env() -> Result<Self> {
         match std::env::var(Self::ENV) {
-            Ok(v) if !v.trim().is_empty() => v
-                .parse()
-                .map_err(|e: Error| Error::InvalidArgument(format!("{}: {e}", Self::ENV))),
+            Ok(v) if !v.trim().is_empty() => v.parse().map_err(|_| {
+                Error::InvalidArgument(format!("{}={v:?}: expected candle, f32 or bf16", Self::ENV))
+            }),
             _ => Ok(TextBackend::Fast(
                 if Kernel::best(Precision::Bf16) == Kernel::Amx {
                     Precision::Bf16
