@@ -2,13 +2,17 @@
 //! the sentence-transformers text encoder (BERT/MiniLM).
 
 pub mod cnn;
+pub mod fastbert;
 pub mod image;
+pub mod kernels;
 pub mod ops;
 pub mod seeded;
 pub mod text;
 
 pub use cnn::{Arch, ImageEncoder};
+pub use fastbert::{FastBert, TextBackend};
 pub use image::{ImageModel, ImageModelConfig, Preprocess, TrainingRecord};
+pub use kernels::Precision;
 pub use text::TextEncoder;
 
 impl From<candle_core::Error> for crate::error::Error {

@@ -5,6 +5,11 @@
 //! tokenizer), `model.safetensors` (weights, named with or without a `bert.` prefix) and,
 //! optionally, `sentence_bert_config.json` (`max_seq_length`) and `1_Pooling/config.json`
 //! (only mean pooling is supported).
+//!
+//! Two forwards ([`TextBackend`]): candle-transformers' `BertModel` on padded batches (the
+//! reference, and what training builds on), and on the CPU by default the packed, padding-free
+//! [`super::fastbert::FastBert`] in float32 or bfloat16 (`TWINDEX_TEXT_BACKEND`,
+//! [`TextEncoder::set_backend`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +20,7 @@ use candle_transformers::models::bert::{BertModel, Config};
 use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 
+use super::fastbert::{FastBert, TextBackend};
 use crate::error::{Error, Result};
 
 /// A sentence encoder: text in, unit-norm embeddings out (similarity = dot product = cosine).
@@ -28,6 +34,11 @@ pub struct TextEncoder {
     /// Run batches concurrently on rayon's pool (each batch's matmuls are multi-threaded anyway).
     /// Default `true`: on a 2-core CPU, measured 10-15% fewer CPU-seconds than one batch at a time.
     parallel_batches: bool,
+    /// The weights as loaded (shared with `model`), to pack for the fast forward.
+    tensors: HashMap<String, Tensor>,
+    config: Config,
+    /// The packed forward, when the backend is [`TextBackend::Fast`].
+    fast: Option<FastBert>,
 }
 
 impl std::fmt::Debug for TextEncoder {
@@ -36,6 +47,7 @@ impl std::fmt::Debug for TextEncoder {
             .field("dim", &self.dim)
             .field("max_seq_length", &self.max_seq_length)
             .field("parallel_batches", &self.parallel_batches)
+            .field("backend", &self.backend())
             .finish_non_exhaustive()
     }
 }
@@ -143,11 +155,11 @@ impl TextEncoder {
                 None => (k, v),
             })
             .collect();
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, device);
         let model = BertModel::load(vb, &config)
             .map_err(|e| Error::corrupt(&weights_path, format!("not a BERT checkpoint: {e}")))?;
 
-        Ok(TextEncoder {
+        let mut enc = TextEncoder {
             model,
             tokenizer,
             device: device.clone(),
@@ -155,7 +167,46 @@ impl TextEncoder {
             max_seq_length,
             pad_id,
             parallel_batches: true,
-        })
+            tensors,
+            config,
+            fast: None,
+        };
+        if device.is_cpu() {
+            // The default falls back to candle for checkpoints the fast forward does not
+            // implement (another activation, say); a backend asked for by name must work.
+            let asked = std::env::var(TextBackend::ENV).is_ok_and(|v| !v.trim().is_empty());
+            if let Err(e) = enc.set_backend(TextBackend::from_env()?) {
+                if asked {
+                    return Err(Error::corrupt(&weights_path, e.to_string()));
+                }
+            }
+        }
+        Ok(enc)
+    }
+
+    /// Choose the forward of [`Self::encode`] (default: [`TextBackend::from_env`]). The fast
+    /// backends are CPU-only; switching packs the weights again (about a second).
+    pub fn set_backend(&mut self, backend: TextBackend) -> Result<()> {
+        self.fast = match backend {
+            TextBackend::Candle => None,
+            TextBackend::Fast(p) => {
+                if !self.device.is_cpu() {
+                    return Err(Error::InvalidArgument(
+                        "the fast text backend runs on the CPU only".into(),
+                    ));
+                }
+                Some(FastBert::new(&self.tensors, &self.config, p)?)
+            }
+        };
+        Ok(())
+    }
+
+    /// The forward [`Self::encode`] runs (with the precision actually used on this CPU).
+    pub fn backend(&self) -> TextBackend {
+        match &self.fast {
+            Some(f) => TextBackend::Fast(f.precision()),
+            None => TextBackend::Candle,
+        }
     }
 
     /// Embedding dimension (384 for MiniLM-L6).
@@ -200,7 +251,10 @@ impl TextEncoder {
         let chunks: Vec<&[usize]> = order.chunks(batch).collect();
         let run = |chunk: &&[usize]| -> Result<Vec<f32>> {
             let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-            self.encode_ids(&rows)
+            match &self.fast {
+                Some(fast) => fast.embed(&rows),
+                None => self.encode_ids(&rows),
+            }
         };
         let outputs: Vec<Vec<f32>> = if self.parallel_batches {
             chunks.par_iter().map(run).collect::<Result<_>>()?

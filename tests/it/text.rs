@@ -4,6 +4,7 @@ use std::path::Path;
 
 use twindex::index::vecio::read_npy;
 use twindex::model::text::TextEncoder;
+use twindex::model::{Precision, TextBackend};
 use twindex::timing::Stopwatch;
 
 const MODEL: &str = concat!(
@@ -99,6 +100,52 @@ fn minilm_matches_sentence_transformers() {
     }
     assert!(enc.encode(&[], 32).unwrap().is_empty());
     assert!(enc.encode(&sentences, 0).is_err());
+}
+
+/// Smallest cosine between rows of two `n x dim` matrices, and its row.
+fn min_cosine(a: &[f32], b: &[f32], dim: usize) -> (f32, usize) {
+    let mut worst = (f32::INFINITY, 0);
+    for (i, (x, y)) in a.chunks_exact(dim).zip(b.chunks_exact(dim)).enumerate() {
+        let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+        let nx = x.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let ny = y.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let cos = dot / (nx * ny);
+        if cos < worst.0 {
+            worst = (cos, i);
+        }
+    }
+    worst
+}
+
+/// Every backend against sentence-transformers' float32 embeddings (the default backend is
+/// checked in `minilm_matches_sentence_transformers`): the candle reference, the packed
+/// float32 forward and the bfloat16 one (on CPUs without bfloat16 support, float32 again).
+#[test]
+fn every_backend_matches_sentence_transformers() {
+    if !present(&[MODEL, REF_TXT, REF_NPY]) {
+        return;
+    }
+    let mut enc = TextEncoder::load(Path::new(MODEL)).unwrap();
+    let text = std::fs::read_to_string(REF_TXT).unwrap();
+    let sentences: Vec<&str> = text.lines().collect();
+    let reference = read_npy(Path::new(REF_NPY)).unwrap();
+    for (backend, floor) in [
+        (TextBackend::Candle, MIN_COSINE),
+        (TextBackend::Fast(Precision::F32), MIN_COSINE),
+        (TextBackend::Fast(Precision::Bf16), 0.9995),
+    ] {
+        enc.set_backend(backend).unwrap();
+        let emb = enc.encode(&sentences, 32).unwrap();
+        let (cos, i) = min_cosine(&emb, &reference.data, 384);
+        println!(
+            "{backend:?} (runs {:?}): min cosine {cos:.7} (sentence {i})",
+            enc.backend()
+        );
+        assert!(
+            cos >= floor,
+            "{backend:?}: sentence {i} cosine {cos} < {floor}"
+        );
+    }
 }
 
 #[test]
