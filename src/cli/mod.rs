@@ -9,6 +9,7 @@ mod eval;
 mod index;
 mod query;
 mod train;
+mod train_text;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -12,6 +12,8 @@ use twindex::train::{train_image, ImageTrainConfig, LossKind, Miner, TrainEvent}
 pub enum TrainCmd {
     /// Train an image encoder (twin CNN) on a labelled image corpus.
     Image(ImageArgs),
+    /// Fine-tune a sentence-transformers text encoder on labelled pairs.
+    Text(super::train_text::TextArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +70,7 @@ pub struct ImageArgs {
 pub fn run(cmd: TrainCmd) -> Result<()> {
     match cmd {
         TrainCmd::Image(a) => run_image(a),
+        TrainCmd::Text(a) => super::train_text::run(a),
     }
 }
 

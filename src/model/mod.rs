@@ -1,6 +1,7 @@
 //! Encoders as candle modules: image CNNs (with fast custom ops) and their on-disk form, and
 //! the sentence-transformers text encoder (BERT/MiniLM).
 
+pub mod bert;
 pub mod cnn;
 pub mod image;
 pub mod ops;
@@ -9,7 +10,7 @@ pub mod text;
 
 pub use cnn::{Arch, ImageEncoder};
 pub use image::{ImageModel, ImageModelConfig, Preprocess, TrainingRecord};
-pub use text::TextEncoder;
+pub use text::{TextEncoder, TextModelParts};
 
 impl From<candle_core::Error> for crate::error::Error {
     fn from(e: candle_core::Error) -> Self {
