@@ -132,6 +132,8 @@ pub fn run(a: TextArgs) -> Result<()> {
         Ok(eval::text::text_pair_report(&s, dev)?.average_precision)
     };
     let mut pb: Option<indicatif::ProgressBar> = None;
+    // Without a terminal the bar is hidden: a line every 25 steps instead.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut cur_epoch = 0;
     let epochs = a.epochs;
     let sw = twindex::timing::Stopwatch::start();
@@ -152,6 +154,12 @@ pub fn run(a: TextArgs) -> Result<()> {
                         s.steps as u64,
                         &format!("epoch {}/{}", s.epoch, epochs),
                     ));
+                }
+                if !tty && (s.step % 25 == 0 || s.step == s.steps) {
+                    eprintln!(
+                        "epoch {} step {}/{}: loss {:.4} lr {:.2e} {:.2} examples/s",
+                        s.epoch, s.step, s.steps, s.loss, s.lr, s.examples_per_second
+                    );
                 }
                 if let Some(p) = &pb {
                     p.set_position(s.step as u64);
