@@ -10,6 +10,7 @@ mod index;
 mod protocol;
 mod query;
 mod train;
+mod train_text;
 mod verify;
 
 use clap::{Parser, Subcommand};

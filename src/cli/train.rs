@@ -14,6 +14,8 @@ use twindex::train::{train_image, Augmentation, ImageTrainConfig, LossKind, Mine
 pub enum TrainCmd {
     /// Train an image encoder (twin CNN) on a labelled image corpus.
     Image(ImageArgs),
+    /// Fine-tune a sentence-transformers text encoder on labelled pairs.
+    Text(super::train_text::TextArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +108,7 @@ pub struct ImageArgs {
 pub fn run(cmd: TrainCmd) -> Result<()> {
     match cmd {
         TrainCmd::Image(a) => run_image(a),
+        TrainCmd::Text(a) => super::train_text::run(a),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Encoders as candle modules: image CNNs (with fast custom ops) and their on-disk form, and
 //! the sentence-transformers text encoder (BERT/MiniLM).
 
+pub mod bert;
 pub mod cnn;
 pub mod fastbert;
 pub mod image;
@@ -13,7 +14,7 @@ pub use cnn::{Arch, ImageEncoder};
 pub use fastbert::{FastBert, TextBackend};
 pub use image::{ImageModel, ImageModelConfig, Preprocess, TrainingRecord};
 pub use kernels::Precision;
-pub use text::TextEncoder;
+pub use text::{TextEncoder, TextModelParts};
 
 impl From<candle_core::Error> for crate::error::Error {
     fn from(e: candle_core::Error) -> Self {

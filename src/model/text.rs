@@ -86,22 +86,47 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-impl TextEncoder {
-    /// Load a sentence-transformers model folder on the CPU.
-    ///
-    /// Errors name the missing or corrupt file: `config.json`, `tokenizer.json`,
-    /// `model.safetensors`, `sentence_bert_config.json` or `1_Pooling/config.json`.
-    pub fn load(dir: &Path) -> Result<Self> {
-        Self::load_on(dir, &Device::Cpu)
-    }
+/// Everything in a sentence-transformers folder except the weights: BERT hyper-parameters,
+/// the tokenizer (truncating at `max_seq_length`, unpadded) and the weights file's path.
+#[derive(Clone)]
+pub struct TextModelParts {
+    pub dir: PathBuf,
+    pub config: Config,
+    /// `config.json`'s `attention_probs_dropout_prob` (candle's `Config` does not keep it).
+    pub attention_dropout: f64,
+    pub tokenizer: Tokenizer,
+    pub max_seq_length: usize,
+    pub pad_id: u32,
+    pub weights_path: PathBuf,
+}
 
-    /// Load a sentence-transformers model folder onto `device`.
-    pub fn load_on(dir: &Path, device: &Device) -> Result<Self> {
+impl std::fmt::Debug for TextModelParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextModelParts")
+            .field("dir", &self.dir)
+            .field("max_seq_length", &self.max_seq_length)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DropoutConfig {
+    #[serde(default)]
+    attention_probs_dropout_prob: Option<f64>,
+}
+
+impl TextModelParts {
+    /// Read and check `config.json`, `tokenizer.json`, `sentence_bert_config.json` and
+    /// `1_Pooling/config.json` of `dir`; `model.safetensors` must exist (it is read later).
+    pub fn read(dir: &Path) -> Result<Self> {
         let config_path = require(dir, "config.json")?;
         let tokenizer_path = require(dir, "tokenizer.json")?;
         let weights_path = require(dir, "model.safetensors")?;
 
         let config: Config = read_json(&config_path)?;
+        let attention_dropout = read_json::<DropoutConfig>(&config_path)?
+            .attention_probs_dropout_prob
+            .unwrap_or(config.hidden_dropout_prob);
 
         let st_path = dir.join("sentence_bert_config.json");
         let max_seq_length = if st_path.is_file() {
@@ -142,33 +167,98 @@ impl TextEncoder {
             .map_err(|e| Error::format(&tokenizer_path, e.to_string()))?;
         tokenizer.with_padding(None);
         let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+        Ok(TextModelParts {
+            dir: dir.to_path_buf(),
+            config,
+            attention_dropout,
+            tokenizer,
+            max_seq_length,
+            pad_id,
+            weights_path,
+        })
+    }
 
-        let bytes = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-            .map_err(|e| Error::corrupt(&weights_path, e.to_string()))?;
-        drop(bytes);
-        // Weights exported from `BertModel` have bare names; from `BertFor*` a `bert.` prefix.
+    /// The tensors of `model.safetensors` under their stored names (with or without `bert.`).
+    pub fn read_weights(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
+        let path = &self.weights_path;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        candle_core::safetensors::load_buffer(&bytes, device)
+            .map_err(|e| Error::corrupt(path, e.to_string()))
+    }
+}
+
+/// The name `BertModel` uses for a stored tensor name: weights exported from `BertModel` have
+/// bare names, from `BertFor*` a `bert.` prefix.
+pub fn model_tensor_name(stored: &str) -> &str {
+    stored.strip_prefix("bert.").unwrap_or(stored)
+}
+
+/// Mean over real tokens (`mask` `[n, len]`, 1 for a token) of `hidden` `[n, len, dim]`, then
+/// L2-normalised: `[n, dim]`, as sentence-transformers' Pooling + Normalize. Differentiable.
+pub fn mean_pool_normalize(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
+    let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // (n, dim)
+    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?; // (n, 1)
+    let mean = summed.broadcast_div(&counts)?;
+    let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    mean.broadcast_div(&norm)
+}
+
+/// Pad token rows to the longest: ids and attention mask, both `n * len`, and `len`.
+pub fn pad_rows(rows: &[&[u32]], pad_id: u32) -> (Vec<u32>, Vec<u32>, usize) {
+    let n = rows.len();
+    let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+    let mut ids = vec![pad_id; n * len];
+    let mut mask = vec![0u32; n * len];
+    for (b, row) in rows.iter().enumerate() {
+        ids[b * len..b * len + row.len()].copy_from_slice(row);
+        mask[b * len..b * len + row.len()].fill(1);
+    }
+    (ids, mask, len)
+}
+
+impl TextEncoder {
+    /// Load a sentence-transformers model folder on the CPU.
+    ///
+    /// Errors name the missing or corrupt file: `config.json`, `tokenizer.json`,
+    /// `model.safetensors`, `sentence_bert_config.json` or `1_Pooling/config.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_on(dir, &Device::Cpu)
+    }
+
+    /// Load a sentence-transformers model folder onto `device`.
+    pub fn load_on(dir: &Path, device: &Device) -> Result<Self> {
+        let parts = TextModelParts::read(dir)?;
+        let tensors = parts.read_weights(device)?;
+        Self::from_tensors(&parts, tensors, device)
+    }
+
+    /// An encoder from the folder's `parts` and weights (stored names, `bert.` prefix or not),
+    /// e.g. a snapshot of weights being fine-tuned.
+    pub fn from_tensors(
+        parts: &TextModelParts,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
         let tensors: HashMap<String, Tensor> = tensors
             .into_iter()
-            .map(|(k, v)| match k.strip_prefix("bert.") {
-                Some(rest) => (rest.to_string(), v),
-                None => (k, v),
-            })
+            .map(|(k, v)| (model_tensor_name(&k).to_string(), v))
             .collect();
         let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, device);
-        let model = BertModel::load(vb, &config)
-            .map_err(|e| Error::corrupt(&weights_path, format!("not a BERT checkpoint: {e}")))?;
+        let model = BertModel::load(vb, &parts.config).map_err(|e| {
+            Error::corrupt(&parts.weights_path, format!("not a BERT checkpoint: {e}"))
+        })?;
 
         let mut enc = TextEncoder {
             model,
-            tokenizer,
+            tokenizer: parts.tokenizer.clone(),
             device: device.clone(),
-            dim: config.hidden_size,
-            max_seq_length,
-            pad_id,
+            dim: parts.config.hidden_size,
+            max_seq_length: parts.max_seq_length,
+            pad_id: parts.pad_id,
             parallel_batches: true,
             tensors,
-            config,
+            config: parts.config.clone(),
             fast: None,
         };
         if device.is_cpu() {
@@ -177,7 +267,7 @@ impl TextEncoder {
             let asked = std::env::var(TextBackend::ENV).is_ok_and(|v| !v.trim().is_empty());
             if let Err(e) = enc.set_backend(TextBackend::from_env()?) {
                 if asked {
-                    return Err(Error::corrupt(&weights_path, e.to_string()));
+                    return Err(Error::corrupt(&parts.weights_path, e.to_string()));
                 }
             }
         }
@@ -274,23 +364,12 @@ impl TextEncoder {
     /// One padded batch through BERT, mean-pooled over real tokens and L2-normalised.
     fn encode_ids(&self, rows: &[&[u32]]) -> Result<Vec<f32>> {
         let n = rows.len();
-        let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![self.pad_id; n * len];
-        let mut mask = vec![0u32; n * len];
-        for (b, row) in rows.iter().enumerate() {
-            ids[b * len..b * len + row.len()].copy_from_slice(row);
-            mask[b * len..b * len + row.len()].fill(1);
-        }
+        let (ids, mask, len) = pad_rows(rows, self.pad_id);
         let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
         let types = ids.zeros_like()?;
         let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, dim)
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // (n, dim)
-        let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?; // (n, 1)
-        let mean = summed.broadcast_div(&counts)?;
-        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        let unit = mean.broadcast_div(&norm)?;
+        let unit = mean_pool_normalize(&hidden, &mask)?;
         Ok(unit.flatten_all()?.to_vec1::<f32>()?)
     }
 }

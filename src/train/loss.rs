@@ -87,6 +87,122 @@ pub fn triplet_mined(
     triplet(&dap, &dan, margin)
 }
 
+/// Row-wise cosine distance `1 - cos(a, b)`: `[N, D] x [N, D] -> [N]` (sentence-transformers'
+/// `SiameseDistanceMetric.COSINE_DISTANCE`; each norm floored at 1e-8 as `F.cosine_similarity`).
+pub fn cosine_distance(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    check_rows(a, b, "cosine_distance")?;
+    let dot = (a * b)?.sum(D::Minus1)?;
+    let na = a.sqr()?.sum(D::Minus1)?.sqrt()?.clamp(1e-8, f64::MAX)?;
+    let nb = b.sqr()?.sum(D::Minus1)?.sqrt()?.clamp(1e-8, f64::MAX)?;
+    (dot / (na * nb)?)?.affine(-1.0, 1.0)
+}
+
+/// Online contrastive loss (sentence-transformers' `OnlineContrastiveLoss`), a **sum** over the
+/// hard pairs of the batch: positives farther than the nearest negative, negatives nearer than
+/// the farthest positive: `sum_hard_pos d^2 + sum_hard_neg max(0, margin - d)^2`.
+/// With no positive in the batch, negatives nearer than the negatives' mean count; with no
+/// negative, positives farther than the positives' mean. `d`, `y`: `[N]`, `y` 1.0 or 0.0.
+pub fn online_contrastive(d: &Tensor, y: &Tensor, margin: f64) -> Result<Tensor> {
+    if d.rank() != 1 || d.dims() != y.dims() {
+        candle_core::bail!(
+            "online_contrastive: expected d and y of shape [N], got {:?} and {:?}",
+            d.dims(),
+            y.dims()
+        );
+    }
+    let dv = d.to_vec1::<f32>()?;
+    let yv = y.to_vec1::<f32>()?;
+    let pos: Vec<f32> = dv
+        .iter()
+        .zip(&yv)
+        .filter(|(_, &y)| y == 1.0)
+        .map(|(&d, _)| d)
+        .collect();
+    let neg: Vec<f32> = dv
+        .iter()
+        .zip(&yv)
+        .filter(|(_, &y)| y == 0.0)
+        .map(|(&d, _)| d)
+        .collect();
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
+    let neg_below = if pos.is_empty() {
+        mean(&neg)
+    } else {
+        pos.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    };
+    let pos_above = if neg.is_empty() {
+        mean(&pos)
+    } else {
+        neg.iter().copied().fold(f32::INFINITY, f32::min)
+    };
+    let (mut hard_pos, mut hard_neg) = (Vec::with_capacity(dv.len()), Vec::with_capacity(dv.len()));
+    for (&d, &y) in dv.iter().zip(&yv) {
+        hard_pos.push(if y == 1.0 && d > pos_above { 1f32 } else { 0.0 });
+        hard_neg.push(if y == 0.0 && d < neg_below { 1f32 } else { 0.0 });
+    }
+    let dev = d.device();
+    let hp = Tensor::from_vec(hard_pos, dv.len(), dev)?.to_dtype(d.dtype())?;
+    let hn = Tensor::from_vec(hard_neg, dv.len(), dev)?.to_dtype(d.dtype())?;
+    let pos_loss = (d.sqr()? * hp)?.sum_all()?;
+    let neg_loss = (d.affine(-1.0, margin)?.relu()?.sqr()? * hn)?.sum_all()?;
+    pos_loss + neg_loss
+}
+
+/// Multiple negatives ranking loss (InfoNCE with in-batch negatives; sentence-transformers'
+/// `MultipleNegativesRankingLoss` on (anchor, positive) pairs): row `i` of `anchors` `[N, D]`
+/// must be nearer to `positives[i]` than to every other positive. Cross-entropy over
+/// `scale * cos(anchor_i, positive_j)` with target `j = i`, mean over anchors.
+pub fn multiple_negatives_ranking(
+    anchors: &Tensor,
+    positives: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    check_rows(anchors, positives, "multiple_negatives_ranking")?;
+    let unit = |t: &Tensor| -> Result<Tensor> {
+        let n = t
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
+        t.broadcast_div(&n)
+    };
+    let scores = (unit(anchors)?.matmul(&unit(positives)?.t()?)? * scale)?;
+    let n = anchors.dim(0)?;
+    let target = Tensor::arange(0u32, n as u32, anchors.device())?;
+    candle_nn::loss::cross_entropy(&scores, &target)
+}
+
+/// Batch-hard triplet loss (Hermans et al.; sentence-transformers' `BatchHardTripletLoss` with
+/// Euclidean distance): per anchor of `emb` `[N, D]` its farthest same-label item and its
+/// nearest other-label item, `mean(max(0, d_ap - d_an + margin))`. Anchors without a positive
+/// or a negative in the batch are skipped (a grouped batch sampler leaves none).
+pub fn batch_hard_triplet(emb: &Tensor, labels: &[u32], margin: f64) -> Result<Tensor> {
+    let (n, dim) = emb.dims2()?;
+    if labels.len() != n {
+        candle_core::bail!(
+            "batch_hard_triplet: {n} embeddings but {} labels",
+            labels.len()
+        );
+    }
+    let ev = emb
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let dist = super::mining::distance_matrix(&ev, n, dim, false);
+    let trips = super::mining::mine_triplets(
+        &dist,
+        labels,
+        super::mining::Miner::BatchHard,
+        margin as f32,
+        0,
+    );
+    if trips.is_empty() {
+        // No anchor with both a positive and a negative: nothing to learn, zero loss.
+        return emb.sum_all()?.affine(0.0, 0.0);
+    }
+    triplet_mined(emb, &trips, margin, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,4 +8,5 @@ mod index_engine;
 mod index_graph;
 mod index_io;
 mod text;
+mod text_train;
 mod train;

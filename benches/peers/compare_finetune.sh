@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Side-by-side text fine-tuning on QQP: `twindex train text` and sentence-transformers
+# (benches/peers/st_finetune.py) with the same loss, data split and hyper-parameters, in one run
+# on the same machine; then test AP of both, and the zero-shot AP of the base model.
+# Writes benches/peers/results/compare_finetune_<stamp>_<loss>.json and prints the figures.
+#
+#   bash benches/peers/compare_finetune.sh [LOSS] [EPOCHS] [BATCH]     # default mnrl 1 32
+#
+# Env: TWINDEX (default target/release/twindex), ST_PYTHON (a Python with sentence-transformers,
+#      datasets, accelerate, scikit-learn; default /work/scratch/stvenv/bin/python, else
+#      benches/peers/.venv/bin/python), THREADS (default 1, both sides), MAX_TRAIN (default: all
+#      pairs), NICE (default "nice -n 5"), SHARED (default ../shared).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$ROOT"
+LOSS="${1:-mnrl}"; EPOCHS="${2:-1}"; BATCH="${3:-32}"
+TWINDEX="${TWINDEX:-target/release/twindex}"
+PY="${ST_PYTHON:-/work/scratch/stvenv/bin/python}"
+[ -x "$PY" ] || PY="$HERE/.venv/bin/python"
+THREADS="${THREADS:-1}"
+NICE="${NICE-nice -n 5}"
+SHARED="${SHARED:-../shared}"
+BASE="$SHARED/models/all-MiniLM-L6-v2"
+Q="$SHARED/corpora/pairs"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUTDIR="$HERE/results"; mkdir -p "$OUTDIR" runs
+MAXARG=(); [ -n "${MAX_TRAIN:-}" ] && MAXARG=(--max-train "$MAX_TRAIN")
+TAG="${STAMP}_${LOSS}_e${EPOCHS}_b${BATCH}${MAX_TRAIN:+_n$MAX_TRAIN}"
+ZS="$OUTDIR/.ft_zeroshot_$TAG.json"; TWT="$OUTDIR/.ft_twindex_train_$TAG.json"
+TWE="$OUTDIR/.ft_twindex_eval_$TAG.json"; STJ="$OUTDIR/.ft_st_$TAG.json"
+COMBINED="$OUTDIR/compare_finetune_$TAG.json"
+MODEL_OUT="runs/qqp-ft-$LOSS"
+export HF_HUB_OFFLINE=1 RAYON_NUM_THREADS="$THREADS" CANDLE_NUM_THREADS="$THREADS"
+
+[ -x "$TWINDEX" ] || { echo "compare_finetune: build $TWINDEX first (cargo build --release)" >&2; exit 2; }
+"$PY" -c "import sentence_transformers, datasets, accelerate, sklearn" 2>/dev/null \
+  || { echo "compare_finetune: $PY lacks sentence-transformers/datasets/accelerate/scikit-learn" >&2; exit 2; }
+echo "== load: $(uptime)" >&2
+echo "== zero-shot: twindex eval $BASE on test" >&2
+$NICE "$TWINDEX" --threads "$THREADS" eval --model "$BASE" --pairs "$Q/qqp-10k.test.tsv" --json > "$ZS"
+echo "== twindex: train text --loss $LOSS, $EPOCHS epoch(s), batch $BATCH" >&2
+$NICE "$TWINDEX" --threads "$THREADS" train text --pairs "$Q/qqp-10k.train.tsv" --dev "$Q/qqp-10k.dev.tsv" \
+  --base "$BASE" --loss "$LOSS" --epochs "$EPOCHS" --batch "$BATCH" --seed 42 "${MAXARG[@]}" \
+  --out "$MODEL_OUT" --json > "$TWT"
+$NICE "$TWINDEX" --threads "$THREADS" eval --model "$MODEL_OUT" --pairs "$Q/qqp-10k.test.tsv" --json > "$TWE"
+echo "== load: $(uptime)" >&2
+echo "== sentence-transformers: same loss and hyper-parameters" >&2
+$NICE "$PY" "$HERE/st_finetune.py" --base "$BASE" --train "$Q/qqp-10k.train.tsv" --dev "$Q/qqp-10k.dev.tsv" \
+  --test "$Q/qqp-10k.test.tsv" --loss "$LOSS" --epochs "$EPOCHS" --batch "$BATCH" --seed 42 \
+  --threads "$THREADS" "${MAXARG[@]}" --json-out "$STJ" > /dev/null
+echo "== load: $(uptime)" >&2
+
+"$PY" - "$ZS" "$TWT" "$TWE" "$STJ" "$COMBINED" "$THREADS" <<'PY'
+import json, sys
+zs, twt, twe, stj = (json.load(open(p)) for p in sys.argv[1:5])
+out_p, threads = sys.argv[5], int(sys.argv[6])
+tw_ap, st_ap, z = twe["average_precision"], stj["test_average_precision"], zs["average_precision"]
+res = {"benchmark": "qqp-10k fine-tuning", "loss": twt["config"]["loss"], "threads": threads,
+       "zero_shot_test_ap": z, "twindex_test_ap": tw_ap, "st_test_ap": st_ap,
+       "twindex_minus_zero_shot": tw_ap - z, "twindex_minus_st": tw_ap - st_ap,
+       "twindex_train_wall_seconds": twt["wall_seconds"], "twindex_train_cpu_seconds": twt["cpu_seconds"],
+       "twindex_pairs_per_second": twt["pairs_per_second"],
+       "st_train_wall_seconds": stj["wall_seconds"], "st_pairs_per_second": stj["pairs_per_second"],
+       "zero_shot": zs, "twindex_train": twt, "twindex_eval": twe, "sentence_transformers": stj}
+json.dump(res, open(out_p, "w"), indent=2)
+print(f"zero-shot test AP      {z:.4f}")
+print(f"twindex   test AP      {tw_ap:.4f}  ({tw_ap - z:+.4f} vs zero-shot; train {twt['wall_seconds']:.0f} s wall, "
+      f"{twt['cpu_seconds']:.0f} CPU-s, {twt['train_examples']} examples, "
+      f"{twt['examples_per_second']:.2f}/s; dev AP {twt['dev_average_precision']})")
+print(f"sent-trf  test AP      {st_ap:.4f}  (train {stj['wall_seconds']:.0f} s wall excl. dev eval, "
+      f"{stj['cpu_seconds_including_dev_eval']:.0f} CPU-s incl. dev eval, {stj['pairs_per_second']:.2f} examples/s; "
+      f"dev {[round(h['dev_ap'], 4) for h in stj['dev_history']]})")
+print(f"written {out_p}")
+PY

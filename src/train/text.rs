@@ -1,0 +1,830 @@
+//! Fine-tuning a sentence-transformers text encoder with twin losses (STYLE habit 5): the base
+//! folder's weights become candle `Var`s under their own names, the [`TrainableBert`] runs with
+//! dropout, mean pooling and L2 norm as sentence-transformers does, and AdamW follows the
+//! Hugging Face trainer's recipe (linear warm-up then linear decay, weight decay on every
+//! tensor but biases and LayerNorm weights, gradient norm clipped at 1). A caller-supplied dev
+//! score (e.g. average precision) is computed after each epoch and the best epoch is kept.
+
+use super::loss;
+use crate::corpus::pairs::TextPair;
+use crate::error::{Error, Result};
+use crate::model::bert::TrainableBert;
+use crate::model::text::{
+    mean_pool_normalize, model_tensor_name, pad_rows, TextEncoder, TextModelParts,
+};
+use crate::timing::Stopwatch;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Which loss to fine-tune with (sentence-transformers' names and definitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextLoss {
+    /// `ContrastiveLoss`: every pair, cosine distance d,
+    /// `mean 0.5 * (y d^2 + (1-y) max(0, margin - d)^2)`; margin 0.5.
+    Contrastive,
+    /// `OnlineContrastiveLoss`: the same terms summed over the batch's hard pairs only.
+    OnlineContrastive,
+    /// `MultipleNegativesRankingLoss`: duplicate pairs only, in-batch negatives, cross-entropy
+    /// over cosine similarity times `scale` (20); batches never hold a text twice.
+    Mnrl,
+    /// `BatchHardTripletLoss`: questions labelled by duplicate group (connected components of
+    /// the duplicate pairs), batches of 2 per group, Euclidean distance, margin 5.
+    BatchHard,
+}
+
+impl TextLoss {
+    /// The name used on the command line and in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TextLoss::Contrastive => "contrastive",
+            TextLoss::OnlineContrastive => "online-contrastive",
+            TextLoss::Mnrl => "mnrl",
+            TextLoss::BatchHard => "batch-hard",
+        }
+    }
+
+    /// sentence-transformers' default margin (unused by `mnrl`).
+    pub fn default_margin(self) -> f64 {
+        match self {
+            TextLoss::Contrastive | TextLoss::OnlineContrastive => 0.5,
+            TextLoss::Mnrl => 0.0,
+            TextLoss::BatchHard => 5.0,
+        }
+    }
+}
+
+/// How to fine-tune. Defaults follow sentence-transformers' `fit` recipe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TextTrainConfig {
+    /// Default `mnrl`.
+    pub loss: TextLoss,
+    /// Passes over the training data. Default 1. More: better fit, slower, risk of overfitting.
+    pub epochs: usize,
+    /// Pairs (contrastive, online-contrastive, mnrl) or texts (batch-hard) per step. Default 32.
+    /// Larger: more in-batch negatives (mnrl), fewer steps, more memory.
+    pub batch: usize,
+    /// Peak AdamW learning rate. Default 2e-5.
+    pub lr: f64,
+    /// Share of the steps spent warming the learning rate up from 0. Default 0.1.
+    pub warmup_ratio: f64,
+    /// AdamW decoupled weight decay (not on biases and LayerNorm weights). Default 0.01.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this. Default 1.0 (the Hugging Face trainer's).
+    pub max_grad_norm: f64,
+    /// Margin; `None`: the loss's default (0.5 contrastive, 5 batch-hard).
+    pub margin: Option<f64>,
+    /// MNRL similarity scale. Default 20.
+    pub scale: f64,
+    /// Seeds batch order and dropout. Default 42.
+    pub seed: u64,
+    /// Dropout while training as in `config.json` (0.1 for MiniLM). Default true.
+    pub dropout: bool,
+    /// Use only the first N training pairs (timing, tests). Default: all.
+    pub max_train: Option<usize>,
+}
+
+impl Default for TextTrainConfig {
+    fn default() -> Self {
+        TextTrainConfig {
+            loss: TextLoss::Mnrl,
+            epochs: 1,
+            batch: 32,
+            lr: 2e-5,
+            warmup_ratio: 0.1,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            margin: None,
+            scale: 20.0,
+            seed: 42,
+            dropout: true,
+            max_train: None,
+        }
+    }
+}
+
+impl TextTrainConfig {
+    /// The margin in use.
+    pub fn margin(&self) -> f64 {
+        self.margin.unwrap_or(self.loss.default_margin())
+    }
+}
+
+/// Figures of one epoch.
+#[derive(Debug, Clone, Serialize)]
+pub struct TextEpochStats {
+    pub epoch: usize,
+    /// Mean training loss over the epoch's steps.
+    pub loss: f64,
+    pub steps: usize,
+    /// Training examples seen: pairs, or texts for batch-hard.
+    pub examples: usize,
+    /// Texts through the network.
+    pub texts: usize,
+    pub wall_seconds: f64,
+    pub cpu_seconds: f64,
+    /// The dev score after this epoch (e.g. average precision), when a dev scorer was given.
+    pub dev_score: Option<f64>,
+    pub dev_seconds: f64,
+}
+
+/// A step's progress.
+#[derive(Debug, Clone, Copy)]
+#[allow(missing_docs)]
+pub struct TextStepInfo {
+    pub epoch: usize,
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f64,
+    pub lr: f64,
+    /// Examples per wall second so far in this epoch.
+    pub examples_per_second: f64,
+}
+
+/// What the loop reports as it goes.
+#[derive(Debug, Clone)]
+pub enum TextTrainEvent {
+    Step(TextStepInfo),
+    Epoch(TextEpochStats),
+}
+
+/// The result of fine-tuning: the weights of the best epoch under the base file's names.
+pub struct TextTrainOutcome {
+    /// Every tensor of the base `model.safetensors`, trained ones replaced, stored names and
+    /// dtypes.
+    pub weights: HashMap<String, Tensor>,
+    pub history: Vec<TextEpochStats>,
+    /// The epoch whose weights are kept (best dev score; the last without a dev scorer).
+    pub best_epoch: usize,
+    /// Training only (dev evaluation excluded).
+    pub wall_seconds: f64,
+    pub cpu_seconds: f64,
+    pub examples: usize,
+    pub steps: usize,
+}
+
+/// The Hugging Face linear schedule: step `s` (0-based) of `total` with `warmup` warm-up steps
+/// runs at `lr * s / warmup` during warm-up, then `lr * (total - s) / (total - warmup)`.
+pub fn linear_warmup_decay(lr: f64, s: usize, warmup: usize, total: usize) -> f64 {
+    if s < warmup {
+        lr * s as f64 / warmup.max(1) as f64
+    } else {
+        lr * ((total.saturating_sub(s)) as f64 / total.saturating_sub(warmup).max(1) as f64)
+    }
+}
+
+/// Duplicate groups: the connected components of the duplicate pairs over distinct texts.
+/// Returns the distinct texts (first-seen order) and a group label per text.
+pub fn duplicate_groups(pairs: &[TextPair]) -> (Vec<String>, Vec<u32>) {
+    let mut id: HashMap<&str, usize> = HashMap::new();
+    let mut texts: Vec<String> = Vec::new();
+    for p in pairs {
+        for t in [p.a.as_str(), p.b.as_str()] {
+            id.entry(t).or_insert_with(|| {
+                texts.push(t.to_string());
+                texts.len() - 1
+            });
+        }
+    }
+    let mut parent: Vec<usize> = (0..texts.len()).collect();
+    fn root(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    for p in pairs.iter().filter(|p| p.duplicate) {
+        let (a, b) = (
+            root(&mut parent, id[p.a.as_str()]),
+            root(&mut parent, id[p.b.as_str()]),
+        );
+        if a != b {
+            parent[a.max(b)] = a.min(b);
+        }
+    }
+    let mut label_of_root: HashMap<usize, u32> = HashMap::new();
+    let labels = (0..texts.len())
+        .map(|i| {
+            let r = root(&mut parent, i);
+            let next = label_of_root.len() as u32;
+            *label_of_root.entry(r).or_insert(next)
+        })
+        .collect();
+    (texts, labels)
+}
+
+/// Batches of pair indices in which no text occurs twice (sentence-transformers'
+/// `NoDuplicatesBatchSampler`): each batch takes, in the shuffled order, the next pairs whose
+/// texts are not in it yet; skipped pairs stay first in line for the next batch.
+pub fn no_duplicate_batches(pairs: &[TextPair], order: &[usize], batch: usize) -> Vec<Vec<usize>> {
+    let mut remaining: Vec<usize> = order.to_vec();
+    let mut out = Vec::new();
+    while !remaining.is_empty() {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let (mut cur, mut rest) = (
+            Vec::with_capacity(batch),
+            Vec::with_capacity(remaining.len()),
+        );
+        for &i in &remaining {
+            let p = &pairs[i];
+            if cur.len() < batch && !seen.contains(p.a.as_str()) && !seen.contains(p.b.as_str()) {
+                seen.insert(p.a.as_str());
+                seen.insert(p.b.as_str());
+                cur.push(i);
+            } else {
+                rest.push(i);
+            }
+        }
+        out.push(cur);
+        remaining = rest;
+    }
+    out
+}
+
+/// Batches for in-batch triplet mining (sentence-transformers' `GroupByLabelBatchSampler`):
+/// groups with at least 2 items, shuffled inside; in rounds over the groups (order reshuffled
+/// each round) every group gives 2 items until fewer than 2 groups have items left; the stream
+/// is cut into batches of `batch` (even, >= 4), a last shorter one kept when it holds >= 4.
+pub fn group_batches(labels: &[u32], batch: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
+    if batch < 4 || batch % 2 == 1 {
+        return Err(Error::InvalidArgument(format!(
+            "batch-hard needs an even batch of at least 4, got {batch}"
+        )));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut groups: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, &l) in labels.iter().enumerate() {
+        groups.entry(l).or_default().push(i);
+    }
+    let mut keys: Vec<u32> = groups
+        .iter()
+        .filter(|(_, v)| v.len() >= 2)
+        .map(|(&k, _)| k)
+        .collect();
+    keys.sort_unstable();
+    if keys.len() < 2 {
+        return Err(Error::InvalidArgument(format!(
+            "batch-hard needs at least 2 duplicate groups of 2 or more texts, found {}",
+            keys.len()
+        )));
+    }
+    let mut queues: HashMap<u32, VecDeque<usize>> = HashMap::new();
+    for &k in &keys {
+        let mut v = groups[&k].clone();
+        v.shuffle(&mut rng);
+        v.truncate(v.len() / 2 * 2);
+        queues.insert(k, v.into());
+    }
+    let (mut out, mut cur) = (Vec::new(), Vec::with_capacity(batch));
+    let mut last: Option<u32> = None;
+    let mut live = keys;
+    while live.len() >= 2 {
+        live.shuffle(&mut rng);
+        if !cur.is_empty() && Some(live[0]) == last {
+            live.swap(0, 1);
+        }
+        for &k in &live {
+            let q = queues.get_mut(&k).expect("queue");
+            cur.push(q.pop_front().expect("even queue"));
+            cur.push(q.pop_front().expect("even queue"));
+            if cur.len() >= batch {
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+        last = live.last().copied();
+        live.retain(|k| !queues[k].is_empty());
+    }
+    if cur.len() >= 4 {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// Texts through the network at once inside a step (length-sorted chunks pad less).
+const FORWARD_CHUNK: usize = 32;
+
+/// The base model as trainable variables.
+struct Trainable {
+    parts: TextModelParts,
+    bert: TrainableBert,
+    /// (stored name, model name, var)
+    vars: Vec<(String, String, Var)>,
+    /// All tensors of the base file, stored names.
+    base: HashMap<String, Tensor>,
+}
+
+impl Trainable {
+    fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let parts = TextModelParts::read(dir)?;
+        let base = parts.read_weights(device)?;
+        // The base tensors become the variables, under the model's names; the model then finds
+        // them (a shape mismatch is an error there). A name it asks for that the file lacks
+        // would be freshly initialised: that is an error too.
+        let varmap = VarMap::new();
+        let mut from_base: HashMap<String, String> = HashMap::new();
+        {
+            let mut data = varmap.data().lock().expect("varmap");
+            for (stored, t) in &base {
+                if !t.dtype().is_float() {
+                    continue;
+                }
+                let name = model_tensor_name(stored).to_string();
+                data.insert(name.clone(), Var::from_tensor(&t.to_dtype(DType::F32)?)?);
+                from_base.insert(name, stored.clone());
+            }
+        }
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let bert = TrainableBert::new(vb, &parts.config, parts.attention_dropout)
+            .map_err(|e| Error::corrupt(&parts.weights_path, format!("not a BERT model: {e}")))?;
+        let mut vars = Vec::new();
+        let data = varmap.data().lock().expect("varmap");
+        for (name, var) in data.iter() {
+            let stored = from_base.get(name).ok_or_else(|| {
+                Error::corrupt(
+                    &parts.weights_path,
+                    format!("no tensor {name:?} (nor bert.{name}) in the base weights"),
+                )
+            })?;
+            vars.push((stored.clone(), name.clone(), var.clone()));
+        }
+        drop(data);
+        vars.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(Trainable {
+            parts,
+            bert,
+            vars,
+            base,
+        })
+    }
+
+    /// Copies of the current weights under model names.
+    fn snapshot(&self) -> Result<HashMap<String, Tensor>> {
+        self.vars
+            .iter()
+            .map(|(_, m, v)| Ok((m.clone(), v.as_tensor().copy()?)))
+            .collect()
+    }
+
+    /// An inference encoder on a copy of the current weights.
+    fn encoder(&self) -> Result<TextEncoder> {
+        let dev = self.base.values().next().map(|t| t.device().clone());
+        TextEncoder::from_tensors(&self.parts, self.snapshot()?, &dev.unwrap_or(Device::Cpu))
+    }
+
+    /// Unit embeddings `[n, dim]` of token rows, differentiable; dropout when `seed` is given.
+    fn embed(&self, rows: &[&[u32]], seed: Option<u64>) -> Result<Tensor> {
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| rows[i].len());
+        let dev = self
+            .base
+            .values()
+            .next()
+            .map(|t| t.device().clone())
+            .unwrap_or(Device::Cpu);
+        let mut parts = Vec::new();
+        for (c, chunk) in order.chunks(FORWARD_CHUNK).enumerate() {
+            let r: Vec<&[u32]> = chunk.iter().map(|&i| rows[i]).collect();
+            let (ids, mask, len) = pad_rows(&r, self.parts.pad_id);
+            let ids = Tensor::from_vec(ids, (r.len(), len), &dev)?;
+            let mask = Tensor::from_vec(mask, (r.len(), len), &dev)?;
+            let rng = seed.map(|s| Mutex::new(ChaCha8Rng::seed_from_u64(s ^ (c as u64) << 48)));
+            let hidden = self.bert.forward(&ids, &mask, rng.as_ref())?;
+            parts.push(mean_pool_normalize(&hidden, &mask)?);
+        }
+        let sorted = Tensor::cat(&parts, 0)?;
+        // Row order[k] of the input sits at row k: invert to put rows back.
+        let mut inv = vec![0u32; rows.len()];
+        for (k, &i) in order.iter().enumerate() {
+            inv[i] = k as u32;
+        }
+        Ok(sorted.index_select(&Tensor::from_vec(inv, rows.len(), &dev)?, 0)?)
+    }
+
+    /// The base file's tensors with the trained ones (from `snap`, model names) put in.
+    fn weights(&self, snap: &HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+        let mut out = self.base.clone();
+        for (stored, model, _) in &self.vars {
+            let dtype = self.base[stored].dtype();
+            out.insert(stored.clone(), snap[model].to_dtype(dtype)?);
+        }
+        Ok(out)
+    }
+}
+
+/// What one step trains on.
+enum Batch {
+    /// Pair indices.
+    Pairs(Vec<usize>),
+    /// Indices into the grouped texts.
+    Items(Vec<usize>),
+}
+
+/// Scores an encoder on held-out data after each epoch; higher is better.
+pub type DevScore<'a> = &'a mut dyn FnMut(&TextEncoder) -> Result<f64>;
+
+/// Fine-tune the sentence-transformers model in `base` on `train` pairs.
+///
+/// `dev_score`, when given, scores an encoder after each epoch (higher is better, e.g. average
+/// precision on dev pairs); the best epoch's weights are returned. Without it, the last epoch's.
+pub fn train_text(
+    base: &Path,
+    train: &[TextPair],
+    cfg: &TextTrainConfig,
+    mut dev_score: Option<DevScore>,
+    on_event: &mut dyn FnMut(TextTrainEvent),
+) -> Result<TextTrainOutcome> {
+    if cfg.epochs == 0 || cfg.batch < 2 {
+        return Err(Error::InvalidArgument(format!(
+            "epochs must be >= 1 and batch >= 2 (got epochs={}, batch={})",
+            cfg.epochs, cfg.batch
+        )));
+    }
+    let bad = |x: f64| !x.is_finite() || x < 0.0;
+    if bad(cfg.lr) || cfg.lr == 0.0 || bad(cfg.weight_decay) || bad(cfg.max_grad_norm) {
+        return Err(Error::InvalidArgument(format!(
+            "lr must be > 0, weight decay and max grad norm >= 0 (got {}, {}, {})",
+            cfg.lr, cfg.weight_decay, cfg.max_grad_norm
+        )));
+    }
+    if !(0.0..1.0).contains(&cfg.warmup_ratio) {
+        return Err(Error::InvalidArgument(format!(
+            "warmup ratio must be in [0, 1), got {}",
+            cfg.warmup_ratio
+        )));
+    }
+    if bad(cfg.margin()) || bad(cfg.scale) || cfg.scale == 0.0 {
+        return Err(Error::InvalidArgument(format!(
+            "margin must be >= 0 and scale > 0 (got {}, {})",
+            cfg.margin(),
+            cfg.scale
+        )));
+    }
+    let train = &train[..cfg.max_train.unwrap_or(train.len()).min(train.len())];
+    let model = Trainable::load(base, &Device::Cpu)?;
+
+    // Examples of this loss.
+    let pair_pool: Vec<usize> = match cfg.loss {
+        TextLoss::Mnrl => (0..train.len()).filter(|&i| train[i].duplicate).collect(),
+        _ => (0..train.len()).collect(),
+    };
+    let (group_texts, group_labels) = if cfg.loss == TextLoss::BatchHard {
+        duplicate_groups(train)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let make_batches = |epoch: usize| -> Result<Vec<Batch>> {
+        let seed = cfg.seed.wrapping_add(epoch as u64);
+        Ok(match cfg.loss {
+            TextLoss::Contrastive | TextLoss::OnlineContrastive => {
+                let mut o = pair_pool.clone();
+                crate::corpus::sampler::shuffle(&mut o, seed);
+                o.chunks(cfg.batch)
+                    .map(|c| Batch::Pairs(c.to_vec()))
+                    .collect()
+            }
+            TextLoss::Mnrl => {
+                let mut o = pair_pool.clone();
+                crate::corpus::sampler::shuffle(&mut o, seed);
+                no_duplicate_batches(train, &o, cfg.batch)
+                    .into_iter()
+                    .map(Batch::Pairs)
+                    .collect()
+            }
+            TextLoss::BatchHard => group_batches(&group_labels, cfg.batch, seed)?
+                .into_iter()
+                .map(Batch::Items)
+                .collect(),
+        })
+    };
+    let epoch_batches: Vec<Vec<Batch>> =
+        (1..=cfg.epochs).map(make_batches).collect::<Result<_>>()?;
+    let total: usize = epoch_batches.iter().map(Vec::len).sum();
+    if total == 0 {
+        return Err(Error::Empty(format!(
+            "no training batches for the {} loss ({} pairs, {} duplicates)",
+            cfg.loss.name(),
+            train.len(),
+            train.iter().filter(|p| p.duplicate).count()
+        )));
+    }
+    let warmup = (cfg.warmup_ratio * total as f64).ceil() as usize;
+
+    // Token ids of every text once.
+    let mut tok: HashMap<&str, Vec<u32>> = HashMap::new();
+    {
+        let mut texts: Vec<&str> = if cfg.loss == TextLoss::BatchHard {
+            group_texts.iter().map(String::as_str).collect()
+        } else {
+            train
+                .iter()
+                .flat_map(|p| [p.a.as_str(), p.b.as_str()])
+                .collect()
+        };
+        texts.sort_unstable();
+        texts.dedup();
+        let enc = model
+            .parts
+            .tokenizer
+            .encode_batch(texts.clone(), true)
+            .map_err(|e| Error::Msg(format!("tokenizer: {e}")))?;
+        for (t, e) in texts.into_iter().zip(enc) {
+            tok.insert(t, e.get_ids().to_vec());
+        }
+    }
+
+    // AdamW as the Hugging Face trainer: no weight decay on biases and LayerNorm weights.
+    let no_decay = |name: &str| name.ends_with("bias") || name.contains("LayerNorm");
+    let params = |wd: f64| ParamsAdamW {
+        lr: cfg.lr,
+        weight_decay: wd,
+        ..Default::default()
+    };
+    let split = |decay: bool| -> Vec<Var> {
+        model
+            .vars
+            .iter()
+            .filter(|(_, m, _)| no_decay(m) != decay)
+            .map(|(_, _, v)| v.clone())
+            .collect()
+    };
+    let mut opt_decay = AdamW::new(split(true), params(cfg.weight_decay))?;
+    let mut opt_plain = AdamW::new(split(false), params(0.0))?;
+
+    let margin = cfg.margin();
+    let mut history = Vec::new();
+    let (mut wall, mut cpu, mut examples, mut global) = (0.0, 0.0, 0usize, 0usize);
+    let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
+    for (e, batches) in epoch_batches.iter().enumerate() {
+        let epoch = e + 1;
+        let sw = Stopwatch::start();
+        let (mut loss_sum, mut n_ex, mut n_texts) = (0.0f64, 0usize, 0usize);
+        for (s, b) in batches.iter().enumerate() {
+            let dropout_seed = cfg
+                .dropout
+                .then(|| cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ global as u64);
+            let l = match b {
+                Batch::Pairs(idx) => {
+                    let rows: Vec<&[u32]> = idx
+                        .iter()
+                        .map(|&i| tok[train[i].a.as_str()].as_slice())
+                        .chain(idx.iter().map(|&i| tok[train[i].b.as_str()].as_slice()))
+                        .collect();
+                    let emb = model.embed(&rows, dropout_seed)?;
+                    let n = idx.len();
+                    let (a, p) = (emb.narrow(0, 0, n)?, emb.narrow(0, n, n)?);
+                    n_ex += n;
+                    n_texts += 2 * n;
+                    let y = || -> Result<Tensor> {
+                        let v: Vec<f32> = idx
+                            .iter()
+                            .map(|&i| train[i].duplicate as u8 as f32)
+                            .collect();
+                        Ok(Tensor::from_vec(v, n, a.device())?)
+                    };
+                    match cfg.loss {
+                        TextLoss::Contrastive => {
+                            let d = loss::cosine_distance(&a, &p)?;
+                            (loss::contrastive(&d, &y()?, margin)? * 0.5)?
+                        }
+                        TextLoss::OnlineContrastive => {
+                            let d = loss::cosine_distance(&a, &p)?;
+                            loss::online_contrastive(&d, &y()?, margin)?
+                        }
+                        _ => loss::multiple_negatives_ranking(&a, &p, cfg.scale)?,
+                    }
+                }
+                Batch::Items(idx) => {
+                    let rows: Vec<&[u32]> = idx
+                        .iter()
+                        .map(|&i| tok[group_texts[i].as_str()].as_slice())
+                        .collect();
+                    let emb = model.embed(&rows, dropout_seed)?;
+                    let labels: Vec<u32> = idx.iter().map(|&i| group_labels[i]).collect();
+                    n_ex += idx.len();
+                    n_texts += idx.len();
+                    loss::batch_hard_triplet(&emb, &labels, margin)?
+                }
+            };
+            let mut grads = l.backward()?;
+            if cfg.max_grad_norm > 0.0 {
+                // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when below 1.
+                let mut sq = 0f64;
+                for (_, _, v) in &model.vars {
+                    if let Some(g) = grads.get(v) {
+                        sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                    }
+                }
+                let coef = cfg.max_grad_norm / (sq.sqrt() + 1e-6);
+                if coef < 1.0 {
+                    for (_, _, v) in &model.vars {
+                        if let Some(g) = grads.remove(v) {
+                            grads.insert(v, (g * coef)?);
+                        }
+                    }
+                }
+            }
+            let lr = linear_warmup_decay(cfg.lr, global, warmup, total);
+            opt_decay.set_learning_rate(lr);
+            opt_plain.set_learning_rate(lr);
+            opt_decay.step(&grads)?;
+            opt_plain.step(&grads)?;
+            let lv = l.to_scalar::<f32>()? as f64;
+            loss_sum += lv;
+            global += 1;
+            on_event(TextTrainEvent::Step(TextStepInfo {
+                epoch,
+                step: s + 1,
+                steps: batches.len(),
+                loss: lv,
+                lr,
+                examples_per_second: n_ex as f64 / sw.wall().max(1e-9),
+            }));
+        }
+        let (ew, ec) = (sw.wall(), sw.cpu());
+        wall += ew;
+        cpu += ec;
+        examples += n_ex;
+        let dsw = Stopwatch::start();
+        let dev = match dev_score.as_mut() {
+            Some(f) => Some(f(&model.encoder()?)?),
+            None => None,
+        };
+        let stats = TextEpochStats {
+            epoch,
+            loss: loss_sum / batches.len().max(1) as f64,
+            steps: batches.len(),
+            examples: n_ex,
+            texts: n_texts,
+            wall_seconds: ew,
+            cpu_seconds: ec,
+            dev_score: dev,
+            dev_seconds: dsw.wall(),
+        };
+        let better = match (&best, dev) {
+            (None, _) => true,
+            (Some((b, _, _)), Some(d)) => d > *b,
+            (Some(_), None) => true,
+        };
+        if better {
+            best = Some((dev.unwrap_or(f64::NEG_INFINITY), epoch, model.snapshot()?));
+        }
+        on_event(TextTrainEvent::Epoch(stats.clone()));
+        history.push(stats);
+    }
+    let (_, best_epoch, snap) = best.expect("at least one epoch");
+    Ok(TextTrainOutcome {
+        weights: model.weights(&snap)?,
+        history,
+        best_epoch,
+        wall_seconds: wall,
+        cpu_seconds: cpu,
+        examples,
+        steps: global,
+    })
+}
+
+/// Files of a sentence-transformers folder copied from the base into a fine-tuned model.
+const COPIED: [&str; 10] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+    "2_Normalize/config.json",
+];
+
+/// The training record written beside the weights.
+pub const TRAINING_FILE: &str = "twindex_training.json";
+
+/// Write a fine-tuned model to `out` in the sentence-transformers layout: `weights` as
+/// `model.safetensors`, the base folder's config, tokenizer and module files, and `record` as
+/// [`TRAINING_FILE`]. Atomic: everything is written and fsynced in a sibling temporary folder
+/// that is then renamed to `out` (an existing `out` is moved aside first and removed after).
+pub fn save_text_model(
+    base: &Path,
+    weights: &HashMap<String, Tensor>,
+    record: &serde_json::Value,
+    out: &Path,
+) -> Result<()> {
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::InvalidArgument(format!("bad output folder {}", out.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    let res = (|| -> Result<()> {
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        for f in COPIED {
+            let src = base.join(f);
+            if !src.is_file() {
+                continue;
+            }
+            let dst = tmp.join(f);
+            if let Some(d) = dst.parent() {
+                std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+            }
+            let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+            crate::fsutil::atomic_write(&dst, &bytes)?;
+        }
+        let w = tmp.join("model.safetensors");
+        candle_core::safetensors::save(weights, &w)
+            .map_err(|e| Error::corrupt(&w, format!("cannot write weights: {e}")))?;
+        std::fs::File::open(&w)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&w, e))?;
+        crate::fsutil::atomic_write_json(&tmp.join(TRAINING_FILE), record)?;
+        crate::fsutil::sync_dir(&tmp)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let old = parent.join(format!(".{name}.{}.old", std::process::id()));
+    let had_old = out.exists();
+    if had_old {
+        std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
+    }
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        if had_old {
+            let _ = std::fs::rename(&old, out);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(Error::io(out, e));
+    }
+    crate::fsutil::sync_dir(&parent)?;
+    if had_old {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(a: &str, b: &str, d: bool) -> TextPair {
+        TextPair {
+            a: a.into(),
+            b: b.into(),
+            duplicate: d,
+        }
+    }
+
+    #[test]
+    fn schedule_matches_hugging_face_linear() {
+        // total 10, warmup 2: lambdas 0, .5, then (10-s)/8.
+        let got: Vec<f64> = (0..10)
+            .map(|s| linear_warmup_decay(1.0, s, 2, 10))
+            .collect();
+        let want = [0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn groups_and_samplers() {
+        let pairs = [
+            tp("a", "b", true),
+            tp("b", "c", true),
+            tp("d", "e", true),
+            tp("a", "d", false),
+            tp("f", "g", false),
+        ];
+        let (texts, labels) = duplicate_groups(&pairs);
+        assert_eq!(texts, ["a", "b", "c", "d", "e", "f", "g"]);
+        // {a,b,c} {d,e} {f} {g}
+        assert_eq!(labels, [0, 0, 0, 1, 1, 2, 3]);
+        // batch 4: a-b-c trimmed to 2, d-e: one batch of 4 holding 2 of each group.
+        let b = group_batches(&labels, 4, 1).unwrap();
+        assert_eq!(b.len(), 1);
+        let mut l: Vec<u32> = b[0].iter().map(|&i| labels[i]).collect();
+        l.sort_unstable();
+        assert_eq!(l, [0, 0, 1, 1]);
+        assert!(group_batches(&labels, 5, 1).is_err());
+
+        // No text twice in a batch: "a" in pairs 0 and 3, "b" in 0 and 1, "d" in 2 and 3.
+        let nd = no_duplicate_batches(&pairs, &[0, 1, 2, 3, 4], 3);
+        assert_eq!(nd, vec![vec![0, 2, 4], vec![1, 3]]);
+    }
+}
