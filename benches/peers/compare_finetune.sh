@@ -9,7 +9,7 @@
 # Env: TWINDEX (default target/release/twindex), ST_PYTHON (a Python with sentence-transformers,
 #      datasets, accelerate, scikit-learn; default /work/scratch/stvenv/bin/python, else
 #      benches/peers/.venv/bin/python), THREADS (default 1, both sides), MAX_TRAIN (default: all
-#      pairs), NICE (default "nice -n 5"), SHARED (default ../shared).
+#      pairs), NICE (default "nice -n 5"), SHARED (default ../shared), LR (default 2e-5, both).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -19,6 +19,7 @@ TWINDEX="${TWINDEX:-target/release/twindex}"
 PY="${ST_PYTHON:-/work/scratch/stvenv/bin/python}"
 [ -x "$PY" ] || PY="$HERE/.venv/bin/python"
 THREADS="${THREADS:-1}"
+LR="${LR:-2e-5}"
 NICE="${NICE-nice -n 5}"
 SHARED="${SHARED:-../shared}"
 BASE="$SHARED/models/all-MiniLM-L6-v2"
@@ -26,7 +27,7 @@ Q="$SHARED/corpora/pairs"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUTDIR="$HERE/results"; mkdir -p "$OUTDIR" runs
 MAXARG=(); [ -n "${MAX_TRAIN:-}" ] && MAXARG=(--max-train "$MAX_TRAIN")
-TAG="${STAMP}_${LOSS}_e${EPOCHS}_b${BATCH}${MAX_TRAIN:+_n$MAX_TRAIN}"
+TAG="${STAMP}_${LOSS}_e${EPOCHS}_b${BATCH}_lr${LR}${MAX_TRAIN:+_n$MAX_TRAIN}"
 ZS="$OUTDIR/.ft_zeroshot_$TAG.json"; TWT="$OUTDIR/.ft_twindex_train_$TAG.json"
 TWE="$OUTDIR/.ft_twindex_eval_$TAG.json"; STJ="$OUTDIR/.ft_st_$TAG.json"
 COMBINED="$OUTDIR/compare_finetune_$TAG.json"
@@ -41,13 +42,13 @@ echo "== zero-shot: twindex eval $BASE on test" >&2
 $NICE "$TWINDEX" --threads "$THREADS" eval --model "$BASE" --pairs "$Q/qqp-10k.test.tsv" --json > "$ZS"
 echo "== twindex: train text --loss $LOSS, $EPOCHS epoch(s), batch $BATCH" >&2
 $NICE "$TWINDEX" --threads "$THREADS" train text --pairs "$Q/qqp-10k.train.tsv" --dev "$Q/qqp-10k.dev.tsv" \
-  --base "$BASE" --loss "$LOSS" --epochs "$EPOCHS" --batch "$BATCH" --seed 42 "${MAXARG[@]}" \
+  --base "$BASE" --loss "$LOSS" --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed 42 "${MAXARG[@]}" \
   --out "$MODEL_OUT" --json > "$TWT"
 $NICE "$TWINDEX" --threads "$THREADS" eval --model "$MODEL_OUT" --pairs "$Q/qqp-10k.test.tsv" --json > "$TWE"
 echo "== load: $(uptime)" >&2
 echo "== sentence-transformers: same loss and hyper-parameters" >&2
 $NICE "$PY" "$HERE/st_finetune.py" --base "$BASE" --train "$Q/qqp-10k.train.tsv" --dev "$Q/qqp-10k.dev.tsv" \
-  --test "$Q/qqp-10k.test.tsv" --loss "$LOSS" --epochs "$EPOCHS" --batch "$BATCH" --seed 42 \
+  --test "$Q/qqp-10k.test.tsv" --loss "$LOSS" --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed 42 \
   --threads "$THREADS" "${MAXARG[@]}" --json-out "$STJ" > /dev/null
 echo "== load: $(uptime)" >&2
 
