@@ -267,7 +267,7 @@ fn build(a: BuildArgs) -> Result<()> {
             backend,
             hnsw,
         };
-        if super::protocol::is_image_folder(corpus) {
+        let (vectors, items): (Vec<f32>, Vec<Item>) = if super::protocol::is_image_folder(corpus) {
             let f = twindex::corpus::folder::ImageFolder::scan(Path::new(corpus), &a.label_column)?;
             let set =
                 twindex::corpus::folder::load_set(&f.items, &f.classes, &model.config.preprocess)?;
@@ -288,12 +288,7 @@ fn build(a: BuildArgs) -> Result<()> {
                 corpus,
                 model_dir.display()
             );
-            let (mut idx, w, c) =
-                create_index(&a.out, cfg, model.config.dim, &vectors, items, |out| {
-                    encoder::embed_image_encoder(&model, &model_dir, out)
-                })?;
-            idx.set_calibration(Some(common::model_calibration(&model)))?;
-            (idx, w, c)
+            (vectors, items)
         } else {
             let (dir, data) = common::load_corpus(corpus)?;
             let set = &data.train;
@@ -314,13 +309,14 @@ fn build(a: BuildArgs) -> Result<()> {
                     payload: None,
                 })
                 .collect();
-            let (mut idx, w, c) =
-                create_index(&a.out, cfg, model.config.dim, &vectors, items, |out| {
-                    encoder::embed_image_encoder(&model, &model_dir, out)
-                })?;
-            idx.set_calibration(Some(common::model_calibration(&model)))?;
-            (idx, w, c)
-        }
+            (vectors, items)
+        };
+        let (mut idx, w, c) =
+            create_index(&a.out, cfg, model.config.dim, &vectors, items, |out| {
+                encoder::embed_image_encoder(&model, &model_dir, out)
+            })?;
+        idx.set_calibration(Some(common::model_calibration(&model)))?;
+        (idx, w, c)
     };
     twindex::fsutil::atomic_write_json(
         &a.out.join("build.json"),

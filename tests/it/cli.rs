@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use twindex::index::vecio::{write_npy, Matrix};
 
-fn twindex(args: &[&str]) -> Output {
+pub fn twindex(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_twindex"))
         .args(args)
         .env("CI", "1")
@@ -14,7 +14,7 @@ fn twindex(args: &[&str]) -> Output {
         .expect("run twindex")
 }
 
-fn ok_json(args: &[&str]) -> Value {
+pub fn ok_json(args: &[&str]) -> Value {
     let o = twindex(args);
     assert!(
         o.status.success(),
@@ -29,7 +29,7 @@ fn ok_json(args: &[&str]) -> Value {
     })
 }
 
-fn fails_with(args: &[&str], needle: &str) {
+pub fn fails_with(args: &[&str], needle: &str) {
     let o = twindex(args);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{args:?} should fail");

@@ -1,47 +1,12 @@
 //! Faces and signatures: image-file readers on malformed files, the ORL protocol against its
 //! known raw-pixel figures, enrolment without retraining, and verify decisions at the threshold.
 
-use serde_json::Value;
+use super::cli::{fails_with, ok_json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use twindex::model::{Arch, ImageModelConfig};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn twindex(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_twindex"))
-        .args(args)
-        .env("CI", "1")
-        .output()
-        .expect("run twindex")
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let o = twindex(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?}: stdout is not one JSON object ({e}): {}",
-            String::from_utf8_lossy(&o.stdout)
-        )
-    })
-}
-
-fn fails_with(args: &[&str], needle: &str) {
-    let o = twindex(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{args:?} should fail");
-    assert!(
-        err.contains(needle),
-        "{args:?}: stderr {err:?} should name {needle:?}"
-    );
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
 }
 
 fn orl() -> PathBuf {
