@@ -97,10 +97,6 @@ pub fn is_image_folder(corpus: &str) -> bool {
     !idx
 }
 
-fn load_items(items: &[FolderItem], classes: &[String], pre: &Preprocess) -> Result<ImageSet> {
-    Ok(folder::load_set(items, classes, pre)?)
-}
-
 /// Hold `n_dev` classes of `classes` out (chosen by `seed`): (train classes, dev classes).
 fn split_classes(
     classes: &[String],
@@ -142,8 +138,8 @@ pub fn train_split(
     let train_classes = folder::classes_of(train_items);
     let dev_classes = folder::classes_of(dev_items);
     let data = TrainTest {
-        train: load_items(train_items, &train_classes, pre)?,
-        test: load_items(dev_items, &dev_classes, pre)?,
+        train: folder::load_set(train_items, &train_classes, pre)?,
+        test: folder::load_set(dev_items, &dev_classes, pre)?,
     };
     let mut mcfg = ImageModelConfig::new(cfg.arch, pre.height, pre.width, 1);
     mcfg.preprocess = pre.clone();
@@ -305,7 +301,7 @@ pub fn orl_fold_with_model(
     model: &ImageModel,
 ) -> Result<OrlFoldReport> {
     let items = f.with_labels(&fold.unseen_subjects);
-    let set = load_items(&items, &fold.unseen_subjects, &model.config.preprocess)?;
+    let set = folder::load_set(&items, &fold.unseen_subjects, &model.config.preprocess)?;
     let emb = model.embed_pixels(&set.pixels, set.n, 256)?;
     Ok(protocol::orl_fold_report(
         fold.fold,
@@ -384,16 +380,21 @@ pub fn signatures_with_model(
     threshold: Option<f32>,
     target_far: Option<f64>,
 ) -> Result<(protocol::SignatureReport, serde_json::Value)> {
+    let (test, set) = signature_test_set(sigs, &model.config.preprocess)?;
+    let emb = model.embed_pixels(&set.pixels, set.n, 128)?;
+    signatures_from_embeddings(&test, &emb, model.config.dim, agg, threshold, target_far)
+}
+
+/// The signatures of the test writers (21-30) and their images read with `pre`.
+fn signature_test_set(sigs: &[Signature], pre: &Preprocess) -> Result<(Vec<Signature>, ImageSet)> {
     let test: Vec<Signature> = sigs
         .iter()
         .filter(|s| SIGNATURE_TEST_WRITERS.contains(&s.writer))
         .cloned()
         .collect();
     let items: Vec<FolderItem> = test.iter().map(|s| s.item.clone()).collect();
-    let classes = folder::classes_of(&items);
-    let set = load_items(&items, &classes, &model.config.preprocess)?;
-    let emb = model.embed_pixels(&set.pixels, set.n, 128)?;
-    signatures_from_embeddings(&test, &emb, model.config.dim, agg, threshold, target_far)
+    let set = folder::load_set(&items, &folder::classes_of(&items), pre)?;
+    Ok((test, set))
 }
 
 fn signatures_from_embeddings(
@@ -462,12 +463,12 @@ pub fn eval_protocol(
                 let r = if raw {
                     let pre = folder_preprocess(fa, Some(p))?;
                     let items = f.with_labels(&fold.unseen_subjects);
-                    let set = load_items(&items, &fold.unseen_subjects, &pre)?;
+                    let set = folder::load_set(&items, &fold.unseen_subjects, &pre)?;
                     let emb = raw_embeddings(&set, &pre);
                     // Raw pixels have no calibrated threshold: use the fold's training
                     // subjects' pairs (best F1), as an encoder's would be.
                     let tr = f.with_labels(&fold.train_subjects);
-                    let tset = load_items(&tr, &fold.train_subjects, &pre)?;
+                    let tset = folder::load_set(&tr, &fold.train_subjects, &pre)?;
                     let temb = raw_embeddings(&tset, &pre);
                     let (thr, _) =
                         protocol::calibrate_pairs(&temb, set.rows * set.cols, &tset.labels, None)?;
@@ -505,14 +506,7 @@ pub fn eval_protocol(
             let sigs = protocol::read_signatures(Path::new(corpus))?;
             let (report, _) = if raw {
                 let pre = folder_preprocess(fa, Some(p))?;
-                let test: Vec<Signature> = sigs
-                    .iter()
-                    .filter(|s| SIGNATURE_TEST_WRITERS.contains(&s.writer))
-                    .cloned()
-                    .collect();
-                let items: Vec<FolderItem> = test.iter().map(|s| s.item.clone()).collect();
-                let classes = folder::classes_of(&items);
-                let set = load_items(&items, &classes, &pre)?;
+                let (test, set) = signature_test_set(&sigs, &pre)?;
                 let emb = raw_embeddings(&set, &pre);
                 signatures_from_embeddings(&test, &emb, set.rows * set.cols, agg, None, None)?
             } else {

@@ -9,7 +9,6 @@ use super::idx::ImageSet;
 use crate::error::{Error, Result};
 use crate::model::Preprocess;
 use rayon::prelude::*;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// File extensions read as images.
@@ -227,14 +226,13 @@ pub fn load_set(items: &[FolderItem], classes: &[String], pre: &Preprocess) -> R
 
 /// Class names in first-seen order of `items`, as [`load_set`] wants them.
 pub fn classes_of(items: &[FolderItem]) -> Vec<String> {
-    let mut seen = BTreeMap::new();
+    let mut classes: Vec<String> = Vec::new();
     for it in items {
-        let n = seen.len();
-        seen.entry(it.label.clone()).or_insert(n);
+        if !classes.contains(&it.label) {
+            classes.push(it.label.clone());
+        }
     }
-    let mut v: Vec<(String, usize)> = seen.into_iter().collect();
-    v.sort_by_key(|x| x.1);
-    v.into_iter().map(|x| x.0).collect()
+    classes
 }
 
 #[cfg(test)]

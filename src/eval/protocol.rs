@@ -227,6 +227,22 @@ pub fn orl_report(folds: Vec<OrlFoldReport>) -> OrlReport {
     }
 }
 
+/// Similarity (1 - L2 distance) and "same label" of every pair `i < j` of `emb` rows.
+pub fn all_pair_scores(emb: &[f32], dim: usize, labels: &[u32]) -> (Vec<f32>, Vec<bool>) {
+    let n = labels.len();
+    let (mut scores, mut same) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for j in i + 1..n {
+            scores.push(sim(l2(
+                &emb[i * dim..(i + 1) * dim],
+                &emb[j * dim..(j + 1) * dim],
+            )));
+            same.push(labels[i] == labels[j]);
+        }
+    }
+    (scores, same)
+}
+
 /// Calibrate a distance threshold on all pairs of `emb` (`labels` per row): best F1, or the
 /// lowest FAR-bounded threshold when `target_far` is given. Returns the distance threshold and
 /// the calibration (scores as similarities).
@@ -236,17 +252,7 @@ pub fn calibrate_pairs(
     labels: &[u32],
     target_far: Option<f64>,
 ) -> Result<(f32, Calibration)> {
-    let n = labels.len();
-    let (mut scores, mut y) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        for j in i + 1..n {
-            scores.push(sim(l2(
-                &emb[i * dim..(i + 1) * dim],
-                &emb[j * dim..(j + 1) * dim],
-            )));
-            y.push(labels[i] == labels[j]);
-        }
-    }
+    let (scores, y) = all_pair_scores(emb, dim, labels);
     let cal = match target_far {
         Some(t) => calibrate_target_far(&scores, &y, t)?,
         None => calibrate_best_f1(&scores, &y)?,

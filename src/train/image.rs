@@ -306,21 +306,6 @@ pub fn best_threshold_accuracy(dist: &[f32], pairs: &[Pair]) -> (f64, f32) {
     (best as f64 / v.len().max(1) as f64, best_t)
 }
 
-/// ROC-AUC of "same class" over every pair of `emb` rows (similarity = 1 - L2 distance).
-fn all_pairs_auc(emb: &[f32], dim: usize, labels: &[u32]) -> Result<f64> {
-    let n = labels.len();
-    let (mut s, mut y) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        for j in i + 1..n {
-            let d = crate::index::Metric::L2
-                .distance(&emb[i * dim..(i + 1) * dim], &emb[j * dim..(j + 1) * dim]);
-            s.push(crate::index::Metric::L2.similarity(d));
-            y.push(labels[i] == labels[j]);
-        }
-    }
-    crate::eval::roc_auc(&s, &y)
-}
-
 /// Share of pairs classified right with "similar iff distance < threshold".
 pub fn pair_accuracy(dist: &[f32], pairs: &[Pair], threshold: f32) -> f64 {
     let ok = dist
@@ -532,7 +517,10 @@ pub fn train_image_with(
         let acc = pair_accuracy(&dist, &test_pairs, model.config.threshold);
         let (best_acc, _) = best_threshold_accuracy(&dist, &test_pairs);
         let auc = if test.n <= 2000 {
-            Some(all_pairs_auc(&emb, dim, &test.labels)?)
+            {
+                let (s, y) = crate::eval::protocol::all_pair_scores(&emb, dim, &test.labels);
+                Some(crate::eval::roc_auc(&s, &y)?)
+            }
         } else {
             None
         };
