@@ -63,6 +63,14 @@ pub fn main() -> ExitCode {
             .num_threads(t)
             .build_global();
     }
+    // candle's element-wise thread pool reads CANDLE_NUM_THREADS when first used; make it the
+    // same size as the rayon pool (its waiting threads spin, which costs CPU on a busy machine).
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var(
+            "CANDLE_NUM_THREADS",
+            rayon::current_num_threads().to_string(),
+        );
+    }
     let res = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Train(c) => train::run(c),

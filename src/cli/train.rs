@@ -106,6 +106,7 @@ pub struct ImageArgs {
 }
 
 pub fn run(cmd: TrainCmd) -> Result<()> {
+    twindex::train::keep_freed_memory();
     match cmd {
         TrainCmd::Image(a) => run_image(a),
         TrainCmd::Text(a) => super::train_text::run(a),

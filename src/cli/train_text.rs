@@ -68,27 +68,8 @@ pub struct TextArgs {
     pub json: bool,
 }
 
-/// Training allocates and frees large tensors every op: keep freed memory in the heap instead of
-/// returning it to the kernel (measured: a third less system time, from page faults).
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds; called before the training threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
 pub fn run(a: TextArgs) -> Result<()> {
-    keep_freed_memory();
-    // candle's element-wise thread pool reads CANDLE_NUM_THREADS when first used; make the global
-    // --threads apply to it too (its waiting thread spins, which costs CPU on a busy machine).
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var(
-            "CANDLE_NUM_THREADS",
-            rayon::current_num_threads().to_string(),
-        );
-    }
+    twindex::train::keep_freed_memory();
     let base = match &a.base {
         Some(b) => b.clone(),
         None => super::eval::default_text_model()?,

@@ -55,24 +55,246 @@ pub fn fast_tanh(x: f32) -> f32 {
     p / q
 }
 
-fn act_in_place(act: Act, v: &mut [f32]) {
-    match act {
-        Act::Identity => {}
-        Act::Tanh => v.iter_mut().for_each(|x| *x = fast_tanh(*x)),
-        Act::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
+/// Whether the CPU has AVX2 and FMA (checked once, cached by std).
+#[inline]
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
-/// `g * act'(y)` where `y = act(pre)`.
-fn act_grad(act: Act, y: &[f32], g: &[f32]) -> Vec<f32> {
-    match act {
-        Act::Identity => g.to_vec(),
-        Act::Tanh => y.iter().zip(g).map(|(&y, &g)| g * (1.0 - y * y)).collect(),
-        Act::Relu => y
-            .iter()
-            .zip(g)
-            .map(|(&y, &g)| if y > 0.0 { g } else { 0.0 })
-            .collect(),
+/// Define a function whose body is compiled twice: for AVX2+FMA (chosen at run time when the
+/// CPU has them; LLVM then vectorises the plain loops 8 floats wide) and for the baseline target
+/// (SSE2 on x86-64). The crate is built for the baseline, so this is how the hot loops of the
+/// image ops get the wide registers without `-C target-cpu`.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn wide($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if has_avx2_fma() {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+simd_fn! {
+    fn act_in_place(act: Act, v: &mut [f32]) {
+        match act {
+            Act::Identity => {}
+            Act::Tanh => v.iter_mut().for_each(|x| *x = fast_tanh(*x)),
+            Act::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
+        }
+    }
+}
+
+simd_fn! {
+    /// `g * act'(y)` where `y = act(pre)`.
+    fn act_grad(act: Act, y: &[f32], g: &[f32]) -> Vec<f32> {
+        match act {
+            Act::Identity => g.to_vec(),
+            Act::Tanh => y.iter().zip(g).map(|(&y, &g)| g * (1.0 - y * y)).collect(),
+            Act::Relu => y
+                .iter()
+                .zip(g)
+                .map(|(&y, &g)| if y > 0.0 { g } else { 0.0 })
+                .collect(),
+        }
+    }
+}
+
+/// Lanes of the direct convolution's register blocks (one AVX2 register).
+const LANES: usize = 8;
+/// Output channels per register block of the direct convolution.
+const OC_BLOCK: usize = 4;
+
+/// One register block of [`conv1c_fwd`]: `acc[q][l] += sum over taps of w[tap][q] *
+/// x[di][j + dj]` for `OC_BLOCK` channels (weights from `wb`, row stride `o`) and `LANES` columns
+/// starting at `x` (row stride `g.w`). Only constant indices, so the block stays in registers.
+#[inline(always)]
+fn conv1c_block(
+    g: ConvGeom,
+    x: &[f32],
+    wb: &[f32],
+    o: usize,
+    mut acc: [[f32; LANES]; OC_BLOCK],
+) -> [[f32; LANES]; OC_BLOCK] {
+    for di in 0..g.kh {
+        let row = &x[di * g.w..];
+        for dj in 0..g.kw {
+            let s: &[f32; LANES] = row[dj..dj + LANES].try_into().expect("lanes");
+            let wr: &[f32; OC_BLOCK] = wb[(di * g.kw + dj) * o..][..OC_BLOCK]
+                .try_into()
+                .expect("block");
+            for q in 0..OC_BLOCK {
+                for l in 0..LANES {
+                    acc[q][l] += wr[q] * s[l];
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// One register block of [`conv1c_wgrad`] over whole `LANES` columns: `a[q][l] += sum over rows
+/// and column blocks of plane[q][i][j] * x[i][j]` (`plane` rows of stride `owp`, `oh` rows per
+/// channel; `x` rows of stride `w`), for `full` columns.
+#[inline(always)]
+fn conv1c_wgrad_block(
+    x: &[f32],
+    w: usize,
+    plane: &[f32],
+    (oh, owp, full): (usize, usize, usize),
+) -> [[f32; LANES]; OC_BLOCK] {
+    let mut a = [[0f32; LANES]; OC_BLOCK];
+    for i in 0..oh {
+        let src = &x[i * w..];
+        for j0 in (0..full).step_by(LANES) {
+            let s: &[f32; LANES] = src[j0..j0 + LANES].try_into().expect("lanes");
+            for q in 0..OC_BLOCK {
+                let gr: &[f32; LANES] = plane[(q * oh + i) * owp + j0..][..LANES]
+                    .try_into()
+                    .expect("lanes");
+                for l in 0..LANES {
+                    a[q][l] += gr[l] * s[l];
+                }
+            }
+        }
+    }
+    a
+}
+
+simd_fn! {
+    /// Direct convolution of one single-channel image (a network's first layer, where im2col
+    /// rows would be only `kw` floats), bias included, into `y` (NHWC `[oh, ow, o]`). Register
+    /// blocks of `OC_BLOCK` channels x `LANES` output columns share each input load.
+    fn conv1c_fwd(g: ConvGeom, x: &[f32], wt: &[f32], bias: &[f32], y: &mut [f32]) {
+        let (oh, ow, o, w, taps) = (g.oh(), g.ow(), g.o, g.w, g.kh * g.kw);
+        for i in 0..oh {
+            for oc0 in (0..o).step_by(OC_BLOCK) {
+                let nq = OC_BLOCK.min(o - oc0);
+                let mut j0 = 0;
+                while j0 < ow {
+                    let nl = LANES.min(ow - j0);
+                    let mut acc = [[0f32; LANES]; OC_BLOCK];
+                    for (q, a) in acc.iter_mut().enumerate().take(nq) {
+                        *a = [bias[oc0 + q]; LANES];
+                    }
+                    if nl == LANES && nq == OC_BLOCK {
+                        // Whole block: constant indices only, so `acc` stays in registers.
+                        let wb = &wt[oc0..];
+                        acc = conv1c_block(g, &x[i * w + j0..], wb, o, acc);
+                    } else {
+                        for tap in 0..taps {
+                            let (di, dj) = (tap / g.kw, tap % g.kw);
+                            let src = &x[(i + di) * w + dj + j0..];
+                            let mut s = [0f32; LANES];
+                            s[..nl].copy_from_slice(&src[..nl]);
+                            let wr = &wt[tap * o + oc0..];
+                            for q in 0..nq {
+                                for l in 0..LANES {
+                                    acc[q][l] += wr[q] * s[l];
+                                }
+                            }
+                        }
+                    }
+                    for l in 0..nl {
+                        let yo = &mut y[(i * ow + j0 + l) * o + oc0..][..nq];
+                        for (q, v) in yo.iter_mut().enumerate() {
+                            *v = acc[q][l];
+                        }
+                    }
+                    j0 += LANES;
+                }
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// Weight-gradient partial sums of a single-channel convolution for one image: `gy` is the
+    /// gradient of the pre-activation output (NHWC `[oh, ow, o]`), `plane` scratch of the same
+    /// size (the gradient made planar, zero-padded to whole `LANES` blocks per row), `acc`
+    /// (`[kh*kw, o, LANES]`) accumulates across images; the caller sums its last axis.
+    fn conv1c_wgrad(g: ConvGeom, x: &[f32], gy: &[f32], plane: &mut [f32], acc: &mut [f32]) {
+        let (oh, ow, o, w, taps) = (g.oh(), g.ow(), g.o, g.w, g.kh * g.kw);
+        let owp = ow.div_ceil(LANES) * LANES;
+        for i in 0..oh {
+            for oc in 0..o {
+                plane[(oc * oh + i) * owp + ow..(oc * oh + i + 1) * owp].fill(0.0);
+            }
+            for j in 0..ow {
+                let gp = &gy[(i * ow + j) * o..][..o];
+                for (oc, &v) in gp.iter().enumerate() {
+                    plane[(oc * oh + i) * owp + j] = v;
+                }
+            }
+        }
+        let full = ow / LANES * LANES;
+        for tap in 0..taps {
+            let (di, dj) = (tap / g.kw, tap % g.kw);
+            for oc0 in (0..o).step_by(OC_BLOCK) {
+                let nq = OC_BLOCK.min(o - oc0);
+                let mut a = if nq == OC_BLOCK {
+                    let pl = &plane[oc0 * oh * owp..];
+                    conv1c_wgrad_block(&x[di * w + dj..], w, pl, (oh, owp, full))
+                } else {
+                    [[0f32; LANES]; OC_BLOCK]
+                };
+                for i in 0..oh {
+                    let src = &x[(i + di) * w + dj..];
+                    let start = if nq == OC_BLOCK { full } else { 0 };
+                    for j0 in (start..ow).step_by(LANES) {
+                        let nl = LANES.min(ow - j0);
+                        let mut s = [0f32; LANES];
+                        s[..nl].copy_from_slice(&src[j0..j0 + nl]);
+                        for q in 0..nq {
+                            let gr: &[f32; LANES] = plane[((oc0 + q) * oh + i) * owp + j0..]
+                                [..LANES]
+                                .try_into()
+                                .expect("lanes");
+                            for l in 0..LANES {
+                                a[q][l] += gr[l] * s[l];
+                            }
+                        }
+                    }
+                }
+                for (q, aq) in a.iter().enumerate().take(nq) {
+                    let dst = &mut acc[(tap * o + oc0 + q) * LANES..][..LANES];
+                    for l in 0..LANES {
+                        dst[l] += aq[l];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Add `bias` (`[o]`) to every row of the NHWC output `y` (`[.., o]`).
+fn add_bias(y: &mut [f32], bias: &[f32]) {
+    for row in y.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
     }
 }
 
@@ -175,6 +397,11 @@ impl ConvGeom {
     }
     fn in_size(&self) -> usize {
         self.h * self.w * self.c
+    }
+    /// Images per im2col tile: the patch matrix of a tile (about 256 KiB) stays in the L2
+    /// cache between the im2col and the gemm that reads it.
+    fn tile_images(&self) -> usize {
+        (65_536 / (self.p() * self.k()).max(1)).max(1)
     }
 
     /// im2col of `nb` images starting at `x` (NHWC) into `col` (`[nb * p, k]`, row-major).
@@ -330,17 +557,23 @@ impl CustomOp3 for Conv2dAct {
         y.par_chunks_mut(cb * p * o)
             .enumerate()
             .for_each(|(ci, yc)| {
-                let nb = yc.len() / (p * o);
                 let x0 = ci * cb * g.in_size();
-                with_scratch(nb * p * k, |col| {
-                    g.im2col(&x[x0..], nb, col);
-                    // y[nb*p, o] = col[nb*p, k] @ w[k, o]
-                    sgemm(nb * p, o, k, yc, o, false, col, k, 1, wt, o, 1);
-                });
-                for row in yc.chunks_exact_mut(o) {
-                    for (v, b) in row.iter_mut().zip(bias) {
-                        *v += b;
+                if g.c == 1 {
+                    for (bi, yi) in yc.chunks_exact_mut(p * o).enumerate() {
+                        let xi = &x[x0 + bi * g.in_size()..][..g.in_size()];
+                        conv1c_fwd(g, xi, wt, bias, yi);
                     }
+                } else {
+                    let t = g.tile_images();
+                    with_scratch(t * p * k, |col| {
+                        for (ti, yt) in yc.chunks_mut(t * p * o).enumerate() {
+                            let nt = yt.len() / (p * o);
+                            g.im2col(&x[x0 + ti * t * g.in_size()..], nt, col);
+                            // y[nt*p, o] = col[nt*p, k] @ w[k, o]
+                            sgemm(nt * p, o, k, yt, o, false, col, k, 1, wt, o, 1);
+                        }
+                    });
+                    add_bias(yc, bias);
                 }
                 act_in_place(self.act, yc);
             });
@@ -396,20 +629,48 @@ impl CustomOp3 for Conv2dAct {
                                 *a += v;
                             }
                         }
-                        with_scratch(nb * p * k, |col| {
-                            g.im2col(&xs[x0..], nb, col);
-                            let mut gw = vec![0f32; k * o];
-                            // gw[k, o] = col^T[k, nb*p] @ gpre[nb*p, o]
-                            sgemm(k, o, nb * p, &mut gw, o, false, col, 1, k, gc, o, 1);
-                            let mut gx = Vec::new();
-                            if input_grad {
-                                // gcol[nb*p, k] = gpre[nb*p, o] @ w^T[o, k]
-                                sgemm(nb * p, k, o, col, k, false, gc, o, 1, wt, 1, o);
-                                gx = vec![0f32; nb * g.in_size()];
-                                g.col2im(col, nb, &mut gx);
+                        let t = g.tile_images();
+                        let mut gw = vec![0f32; k * o];
+                        let mut gx = if input_grad {
+                            vec![0f32; nb * g.in_size()]
+                        } else {
+                            Vec::new()
+                        };
+                        if g.c == 1 {
+                            let mut acc = vec![0f32; k * o * LANES];
+                            let plane_len = o * g.oh() * g.ow().div_ceil(LANES) * LANES;
+                            with_scratch(plane_len, |plane| {
+                                for (bi, gi) in gc.chunks_exact(p * o).enumerate() {
+                                    let xi = &xs[x0 + bi * g.in_size()..][..g.in_size()];
+                                    conv1c_wgrad(g, xi, gi, plane, &mut acc);
+                                }
+                            });
+                            // acc is [kh*kw, o, LANES], gw [kh*kw, o].
+                            for (v, a) in gw.iter_mut().zip(acc.chunks_exact(LANES)) {
+                                *v = a.iter().sum();
                             }
-                            (gw, gb, gx)
-                        })
+                        }
+                        with_scratch(t * p * k, |col| {
+                            for (ti, gt) in gc.chunks(t * p * o).enumerate() {
+                                if g.c == 1 && !input_grad {
+                                    break;
+                                }
+                                let nt = gt.len() / (p * o);
+                                let xi = ti * t * g.in_size();
+                                g.im2col(&xs[x0 + xi..], nt, col);
+                                if g.c != 1 {
+                                    // gw[k, o] += col^T[k, nt*p] @ gpre[nt*p, o]
+                                    sgemm(k, o, nt * p, &mut gw, o, ti > 0, col, 1, k, gt, o, 1);
+                                }
+                                if input_grad {
+                                    // gcol[nt*p, k] = gpre[nt*p, o] @ w^T[o, k]
+                                    sgemm(nt * p, k, o, col, k, false, gt, o, 1, wt, 1, o);
+                                    let gxt = &mut gx[xi..xi + nt * g.in_size()];
+                                    g.col2im(col, nt, gxt);
+                                }
+                            }
+                        });
+                        (gw, gb, gx)
                     })
                     .collect())
             })
@@ -477,20 +738,11 @@ fn pool_dims(d: &[usize]) -> Result<(usize, usize, usize, usize)> {
     }
 }
 
-/// Pooling forward over NHWC `x` of dims `(b, h, w, c)`: the pooled data and its shape.
-fn pool_fwd(
-    kind: Pool2,
-    (b, h, w, c): (usize, usize, usize, usize),
-    x: &[f32],
-) -> Result<(Vec<f32>, Shape)> {
-    if h < 2 || w < 2 {
-        candle_core::bail!("pool2: expected H, W >= 2, got {h}x{w}");
-    }
-    let (oh, ow) = (h / 2, w / 2);
-    let mut y = vec![0f32; b * oh * ow * c];
-    let per = oh * ow * c;
-    y.par_chunks_mut(per).enumerate().for_each(|(bi, yb)| {
-        let img = &x[bi * h * w * c..];
+simd_fn! {
+    /// 2x2 pooling of one NHWC image `img` (`h x w x c`) into `yb`.
+    fn pool_fwd_image(kind: Pool2, dims: (usize, usize, usize), img: &[f32], yb: &mut [f32]) {
+        let (h, w, c) = dims;
+        let (oh, ow) = (h / 2, w / 2);
         for i in 0..oh {
             for j in 0..ow {
                 let o = (i * ow + j) * c;
@@ -508,7 +760,59 @@ fn pool_fwd(
                 }
             }
         }
-    });
+    }
+}
+
+simd_fn! {
+    /// Backward of [`pool_fwd_image`]: the gradient `gxb` of the image `img` from the gradient
+    /// `gb` of its pooled output (`gxb` zeroed by the caller).
+    fn pool_bwd_image(kind: Pool2, dims: (usize, usize, usize), img: &[f32], gb: &[f32], gxb: &mut [f32]) {
+        let (h, w, c) = dims;
+        let (oh, ow) = (h / 2, w / 2);
+        for i in 0..oh {
+            for j in 0..ow {
+                let o = (i * ow + j) * c;
+                let p00 = ((2 * i) * w + 2 * j) * c;
+                let ps = [p00, p00 + c, p00 + w * c, p00 + w * c + c];
+                for ch in 0..c {
+                    let gv = gb[o + ch];
+                    match kind {
+                        Pool2::Avg => {
+                            for q in ps {
+                                gxb[q + ch] = 0.25 * gv;
+                            }
+                        }
+                        Pool2::Max => {
+                            let mut best = ps[0];
+                            for &q in &ps[1..] {
+                                if img[q + ch] > img[best + ch] {
+                                    best = q;
+                                }
+                            }
+                            gxb[best + ch] = gv;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pooling forward over NHWC `x` of dims `(b, h, w, c)`: the pooled data and its shape.
+fn pool_fwd(
+    kind: Pool2,
+    (b, h, w, c): (usize, usize, usize, usize),
+    x: &[f32],
+) -> Result<(Vec<f32>, Shape)> {
+    if h < 2 || w < 2 {
+        candle_core::bail!("pool2: expected H, W >= 2, got {h}x{w}");
+    }
+    let (oh, ow) = (h / 2, w / 2);
+    let mut y = vec![0f32; b * oh * ow * c];
+    let per = oh * ow * c;
+    y.par_chunks_mut(per)
+        .enumerate()
+        .for_each(|(bi, yb)| pool_fwd_image(kind, (h, w, c), &x[bi * h * w * c..], yb));
     Ok((y, Shape::from((b, oh, ow, c))))
 }
 
@@ -526,33 +830,7 @@ fn pool_bwd(
         .enumerate()
         .for_each(|(bi, gxb)| {
             let img = &x[bi * h * w * c..(bi + 1) * h * w * c];
-            let gb = &g[bi * oh * ow * c..];
-            for i in 0..oh {
-                for j in 0..ow {
-                    let o = (i * ow + j) * c;
-                    let p00 = ((2 * i) * w + 2 * j) * c;
-                    let ps = [p00, p00 + c, p00 + w * c, p00 + w * c + c];
-                    for ch in 0..c {
-                        let gv = gb[o + ch];
-                        match kind {
-                            Pool2::Avg => {
-                                for q in ps {
-                                    gxb[q + ch] = 0.25 * gv;
-                                }
-                            }
-                            Pool2::Max => {
-                                let mut best = ps[0];
-                                for &q in &ps[1..] {
-                                    if img[q + ch] > img[best + ch] {
-                                        best = q;
-                                    }
-                                }
-                                gxb[best + ch] = gv;
-                            }
-                        }
-                    }
-                }
-            }
+            pool_bwd_image(kind, (h, w, c), img, &g[bi * oh * ow * c..], gxb)
         });
     gx
 }
@@ -684,6 +962,11 @@ mod tests {
             (Act::Tanh, [5, 12, 10, 3], 5, 4, 1u64),
             (Act::Relu, [3, 8, 8, 2], 3, 6, 2),
             (Act::Identity, [4, 6, 7, 1], 5, 2, 3),
+            // Single-channel inputs take the direct path: whole register blocks (LeNet's first
+            // layer), and column / channel tails.
+            (Act::Tanh, [3, 28, 28, 1], 5, 4, 4),
+            (Act::Relu, [2, 20, 23, 1], 3, 6, 5),
+            (Act::Tanh, [2, 14, 17, 1], 5, 9, 6),
         ] {
             let x = Var::from_tensor(&rand_tensor(&shape, seed)).unwrap();
             let w = Var::from_tensor(&rand_tensor(&[k, k, shape[3], o], seed + 10)).unwrap();
@@ -725,9 +1008,14 @@ mod tests {
 
     #[test]
     fn fused_conv_pool_matches_separate_ops() {
-        for (act, pool, seed) in [(Act::Tanh, Pool2::Avg, 11u64), (Act::Relu, Pool2::Max, 12)] {
-            let x = Var::from_tensor(&rand_tensor(&[3, 12, 12, 2], seed)).unwrap();
-            let w = Var::from_tensor(&rand_tensor(&[5, 5, 2, 4], seed + 1)).unwrap();
+        for (act, pool, c, seed) in [
+            (Act::Tanh, Pool2::Avg, 2, 11u64),
+            (Act::Relu, Pool2::Max, 2, 12),
+            (Act::Tanh, Pool2::Avg, 1, 13),
+            (Act::Relu, Pool2::Max, 1, 14),
+        ] {
+            let x = Var::from_tensor(&rand_tensor(&[3, 20, 20, c], seed)).unwrap();
+            let w = Var::from_tensor(&rand_tensor(&[5, 5, c, 4], seed + 1)).unwrap();
             let b = Var::from_tensor(&rand_tensor(&[4], seed + 2)).unwrap();
             let fused = conv2d_act_pool(&x, &w, &b, act, true, pool).unwrap();
             let slow = generic(&x, &w, &b, act)

@@ -12,3 +12,15 @@ pub use image::{
 };
 pub use mining::{Miner, Triplet};
 pub use text::{train_text, TextLoss, TextTrainConfig, TextTrainEvent, TextTrainOutcome};
+
+/// Training allocates and frees large tensors every step: keep freed memory in the heap instead
+/// of returning it to the kernel (measured: a third less system time, from page faults, in text
+/// training; an eighth of the LeNet step). Call before the training threads start.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before the training threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
