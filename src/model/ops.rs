@@ -770,26 +770,37 @@ simd_fn! {
         let (h, w, c) = dims;
         let (oh, ow) = (h / 2, w / 2);
         for i in 0..oh {
+            let (r0, r1) = (2 * i * w * c, (2 * i + 1) * w * c);
             for j in 0..ow {
-                let o = (i * ow + j) * c;
-                let p00 = ((2 * i) * w + 2 * j) * c;
-                let ps = [p00, p00 + c, p00 + w * c, p00 + w * c + c];
-                for ch in 0..c {
-                    let gv = gb[o + ch];
-                    match kind {
-                        Pool2::Avg => {
-                            for q in ps {
-                                gxb[q + ch] = 0.25 * gv;
+                let g = &gb[(i * ow + j) * c..][..c];
+                let (p00, p10) = (r0 + 2 * j * c, r1 + 2 * j * c);
+                match kind {
+                    Pool2::Avg => {
+                        for p in [p00, p00 + c, p10, p10 + c] {
+                            for (d, &gv) in gxb[p..p + c].iter_mut().zip(g) {
+                                *d = 0.25 * gv;
                             }
                         }
-                        Pool2::Max => {
-                            let mut best = ps[0];
-                            for &q in &ps[1..] {
-                                if img[q + ch] > img[best + ch] {
-                                    best = q;
-                                }
-                            }
-                            gxb[best + ch] = gv;
+                    }
+                    Pool2::Max => {
+                        // Branch-free (vectorises over channels): the first maximal input of
+                        // each window gets the gradient, the others zero.
+                        for (ch, &gv) in g.iter().enumerate() {
+                            let (a, b, cc, d) = (
+                                img[p00 + ch],
+                                img[p00 + c + ch],
+                                img[p10 + ch],
+                                img[p10 + c + ch],
+                            );
+                            let m = a.max(b).max(cc.max(d));
+                            let ta = a == m;
+                            let tb = !ta && b == m;
+                            let tc = !ta && !tb && cc == m;
+                            let td = !ta && !tb && !tc;
+                            gxb[p00 + ch] = if ta { gv } else { 0.0 };
+                            gxb[p00 + c + ch] = if tb { gv } else { 0.0 };
+                            gxb[p10 + ch] = if tc { gv } else { 0.0 };
+                            gxb[p10 + c + ch] = if td { gv } else { 0.0 };
                         }
                     }
                 }
