@@ -94,6 +94,11 @@ pub struct ImageArgs {
     /// dev classes) rather than the last epoch's.
     #[arg(long)]
     pub keep_best: bool,
+    /// MNIST-style corpora: hold N training images out of training (the same share of every
+    /// class, a seeded draw). The threshold is then calibrated on their pairs instead of the
+    /// training pairs, the per-epoch figures are theirs, and --keep-best may select on them.
+    #[arg(long, default_value_t = 0)]
+    pub holdout: usize,
     /// Train on only the first N training images.
     #[arg(long)]
     pub max_train: Option<usize>,
@@ -136,10 +141,14 @@ fn run_image(a: ImageArgs) -> Result<()> {
         },
         keep_best: a.keep_best,
     };
-    if a.keep_best && !(a.protocol.is_some() || protocol::is_image_folder(&a.corpus)) {
-        anyhow::bail!("--keep-best selects on held-out dev classes: only for image folders (MNIST's test set must not choose the model)");
+    let folder = a.protocol.is_some() || protocol::is_image_folder(&a.corpus);
+    if a.keep_best && !folder && a.holdout == 0 {
+        anyhow::bail!("--keep-best selects on held-out data: image folders (dev classes) or --holdout N (MNIST's test set must not choose the model)");
     }
-    if a.protocol.is_some() || protocol::is_image_folder(&a.corpus) {
+    if a.holdout > 0 && folder {
+        anyhow::bail!("--holdout is for MNIST-style corpora; image folders hold out --dev-classes");
+    }
+    if folder {
         let corpus = match a.protocol {
             Some(p) if a.corpus == "mnist" => {
                 protocol::default_protocol_corpus(p).display().to_string()
@@ -178,9 +187,26 @@ fn run_image(a: ImageArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let (dir, data) = common::load_corpus(&a.corpus)?;
+    let (dir, mut data) = common::load_corpus(&a.corpus)?;
+    if a.holdout > 0 {
+        if a.holdout * 10 > data.train.n * 5 {
+            anyhow::bail!(
+                "--holdout {} would hold out more than half of the {} training images of {}",
+                a.holdout,
+                data.train.n,
+                dir.display()
+            );
+        }
+        // The test split plays no part in training then: the held-out images stand in for it.
+        let (rest, held) = data.train.split_holdout(a.holdout, a.seed);
+        data = twindex::corpus::TrainTest {
+            train: rest,
+            test: held,
+        };
+    }
+    let eval_set = if a.holdout > 0 { "held-out" } else { "test" };
     eprintln!(
-        "training {} with {:?} loss on {} ({} train / {} test images), seed {}, {} threads",
+        "training {} with {:?} loss on {} ({} train / {} {eval_set} images), seed {}, {} threads",
         a.arch.name(),
         a.loss,
         dir.display(),
@@ -207,13 +233,15 @@ fn run_image(a: ImageArgs) -> Result<()> {
                 }
             }
         }
-        TrainEvent::Selected { .. } => {}
+        TrainEvent::Selected { epoch, score } => {
+            eprintln!("kept epoch {epoch} (best {eval_set} score {score:.4})");
+        }
         TrainEvent::Epoch(h) => {
             if let Some(p) = pb.take() {
                 p.finish_and_clear();
             }
             eprintln!(
-                "epoch {:>2}: loss {:.5}  test pair accuracy {:.4} (at d < 0.5), {:.4} (best threshold)  {:.0} examples/s ({:.1} s wall, {:.1} s CPU)",
+                "epoch {:>2}: loss {:.5}  {eval_set} pair accuracy {:.4} (at d < 0.5), {:.4} (best threshold)  {:.0} examples/s ({:.1} s wall, {:.1} s CPU)",
                 h.epoch,
                 h.loss,
                 h.test_pair_accuracy,
@@ -224,20 +252,31 @@ fn run_image(a: ImageArgs) -> Result<()> {
             );
         }
     })?;
-    // The duplicate threshold: best F1 on the training pairs (never the test pairs).
+    // The duplicate threshold: best F1 on the held-out pairs, else on the training pairs
+    // (never the test pairs).
     let model = &mut outcome.model;
-    let emb = twindex::train::image::embed_set(model, &data.train)?;
-    let pairs = twindex::corpus::seed_pairs(&data.train.labels, a.seed)?;
+    let cal_set = if a.holdout > 0 {
+        &data.test
+    } else {
+        &data.train
+    };
+    let emb = twindex::train::image::embed_set(model, cal_set)?;
+    let pairs = twindex::corpus::seed_pairs(&cal_set.labels, a.seed)?;
     let dist = twindex::train::image::pair_distances(&emb, model.config.dim, &pairs);
     let (scores, labels) = twindex::eval::image::pair_scores(&dist, &pairs);
     let cal = twindex::eval::calibrate_best_f1(&scores, &labels)?;
     model.config.threshold = twindex::index::Metric::L2.distance_for_similarity(cal.threshold);
     model.config.calibration = Some(serde_json::to_value(&cal)?);
     eprintln!(
-        "threshold: distance < {:.4} (best F1 {:.4} on {} training pairs)",
+        "threshold: distance < {:.4} (best F1 {:.4} on {} {} pairs)",
         model.config.threshold,
         cal.f1,
-        pairs.len()
+        pairs.len(),
+        if a.holdout > 0 {
+            "held-out"
+        } else {
+            "training"
+        }
     );
     outcome.model.save(&a.out)?;
     let last = outcome
@@ -262,10 +301,17 @@ fn run_image(a: ImageArgs) -> Result<()> {
         "pairs_per_cpu_second": if a.loss == LossKind::Contrastive { Some(eps / outcome.cpu_seconds) } else { None },
         "examples_per_second": eps / outcome.wall_seconds,
         "test_pair_accuracy": last,
+        "evaluated_on": eval_set,
+        "holdout": a.holdout,
+        "selected_epoch": outcome.model.config.training.selected_epoch,
         "threshold": outcome.model.config.threshold,
         "history": outcome.history,
     });
-    eprintln!("saved {} (test pair accuracy {:.4})", a.out.display(), last);
+    eprintln!(
+        "saved {} ({eval_set} pair accuracy {:.4})",
+        a.out.display(),
+        last
+    );
     if a.json {
         common::print_json(&report)?;
     }

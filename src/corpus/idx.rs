@@ -148,6 +148,46 @@ impl ImageSet {
         self.image(i).iter().map(|&p| p as f32 / 255.0).collect()
     }
 
+    /// The images at `idx`, in that order.
+    pub fn subset(&self, idx: &[usize]) -> ImageSet {
+        let mut pixels = Vec::with_capacity(idx.len() * self.rows * self.cols);
+        for &i in idx {
+            pixels.extend_from_slice(self.image(i));
+        }
+        ImageSet {
+            n: idx.len(),
+            rows: self.rows,
+            cols: self.cols,
+            pixels,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+        }
+    }
+
+    /// Split off `n` images as a held-out set, the same share of every class (a seeded draw):
+    /// `(rest, held_out)`, each in the original order.
+    pub fn split_holdout(&self, n: usize, seed: u64) -> (ImageSet, ImageSet) {
+        let n = n.min(self.n);
+        let mut held = vec![false; self.n];
+        let mut taken = 0;
+        let classes = crate::corpus::sampler::class_indices(&self.labels);
+        for (c, members) in classes.iter().enumerate() {
+            let mut m = members.clone();
+            crate::corpus::sampler::shuffle(&mut m, seed.wrapping_add(c as u64));
+            // Largest-remainder share of n for this class (the last class takes what is left).
+            let share = if c + 1 == classes.len() {
+                n - taken
+            } else {
+                ((n * members.len()) as f64 / self.n as f64).round() as usize
+            };
+            for &i in m.iter().take(share.min(n - taken)) {
+                held[i] = true;
+                taken += 1;
+            }
+        }
+        let (h, r): (Vec<usize>, Vec<usize>) = (0..self.n).partition(|&i| held[i]);
+        (self.subset(&r), self.subset(&h))
+    }
+
     /// Number of distinct classes (max label + 1).
     pub fn n_classes(&self) -> usize {
         self.labels
@@ -296,6 +336,35 @@ pub fn encode_idx(dims: &[usize], data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holdout_split_is_stratified_disjoint_and_complete() {
+        // 10 classes of 10 images; image i has label i % 10 and pixel value i.
+        let set = ImageSet {
+            n: 100,
+            rows: 1,
+            cols: 1,
+            pixels: (0..100u8).collect(),
+            labels: (0..100u32).map(|i| i % 10).collect(),
+        };
+        let (rest, held) = set.split_holdout(20, 7);
+        assert_eq!((rest.n, held.n), (80, 20));
+        for c in 0..10 {
+            assert_eq!(
+                held.labels.iter().filter(|&&l| l == c).count(),
+                2,
+                "class {c}"
+            );
+        }
+        let mut all: Vec<u8> = rest.pixels.iter().chain(&held.pixels).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..100u8).collect::<Vec<_>>());
+        for (p, l) in held.pixels.iter().zip(&held.labels) {
+            assert_eq!(*p as u32 % 10, *l, "labels travel with their images");
+        }
+        assert_eq!(set.split_holdout(20, 7).1.pixels, held.pixels, "seeded");
+        assert_ne!(set.split_holdout(20, 8).1.pixels, held.pixels);
+    }
 
     #[test]
     fn round_trip_and_errors() {
