@@ -30,7 +30,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => return Err(format!("unknown argument {flag}").into()),
         }
     }
-    std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+    // candle's own ops are tiny here (the CNN layers are twindex's, on rayon): one thread, as
+    // `twindex train image` does.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     twindex::train::keep_freed_memory();
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

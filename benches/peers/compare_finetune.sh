@@ -9,7 +9,11 @@
 # Env: TWINDEX (default target/release/twindex), ST_PYTHON (a Python with sentence-transformers,
 #      datasets, accelerate, scikit-learn; default /work/scratch/stvenv/bin/python, else
 #      benches/peers/.venv/bin/python), THREADS (default 1, both sides), MAX_TRAIN (default: all
-#      pairs), NICE (default "nice -n 5"), SHARED (default ../shared), LR (default 2e-5, both).
+#      pairs), NICE (default "nice -n 5"), SHARED (default ../shared), LR (default 2e-5, both),
+#      SEED (default 42, both),
+#      SIDE (both | twindex | st; default both: one after the other. Two runs with SIDE=twindex
+#      and SIDE=st and the same RUN_ID may run at once on separate cores; whichever ends last
+#      writes the combined JSON; SIDE=combine only combines), RUN_ID (default: a UTC time stamp).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -20,37 +24,49 @@ PY="${ST_PYTHON:-/work/scratch/stvenv/bin/python}"
 [ -x "$PY" ] || PY="$HERE/.venv/bin/python"
 THREADS="${THREADS:-1}"
 LR="${LR:-2e-5}"
+SEED="${SEED:-42}"
 NICE="${NICE-nice -n 5}"
 SHARED="${SHARED:-../shared}"
 BASE="$SHARED/models/all-MiniLM-L6-v2"
 Q="$SHARED/corpora/pairs"
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+STAMP="${RUN_ID:-$(date -u +%Y%m%dT%H%M%SZ)}"
+SIDE="${SIDE:-both}"
 OUTDIR="$HERE/results"; mkdir -p "$OUTDIR" runs
 MAXARG=(); [ -n "${MAX_TRAIN:-}" ] && MAXARG=(--max-train "$MAX_TRAIN")
-TAG="${STAMP}_${LOSS}_e${EPOCHS}_b${BATCH}_lr${LR}${MAX_TRAIN:+_n$MAX_TRAIN}"
+TAG="${STAMP}_${LOSS}_e${EPOCHS}_b${BATCH}_lr${LR}_s${SEED}${MAX_TRAIN:+_n$MAX_TRAIN}"
 ZS="$OUTDIR/.ft_zeroshot_$TAG.json"; TWT="$OUTDIR/.ft_twindex_train_$TAG.json"
 TWE="$OUTDIR/.ft_twindex_eval_$TAG.json"; STJ="$OUTDIR/.ft_st_$TAG.json"
 COMBINED="$OUTDIR/compare_finetune_$TAG.json"
-MODEL_OUT="runs/qqp-ft-$LOSS"
+MODEL_OUT="runs/qqp-ft-$TAG"
 export HF_HUB_OFFLINE=1 RAYON_NUM_THREADS="$THREADS" CANDLE_NUM_THREADS="$THREADS"
 
 [ -x "$TWINDEX" ] || { echo "compare_finetune: build $TWINDEX first (cargo build --release)" >&2; exit 2; }
 "$PY" -c "import sentence_transformers, datasets, accelerate, sklearn" 2>/dev/null \
   || { echo "compare_finetune: $PY lacks sentence-transformers/datasets/accelerate/scikit-learn" >&2; exit 2; }
 echo "== load: $(uptime)" >&2
-echo "== zero-shot: twindex eval $BASE on test" >&2
-$NICE "$TWINDEX" --threads "$THREADS" eval --model "$BASE" --pairs "$Q/qqp-10k.test.tsv" --json > "$ZS"
-echo "== twindex: train text --loss $LOSS, $EPOCHS epoch(s), batch $BATCH" >&2
-$NICE "$TWINDEX" --threads "$THREADS" train text --pairs "$Q/qqp-10k.train.tsv" --dev "$Q/qqp-10k.dev.tsv" \
-  --base "$BASE" --loss "$LOSS" --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed 42 "${MAXARG[@]}" \
-  --out "$MODEL_OUT" --json > "$TWT"
-$NICE "$TWINDEX" --threads "$THREADS" eval --model "$MODEL_OUT" --pairs "$Q/qqp-10k.test.tsv" --json > "$TWE"
-echo "== load: $(uptime)" >&2
-echo "== sentence-transformers: same loss and hyper-parameters" >&2
-$NICE "$PY" "$HERE/st_finetune.py" --base "$BASE" --train "$Q/qqp-10k.train.tsv" --dev "$Q/qqp-10k.dev.tsv" \
-  --test "$Q/qqp-10k.test.tsv" --loss "$LOSS" --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed 42 \
-  --threads "$THREADS" "${MAXARG[@]}" --json-out "$STJ" > /dev/null
-echo "== load: $(uptime)" >&2
+if [ "$SIDE" = both ] || [ "$SIDE" = twindex ]; then
+  echo "== zero-shot: twindex eval $BASE on test" >&2
+  $NICE "$TWINDEX" --threads "$THREADS" eval --model "$BASE" --pairs "$Q/qqp-10k.test.tsv" --json > "$ZS.tmp"
+  mv "$ZS.tmp" "$ZS"
+  echo "== twindex: train text --loss $LOSS, $EPOCHS epoch(s), batch $BATCH" >&2
+  $NICE "$TWINDEX" --threads "$THREADS" train text --pairs "$Q/qqp-10k.train.tsv" --dev "$Q/qqp-10k.dev.tsv" \
+    --base "$BASE" --loss "$LOSS" --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed "$SEED" "${MAXARG[@]}" \
+    --out "$MODEL_OUT" --json > "$TWT.tmp"
+  $NICE "$TWINDEX" --threads "$THREADS" eval --model "$MODEL_OUT" --pairs "$Q/qqp-10k.test.tsv" --json > "$TWE.tmp"
+  mv "$TWT.tmp" "$TWT"; mv "$TWE.tmp" "$TWE"
+  echo "== load: $(uptime)" >&2
+fi
+if [ "$SIDE" = both ] || [ "$SIDE" = st ]; then
+  echo "== sentence-transformers: same loss and hyper-parameters" >&2
+  $NICE "$PY" "$HERE/st_finetune.py" --base "$BASE" --train "$Q/qqp-10k.train.tsv" --dev "$Q/qqp-10k.dev.tsv" \
+    --test "$Q/qqp-10k.test.tsv" --loss "$LOSS" --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed "$SEED" \
+    --threads "$THREADS" "${MAXARG[@]}" --json-out "$STJ.tmp" > /dev/null
+  mv "$STJ.tmp" "$STJ"
+  echo "== load: $(uptime)" >&2
+fi
+for f in "$ZS" "$TWT" "$TWE" "$STJ"; do
+  [ -s "$f" ] || { echo "compare_finetune: $SIDE side done; $f not there yet (the other side writes the combined JSON)" >&2; exit 0; }
+done
 
 "$PY" - "$ZS" "$TWT" "$TWE" "$STJ" "$COMBINED" "$THREADS" <<'PY'
 import json, sys

@@ -65,11 +65,14 @@ pub fn main() -> ExitCode {
     }
     // candle's element-wise thread pool reads CANDLE_NUM_THREADS when first used; make it the
     // same size as the rayon pool (its waiting threads spin, which costs CPU on a busy machine).
+    // Image training is the exception: its heavy layers are twindex's own ops on rayon, candle's
+    // ops there are tiny, and waking candle's pool for each cost a quarter of a LeNet step.
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var(
-            "CANDLE_NUM_THREADS",
-            rayon::current_num_threads().to_string(),
-        );
+        let n = match &cli.command {
+            Command::Train(train::TrainCmd::Image(_)) => 1,
+            _ => rayon::current_num_threads(),
+        };
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
     }
     let res = match cli.command {
         Command::Demo(a) => demo::run(a),

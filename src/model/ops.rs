@@ -513,6 +513,45 @@ impl Conv2dAct {
     }
 }
 
+impl Conv2dAct {
+    /// Forward of one chunk of images: `xc` starts at the chunk's first image, `yc` receives
+    /// `act(conv(x) + b)` (NHWC) and, with pooling, `pool` its pooled images.
+    fn fwd_chunk(
+        &self,
+        g: ConvGeom,
+        xc: &[f32],
+        wt: &[f32],
+        bias: &[f32],
+        yc: &mut [f32],
+        pool: Option<(Pool2, &mut [f32])>,
+    ) {
+        let (p, k, o) = (g.p(), g.k(), g.o);
+        if g.c == 1 {
+            for (bi, yi) in yc.chunks_exact_mut(p * o).enumerate() {
+                conv1c_fwd(g, &xc[bi * g.in_size()..][..g.in_size()], wt, bias, yi);
+            }
+        } else {
+            let t = g.tile_images();
+            with_scratch(t * p * k, |col| {
+                for (ti, yt) in yc.chunks_mut(t * p * o).enumerate() {
+                    let nt = yt.len() / (p * o);
+                    g.im2col(&xc[ti * t * g.in_size()..], nt, col);
+                    // y[nt*p, o] = col[nt*p, k] @ w[k, o]
+                    sgemm(nt * p, o, k, yt, o, false, col, k, 1, wt, o, 1);
+                }
+            });
+            add_bias(yc, bias);
+        }
+        act_in_place(self.act, yc);
+        if let Some((kind, pc)) = pool {
+            let pp = (g.oh() / 2) * (g.ow() / 2) * o;
+            for (yi, pi) in yc.chunks_exact(p * o).zip(pc.chunks_exact_mut(pp)) {
+                pool_fwd_image(kind, (g.oh(), g.ow(), o), yi, pi);
+            }
+        }
+    }
+}
+
 fn conv_geom(xs: &[usize], ws: &[usize], bs: &[usize]) -> Result<ConvGeom> {
     match (xs, ws, bs) {
         (&[b, h, w, c], &[kh, kw, wc, o], &[bo]) if wc == c && bo == o && kh <= h && kw <= w => {
@@ -550,41 +589,41 @@ impl CustomOp3 for Conv2dAct {
         let x = cpu_slice(s1, l1, "conv2d_act input")?;
         let wt = cpu_slice(s2, l2, "conv2d_act weight")?;
         let bias = cpu_slice(s3, l3, "conv2d_act bias")?;
-        let (p, k, o) = (g.p(), g.k(), g.o);
+        let (p, o) = (g.p(), g.o);
         // Zeroed by calloc (fresh pages), then written once by gemm and once by bias + act.
         let mut y = vec![0f32; g.b * p * o];
         let cb = chunk_images(g.b);
-        y.par_chunks_mut(cb * p * o)
-            .enumerate()
-            .for_each(|(ci, yc)| {
-                let x0 = ci * cb * g.in_size();
-                if g.c == 1 {
-                    for (bi, yi) in yc.chunks_exact_mut(p * o).enumerate() {
-                        let xi = &x[x0 + bi * g.in_size()..][..g.in_size()];
-                        conv1c_fwd(g, xi, wt, bias, yi);
-                    }
-                } else {
-                    let t = g.tile_images();
-                    with_scratch(t * p * k, |col| {
-                        for (ti, yt) in yc.chunks_mut(t * p * o).enumerate() {
-                            let nt = yt.len() / (p * o);
-                            g.im2col(&x[x0 + ti * t * g.in_size()..], nt, col);
-                            // y[nt*p, o] = col[nt*p, k] @ w[k, o]
-                            sgemm(nt * p, o, k, yt, o, false, col, k, 1, wt, o, 1);
-                        }
+        let kind = match self.pool {
+            None => {
+                y.par_chunks_mut(cb * p * o)
+                    .enumerate()
+                    .for_each(|(ci, yc)| {
+                        self.fwd_chunk(g, &x[ci * cb * g.in_size()..], wt, bias, yc, None)
                     });
-                    add_bias(yc, bias);
-                }
-                act_in_place(self.act, yc);
-            });
-        match self.pool {
-            None => Ok((CpuStorage::F32(y), Shape::from((g.b, g.oh(), g.ow(), g.o)))),
-            Some(kind) => {
-                let (py, shape) = pool_fwd(kind, (g.b, g.oh(), g.ow(), g.o), &y)?;
-                *self.cache.lock().unwrap() = y;
-                Ok((CpuStorage::F32(py), shape))
+                return Ok((CpuStorage::F32(y), Shape::from((g.b, g.oh(), g.ow(), o))));
             }
+            Some(kind) => kind,
+        };
+        // Pooling fused: each chunk also pools its own images (one parallel region).
+        let (ph, pw) = (g.oh() / 2, g.ow() / 2);
+        if ph == 0 || pw == 0 {
+            candle_core::bail!(
+                "conv2d_act_pool: output {}x{} too small to pool",
+                g.oh(),
+                g.ow()
+            );
         }
+        let pp = ph * pw * o;
+        let mut py = vec![0f32; g.b * pp];
+        y.par_chunks_mut(cb * p * o)
+            .zip(py.par_chunks_mut(cb * pp))
+            .enumerate()
+            .for_each(|(ci, (yc, pyc))| {
+                let xc = &x[ci * cb * g.in_size()..];
+                self.fwd_chunk(g, xc, wt, bias, yc, Some((kind, pyc)));
+            });
+        *self.cache.lock().unwrap() = y;
+        Ok((CpuStorage::F32(py), Shape::from((g.b, ph, pw, o))))
     }
 
     fn bwd(
@@ -597,64 +636,80 @@ impl CustomOp3 for Conv2dAct {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = conv_geom(x.dims(), w.dims(), b.dims())?;
         let (p, k, o) = (g.p(), g.k(), g.o);
-        let gpre = match self.pool {
-            None => with_f32(res, |y| {
-                with_f32(grad_res, |gr| Ok(act_grad(self.act, y, gr)))
-            })?,
-            Some(kind) => {
+        let cb = chunk_images(g.b);
+        let n_chunks = g.b.div_ceil(cb);
+        let input_grad = self.input_grad;
+        let mut gx_all = vec![0f32; if input_grad { g.b * g.in_size() } else { 0 }];
+        let gx_chunks: Vec<Option<&mut [f32]>> = if input_grad {
+            gx_all.chunks_mut(cb * g.in_size()).map(Some).collect()
+        } else {
+            (0..n_chunks).map(|_| None).collect()
+        };
+        // The activations the gradient flows back through: the op's output, or with pooling
+        // the pre-pool activations kept by the forward pass.
+        let cached = match self.pool {
+            Some(_) => {
                 let a = std::mem::take(&mut *self.cache.lock().unwrap());
                 if a.len() != g.b * p * o {
                     candle_core::bail!("conv2d_act_pool: backward without a forward pass");
                 }
-                let ga = with_f32(grad_res, |gr| {
-                    Ok(pool_bwd(kind, (g.b, g.oh(), g.ow(), o), &a, gr))
-                })?;
-                act_grad(self.act, &a, &ga)
+                Some(a)
             }
+            None => None,
         };
-        let cb = chunk_images(g.b);
-        let input_grad = self.input_grad;
-        // Per chunk: (gw partial [k, o], gb partial [o], gx chunk).
-        let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = with_f32(x, |xs| {
-            with_f32(w, |wt| {
-                Ok(gpre
-                    .par_chunks(cb * p * o)
-                    .enumerate()
-                    .map(|(ci, gc)| {
-                        let nb = gc.len() / (p * o);
-                        let x0 = ci * cb * g.in_size();
-                        let mut gb = vec![0f32; o];
-                        for row in gc.chunks(o) {
-                            for (a, v) in gb.iter_mut().zip(row) {
-                                *a += v;
+        let pp = (g.oh() / 2) * (g.ow() / 2) * o;
+        // One parallel region: per chunk of images, pool backward, activation backward, then
+        // the convolution's weight, bias and input gradients. Per chunk: (gw [k, o], gb [o]).
+        let run = |act_out: &[f32], gr: &[f32], xs: &[f32], wt: &[f32]| {
+            gx_chunks
+                .into_par_iter()
+                .enumerate()
+                .map(|(ci, gxc)| {
+                    let nb = cb.min(g.b - ci * cb);
+                    let act_c = &act_out[ci * cb * p * o..][..nb * p * o];
+                    let gc = match self.pool {
+                        Some(kind) => {
+                            let mut ga = vec![0f32; nb * p * o];
+                            let gr_c = &gr[ci * cb * pp..][..nb * pp];
+                            for ((ai, gi), gai) in act_c
+                                .chunks_exact(p * o)
+                                .zip(gr_c.chunks_exact(pp))
+                                .zip(ga.chunks_exact_mut(p * o))
+                            {
+                                pool_bwd_image(kind, (g.oh(), g.ow(), o), ai, gi, gai);
                             }
+                            act_grad(self.act, act_c, &ga)
                         }
-                        let t = g.tile_images();
-                        let mut gw = vec![0f32; k * o];
-                        let mut gx = if input_grad {
-                            vec![0f32; nb * g.in_size()]
-                        } else {
-                            Vec::new()
-                        };
-                        if g.c == 1 {
-                            let mut acc = vec![0f32; k * o * LANES];
-                            let plane_len = o * g.oh() * g.ow().div_ceil(LANES) * LANES;
-                            with_scratch(plane_len, |plane| {
-                                for (bi, gi) in gc.chunks_exact(p * o).enumerate() {
-                                    let xi = &xs[x0 + bi * g.in_size()..][..g.in_size()];
-                                    conv1c_wgrad(g, xi, gi, plane, &mut acc);
-                                }
-                            });
-                            // acc is [kh*kw, o, LANES], gw [kh*kw, o].
-                            for (v, a) in gw.iter_mut().zip(acc.chunks_exact(LANES)) {
-                                *v = a.iter().sum();
+                        None => act_grad(self.act, act_c, &gr[ci * cb * p * o..][..nb * p * o]),
+                    };
+                    let x0 = ci * cb * g.in_size();
+                    let gc = &gc[..];
+                    let mut gb = vec![0f32; o];
+                    for row in gc.chunks(o) {
+                        for (a, v) in gb.iter_mut().zip(row) {
+                            *a += v;
+                        }
+                    }
+                    let t = g.tile_images();
+                    let mut gw = vec![0f32; k * o];
+                    let mut gx = gxc;
+                    if g.c == 1 {
+                        let mut acc = vec![0f32; k * o * LANES];
+                        let plane_len = o * g.oh() * g.ow().div_ceil(LANES) * LANES;
+                        with_scratch(plane_len, |plane| {
+                            for (bi, gi) in gc.chunks_exact(p * o).enumerate() {
+                                let xi = &xs[x0 + bi * g.in_size()..][..g.in_size()];
+                                conv1c_wgrad(g, xi, gi, plane, &mut acc);
                             }
+                        });
+                        // acc is [kh*kw, o, LANES], gw [kh*kw, o].
+                        for (v, a) in gw.iter_mut().zip(acc.chunks_exact(LANES)) {
+                            *v = a.iter().sum();
                         }
+                    }
+                    if g.c != 1 || gx.is_some() {
                         with_scratch(t * p * k, |col| {
                             for (ti, gt) in gc.chunks(t * p * o).enumerate() {
-                                if g.c == 1 && !input_grad {
-                                    break;
-                                }
                                 let nt = gt.len() / (p * o);
                                 let xi = ti * t * g.in_size();
                                 g.im2col(&xs[x0 + xi..], nt, col);
@@ -662,32 +717,37 @@ impl CustomOp3 for Conv2dAct {
                                     // gw[k, o] += col^T[k, nt*p] @ gpre[nt*p, o]
                                     sgemm(k, o, nt * p, &mut gw, o, ti > 0, col, 1, k, gt, o, 1);
                                 }
-                                if input_grad {
+                                if let Some(gx) = gx.as_deref_mut() {
                                     // gcol[nt*p, k] = gpre[nt*p, o] @ w^T[o, k]
                                     sgemm(nt * p, k, o, col, k, false, gt, o, 1, wt, 1, o);
-                                    let gxt = &mut gx[xi..xi + nt * g.in_size()];
-                                    g.col2im(col, nt, gxt);
+                                    g.col2im(col, nt, &mut gx[xi..xi + nt * g.in_size()]);
                                 }
                             }
                         });
-                        (gw, gb, gx)
-                    })
-                    .collect())
+                    }
+                    (gw, gb)
+                })
+                .collect::<Vec<_>>()
+        };
+        let parts: Vec<(Vec<f32>, Vec<f32>)> = with_f32(x, |xs| {
+            with_f32(w, |wt| {
+                with_f32(grad_res, |gr| match &cached {
+                    Some(a) => Ok(run(a, gr, xs, wt)),
+                    None => with_f32(res, |y| Ok(run(y, gr, xs, wt))),
+                })
             })
         })?;
         let mut gw = vec![0f32; k * o];
         let mut gb = vec![0f32; o];
-        let mut gx = Vec::with_capacity(if input_grad { g.b * g.in_size() } else { 0 });
-        for (pw, pb, px) in parts {
+        for (pw, pb) in parts {
             gw.iter_mut().zip(&pw).for_each(|(a, v)| *a += v);
             gb.iter_mut().zip(&pb).for_each(|(a, v)| *a += v);
-            gx.extend_from_slice(&px);
         }
         let dev = x.device();
         let gw = Tensor::from_vec(gw, w.shape(), dev)?;
         let gb = Tensor::from_vec(gb, b.shape(), dev)?;
         let gx = if input_grad {
-            Some(Tensor::from_vec(gx, x.shape(), dev)?)
+            Some(Tensor::from_vec(gx_all, x.shape(), dev)?)
         } else {
             None
         };
