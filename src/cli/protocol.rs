@@ -217,7 +217,7 @@ pub fn train_folder(
     let pre = folder_preprocess(fa, None)?;
     let f = ImageFolder::scan(Path::new(corpus), &fa.label_column)?;
     let (tr, dv) = split_classes(&f.classes, dev_classes, cfg.seed)?;
-    let o = train_split(
+    let mut o = train_split(
         &f.with_labels(&tr),
         &f.with_labels(&dv),
         &pre,
@@ -226,6 +226,7 @@ pub fn train_folder(
         target_far,
         "train",
     )?;
+    o.model.config.training.command = Some(super::train::command_line());
     o.model.save(out)?;
     eprintln!("saved {}", out.display());
     Ok(json!({
@@ -261,7 +262,7 @@ pub fn train_orl(
     let (mut wall, mut cpu) = (0.0, 0.0);
     for fold in &folds {
         let (tr, dv) = split_classes(&fold.train_subjects, dev_classes, cfg.seed)?;
-        let o = train_split(
+        let mut o = train_split(
             &f.with_labels(&tr),
             &f.with_labels(&dv),
             &pre,
@@ -273,6 +274,7 @@ pub fn train_orl(
         wall += o.wall_seconds;
         cpu += o.cpu_seconds;
         let dir = out.join(format!("fold-{}", fold.fold));
+        o.model.config.training.command = Some(super::train::command_line());
         o.model.save(&dir)?;
         let r = orl_fold_with_model(&f, fold, &o.model)?;
         eprintln!(
@@ -361,6 +363,7 @@ pub fn train_signatures(
     let (report, cal) = signatures_with_model(&sigs, &o.model, agg, None, target_far)?;
     o.model.config.threshold = report.threshold;
     o.model.config.calibration = Some(cal);
+    o.model.config.training.command = Some(super::train::command_line());
     o.model.save(out)?;
     print_signatures(&report);
     let mut v = serde_json::to_value(&report)?;

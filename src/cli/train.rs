@@ -110,6 +110,14 @@ pub struct ImageArgs {
     pub json: bool,
 }
 
+/// This process's command line, program name as `twindex` (for the training record).
+pub fn command_line() -> String {
+    std::iter::once("twindex".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn run(cmd: TrainCmd) -> Result<()> {
     twindex::train::keep_freed_memory();
     match cmd {
@@ -255,6 +263,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
     // The duplicate threshold: best F1 on the held-out pairs, else on the training pairs
     // (never the test pairs).
     let model = &mut outcome.model;
+    model.config.training.command = Some(command_line());
     let cal_set = if a.holdout > 0 {
         &data.test
     } else {

@@ -107,6 +107,9 @@ pub struct TrainingRecord {
     pub seed: u64,
     #[serde(default)]
     pub squared: bool,
+    /// The command line that trained it (what `twindex train` was run with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     #[serde(default)]
     pub history: Vec<serde_json::Value>,
 }

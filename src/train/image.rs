@@ -572,6 +572,7 @@ pub fn train_image_with(
         lr: cfg.lr,
         seed: cfg.seed,
         squared: cfg.squared,
+        command: None,
         history: history
             .iter()
             .map(|h| serde_json::to_value(h).unwrap_or_default())
