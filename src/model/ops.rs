@@ -683,7 +683,6 @@ impl CustomOp3 for Conv2dAct {
                         None => act_grad(self.act, act_c, &gr[ci * cb * p * o..][..nb * p * o]),
                     };
                     let x0 = ci * cb * g.in_size();
-                    let gc = &gc[..];
                     let mut gb = vec![0f32; o];
                     for row in gc.chunks(o) {
                         for (a, v) in gb.iter_mut().zip(row) {
