@@ -4,13 +4,16 @@
 //! (constant) input images with a `conv_transpose2d`, uses a scalar `tanh`, and its `avg_pool2d`
 //! backward only works when kernel == stride. These ops fix that for the layers twindex uses:
 //!
-//! - [`conv2d_act`]: valid, stride-1 convolution + bias + activation in one op, im2col + gemm,
-//!   parallel over the batch, with an opt-out of the input gradient for the first layer.
+//! - [`conv2d_act`]: valid, stride-1 convolution + bias + activation in one op, parallel over
+//!   chunks of the batch (forward and backward each one parallel region), with an opt-out of the
+//!   input gradient for the first layer. Single-channel inputs (a first layer) are convolved
+//!   directly in register blocks; others by im2col + gemm, tiled to stay in L2.
 //! - [`avg_pool2`] / [`max_pool2`]: 2x2, stride-2 pooling with backward.
 //! - [`fast_tanh`]: a vectorisable rational approximation (Eigen's), within 1e-6 of `f32::tanh`.
 //!
 //! Layout is NHWC (`[batch, height, width, channels]`, as Keras) and weights are HWIO
-//! (`[kh, kw, c_in, c_out]`). Every op is checked against candle's generic path in tests.
+//! (`[kh, kw, c_in, c_out]`). Every op is checked against candle's generic path in tests. The
+//! hot loops are compiled twice by `simd_fn!` (AVX2+FMA picked at run time, else baseline).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
