@@ -69,7 +69,6 @@ pub struct TextArgs {
 }
 
 pub fn run(a: TextArgs) -> Result<()> {
-    twindex::train::keep_freed_memory();
     let base = match &a.base {
         Some(b) => b.clone(),
         None => super::eval::default_text_model()?,
