@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod cnn;
+pub mod dlib;
 pub mod fastbert;
 pub mod image;
 pub mod kernels;

