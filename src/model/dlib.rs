@@ -656,14 +656,19 @@ fn read_layers(bytes: &[u8], path: &Path) -> Result<(Vec<Layer>, [f32; 3], usize
     Ok((layers, means, side))
 }
 
+/// A convolution: filters `[out, in, k, k]`, bias `[1, out, 1, 1]`, stride, padding.
+type ConvP = (Tensor, Tensor, usize, usize);
+/// An affine (folded batch-norm) layer: gamma and beta, `[1, C, 1, 1]`.
+type AffP = (Tensor, Tensor);
+
 /// A residual block: conv-affine-relu-conv-affine, plus the input (average-pooled when the
 /// block downsamples), then relu.
 #[derive(Debug)]
 struct Block {
-    c1: (Tensor, Tensor, usize, usize),
-    a1: (Tensor, Tensor),
-    c2: (Tensor, Tensor, usize, usize),
-    a2: (Tensor, Tensor),
+    c1: ConvP,
+    a1: AffP,
+    c2: ConvP,
+    a2: AffP,
     skip_pool: Option<(usize, usize)>,
 }
 
@@ -671,11 +676,7 @@ struct Block {
 /// blocks, global average, a 128-d linear layer (no bias). Inference only.
 #[derive(Debug)]
 pub struct DlibResNet {
-    stem: (
-        (Tensor, Tensor, usize, usize),
-        (Tensor, Tensor),
-        (usize, usize),
-    ),
+    stem: (ConvP, AffP, (usize, usize)),
     blocks: Vec<Block>,
     fc: Tensor,
     means: [f32; 3],
@@ -785,15 +786,14 @@ impl DlibResNet {
     /// The weights by name, for saving as safetensors.
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut m = HashMap::new();
-        let put_conv =
-            |m: &mut HashMap<String, Tensor>, p: &str, c: &(Tensor, Tensor, usize, usize)| {
-                m.insert(format!("{p}.weight"), c.0.clone());
-                m.insert(format!("{p}.bias"), c.1.flatten_all().unwrap());
-                m.insert(
-                    format!("{p}.stride_pad"),
-                    Tensor::new(&[c.2 as u32, c.3 as u32], &Device::Cpu).unwrap(),
-                );
-            };
+        let put_conv = |m: &mut HashMap<String, Tensor>, p: &str, c: &ConvP| {
+            m.insert(format!("{p}.weight"), c.0.clone());
+            m.insert(format!("{p}.bias"), c.1.flatten_all().unwrap());
+            m.insert(
+                format!("{p}.stride_pad"),
+                Tensor::new(&[c.2 as u32, c.3 as u32], &Device::Cpu).unwrap(),
+            );
+        };
         let put_aff = |m: &mut HashMap<String, Tensor>, p: &str, a: &(Tensor, Tensor)| {
             m.insert(format!("{p}.gamma"), a.0.flatten_all().unwrap());
             m.insert(format!("{p}.beta"), a.1.flatten_all().unwrap());
@@ -845,7 +845,7 @@ impl DlibResNet {
                 _ => Err(format!("{k}: expected 2 values")),
             }
         };
-        let conv = |p: &str| -> std::result::Result<(Tensor, Tensor, usize, usize), String> {
+        let conv = |p: &str| -> std::result::Result<ConvP, String> {
             let w = get(&format!("{p}.weight"))?;
             let b = get(&format!("{p}.bias"))?;
             let n = b.dims1().map_err(|e| e.to_string())?;
@@ -907,7 +907,7 @@ impl DlibResNet {
     }
 }
 
-fn conv(x: &Tensor, c: &(Tensor, Tensor, usize, usize)) -> candle_core::Result<Tensor> {
+fn conv(x: &Tensor, c: &ConvP) -> candle_core::Result<Tensor> {
     x.conv2d(&c.0, c.3, c.2, 1, 1)?.broadcast_add(&c.1)
 }
 
