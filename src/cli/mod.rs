@@ -6,6 +6,7 @@ mod common;
 mod dedup;
 mod demo;
 mod eval;
+mod import;
 mod index;
 mod protocol;
 mod query;
@@ -36,6 +37,9 @@ pub enum Command {
     Train(train::TrainCmd),
     /// Measure an encoder on a labelled corpus (pair accuracy, ROC-AUC, AP, P@1, MAP@R).
     Eval(eval::EvalArgs),
+    /// Bring in a pretrained encoder from another tool's files (dlib's face models).
+    #[command(subcommand)]
+    Import(import::ImportCmd),
     /// Build and maintain index directories.
     #[command(subcommand)]
     Index(index::IndexCmd),
@@ -81,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Calibrate(a) => calibrate::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Import(c) => import::run(c),
         Command::Index(c) => index::run(c),
         Command::Query(a) => query::run(a),
         Command::Verify(a) => verify::run(a),

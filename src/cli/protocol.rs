@@ -484,14 +484,30 @@ pub fn eval_protocol(
                         thr,
                     )?
                 } else {
-                    let dir = model
-                        .context("--protocol orl needs --model DIR (or --raw)")?
-                        .join(format!("fold-{}", fold.fold));
-                    let mut m = ImageModel::load(&dir).with_context(|| {
-                        format!("loading the fold-{} encoder {}", fold.fold, dir.display())
-                    })?;
-                    m.config.preprocess.mirror_average |= fa.mirror_average;
-                    orl_fold_with_model(&f, fold, &m)?
+                    let base = model.context("--protocol orl needs --model DIR (or --raw)")?;
+                    if base.join(twindex::model::image::CONFIG_FILE).exists() {
+                        // One encoder for every fold (a pretrained one that saw none of these
+                        // people): its threshold is calibrated, per fold, on the pairs of the
+                        // fold's training subjects (best F1), never on the unseen ones.
+                        let mut m = ImageModel::load(base)
+                            .with_context(|| format!("loading encoder {}", base.display()))?;
+                        m.config.preprocess.mirror_average |= fa.mirror_average;
+                        let tr = f.with_labels(&fold.train_subjects);
+                        let tset =
+                            folder::load_set(&tr, &fold.train_subjects, &m.config.preprocess)?;
+                        let temb = m.embed_pixels(&tset.pixels, tset.n, 64)?;
+                        let (thr, _) =
+                            protocol::calibrate_pairs(&temb, m.config.dim, &tset.labels, None)?;
+                        m.config.threshold = thr;
+                        orl_fold_with_model(&f, fold, &m)?
+                    } else {
+                        let dir = base.join(format!("fold-{}", fold.fold));
+                        let mut m = ImageModel::load(&dir).with_context(|| {
+                            format!("loading the fold-{} encoder {}", fold.fold, dir.display())
+                        })?;
+                        m.config.preprocess.mirror_average |= fa.mirror_average;
+                        orl_fold_with_model(&f, fold, &m)?
+                    }
                 };
                 reps.push(r);
             }

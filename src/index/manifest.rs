@@ -86,16 +86,24 @@ pub struct Calibration {
     /// duplicate. [`super::Index::threshold_distance`] gives the same threshold as a distance.
     pub threshold: f32,
     /// Precision at the threshold on the calibration pairs.
+    #[serde(deserialize_with = "nan_if_null")]
     pub precision: f64,
     /// Recall at the threshold on the calibration pairs.
+    #[serde(deserialize_with = "nan_if_null")]
     pub recall: f64,
     /// F1 at the threshold on the calibration pairs.
+    #[serde(deserialize_with = "nan_if_null")]
     pub f1: f64,
     /// How it was chosen, e.g. `"best_f1"` or `"target_precision=0.99"`.
     pub method: String,
     /// Anything else the calibrator wants to record (pair file, counts...).
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub extra: Value,
+}
+
+/// An unknown figure is NaN in memory and `null` in JSON (JSON has no NaN): read it back.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// One data file of the current generation.

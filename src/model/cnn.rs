@@ -19,6 +19,11 @@ pub enum Arch {
     /// Conv(32)-Conv(32)-MaxPool-Conv(64)-Conv(64)-MaxPool-Conv(128)-MaxPool, ReLU, then
     /// Dense(128), L2-normalised. Inputs of at least 32x32.
     Deep,
+    /// dlib's pretrained face ResNet-29 (128-d, Euclidean, not normalised) on aligned 150x150
+    /// face chips. Inference only: made by `twindex import dlib-face`, not by `train`.
+    #[value(name = "dlib-resnet")]
+    #[serde(rename = "dlib-resnet")]
+    DlibResnet,
 }
 
 impl Arch {
@@ -28,6 +33,7 @@ impl Arch {
             Arch::Lenet => 10,
             Arch::Cnn => 64,
             Arch::Deep => 128,
+            Arch::DlibResnet => 128,
         }
     }
     /// Whether the output is L2-normalised.
@@ -40,6 +46,7 @@ impl Arch {
             Arch::Lenet => "lenet",
             Arch::Cnn => "cnn",
             Arch::Deep => "deep",
+            Arch::DlibResnet => "dlib-resnet",
         }
     }
 }
@@ -126,6 +133,8 @@ pub struct ImageEncoder {
     convs: Vec<(Conv, Option<ops::Pool2>)>,
     fc1: Linear,
     fc2: Option<Linear>,
+    /// The pretrained dlib network, for `dlib-resnet` (then `convs` is empty).
+    resnet: Option<std::sync::Arc<super::dlib::DlibResNet>>,
 }
 
 /// Spatial size after `valid 5x5 conv -> pool2` twice.
@@ -148,6 +157,11 @@ impl ImageEncoder {
         width: usize,
         channels: usize,
     ) -> Result<Self> {
+        if arch == Arch::DlibResnet {
+            candle_core::bail!(
+                "dlib-resnet is a pretrained network: `twindex import dlib-face` makes it, it cannot be initialised or trained here"
+            );
+        }
         let min = if arch == Arch::Deep { 32 } else { 16 };
         if height < min || width < min {
             candle_core::bail!(
@@ -169,6 +183,7 @@ impl ImageEncoder {
                 ],
                 fc1: dense(vb.pp("fc1"), flat * 16, 10, false)?,
                 fc2: None,
+                resnet: None,
             },
             Arch::Cnn => ImageEncoder {
                 arch,
@@ -181,6 +196,7 @@ impl ImageEncoder {
                 ],
                 fc1: dense(vb.pp("fc1"), flat * 64, 256, true)?,
                 fc2: Some(dense(vb.pp("fc2"), 256, 64, false)?),
+                resnet: None,
             },
             Arch::Deep => {
                 let flat = deep_side(height) * deep_side(width) * 128;
@@ -198,9 +214,26 @@ impl ImageEncoder {
                     ],
                     fc1: dense(vb.pp("fc1"), flat, 128, false)?,
                     fc2: None,
+                    resnet: None,
                 }
             }
+            Arch::DlibResnet => unreachable!("refused above"),
         })
+    }
+
+    /// Wrap dlib's pretrained face network.
+    pub fn dlib(net: super::dlib::DlibResNet) -> Self {
+        ImageEncoder {
+            arch: Arch::DlibResnet,
+            convs: Vec::new(),
+            fc1: Linear::new(
+                Tensor::zeros((1, 1), candle_core::DType::F32, &candle_core::Device::Cpu)
+                    .expect("a 1x1 tensor"),
+                None,
+            ),
+            fc2: None,
+            resnet: Some(std::sync::Arc::new(net)),
+        }
     }
 
     /// The architecture.
@@ -211,6 +244,9 @@ impl ImageEncoder {
 
 impl Module for ImageEncoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(net) = &self.resnet {
+            return net.forward(x);
+        }
         let mut h = x.clone();
         for (conv, pool) in &self.convs {
             h = match pool {

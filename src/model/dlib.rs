@@ -778,6 +778,11 @@ impl DlibResNet {
         self.side
     }
 
+    /// Number of residual blocks.
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
     /// Embedding dimension (128).
     pub fn dim(&self) -> usize {
         self.fc.dims()[1]

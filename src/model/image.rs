@@ -1,13 +1,16 @@
 //! A trained image encoder on disk: `config.json` (how to rebuild and use it) + `model.safetensors`.
 
 use super::cnn::{Arch, ImageEncoder};
+use super::dlib::{face_chip, DlibResNet, Grey, Rect, ShapePredictor};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 /// The config file name inside a model directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -48,6 +51,80 @@ pub struct Preprocess {
     /// embedding that does not care which way a face is turned. Training is unaffected.
     #[serde(default)]
     pub mirror_average: bool,
+    /// Align faces before embedding (the `dlib-resnet` encoder): landmarks found inside a
+    /// fixed box of the image, then the face rotated and scaled onto dlib's template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_align: Option<FaceAlign>,
+}
+
+/// How face images are aligned: there is no face detector, so the images are expected to be
+/// face crops framed alike (as the ORL faces and passport photos are), and the landmark
+/// predictor starts from the same box in each.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FaceAlign {
+    /// The landmark predictor file (dlib format), relative to the model directory.
+    pub landmarks: String,
+    /// The box the face is expected in, as fractions of the image width and height:
+    /// left, top, right, bottom.
+    pub face_box: [f64; 4],
+    /// Margin around the template face in the chip, as a fraction of its size (dlib: 0.25).
+    pub padding: f64,
+    /// The model directory (set when the model is loaded; not stored).
+    #[serde(skip)]
+    pub model_dir: Option<PathBuf>,
+}
+
+impl FaceAlign {
+    /// The landmark predictor, loaded once per process and file.
+    fn predictor(&self) -> Result<std::sync::Arc<ShapePredictor>> {
+        static CACHE: OnceLock<Mutex<HashMap<PathBuf, std::sync::Arc<ShapePredictor>>>> =
+            OnceLock::new();
+        let dir = self.model_dir.as_ref().ok_or_else(|| {
+            Error::Msg("a face-aligning encoder must be loaded from its directory".into())
+        })?;
+        let path = dir.join(&self.landmarks);
+        let mut cache = CACHE
+            .get_or_init(Default::default)
+            .lock()
+            .expect("predictor cache");
+        if let Some(p) = cache.get(&path) {
+            return Ok(p.clone());
+        }
+        let p = std::sync::Arc::new(ShapePredictor::load(&path)?);
+        cache.insert(path, p.clone());
+        Ok(p)
+    }
+
+    /// Read `path` and return its aligned `size x size` greyscale face chip.
+    pub fn load_chip(&self, path: &Path, size: usize) -> Result<Vec<u8>> {
+        let sp = self.predictor()?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let img = image::load_from_memory(&bytes).map_err(|e| {
+            Error::format(path, format!("not a readable PNG, PGM or JPEG image: {e}"))
+        })?;
+        let g = img.to_luma8();
+        let (w, h) = (g.width() as usize, g.height() as usize);
+        if w < 8 || h < 8 {
+            return Err(Error::format(
+                path,
+                format!("a {w}x{h} image is too small to hold a face"),
+            ));
+        }
+        let [l, t, r, b] = self.face_box;
+        let rect = Rect {
+            left: (l * w as f64).round() as i64,
+            top: (t * h as f64).round() as i64,
+            right: (r * w as f64).round() as i64,
+            bottom: (b * h as f64).round() as i64,
+        };
+        let img = Grey {
+            pixels: g.as_raw(),
+            width: w,
+            height: h,
+        };
+        let parts = sp.predict(img, rect);
+        face_chip(img, &parts, size, self.padding)
+    }
 }
 
 fn default_true() -> bool {
@@ -60,6 +137,9 @@ impl Preprocess {
     /// scaling and standardisation happen later, in [`ImageModel::input_tensor`], the same for
     /// training batches and queries.
     pub fn load_file(&self, path: &Path) -> Result<Vec<u8>> {
+        if let Some(fa) = &self.face_align {
+            return fa.load_chip(path, self.height);
+        }
         if self.channels != 1 {
             return Err(Error::InvalidArgument(format!(
                 "{}: only greyscale encoders read image files (this one has {} channels)",
@@ -158,6 +238,7 @@ impl ImageModelConfig {
                 standardize: false,
                 auto_invert: true,
                 mirror_average: false,
+                face_align: None,
             },
             dim: arch.dim(),
             normalized: arch.normalized(),
@@ -207,7 +288,20 @@ impl ImageModel {
                 ),
             ));
         }
-        let config: ImageModelConfig = fsutil::read_json(&cfg_path)?;
+        let mut config: ImageModelConfig = fsutil::read_json(&cfg_path)?;
+        if let Some(fa) = &mut config.preprocess.face_align {
+            fa.model_dir = Some(dir.to_path_buf());
+            let lp = dir.join(&fa.landmarks);
+            if !lp.exists() {
+                return Err(Error::io(
+                    &lp,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the encoder's landmark predictor is missing from its directory",
+                    ),
+                ));
+            }
+        }
         if config.format != IMAGE_FORMAT || config.format_version != 1 {
             return Err(Error::corrupt(
                 &cfg_path,
@@ -218,6 +312,35 @@ impl ImageModel {
             ));
         }
         let wpath = dir.join(WEIGHTS_FILE);
+        if config.arch == Arch::DlibResnet {
+            let t = candle_core::safetensors::load(&wpath, &Device::Cpu).map_err(|e| {
+                Error::corrupt(&wpath, format!("not a readable safetensors file: {e}"))
+            })?;
+            let net = DlibResNet::from_tensors(&t).map_err(|e| {
+                Error::corrupt(
+                    &wpath,
+                    format!("weights do not fit a dlib-resnet network: {e}"),
+                )
+            })?;
+            let p = &config.preprocess;
+            if (p.height, p.width, p.channels) != (net.side(), net.side(), 1)
+                || config.dim != net.dim()
+            {
+                return Err(Error::corrupt(
+                    &cfg_path,
+                    format!(
+                        "config says {}x{}x{} inputs and {} dimensions; the weights are for {s}x{s}x1 and {}",
+                        p.height, p.width, p.channels, config.dim, net.dim(), s = net.side()
+                    ),
+                ));
+            }
+            return Ok(ImageModel {
+                config,
+                encoder: ImageEncoder::dlib(net),
+                varmap: None,
+                dir: Some(dir.to_path_buf()),
+            });
+        }
         let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
         let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu)
             .map_err(|e| Error::corrupt(&wpath, format!("not a readable safetensors file: {e}")))?;
@@ -312,10 +435,31 @@ impl ImageModel {
         Ok(out)
     }
 
-    /// sha256 over the config and weights files: names this exact encoder in index manifests.
+    /// The files that make up the encoder in `dir`: config, weights and, for a face-aligning
+    /// encoder, its landmark predictor.
+    pub fn files(dir: &Path) -> Result<Vec<String>> {
+        let mut v = vec![CONFIG_FILE.to_string(), WEIGHTS_FILE.to_string()];
+        let cfg_path = dir.join(CONFIG_FILE);
+        let config: ImageModelConfig = fsutil::read_json(&cfg_path)?;
+        if let Some(fa) = config.preprocess.face_align {
+            if fa.landmarks.contains('/') || fa.landmarks.contains("..") {
+                return Err(Error::corrupt(
+                    &cfg_path,
+                    format!(
+                        "landmarks file {:?} must be a plain file name",
+                        fa.landmarks
+                    ),
+                ));
+            }
+            v.push(fa.landmarks);
+        }
+        Ok(v)
+    }
+
+    /// sha256 over the encoder's files: names this exact encoder in index manifests.
     pub fn content_hash(dir: &Path) -> Result<String> {
         let mut h = Sha256::new();
-        for f in [CONFIG_FILE, WEIGHTS_FILE] {
+        for f in Self::files(dir)? {
             let p = dir.join(f);
             let b = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
             h.update(&b);

@@ -2,7 +2,6 @@
 //! in the manifest with the sha256 of its files, so an index directory is self-contained.
 
 use crate::error::{Error, Result};
-use crate::model::image::{CONFIG_FILE, WEIGHTS_FILE};
 use crate::model::{ImageModel, TextEncoder};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -20,10 +19,10 @@ pub fn embed_image_encoder(
 ) -> Result<Value> {
     let dst = index_dir.join(ENCODER_DIR);
     std::fs::create_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
-    for f in [WEIGHTS_FILE, CONFIG_FILE] {
-        let src = model_dir.join(f);
+    for f in ImageModel::files(model_dir)? {
+        let src = model_dir.join(&f);
         let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
-        crate::fsutil::atomic_write(&dst.join(f), &bytes)?;
+        crate::fsutil::atomic_write(&dst.join(&f), &bytes)?;
     }
     let sha = ImageModel::content_hash(&dst)?;
     Ok(json!({
