@@ -75,6 +75,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 "no shipped encoder for this protocol: pass --model DIR (made by `twindex train image --protocol ...`) or --raw",
             )?),
         };
+        if a.model.is_none() {
+            if let Some(m) = &model {
+                eprintln!("encoder: {}", m.display());
+            }
+        }
         let sw = twindex::timing::Stopwatch::start();
         let mut v =
             protocol::eval_protocol(p, &corpus, model.as_deref(), a.raw, &a.folder, a.aggregate)?;

@@ -557,7 +557,14 @@ fn raw_embeddings(set: &ImageSet, pre: &Preprocess) -> Vec<f32> {
 }
 
 /// The shipped encoder for a protocol, if present.
+/// For ORL that is dlib's pretrained face descriptor where it has been imported into
+/// `corpora/encoders/dlib-face` (`twindex import dlib-face --out corpora/encoders/dlib-face`),
+/// else the shipped fold encoders trained here.
 pub fn default_protocol_model(p: Protocol) -> Option<PathBuf> {
+    let dlib = common::repo_root().join("corpora/encoders/dlib-face");
+    if p == Protocol::Orl && dlib.join(twindex::model::image::CONFIG_FILE).exists() {
+        return Some(dlib);
+    }
     let d = common::repo_root().join(match p {
         Protocol::Orl => "corpora/encoders/orl-faces",
         Protocol::Signatures => "corpora/encoders/signatures",
