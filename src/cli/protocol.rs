@@ -532,7 +532,17 @@ pub fn eval_protocol(
                 let dir = model.context("--protocol signatures needs --model DIR (or --raw)")?;
                 let m = ImageModel::load(dir)
                     .with_context(|| format!("loading encoder {}", dir.display()))?;
-                signatures_with_model(&sigs, &m, agg, Some(m.config.threshold), None)?
+                // The encoder's threshold holds for the aggregate it was calibrated with; for
+                // another, calibrate on these writers (the calibration writers).
+                let cal_agg = m
+                    .config
+                    .calibration
+                    .as_ref()
+                    .and_then(|c| c.get("aggregate"))
+                    .and_then(|a| serde_json::from_value::<Aggregate>(a.clone()).ok())
+                    .unwrap_or(Aggregate::Min);
+                let thr = (cal_agg == agg).then_some(m.config.threshold);
+                signatures_with_model(&sigs, &m, agg, thr, None)?
             };
             print_signatures(&report);
             let mut v = serde_json::to_value(&report)?;

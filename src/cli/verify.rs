@@ -48,10 +48,7 @@ pub fn run(a: VerifyArgs) -> Result<()> {
         a.file,
         if r.accepted { "ACCEPTED" } else { "REJECTED" },
         r.label,
-        match r.aggregate {
-            Aggregate::Min => "nearest",
-            Aggregate::Mean => "mean",
-        },
+        r.aggregate.describe(),
         r.distance,
         if r.accepted { "<=" } else { ">" },
         r.threshold,

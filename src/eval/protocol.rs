@@ -342,16 +342,65 @@ pub enum Aggregate {
     Min,
     /// Mean distance to the references.
     Mean,
+    /// `min`, divided by the mean distance between the references themselves: a writer whose
+    /// genuine signatures vary a lot is allowed more (needs at least 2 references).
+    #[value(name = "min-norm")]
+    #[serde(rename = "min-norm")]
+    MinNorm,
+    /// `mean`, divided by the mean distance between the references.
+    #[value(name = "mean-norm")]
+    #[serde(rename = "mean-norm")]
+    MeanNorm,
 }
 
 impl Aggregate {
-    /// Aggregate distances to the references.
-    pub fn apply(self, d: &[f32]) -> f32 {
+    /// Combine a query's distances to the references `d`, given the distances among the
+    /// references themselves `among` (used by the `-norm` variants; with fewer than 2
+    /// references there is nothing to normalise by and the plain figure is returned).
+    pub fn apply(self, d: &[f32], among: &[f32]) -> f32 {
+        let min = || d.iter().copied().fold(f32::INFINITY, f32::min);
+        let mean = || d.iter().sum::<f32>() / d.len().max(1) as f32;
+        let spread = || {
+            if among.is_empty() {
+                1.0
+            } else {
+                (among.iter().sum::<f32>() / among.len() as f32).max(1e-6)
+            }
+        };
         match self {
-            Aggregate::Min => d.iter().copied().fold(f32::INFINITY, f32::min),
-            Aggregate::Mean => d.iter().sum::<f32>() / d.len().max(1) as f32,
+            Aggregate::Min => min(),
+            Aggregate::Mean => mean(),
+            Aggregate::MinNorm => min() / spread(),
+            Aggregate::MeanNorm => mean() / spread(),
         }
     }
+
+    /// Whether the figure is normalised by the references' spread.
+    pub fn normalized(self) -> bool {
+        matches!(self, Aggregate::MinNorm | Aggregate::MeanNorm)
+    }
+
+    /// A word for the figure, as printed.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Aggregate::Min => "nearest",
+            Aggregate::Mean => "mean",
+            Aggregate::MinNorm => "nearest/spread",
+            Aggregate::MeanNorm => "mean/spread",
+        }
+    }
+}
+
+/// Distances between every two of `rows` (by index into `emb` of width `dim`).
+pub fn pairwise_l2(emb: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
+    let row = |i: usize| &emb[i * dim..(i + 1) * dim];
+    let mut out = Vec::new();
+    for (k, &a) in rows.iter().enumerate() {
+        for &b in &rows[k + 1..] {
+            out.push(l2(row(a), row(b)));
+        }
+    }
+    out
 }
 
 /// Questioned-signature scores of writers: for each writer, references are samples
@@ -386,9 +435,14 @@ pub fn signature_scores(
                 refs.len()
             )));
         }
+        let among = if agg.normalized() {
+            pairwise_l2(emb, dim, &refs)
+        } else {
+            Vec::new()
+        };
         for q in (0..sigs.len()).filter(|&i| sigs[i].writer == w && !refs.contains(&i)) {
             let ds: Vec<f32> = refs.iter().map(|&r| l2(row(q), row(r))).collect();
-            dist.push(agg.apply(&ds));
+            dist.push(agg.apply(&ds, &among));
             genuine.push(sigs[q].genuine);
             who.push(w);
         }
@@ -516,6 +570,13 @@ mod tests {
         assert_eq!(w, vec![1, 1]);
         let (d, _, _) = signature_scores(&sigs, &emb, 1, 2, Aggregate::Mean).unwrap();
         assert_eq!(d, vec![1.0, 3.0]);
+        // References 0.0 and 2.0 are 2 apart: the -norm figures are halved.
+        let (d, _, _) = signature_scores(&sigs, &emb, 1, 2, Aggregate::MinNorm).unwrap();
+        assert_eq!(d, vec![0.5, 1.0]);
+        let (d, _, _) = signature_scores(&sigs, &emb, 1, 2, Aggregate::MeanNorm).unwrap();
+        assert_eq!(d, vec![0.5, 1.5]);
+        // One reference: nothing to normalise by.
+        assert_eq!(Aggregate::MeanNorm.apply(&[3.0], &[]), 3.0);
         let r = signature_report(
             vec![1],
             2,

@@ -45,6 +45,7 @@ pub fn verify(
     }
     let metric = index.metric();
     let mut dist = Vec::new();
+    let mut refs: Vec<Vec<f32>> = Vec::new();
     let mut nearest = (f32::INFINITY, 0u64);
     for id in index.ids() {
         let v = index.get(id)?;
@@ -56,6 +57,15 @@ pub fn verify(
             nearest = (d, id);
         }
         dist.push(d);
+        if aggregate.normalized() {
+            refs.push(v.vector.to_vec());
+        }
+    }
+    let mut among = Vec::new();
+    for (k, a) in refs.iter().enumerate() {
+        for b in &refs[k + 1..] {
+            among.push(metric.distance(a, b));
+        }
     }
     if dist.is_empty() {
         let mut labels: Vec<String> = index
@@ -74,7 +84,7 @@ pub fn verify(
             shown.join(", ")
         )));
     }
-    let distance = aggregate.apply(&dist);
+    let distance = aggregate.apply(&dist, &among);
     Ok(Verification {
         label: label.to_string(),
         accepted: distance <= threshold,
