@@ -117,7 +117,7 @@ fn truncated_or_foreign_dlib_files_are_named_errors() {
         let p = t.path().join(name);
         std::fs::write(&p, bytes).unwrap();
         let e = ShapePredictor::load(&p).err().unwrap().to_string();
-        assert!(e.contains(name.as_ref() as &str), "{name}: {e}");
+        assert!(e.contains(name), "{name}: {e}");
     }
     for (name, bytes) in [
         ("net-truncated.dat", net[..net.len() / 2].to_vec()),
