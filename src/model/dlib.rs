@@ -83,6 +83,17 @@ impl<'a> Reader<'a> {
         Ok(v as usize)
     }
 
+    /// A `std::vector`: a count (at most `max`) then that many items read by `item`.
+    pub fn list<T>(
+        &mut self,
+        max: usize,
+        what: &str,
+        mut item: impl FnMut(&mut Self) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let n = self.count(max, what)?;
+        (0..n).map(|_| item(self)).collect()
+    }
+
     /// A float: mantissa * 2^exponent.
     pub fn float(&mut self) -> Result<f32> {
         let m = self.int()?;
@@ -263,26 +274,15 @@ impl ShapePredictor {
             forests.push(trees);
         }
         let parts = initial.len() / 2;
-        let na = r.count(1000, "anchor list count")?;
-        let mut anchors = Vec::with_capacity(na);
-        for _ in 0..na {
-            let n = r.count(1 << 20, "anchor count")?;
-            anchors.push(
-                (0..n)
-                    .map(|_| r.count(parts - 1, "anchor index"))
-                    .collect::<Result<Vec<_>>>()?,
-            );
-        }
-        let nd = r.count(1000, "delta list count")?;
-        let mut deltas = Vec::with_capacity(nd);
-        for _ in 0..nd {
-            let n = r.count(1 << 20, "delta count")?;
-            deltas.push(
-                (0..n)
-                    .map(|_| Ok([r.float()?, r.float()?]))
-                    .collect::<Result<Vec<_>>>()?,
-            );
-        }
+        let anchors = r.list(1000, "anchor list count", |r| {
+            r.list(1 << 20, "anchor count", |r| {
+                r.count(parts - 1, "anchor index")
+            })
+        })?;
+        let deltas = r.list(1000, "delta list count", |r| {
+            r.list(1 << 20, "delta count", |r| Ok([r.float()?, r.float()?]))
+        })?;
+        let (na, nd) = (anchors.len(), deltas.len());
         if na != ncasc
             || nd != ncasc
             || anchors.iter().zip(&deltas).any(|(a, d)| a.len() != d.len())
