@@ -44,6 +44,11 @@ pub struct FolderArgs {
     /// Embed each image and its mirror image and average them (faces; not signatures).
     #[arg(long)]
     pub mirror_average: bool,
+    /// Align faces as the face-aligning encoder in DIR does (e.g. one made by `twindex import
+    /// dlib-face`): its landmark predictor, face box and template; the input becomes the
+    /// aligned HxH chip (--size must be square). The landmark file is copied into the model.
+    #[arg(long, value_name = "DIR")]
+    pub align_faces: Option<PathBuf>,
     /// `--protocol orl`: only these folds (0-3, comma-separated), for quick trials; the
     /// protocol's figures need all four.
     #[arg(long, value_delimiter = ',')]
@@ -79,6 +84,22 @@ pub fn folder_preprocess(a: &FolderArgs, protocol: Option<Protocol>) -> Result<P
     p.standardize = a.standardize;
     p.mirror_average = a.mirror_average;
     p.auto_invert = false;
+    if let Some(dir) = &a.align_faces {
+        let cfg = dir.join(twindex::model::image::CONFIG_FILE);
+        let c: ImageModelConfig = twindex::fsutil::read_json(&cfg)
+            .with_context(|| format!("--align-faces {}", dir.display()))?;
+        let mut fa = c.preprocess.face_align.with_context(|| {
+            format!(
+                "{}: not a face-aligning encoder (no preprocess.face_align)",
+                cfg.display()
+            )
+        })?;
+        if h != w {
+            bail!("--align-faces makes square chips: --size must be HxH, got {h}x{w}");
+        }
+        fa.model_dir = Some(dir.clone());
+        p.face_align = Some(fa);
+    }
     Ok(p)
 }
 

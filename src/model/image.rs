@@ -377,6 +377,19 @@ impl ImageModel {
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &wpath).map_err(|e| Error::io(&wpath, e))?;
+        // A face-aligning encoder carries its landmark predictor.
+        if let Some(fa) = &self.config.preprocess.face_align {
+            let src = fa
+                .model_dir
+                .as_ref()
+                .map(|d| d.join(&fa.landmarks))
+                .ok_or_else(|| Error::Msg("face alignment without a landmark file".into()))?;
+            let dst = dir.join(&fa.landmarks);
+            if src != dst {
+                let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+                fsutil::atomic_write(&dst, &bytes)?;
+            }
+        }
         fsutil::atomic_write_json(&dir.join(CONFIG_FILE), &self.config)
     }
 

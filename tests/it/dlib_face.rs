@@ -262,3 +262,45 @@ fn reader_decodes_packed_ints_floats_and_names_truncation() {
     let e = r.int().unwrap_err().to_string();
     assert!(e.contains("x.dat") && e.contains("ends inside"), "{e}");
 }
+
+/// An encoder trained on aligned chips (`--align-faces DIR`) carries the landmark predictor it
+/// was trained with and reads query files through the same alignment.
+#[test]
+fn encoder_trained_on_aligned_faces_is_self_contained() {
+    use super::cli::ok_json;
+    use twindex::model::{Arch, ImageModel, ImageModelConfig};
+    let Some(d) = dlib_models() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let dlib = t.path().join("dlib-face");
+    ok_json(&[
+        "import",
+        "dlib-face",
+        "--models",
+        d.to_str().unwrap(),
+        "--out",
+        dlib.to_str().unwrap(),
+        "--json",
+    ]);
+    let fa = ImageModel::load(&dlib)
+        .unwrap()
+        .config
+        .preprocess
+        .face_align
+        .unwrap();
+    let mut cfg = ImageModelConfig::new(Arch::Deep, 32, 32, 1);
+    cfg.preprocess.face_align = Some(fa);
+    let m = ImageModel::new_trainable(cfg, 1).unwrap();
+    let out = t.path().join("mine");
+    m.save(&out).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("landmarks.dat")).unwrap(),
+        std::fs::read(dlib.join("landmarks.dat")).unwrap()
+    );
+    std::fs::remove_dir_all(&dlib).unwrap();
+    let back = ImageModel::load(&out).unwrap();
+    let face = root().join("corpora/orl-faces/s1/1.pgm");
+    let chip = back.config.preprocess.load_file(&face).unwrap();
+    assert_eq!(chip.len(), 32 * 32);
+    let e = back.embed_pixels(&chip, 1, 1).unwrap();
+    assert_eq!(e.len(), 128);
+}
