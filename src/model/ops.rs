@@ -125,6 +125,9 @@ simd_fn! {
     }
 }
 
+/// Taps per kernel row summed at once by the AVX-512 weight-gradient kernel.
+const MAX_KW_ROW: usize = 5;
+
 /// Lanes of the direct convolution's register blocks (one AVX2 register).
 const LANES: usize = 8;
 /// Output channels per register block of the direct convolution.
@@ -186,11 +189,345 @@ fn conv1c_wgrad_block(
     a
 }
 
+/// Explicit AVX2+FMA kernels for the single-channel convolution. Rust does not fuse `a += b * c`
+/// into an FMA (it would change rounding), so the auto-vectorised loops above issue a multiply
+/// and an add per tap; these keep the accumulators in registers and use `vfmadd`.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{ConvGeom, LANES, OC_BLOCK};
+    use std::arch::x86_64::*;
+
+    /// `NV` vectors of 8 output columns x 4 channels of one output row: bias plus the sum over
+    /// taps of weight x input. `x` points at the block's first input (row `i`, column `j0`).
+    #[inline(always)]
+    unsafe fn fwd_block<const NV: usize>(
+        g: ConvGeom,
+        x: *const f32,
+        wb: *const f32,
+        o: usize,
+        bias: *const f32,
+    ) -> [[__m256; NV]; OC_BLOCK] {
+        let mut acc = [[_mm256_setzero_ps(); NV]; OC_BLOCK];
+        for (q, a) in acc.iter_mut().enumerate() {
+            let b = _mm256_set1_ps(*bias.add(q));
+            for v in a.iter_mut() {
+                *v = b;
+            }
+        }
+        for di in 0..g.kh {
+            let row = x.add(di * g.w);
+            for dj in 0..g.kw {
+                let mut s = [_mm256_setzero_ps(); NV];
+                for (v, sv) in s.iter_mut().enumerate() {
+                    *sv = _mm256_loadu_ps(row.add(dj + v * LANES));
+                }
+                let wr = wb.add((di * g.kw + dj) * o);
+                for (q, a) in acc.iter_mut().enumerate() {
+                    let wq = _mm256_broadcast_ss(&*wr.add(q));
+                    for v in 0..NV {
+                        a[v] = _mm256_fmadd_ps(wq, s[v], a[v]);
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    /// Store 4 channel vectors of 8 columns into NHWC rows of stride `o` (4 floats per column).
+    #[inline(always)]
+    unsafe fn store_4x8(y: *mut f32, o: usize, a: [__m256; 4]) {
+        let t0 = _mm256_unpacklo_ps(a[0], a[1]);
+        let t1 = _mm256_unpackhi_ps(a[0], a[1]);
+        let t2 = _mm256_unpacklo_ps(a[2], a[3]);
+        let t3 = _mm256_unpackhi_ps(a[2], a[3]);
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t0, t2),
+            _mm256_shuffle_ps::<0xEE>(t0, t2),
+            _mm256_shuffle_ps::<0x44>(t1, t3),
+            _mm256_shuffle_ps::<0xEE>(t1, t3),
+        ];
+        for (c, uc) in u.iter().enumerate() {
+            _mm_storeu_ps(y.add(c * o), _mm256_castps256_ps128(*uc));
+            _mm_storeu_ps(y.add((c + 4) * o), _mm256_extractf128_ps::<1>(*uc));
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn fwd_run<const NV: usize>(
+        g: ConvGeom,
+        x: &[f32],
+        wt: &[f32],
+        bias: &[f32],
+        y: &mut [f32],
+        (i, j0, oc0): (usize, usize, usize),
+    ) {
+        let (ow, o) = (g.ow(), g.o);
+        debug_assert!(j0 + NV * LANES <= ow && oc0 + OC_BLOCK <= o);
+        debug_assert!((i + g.kh - 1) * g.w + j0 + NV * LANES + g.kw - 1 <= x.len());
+        let acc = fwd_block::<NV>(
+            g,
+            x.as_ptr().add(i * g.w + j0),
+            wt.as_ptr().add(oc0),
+            o,
+            bias.as_ptr().add(oc0),
+        );
+        let yp = y.as_mut_ptr().add((i * ow + j0) * o + oc0);
+        for (v, ((a0, a1), (a2, a3))) in acc[0]
+            .iter()
+            .zip(&acc[1])
+            .zip(acc[2].iter().zip(&acc[3]))
+            .enumerate()
+        {
+            store_4x8(yp.add(v * LANES * o), o, [*a0, *a1, *a2, *a3]);
+        }
+    }
+
+    /// The gradient rows of one output row made planar: `gy` (`[ow, o]`, NHWC) to
+    /// `plane[(oc * oh + i) * owp + j]` for whole blocks of 8 columns (the inverse of
+    /// [`store_4x8`]); returns the columns done.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `o` a multiple of 4, `gy` one output row, `plane` sized for
+    /// `o * oh` rows of stride `owp`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn planar_row(
+        gy: &[f32],
+        (i, oh, ow, o, owp): (usize, usize, usize, usize, usize),
+        plane: &mut [f32],
+    ) -> usize {
+        let full = ow / LANES * LANES;
+        assert!(o % OC_BLOCK == 0 && gy.len() >= ow * o && plane.len() >= o * oh * owp);
+        let (g, p) = (gy.as_ptr(), plane.as_mut_ptr());
+        for j0 in (0..full).step_by(LANES) {
+            for oc0 in (0..o).step_by(OC_BLOCK) {
+                let col = |c: usize| g.add((j0 + c) * o + oc0);
+                let u: [__m256; 4] = std::array::from_fn(|c| {
+                    _mm256_set_m128(_mm_loadu_ps(col(c + 4)), _mm_loadu_ps(col(c)))
+                });
+                let t0 = _mm256_unpacklo_ps(u[0], u[1]);
+                let t1 = _mm256_unpackhi_ps(u[0], u[1]);
+                let t2 = _mm256_unpacklo_ps(u[2], u[3]);
+                let t3 = _mm256_unpackhi_ps(u[2], u[3]);
+                let a = [
+                    _mm256_shuffle_ps::<0x44>(t0, t2),
+                    _mm256_shuffle_ps::<0xEE>(t0, t2),
+                    _mm256_shuffle_ps::<0x44>(t1, t3),
+                    _mm256_shuffle_ps::<0xEE>(t1, t3),
+                ];
+                for (q, aq) in a.iter().enumerate() {
+                    _mm256_storeu_ps(p.add(((oc0 + q) * oh + i) * owp + j0), *aq);
+                }
+            }
+        }
+        full
+    }
+
+    /// [`super::pool_fwd_image`] for `c` a multiple of 4: four channels per 128-bit operation.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `img` holds `h x w x c`, `yb` `(h/2) x (w/2) x c` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn pool_fwd_image(
+        kind: super::Pool2,
+        (h, w, c): (usize, usize, usize),
+        img: &[f32],
+        yb: &mut [f32],
+    ) {
+        let (oh, ow) = (h / 2, w / 2);
+        assert!(c % 4 == 0 && img.len() >= h * w * c && yb.len() >= oh * ow * c);
+        let (x, y) = (img.as_ptr(), yb.as_mut_ptr());
+        let quarter = _mm_set1_ps(0.25);
+        for i in 0..oh {
+            let (r0, r1) = (x.add(2 * i * w * c), x.add((2 * i + 1) * w * c));
+            for j in 0..ow {
+                for cb in (0..c).step_by(4) {
+                    let (p0, p1) = (2 * j * c + cb, (2 * j + 1) * c + cb);
+                    let (a, b) = (_mm_loadu_ps(r0.add(p0)), _mm_loadu_ps(r0.add(p1)));
+                    let (cc, d) = (_mm_loadu_ps(r1.add(p0)), _mm_loadu_ps(r1.add(p1)));
+                    let v = match kind {
+                        super::Pool2::Avg => {
+                            _mm_mul_ps(quarter, _mm_add_ps(_mm_add_ps(_mm_add_ps(a, b), cc), d))
+                        }
+                        super::Pool2::Max => _mm_max_ps(_mm_max_ps(a, b), _mm_max_ps(cc, d)),
+                    };
+                    _mm_storeu_ps(y.add((i * ow + j) * c + cb), v);
+                }
+            }
+        }
+    }
+
+    /// Average-pooling backward of one image for `c` a multiple of 4: a quarter of each
+    /// output gradient to each of its four inputs.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `gb` holds `(h/2) x (w/2) x c`, `gxb` `h x w x c` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avg_pool_bwd_image(
+        (h, w, c): (usize, usize, usize),
+        gb: &[f32],
+        gxb: &mut [f32],
+    ) {
+        let (oh, ow) = (h / 2, w / 2);
+        assert!(c % 4 == 0 && gb.len() >= oh * ow * c && gxb.len() >= h * w * c);
+        let (g, x) = (gb.as_ptr(), gxb.as_mut_ptr());
+        let quarter = _mm_set1_ps(0.25);
+        for i in 0..oh {
+            let (r0, r1) = (x.add(2 * i * w * c), x.add((2 * i + 1) * w * c));
+            for j in 0..ow {
+                for cb in (0..c).step_by(4) {
+                    let v = _mm_mul_ps(quarter, _mm_loadu_ps(g.add((i * ow + j) * c + cb)));
+                    let (p0, p1) = (2 * j * c + cb, (2 * j + 1) * c + cb);
+                    _mm_storeu_ps(r0.add(p0), v);
+                    _mm_storeu_ps(r0.add(p1), v);
+                    _mm_storeu_ps(r1.add(p0), v);
+                    _mm_storeu_ps(r1.add(p1), v);
+                }
+            }
+        }
+    }
+
+    /// [`super::conv1c_fwd`] for `o` a multiple of 4, on AVX2+FMA.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `x`, `wt`, `bias`, `y` sized as `conv1c_fwd` requires.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn conv1c_fwd(g: ConvGeom, x: &[f32], wt: &[f32], bias: &[f32], y: &mut [f32]) {
+        let (oh, ow, o) = (g.oh(), g.ow(), g.o);
+        assert!(o % OC_BLOCK == 0 && x.len() >= g.h * g.w && y.len() >= oh * ow * o);
+        assert!(wt.len() >= g.kh * g.kw * o && bias.len() >= o);
+        for i in 0..oh {
+            for oc0 in (0..o).step_by(OC_BLOCK) {
+                let mut j0 = 0;
+                while ow - j0 >= 3 * LANES {
+                    fwd_run::<3>(g, x, wt, bias, y, (i, j0, oc0));
+                    j0 += 3 * LANES;
+                }
+                if ow - j0 >= 2 * LANES {
+                    fwd_run::<2>(g, x, wt, bias, y, (i, j0, oc0));
+                    j0 += 2 * LANES;
+                }
+                if ow - j0 >= LANES {
+                    fwd_run::<1>(g, x, wt, bias, y, (i, j0, oc0));
+                    j0 += LANES;
+                }
+                for j in j0..ow {
+                    for q in 0..OC_BLOCK {
+                        let mut a = bias[oc0 + q];
+                        for di in 0..g.kh {
+                            for dj in 0..g.kw {
+                                a = x[(i + di) * g.w + j + dj]
+                                    .mul_add(wt[(di * g.kw + dj) * o + oc0 + q], a);
+                            }
+                        }
+                        y[(i * ow + j) * o + oc0 + q] = a;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One tap's weight-gradient sums over whole `LANES` column blocks for 4 channels:
+    /// `sum over rows i, blocks j0 of plane[q][i][j0..] * x[i][j0..]`, as 4 vectors.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `x` holds `oh` rows of stride `w` from the tap's offset
+    /// with at least `full` columns each, `plane` `4 * oh` rows of stride `owp`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn wgrad_block(
+        x: &[f32],
+        w: usize,
+        plane: &[f32],
+        (oh, owp, full): (usize, usize, usize),
+    ) -> [[f32; LANES]; OC_BLOCK] {
+        assert!(oh == 0 || ((oh - 1) * w + full <= x.len() && OC_BLOCK * oh * owp <= plane.len()));
+        let mut a = [_mm256_setzero_ps(); OC_BLOCK];
+        let (xp, pp) = (x.as_ptr(), plane.as_ptr());
+        for i in 0..oh {
+            let src = xp.add(i * w);
+            for j0 in (0..full).step_by(LANES) {
+                let s = _mm256_loadu_ps(src.add(j0));
+                for (q, aq) in a.iter_mut().enumerate() {
+                    let gr = _mm256_loadu_ps(pp.add((q * oh + i) * owp + j0));
+                    *aq = _mm256_fmadd_ps(gr, s, *aq);
+                }
+            }
+        }
+        let mut out = [[0f32; LANES]; OC_BLOCK];
+        for (o, aq) in out.iter_mut().zip(&a) {
+            _mm256_storeu_ps(o.as_mut_ptr(), *aq);
+        }
+        out
+    }
+
+    /// Most taps per kernel row [`wgrad_taps`] handles.
+    pub const MAX_KW: usize = super::MAX_KW_ROW;
+
+    /// Whether [`wgrad_taps`] can run: AVX-512 (F and VL, for 32 vector registers) besides
+    /// AVX2 and FMA.
+    pub fn has_avx512vl() -> bool {
+        super::has_avx2_fma()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+
+    /// The weight-gradient block sums of all `KW` taps of one kernel row at once: each 4-channel
+    /// gradient load is shared by the `KW` taps (20 accumulators for `KW` = 5, which needs
+    /// AVX-512's 32 registers). Result `[dj][q][lane]`, rows `dj >= KW` zero.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA, AVX-512F and AVX-512VL; `x` holds `oh` rows of stride `w`
+    /// from the kernel row's offset, each at least `full + KW - 1` long (`full + KW - 1 <= w`),
+    /// `plane` `4 * oh` rows of stride `owp`.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    pub unsafe fn wgrad_taps<const KW: usize>(
+        x: &[f32],
+        w: usize,
+        plane: &[f32],
+        (oh, owp, full): (usize, usize, usize),
+    ) -> [[[f32; LANES]; OC_BLOCK]; MAX_KW] {
+        assert!(KW <= MAX_KW && full + KW - 1 <= w);
+        assert!(
+            oh == 0
+                || ((oh - 1) * w + full + KW - 1 <= x.len() && OC_BLOCK * oh * owp <= plane.len())
+        );
+        let mut a = [[_mm256_setzero_ps(); OC_BLOCK]; KW];
+        let (xp, pp) = (x.as_ptr(), plane.as_ptr());
+        for i in 0..oh {
+            let src = xp.add(i * w);
+            for j0 in (0..full).step_by(LANES) {
+                let mut gr = [_mm256_setzero_ps(); OC_BLOCK];
+                for (q, g) in gr.iter_mut().enumerate() {
+                    *g = _mm256_loadu_ps(pp.add((q * oh + i) * owp + j0));
+                }
+                for (dj, ad) in a.iter_mut().enumerate() {
+                    let s = _mm256_loadu_ps(src.add(j0 + dj));
+                    for q in 0..OC_BLOCK {
+                        ad[q] = _mm256_fmadd_ps(gr[q], s, ad[q]);
+                    }
+                }
+            }
+        }
+        let mut out = [[[0f32; LANES]; OC_BLOCK]; MAX_KW];
+        for (od, ad) in out.iter_mut().zip(&a) {
+            for (o, aq) in od.iter_mut().zip(ad) {
+                _mm256_storeu_ps(o.as_mut_ptr(), *aq);
+            }
+        }
+        out
+    }
+}
+
 simd_fn! {
     /// Direct convolution of one single-channel image (a network's first layer, where im2col
     /// rows would be only `kw` floats), bias included, into `y` (NHWC `[oh, ow, o]`). Register
     /// blocks of `OC_BLOCK` channels x `LANES` output columns share each input load.
     fn conv1c_fwd(g: ConvGeom, x: &[f32], wt: &[f32], bias: &[f32], y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if g.o.is_multiple_of(OC_BLOCK) && has_avx2_fma() {
+            // SAFETY: AVX2 and FMA are present (checked just above); sizes are asserted inside.
+            unsafe { x86::conv1c_fwd(g, x, wt, bias, y) };
+            return;
+        }
         let (oh, ow, o, w, taps) = (g.oh(), g.ow(), g.o, g.w, g.kh * g.kw);
         for i in 0..oh {
             for oc0 in (0..o).step_by(OC_BLOCK) {
@@ -239,13 +576,21 @@ simd_fn! {
     /// size (the gradient made planar, zero-padded to whole `LANES` blocks per row), `acc`
     /// (`[kh*kw, o, LANES]`) accumulates across images; the caller sums its last axis.
     fn conv1c_wgrad(g: ConvGeom, x: &[f32], gy: &[f32], plane: &mut [f32], acc: &mut [f32]) {
-        let (oh, ow, o, w, taps) = (g.oh(), g.ow(), g.o, g.w, g.kh * g.kw);
+        let (oh, ow, o, w) = (g.oh(), g.ow(), g.o, g.w);
         let owp = ow.div_ceil(LANES) * LANES;
+        let fast = has_avx2_fma();
         for i in 0..oh {
             for oc in 0..o {
                 plane[(oc * oh + i) * owp + ow..(oc * oh + i + 1) * owp].fill(0.0);
             }
-            for j in 0..ow {
+            #[allow(unused_mut)]
+            let mut done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if fast && o % OC_BLOCK == 0 {
+                // SAFETY: AVX2 is present; sizes are asserted inside.
+                done = unsafe { x86::planar_row(&gy[i * ow * o..], (i, oh, ow, o, owp), plane) };
+            }
+            for j in done..ow {
                 let gp = &gy[(i * ow + j) * o..][..o];
                 for (oc, &v) in gp.iter().enumerate() {
                     plane[(oc * oh + i) * owp + j] = v;
@@ -253,13 +598,44 @@ simd_fn! {
             }
         }
         let full = ow / LANES * LANES;
-        for tap in 0..taps {
-            let (di, dj) = (tap / g.kw, tap % g.kw);
+        #[cfg(target_arch = "x86_64")]
+        let taps512 = g.kw <= x86::MAX_KW && full + g.kw <= w + 1 && x86::has_avx512vl();
+        for di in 0..g.kh {
             for oc0 in (0..o).step_by(OC_BLOCK) {
                 let nq = OC_BLOCK.min(o - oc0);
-                let mut a = if nq == OC_BLOCK {
-                    let pl = &plane[oc0 * oh * owp..];
-                    conv1c_wgrad_block(&x[di * w + dj..], w, pl, (oh, owp, full))
+                let pl = &plane[oc0 * oh * owp..];
+                let xr = &x[di * w..];
+                // All taps of this kernel row at once, where the CPU allows.
+                #[allow(unused_mut)]
+                let mut row_sums: Option<[[[f32; LANES]; OC_BLOCK]; MAX_KW_ROW]> = None;
+                #[cfg(target_arch = "x86_64")]
+                if taps512 && nq == OC_BLOCK {
+                    // SAFETY: AVX2, FMA, AVX-512F/VL present; sizes are asserted inside.
+                    row_sums = Some(unsafe {
+                        match g.kw {
+                            5 => x86::wgrad_taps::<5>(xr, w, pl, (oh, owp, full)),
+                            4 => x86::wgrad_taps::<4>(xr, w, pl, (oh, owp, full)),
+                            3 => x86::wgrad_taps::<3>(xr, w, pl, (oh, owp, full)),
+                            2 => x86::wgrad_taps::<2>(xr, w, pl, (oh, owp, full)),
+                            _ => x86::wgrad_taps::<1>(xr, w, pl, (oh, owp, full)),
+                        }
+                    });
+                }
+            for dj in 0..g.kw {
+                let tap = di * g.kw + dj;
+                let mut a = if let Some(r) = &row_sums {
+                    r[dj]
+                } else if nq == OC_BLOCK {
+                    let xs = &x[di * w + dj..];
+                    #[cfg(target_arch = "x86_64")]
+                    if fast {
+                        // SAFETY: AVX2 and FMA are present; sizes are asserted inside.
+                        unsafe { x86::wgrad_block(xs, w, pl, (oh, owp, full)) }
+                    } else {
+                        conv1c_wgrad_block(xs, w, pl, (oh, owp, full))
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    conv1c_wgrad_block(xs, w, pl, (oh, owp, full))
                 } else {
                     [[0f32; LANES]; OC_BLOCK]
                 };
@@ -287,6 +663,7 @@ simd_fn! {
                         dst[l] += aq[l];
                     }
                 }
+            }
             }
         }
     }
@@ -803,6 +1180,12 @@ fn pool_dims(d: &[usize]) -> Result<(usize, usize, usize, usize)> {
 simd_fn! {
     /// 2x2 pooling of one NHWC image `img` (`h x w x c`) into `yb`.
     fn pool_fwd_image(kind: Pool2, dims: (usize, usize, usize), img: &[f32], yb: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if dims.2.is_multiple_of(4) && has_avx2_fma() {
+            // SAFETY: AVX2 is present; sizes are asserted inside.
+            unsafe { x86::pool_fwd_image(kind, dims, img, yb) };
+            return;
+        }
         let (h, w, c) = dims;
         let (oh, ow) = (h / 2, w / 2);
         for i in 0..oh {
@@ -829,6 +1212,12 @@ simd_fn! {
     /// Backward of [`pool_fwd_image`]: the gradient `gxb` of the image `img` from the gradient
     /// `gb` of its pooled output (`gxb` zeroed by the caller).
     fn pool_bwd_image(kind: Pool2, dims: (usize, usize, usize), img: &[f32], gb: &[f32], gxb: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if kind == Pool2::Avg && dims.2.is_multiple_of(4) && has_avx2_fma() {
+            // SAFETY: AVX2 is present; sizes are asserted inside.
+            unsafe { x86::avg_pool_bwd_image(dims, gb, gxb) };
+            return;
+        }
         let (h, w, c) = dims;
         let (oh, ow) = (h / 2, w / 2);
         for i in 0..oh {
@@ -1039,6 +1428,10 @@ mod tests {
             // layer), and column / channel tails.
             (Act::Tanh, [3, 28, 28, 1], 5, 4, 4),
             (Act::Relu, [2, 20, 23, 1], 3, 6, 5),
+            // AVX2 blocks of 3, 2 and 1 vectors with a scalar column tail (ow = 33 and 21),
+            // several channel blocks, the AVX-512 kernel-row taps for kw = 5 and 3.
+            (Act::Tanh, [2, 30, 37, 1], 5, 4, 15),
+            (Act::Relu, [2, 20, 23, 1], 3, 8, 16),
             (Act::Tanh, [2, 14, 17, 1], 5, 9, 6),
         ] {
             let x = Var::from_tensor(&rand_tensor(&shape, seed)).unwrap();
@@ -1122,8 +1515,15 @@ mod tests {
 
     #[test]
     fn pools_match_generic_candle() {
-        let x = Var::from_tensor(&rand_tensor(&[3, 8, 6, 5], 9)).unwrap();
-        let proj = rand_tensor(&[3, 4, 3, 5], 10);
+        // 5 channels: the portable loops; 8: the AVX2 paths (channels in blocks of 4).
+        for c in [5usize, 8] {
+            pools_case(c);
+        }
+    }
+
+    fn pools_case(c: usize) {
+        let x = Var::from_tensor(&rand_tensor(&[3, 8, 6, c], 9)).unwrap();
+        let proj = rand_tensor(&[3, 4, 3, c], 10);
         let xn = x.permute((0, 3, 1, 2)).unwrap();
         // Average pooling: candle's avg_pool2d and its backward are the oracle.
         let slow = xn.avg_pool2d(2).unwrap().permute((0, 2, 3, 1)).unwrap();
@@ -1165,7 +1565,7 @@ mod tests {
         };
         let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let pv = proj.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let (h, w, c) = (8usize, 6usize, 5usize);
+        let (h, w) = (8usize, 6usize);
         for b in 0..3 {
             for i in 0..h {
                 for j in 0..w {
