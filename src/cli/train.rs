@@ -127,6 +127,11 @@ pub fn run(cmd: TrainCmd) -> Result<()> {
 }
 
 fn run_image(a: ImageArgs) -> Result<()> {
+    if a.arch == Arch::DlibResnet {
+        anyhow::bail!(
+            "--arch dlib-resnet is dlib's pretrained face network: `twindex import dlib-face` makes it; it is not trained here (train lenet, cnn or deep, optionally on aligned faces with --align-faces)"
+        );
+    }
     let cfg = ImageTrainConfig {
         arch: a.arch,
         loss: a.loss,

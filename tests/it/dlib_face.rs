@@ -304,3 +304,20 @@ fn encoder_trained_on_aligned_faces_is_self_contained() {
     let e = back.embed_pixels(&chip, 1, 1).unwrap();
     assert_eq!(e.len(), 128);
 }
+
+#[test]
+fn the_pretrained_arch_is_not_trained() {
+    super::cli::fails_with(
+        &[
+            "train",
+            "image",
+            "--corpus",
+            "mnist",
+            "--arch",
+            "dlib-resnet",
+            "--out",
+            "/nonexistent/x",
+        ],
+        "import dlib-face",
+    );
+}
