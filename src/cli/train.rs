@@ -46,7 +46,9 @@ pub struct ImageArgs {
     /// convolutions for larger inputs: faces, signatures).
     #[arg(long, value_enum, default_value_t = Arch::Lenet)]
     pub arch: Arch,
-    /// Loss: `contrastive` on the seed's pairs, or `triplet` on P x K batches.
+    /// Loss: `contrastive` on the seed's pairs, `triplet` on P x K batches, or `arcface`
+    /// (additive angular margin to learned class proxies; --margin in radians, e.g. 0.5, and
+    /// --scale) on P x K batches.
     #[arg(long, value_enum, default_value_t = LossKind::Contrastive)]
     pub loss: LossKind,
     /// Triplet mining (triplet loss only).
@@ -58,6 +60,9 @@ pub struct ImageArgs {
     /// Triplet loss on squared distances.
     #[arg(long)]
     pub squared: bool,
+    /// Logit scale of the arcface loss.
+    #[arg(long, default_value_t = 30.0)]
+    pub scale: f32,
     #[arg(long, default_value_t = 20)]
     pub epochs: usize,
     /// Pairs (contrastive) or items (triplet) per batch.
@@ -153,6 +158,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
             hflip: a.hflip,
         },
         keep_best: a.keep_best,
+        scale: a.scale,
     };
     let folder = a.protocol.is_some() || protocol::is_image_folder(&a.corpus);
     if a.keep_best && !folder && a.holdout == 0 {

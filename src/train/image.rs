@@ -21,6 +21,10 @@ pub enum LossKind {
     Contrastive,
     /// P x K batches, `max(0, d(a,p) - d(a,n) + m)` over mined triplets.
     Triplet,
+    /// P x K batches, additive angular margin (ArcFace): softmax over `scale * cos` to one
+    /// learned proxy per training class, the own class's angle widened by `m` radians. The
+    /// proxies are training-only; the encoder is used by distance like the others.
+    Arcface,
 }
 
 /// How to train an image encoder. Defaults are the seed protocol.
@@ -54,10 +58,17 @@ pub struct ImageTrainConfig {
     pub lr_decay: f64,
     /// What `augment` does: random shifts, scalings, rotations, mirror images.
     pub augmentation: Augmentation,
+    /// Logit scale `s` of the angular-margin loss. Default 30.
+    #[serde(default = "default_scale")]
+    pub scale: f32,
     /// Keep the weights of the epoch with the best test ROC-AUC over all pairs (else best
     /// accuracy) instead of the last epoch's: model selection on a held-out dev split (never
     /// use it with the test set as `data.test`). Default false.
     pub keep_best: bool,
+}
+
+fn default_scale() -> f32 {
+    30.0
 }
 
 /// Random geometric changes of training images (only with `augment`). Each image of a batch
@@ -103,6 +114,7 @@ impl Default for ImageTrainConfig {
             lr_decay: 1.0,
             augmentation: Augmentation::default(),
             keep_best: false,
+            scale: default_scale(),
         }
     }
 }
@@ -386,8 +398,37 @@ pub fn train_image_with(
     mcfg.normalized = cfg.arch.normalized();
     let mut model = ImageModel::new_trainable(mcfg, cfg.seed)?;
     let varmap = model.varmap.clone().expect("trainable");
+    // ArcFace: one proxy per training class, trained with the encoder, not part of it.
+    let proxies = match cfg.loss {
+        LossKind::Arcface => {
+            if cfg.scale.is_nan() || cfg.scale <= 0.0 {
+                return Err(Error::InvalidArgument(format!(
+                    "the angular-margin scale must be positive (got {})",
+                    cfg.scale
+                )));
+            }
+            let n_classes = train
+                .labels
+                .iter()
+                .copied()
+                .max()
+                .map_or(0, |m| m as usize + 1);
+            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x05EE_DA4C);
+            let init: Vec<f32> = (0..n_classes * model.config.dim)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            Some(candle_core::Var::from_vec(
+                init,
+                (n_classes, model.config.dim),
+                &Device::Cpu,
+            )?)
+        }
+        _ => None,
+    };
+    let mut train_vars = varmap.all_vars();
+    train_vars.extend(proxies.iter().cloned());
     let mut opt = AdamW::new(
-        varmap.all_vars(),
+        train_vars,
         ParamsAdamW {
             lr: cfg.lr,
             weight_decay: 0.0,
@@ -398,10 +439,10 @@ pub fn train_image_with(
     let test_pairs = seed_pairs(&test.labels, cfg.seed.wrapping_add(1))?;
     let train_pairs = match cfg.loss {
         LossKind::Contrastive => seed_pairs(&train.labels, cfg.seed)?,
-        LossKind::Triplet => Vec::new(),
+        LossKind::Triplet | LossKind::Arcface => Vec::new(),
     };
     let sampler = match cfg.loss {
-        LossKind::Triplet => {
+        LossKind::Triplet | LossKind::Arcface => {
             let n_classes = crate::corpus::sampler::class_indices(&train.labels)
                 .iter()
                 .filter(|c| c.len() >= 2)
@@ -460,8 +501,8 @@ pub fn train_image_with(
                     }));
                 }
             }
-            LossKind::Triplet => {
-                let sampler = sampler.as_ref().expect("triplet sampler");
+            LossKind::Triplet | LossKind::Arcface => {
+                let sampler = sampler.as_ref().expect("P x K sampler");
                 let batches = sampler.epoch(cfg.seed.wrapping_add(epoch as u64));
                 let steps = batches.len();
                 for (s, idx) in batches.iter().enumerate() {
@@ -473,8 +514,29 @@ pub fn train_image_with(
                         cfg.augment.then_some(&mut aug_rng),
                     )?;
                     let e = model.forward(&x)?;
-                    let ev = e.flatten_all()?.to_vec1::<f32>()?;
                     let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();
+                    if let Some(p) = &proxies {
+                        let l = loss::additive_angular_margin(
+                            &e,
+                            p.as_tensor(),
+                            &labels,
+                            cfg.margin as f64,
+                            cfg.scale as f64,
+                        )?;
+                        opt.backward_step(&l)?;
+                        let lv = l.to_scalar::<f32>()? as f64;
+                        loss_sum += lv;
+                        n_ex += idx.len();
+                        n_steps += 1;
+                        on_event(TrainEvent::Step(StepInfo {
+                            epoch,
+                            step: s + 1,
+                            steps,
+                            loss: lv,
+                        }));
+                        continue;
+                    }
+                    let ev = e.flatten_all()?.to_vec1::<f32>()?;
                     let dist = mining::distance_matrix(&ev, idx.len(), dim, cfg.squared);
                     let trips = mining::mine_triplets(
                         &dist,
@@ -559,6 +621,7 @@ pub fn train_image_with(
         loss: match cfg.loss {
             LossKind::Contrastive => "contrastive".into(),
             LossKind::Triplet => "triplet".into(),
+            LossKind::Arcface => format!("arcface (scale {})", cfg.scale),
         },
         miner: if cfg.loss == LossKind::Triplet {
             cfg.miner.name().into()
