@@ -424,7 +424,13 @@ impl ImageModel {
         let p = &self.config.preprocess;
         let per = p.height * p.width * p.channels;
         let mut out = Vec::with_capacity(n * self.config.dim);
-        let batch = batch.max(1);
+        // The face ResNet's first convolution unfolds 150x150 chips into 3 MB of patches each
+        // (candle's im2col): small batches keep that in cache and the memory bounded.
+        let batch = if self.config.arch == Arch::DlibResnet {
+            batch.clamp(1, 8)
+        } else {
+            batch.max(1)
+        };
         let mut i = 0;
         while i < n {
             let m = batch.min(n - i);
