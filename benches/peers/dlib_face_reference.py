@@ -1,24 +1,40 @@
-import dlib, numpy as np, json
+"""Reference values for tests/it/dlib_face.rs from dlib's own Python bindings: for six ORL faces,
+the 5 landmarks found from a fixed box, the 150x150 face chip (its sha256, grey channel) and the
+128-d descriptor.
+
+    python benches/peers/dlib_face_reference.py --models corpora/dlib-models \
+        --corpus corpora/orl-faces --out tests/data/dlib_face_reference.json
+
+Needs numpy, pillow and dlib (the `dlib-bin` wheel on PyPI)."""
+import argparse, hashlib, json, os
+
+import dlib
+import numpy as np
 from PIL import Image
-M='/work/scratch/facevenv/lib/python3.11/site-packages/face_recognition_models/models/'
-rec=dlib.face_recognition_model_v1(M+'dlib_face_recognition_resnet_model_v1.dat')
-sp=dlib.shape_predictor(M+'shape_predictor_5_face_landmarks.dat')
-out=[]
-for s,i in [(1,1),(1,2),(7,3),(13,5),(22,9),(40,10)]:
-    p=f's{s}/{i}.pgm'
-    g=np.array(Image.open('/work/main/corpora/orl-faces/'+p).convert('L'))
-    r=dlib.rectangle(7,28,85,106)
-    sh=sp(g,r)
-    rgb=np.stack([g]*3,-1).copy()
-    sh2=sp(rgb,r)
-    print([(sh.part(k),sh2.part(k)) for k in range(5)]); sh=sh2
-    cd=dlib.get_face_chip_details(sh,150,0.25)
-    chip=dlib.get_face_chip(rgb,sh,150,0.25)
-    d=np.array(rec.compute_face_descriptor(rgb,sh))
-    d2=np.array(rec.compute_face_descriptor(chip))
-    Image.fromarray(chip).save(f'chip_s{s}_{i}.png')
-    out.append(dict(path=p,rect=[7,28,85,106],parts=[[sh.part(k).x,sh.part(k).y] for k in range(5)],
-        chip_rect=[cd.rect.left(),cd.rect.top(),cd.rect.right(),cd.rect.bottom()],chip_angle=cd.angle,
-        descriptor=[round(float(x),6) for x in d], descriptor_from_chip_diff=float(np.abs(d-d2).max())))
-json.dump(out,open('dlib_reference.json','w'),indent=1)
-print(json.dumps(out[0])[:600])
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--models", default="corpora/dlib-models")
+ap.add_argument("--corpus", default="corpora/orl-faces")
+ap.add_argument("--out", default="tests/data/dlib_face_reference.json")
+a = ap.parse_args()
+rec = dlib.face_recognition_model_v1(os.path.join(a.models, "dlib_face_recognition_resnet_model_v1.dat"))
+sp = dlib.shape_predictor(os.path.join(a.models, "shape_predictor_5_face_landmarks.dat"))
+box = [7, 28, 85, 106]  # left, top, right, bottom: ORL's framing (twindex's default --face-box)
+out = []
+for s, i in [(1, 1), (1, 2), (7, 3), (13, 5), (22, 9), (40, 10)]:
+    path = f"s{s}/{i}.pgm"
+    g = np.array(Image.open(os.path.join(a.corpus, path)).convert("L"))
+    rgb = np.ascontiguousarray(np.stack([g] * 3, -1))
+    shape = sp(rgb, dlib.rectangle(*box))
+    chip = dlib.get_face_chip(rgb, shape, 150, 0.25)
+    desc = np.array(rec.compute_face_descriptor(rgb, shape))
+    out.append({
+        "path": path,
+        "rect": box,
+        "parts": [[shape.part(k).x, shape.part(k).y] for k in range(5)],
+        "chip_sha256": hashlib.sha256(np.ascontiguousarray(chip[:, :, 0]).tobytes()).hexdigest(),
+        "descriptor": [round(float(x), 6) for x in desc],
+    })
+with open(a.out, "w") as f:
+    json.dump(out, f, indent=1)
+print(f"wrote {a.out}: {len(out)} faces")

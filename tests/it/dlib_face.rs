@@ -1,5 +1,6 @@
-//! dlib's face models against dlib itself: landmarks, chips and descriptors computed by
-//! dlib's Python bindings (benches/peers/dlib_face_reference.py) for six ORL faces.
+//! dlib's face models against dlib itself: landmarks, chips (sha256 of the pixels) and
+//! descriptors computed by dlib's Python bindings (benches/peers/dlib_face_reference.py) for
+//! six ORL faces.
 
 use std::path::{Path, PathBuf};
 use twindex::model::dlib::{face_chip, DlibResNet, Grey, Rect, ShapePredictor};
@@ -74,6 +75,13 @@ fn landmarks_and_descriptors_match_dlib() {
             .collect();
         assert_eq!(parts, want, "{}: landmarks", path.display());
         let chip = face_chip(img, &parts, 150, 0.25).unwrap();
+        let sha = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&chip));
+        assert_eq!(
+            sha,
+            r["chip_sha256"].as_str().unwrap(),
+            "{}: chip",
+            path.display()
+        );
         let x = candle_core::Tensor::from_vec(chip, (1, 150, 150, 1), &candle_core::Device::Cpu)
             .unwrap()
             .to_dtype(candle_core::DType::F32)
