@@ -148,6 +148,16 @@ pub fn online_contrastive(d: &Tensor, y: &Tensor, margin: f64) -> Result<Tensor>
     pos_loss + neg_loss
 }
 
+/// Rows of `t` scaled to unit length (the norm floored at 1e-12).
+fn unit_rows(t: &Tensor) -> Result<Tensor> {
+    let n = t
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
+    t.broadcast_div(&n)
+}
+
 /// Multiple negatives ranking loss (InfoNCE with in-batch negatives; sentence-transformers'
 /// `MultipleNegativesRankingLoss` on (anchor, positive) pairs): row `i` of `anchors` `[N, D]`
 /// must be nearer to `positives[i]` than to every other positive. Cross-entropy over
@@ -158,15 +168,7 @@ pub fn multiple_negatives_ranking(
     scale: f64,
 ) -> Result<Tensor> {
     check_rows(anchors, positives, "multiple_negatives_ranking")?;
-    let unit = |t: &Tensor| -> Result<Tensor> {
-        let n = t
-            .sqr()?
-            .sum_keepdim(D::Minus1)?
-            .sqrt()?
-            .clamp(1e-12, f64::MAX)?;
-        t.broadcast_div(&n)
-    };
-    let scores = (unit(anchors)?.matmul(&unit(positives)?.t()?)? * scale)?;
+    let scores = (unit_rows(anchors)?.matmul(&unit_rows(positives)?.t()?)? * scale)?;
     let n = anchors.dim(0)?;
     let target = Tensor::arange(0u32, n as u32, anchors.device())?;
     candle_nn::loss::cross_entropy(&scores, &target)
@@ -194,16 +196,8 @@ pub fn additive_angular_margin(
             labels.iter().max()
         );
     }
-    let unit = |t: &Tensor| -> Result<Tensor> {
-        let nrm = t
-            .sqr()?
-            .sum_keepdim(D::Minus1)?
-            .sqrt()?
-            .clamp(1e-12, f64::MAX)?;
-        t.broadcast_div(&nrm)
-    };
-    let cos = unit(emb)?
-        .matmul(&unit(proxies)?.t()?)?
+    let cos = unit_rows(emb)?
+        .matmul(&unit_rows(proxies)?.t()?)?
         .clamp(-1.0 + 1e-6, 1.0 - 1e-6)?;
     let mut onehot = vec![0f32; n * c];
     for (i, &y) in labels.iter().enumerate() {

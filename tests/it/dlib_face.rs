@@ -25,6 +25,22 @@ pub fn dlib_models() -> Option<PathBuf> {
     }
 }
 
+/// `twindex import dlib-face` from `models` into `dir/dlib-face`; returns that directory.
+fn import(models: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join("dlib-face");
+    let v = super::cli::ok_json(&[
+        "import",
+        "dlib-face",
+        "--models",
+        models.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["dim"], 128);
+    out
+}
+
 fn grey(path: &Path) -> (Vec<u8>, usize, usize) {
     let g = image::open(path).unwrap().to_luma8();
     let (w, h) = (g.width() as usize, g.height() as usize);
@@ -226,17 +242,8 @@ fn orl_fold_with_the_pretrained_face_descriptor() {
     use super::cli::ok_json;
     let Some(d) = dlib_models() else { return };
     let t = tempfile::tempdir().unwrap();
-    let model = t.path().join("dlib-face");
+    let model = import(&d, t.path());
     let m = model.to_str().unwrap();
-    ok_json(&[
-        "import",
-        "dlib-face",
-        "--models",
-        d.to_str().unwrap(),
-        "--out",
-        m,
-        "--json",
-    ]);
     let v = ok_json(&[
         "eval",
         "--protocol",
@@ -275,20 +282,10 @@ fn reader_decodes_packed_ints_floats_and_names_truncation() {
 /// was trained with and reads query files through the same alignment.
 #[test]
 fn encoder_trained_on_aligned_faces_is_self_contained() {
-    use super::cli::ok_json;
     use twindex::model::{Arch, ImageModel, ImageModelConfig};
     let Some(d) = dlib_models() else { return };
     let t = tempfile::tempdir().unwrap();
-    let dlib = t.path().join("dlib-face");
-    ok_json(&[
-        "import",
-        "dlib-face",
-        "--models",
-        d.to_str().unwrap(),
-        "--out",
-        dlib.to_str().unwrap(),
-        "--json",
-    ]);
+    let dlib = import(&d, t.path());
     let fa = ImageModel::load(&dlib)
         .unwrap()
         .config
