@@ -13,7 +13,11 @@
 //!
 //! Layout is NHWC (`[batch, height, width, channels]`, as Keras) and weights are HWIO
 //! (`[kh, kw, c_in, c_out]`). Every op is checked against candle's generic path in tests. The
-//! hot loops are compiled twice by `simd_fn!` (AVX2+FMA picked at run time, else baseline).
+//! hot loops are compiled twice by `simd_fn!` (AVX2+FMA picked at run time, else baseline); the
+//! hottest (the single-channel convolution forward and weight gradient, the planar transpose of
+//! its gradient, 2x2 pooling) also have explicit intrinsics in `x86` (AVX2+FMA, and AVX-512VL
+//! for the weight gradient's 20 accumulators), because Rust never fuses `a += b * c` into an
+//! FMA and the auto-vectorised blocks spilled their accumulators.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
