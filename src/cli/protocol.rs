@@ -482,6 +482,19 @@ pub fn eval_protocol(
             if !fa.folds.is_empty() {
                 folds.retain(|x| fa.folds.contains(&x.fold));
             }
+            // An encoder directory (not a folder of fold-F encoders): the same encoder for
+            // every fold, so the faces are embedded once.
+            let single = match model {
+                Some(base) if !raw && base.join(twindex::model::image::CONFIG_FILE).exists() => {
+                    let mut m = ImageModel::load(base)
+                        .with_context(|| format!("loading encoder {}", base.display()))?;
+                    m.config.preprocess.mirror_average |= fa.mirror_average;
+                    let set = folder::load_set(&f.items, &f.classes, &m.config.preprocess)?;
+                    let emb = m.embed_pixels(&set.pixels, set.n, 64)?;
+                    Some((m, emb))
+                }
+                _ => None,
+            };
             let mut reps = Vec::new();
             for fold in &folds {
                 let r = if raw {
@@ -506,21 +519,34 @@ pub fn eval_protocol(
                     )?
                 } else {
                     let base = model.context("--protocol orl needs --model DIR (or --raw)")?;
-                    if base.join(twindex::model::image::CONFIG_FILE).exists() {
+                    if let Some((m, all_emb)) = &single {
                         // One encoder for every fold (a pretrained one that saw none of these
                         // people): its threshold is calibrated, per fold, on the pairs of the
-                        // fold's training subjects (best F1), never on the unseen ones.
-                        let mut m = ImageModel::load(base)
-                            .with_context(|| format!("loading encoder {}", base.display()))?;
-                        m.config.preprocess.mirror_average |= fa.mirror_average;
-                        let tr = f.with_labels(&fold.train_subjects);
-                        let tset =
-                            folder::load_set(&tr, &fold.train_subjects, &m.config.preprocess)?;
-                        let temb = m.embed_pixels(&tset.pixels, tset.n, 64)?;
-                        let (thr, _) =
-                            protocol::calibrate_pairs(&temb, m.config.dim, &tset.labels, None)?;
-                        m.config.threshold = thr;
-                        orl_fold_with_model(&f, fold, &m)?
+                        // fold's training subjects (best F1), never on the unseen ones. All
+                        // faces were embedded once; each fold takes its rows.
+                        let dim = m.config.dim;
+                        let rows = |subjects: &[String]| -> (Vec<f32>, Vec<u32>) {
+                            let mut e = Vec::new();
+                            let mut l = Vec::new();
+                            for (i, it) in f.items.iter().enumerate() {
+                                if let Some(c) = subjects.iter().position(|s| s == &it.label) {
+                                    e.extend_from_slice(&all_emb[i * dim..(i + 1) * dim]);
+                                    l.push(c as u32);
+                                }
+                            }
+                            (e, l)
+                        };
+                        let (temb, tlab) = rows(&fold.train_subjects);
+                        let (thr, _) = protocol::calibrate_pairs(&temb, dim, &tlab, None)?;
+                        let (uemb, _) = rows(&fold.unseen_subjects);
+                        protocol::orl_fold_report(
+                            fold.fold,
+                            &uemb,
+                            dim,
+                            fold.unseen_subjects.len(),
+                            10,
+                            thr,
+                        )?
                     } else {
                         let dir = base.join(format!("fold-{}", fold.fold));
                         let mut m = ImageModel::load(&dir).with_context(|| {

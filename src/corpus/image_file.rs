@@ -3,18 +3,25 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
-/// Load `path` as 8-bit greyscale, resized to `width x height` keeping the aspect ratio and
-/// padding the rest with `pad` (the background value). Images already at that size are used
-/// as they are. A file that is not a readable image is an error naming it.
-pub fn load_grey(path: &Path, width: usize, height: usize, pad: u8) -> Result<Vec<u8>> {
+/// Read `path` as 8-bit greyscale at its own size. A file that is not a readable image, or one
+/// without pixels, is an error naming it.
+pub fn read_grey(path: &Path) -> Result<image::GrayImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let img = image::load_from_memory(&bytes)
         .map_err(|e| Error::format(path, format!("not a readable PNG, PGM or JPEG image: {e}")))?;
     let g = img.to_luma8();
-    let (w, h) = (g.width() as usize, g.height() as usize);
-    if w == 0 || h == 0 {
+    if g.width() == 0 || g.height() == 0 {
         return Err(Error::format(path, "image has no pixels"));
     }
+    Ok(g)
+}
+
+/// Load `path` as 8-bit greyscale, resized to `width x height` keeping the aspect ratio and
+/// padding the rest with `pad` (the background value). Images already at that size are used
+/// as they are. A file that is not a readable image is an error naming it.
+pub fn load_grey(path: &Path, width: usize, height: usize, pad: u8) -> Result<Vec<u8>> {
+    let g = read_grey(path)?;
+    let (w, h) = (g.width() as usize, g.height() as usize);
     if (w, h) == (width, height) {
         return Ok(g.into_raw());
     }

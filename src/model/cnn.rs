@@ -129,12 +129,21 @@ pub fn dense(vb: VarBuilder, d_in: usize, d_out: usize, relu: bool) -> Result<Li
 #[derive(Debug, Clone)]
 pub struct ImageEncoder {
     arch: Arch,
-    /// Convolutions, each followed by 2x2 pooling or not.
-    convs: Vec<(Conv, Option<ops::Pool2>)>,
-    fc1: Linear,
-    fc2: Option<Linear>,
-    /// The pretrained dlib network, for `dlib-resnet` (then `convs` is empty).
-    resnet: Option<std::sync::Arc<super::dlib::DlibResNet>>,
+    net: Net,
+}
+
+/// The layers behind an [`ImageEncoder`].
+#[derive(Debug, Clone)]
+enum Net {
+    /// The trainable towers (`lenet`, `cnn`, `deep`).
+    Tower {
+        /// Convolutions, each followed by 2x2 pooling or not.
+        convs: Vec<(Conv, Option<ops::Pool2>)>,
+        fc1: Linear,
+        fc2: Option<Linear>,
+    },
+    /// dlib's pretrained face network (`dlib-resnet`).
+    Dlib(std::sync::Arc<super::dlib::DlibResNet>),
 }
 
 /// Spatial size after `valid 5x5 conv -> pool2` twice.
@@ -174,29 +183,31 @@ impl ImageEncoder {
         Ok(match arch {
             Arch::Lenet => ImageEncoder {
                 arch,
-                convs: vec![
-                    (
-                        Conv::new(vb.pp("conv1"), channels, 4, 5, Act::Tanh, false)?,
-                        avg,
-                    ),
-                    (Conv::new(vb.pp("conv2"), 4, 16, 5, Act::Tanh, true)?, avg),
-                ],
-                fc1: dense(vb.pp("fc1"), flat * 16, 10, false)?,
-                fc2: None,
-                resnet: None,
+                net: Net::Tower {
+                    convs: vec![
+                        (
+                            Conv::new(vb.pp("conv1"), channels, 4, 5, Act::Tanh, false)?,
+                            avg,
+                        ),
+                        (Conv::new(vb.pp("conv2"), 4, 16, 5, Act::Tanh, true)?, avg),
+                    ],
+                    fc1: dense(vb.pp("fc1"), flat * 16, 10, false)?,
+                    fc2: None,
+                },
             },
             Arch::Cnn => ImageEncoder {
                 arch,
-                convs: vec![
-                    (
-                        Conv::new(vb.pp("conv1"), channels, 32, 5, Act::Relu, false)?,
-                        max,
-                    ),
-                    (Conv::new(vb.pp("conv2"), 32, 64, 5, Act::Relu, true)?, max),
-                ],
-                fc1: dense(vb.pp("fc1"), flat * 64, 256, true)?,
-                fc2: Some(dense(vb.pp("fc2"), 256, 64, false)?),
-                resnet: None,
+                net: Net::Tower {
+                    convs: vec![
+                        (
+                            Conv::new(vb.pp("conv1"), channels, 32, 5, Act::Relu, false)?,
+                            max,
+                        ),
+                        (Conv::new(vb.pp("conv2"), 32, 64, 5, Act::Relu, true)?, max),
+                    ],
+                    fc1: dense(vb.pp("fc1"), flat * 64, 256, true)?,
+                    fc2: Some(dense(vb.pp("fc2"), 256, 64, false)?),
+                },
             },
             Arch::Deep => {
                 let flat = deep_side(height) * deep_side(width) * 128;
@@ -205,16 +216,17 @@ impl ImageEncoder {
                 };
                 ImageEncoder {
                     arch,
-                    convs: vec![
-                        (c("conv1", channels, 32, false)?, None),
-                        (c("conv2", 32, 32, true)?, max),
-                        (c("conv3", 32, 64, true)?, None),
-                        (c("conv4", 64, 64, true)?, max),
-                        (c("conv5", 64, 128, true)?, max),
-                    ],
-                    fc1: dense(vb.pp("fc1"), flat, 128, false)?,
-                    fc2: None,
-                    resnet: None,
+                    net: Net::Tower {
+                        convs: vec![
+                            (c("conv1", channels, 32, false)?, None),
+                            (c("conv2", 32, 32, true)?, max),
+                            (c("conv3", 32, 64, true)?, None),
+                            (c("conv4", 64, 64, true)?, max),
+                            (c("conv5", 64, 128, true)?, max),
+                        ],
+                        fc1: dense(vb.pp("fc1"), flat, 128, false)?,
+                        fc2: None,
+                    },
                 }
             }
             Arch::DlibResnet => unreachable!("refused above"),
@@ -225,14 +237,7 @@ impl ImageEncoder {
     pub fn dlib(net: super::dlib::DlibResNet) -> Self {
         ImageEncoder {
             arch: Arch::DlibResnet,
-            convs: Vec::new(),
-            fc1: Linear::new(
-                Tensor::zeros((1, 1), candle_core::DType::F32, &candle_core::Device::Cpu)
-                    .expect("a 1x1 tensor"),
-                None,
-            ),
-            fc2: None,
-            resnet: Some(std::sync::Arc::new(net)),
+            net: Net::Dlib(std::sync::Arc::new(net)),
         }
     }
 
@@ -244,24 +249,25 @@ impl ImageEncoder {
 
 impl Module for ImageEncoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(net) = &self.resnet {
-            return net.forward(x);
-        }
+        let (convs, fc1, fc2) = match &self.net {
+            Net::Dlib(net) => return net.forward(x),
+            Net::Tower { convs, fc1, fc2 } => (convs, fc1, fc2),
+        };
         let mut h = x.clone();
-        for (conv, pool) in &self.convs {
+        for (conv, pool) in convs {
             h = match pool {
                 Some(p) => conv.forward_pool(&h, *p)?,
                 None => conv.forward(&h)?,
             };
         }
         let h = h.flatten_from(1)?;
-        match (self.arch, &self.fc2) {
-            (Arch::Lenet, _) => ops::tanh(&self.fc1.forward(&h)?),
+        match (self.arch, fc2) {
+            (Arch::Lenet, _) => ops::tanh(&fc1.forward(&h)?),
             (_, Some(fc2)) => {
-                let h = self.fc1.forward(&h)?.relu()?;
+                let h = fc1.forward(&h)?.relu()?;
                 l2_normalize(&fc2.forward(&h)?)
             }
-            (_, None) => l2_normalize(&self.fc1.forward(&h)?),
+            (_, None) => l2_normalize(&fc1.forward(&h)?),
         }
     }
 }

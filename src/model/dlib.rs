@@ -791,37 +791,31 @@ impl DlibResNet {
     /// The weights by name, for saving as safetensors.
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut m = HashMap::new();
-        let put_conv = |m: &mut HashMap<String, Tensor>, p: &str, c: &ConvP| {
+        let pair = |a: usize, b: usize| Tensor::new(&[a as u32, b as u32], &Device::Cpu);
+        let put_conv = |m: &mut HashMap<String, Tensor>, p: &str, c: &ConvP| -> Result<()> {
             m.insert(format!("{p}.weight"), c.0.clone());
-            m.insert(format!("{p}.bias"), c.1.flatten_all().unwrap());
-            m.insert(
-                format!("{p}.stride_pad"),
-                Tensor::new(&[c.2 as u32, c.3 as u32], &Device::Cpu).unwrap(),
-            );
+            m.insert(format!("{p}.bias"), c.1.flatten_all()?);
+            m.insert(format!("{p}.stride_pad"), pair(c.2, c.3)?);
+            Ok(())
         };
-        let put_aff = |m: &mut HashMap<String, Tensor>, p: &str, a: &(Tensor, Tensor)| {
-            m.insert(format!("{p}.gamma"), a.0.flatten_all().unwrap());
-            m.insert(format!("{p}.beta"), a.1.flatten_all().unwrap());
+        let put_aff = |m: &mut HashMap<String, Tensor>, p: &str, a: &AffP| -> Result<()> {
+            m.insert(format!("{p}.gamma"), a.0.flatten_all()?);
+            m.insert(format!("{p}.beta"), a.1.flatten_all()?);
+            Ok(())
         };
-        put_conv(&mut m, "stem.conv", &self.stem.0);
-        put_aff(&mut m, "stem.affine", &self.stem.1);
+        put_conv(&mut m, "stem.conv", &self.stem.0)?;
+        put_aff(&mut m, "stem.affine", &self.stem.1)?;
         m.insert(
             "stem.max_pool".into(),
-            Tensor::new(
-                &[self.stem.2 .0 as u32, self.stem.2 .1 as u32],
-                &Device::Cpu,
-            )?,
+            pair(self.stem.2 .0, self.stem.2 .1)?,
         );
         for (i, b) in self.blocks.iter().enumerate() {
-            put_conv(&mut m, &format!("block{i}.conv1"), &b.c1);
-            put_aff(&mut m, &format!("block{i}.affine1"), &b.a1);
-            put_conv(&mut m, &format!("block{i}.conv2"), &b.c2);
-            put_aff(&mut m, &format!("block{i}.affine2"), &b.a2);
+            put_conv(&mut m, &format!("block{i}.conv1"), &b.c1)?;
+            put_aff(&mut m, &format!("block{i}.affine1"), &b.a1)?;
+            put_conv(&mut m, &format!("block{i}.conv2"), &b.c2)?;
+            put_aff(&mut m, &format!("block{i}.affine2"), &b.a2)?;
             if let Some((k, s)) = b.skip_pool {
-                m.insert(
-                    format!("block{i}.skip_avg_pool"),
-                    Tensor::new(&[k as u32, s as u32], &Device::Cpu)?,
-                );
+                m.insert(format!("block{i}.skip_avg_pool"), pair(k, s)?);
             }
         }
         m.insert("fc.weight".into(), self.fc.clone());

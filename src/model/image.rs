@@ -98,11 +98,7 @@ impl FaceAlign {
     /// Read `path` and return its aligned `size x size` greyscale face chip.
     pub fn load_chip(&self, path: &Path, size: usize) -> Result<Vec<u8>> {
         let sp = self.predictor()?;
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let img = image::load_from_memory(&bytes).map_err(|e| {
-            Error::format(path, format!("not a readable PNG, PGM or JPEG image: {e}"))
-        })?;
-        let g = img.to_luma8();
+        let g = crate::corpus::image_file::read_grey(path)?;
         let (w, h) = (g.width() as usize, g.height() as usize);
         if w < 8 || h < 8 {
             return Err(Error::format(

@@ -51,46 +51,48 @@ fn lenet_contrastive_beats_chance_and_is_reproducible() {
     assert_eq!(e1, e2);
 }
 
-#[test]
-fn cnn_triplet_semi_hard_beats_chance() {
-    let data = mnist();
+/// One epoch of the CNN on 3,000 training digits (seed 3) with `loss`: the test pair accuracy at
+/// the best threshold must beat chance (0.5) by a wide margin. Returns the outcome.
+fn cnn_one_epoch_beats_chance(name: &str, loss: ImageTrainConfig) -> twindex::train::TrainOutcome {
     let cfg = ImageTrainConfig {
         arch: Arch::Cnn,
-        loss: LossKind::Triplet,
-        miner: Miner::SemiHard,
-        margin: 0.2,
         epochs: 1,
         max_train: Some(3000),
         seed: 3,
-        ..Default::default()
+        ..loss
     };
     println!("seed {}", cfg.seed);
-    let a = train_image(&data, &cfg, "mnist", &mut |_| {}).unwrap();
+    let a = train_image(&mnist(), &cfg, "mnist", &mut |_| {}).unwrap();
     let acc = a.history[0].test_best_accuracy;
-    println!(
-        "cnn triplet semi-hard, 1 epoch on 3k: test pair accuracy at the best threshold {acc:.4}"
+    println!("cnn {name}, 1 epoch on 3k: test pair accuracy at the best threshold {acc:.4}");
+    assert!(acc > 0.8, "{name}: test pair accuracy {acc}");
+    a
+}
+
+#[test]
+fn cnn_triplet_semi_hard_beats_chance() {
+    cnn_one_epoch_beats_chance(
+        "triplet semi-hard",
+        ImageTrainConfig {
+            loss: LossKind::Triplet,
+            miner: Miner::SemiHard,
+            margin: 0.2,
+            ..Default::default()
+        },
     );
-    assert!(acc > 0.8, "test pair accuracy {acc}");
 }
 
 #[test]
 fn cnn_arcface_beats_chance() {
-    let data = mnist();
-    let cfg = ImageTrainConfig {
-        arch: Arch::Cnn,
-        loss: LossKind::Arcface,
-        margin: 0.3,
-        scale: 16.0,
-        epochs: 1,
-        max_train: Some(3000),
-        seed: 3,
-        ..Default::default()
-    };
-    println!("seed {}", cfg.seed);
-    let a = train_image(&data, &cfg, "mnist", &mut |_| {}).unwrap();
-    let acc = a.history[0].test_best_accuracy;
-    println!("cnn arcface, 1 epoch on 3k: test pair accuracy at the best threshold {acc:.4}");
-    assert!(acc > 0.8, "test pair accuracy {acc}");
+    let a = cnn_one_epoch_beats_chance(
+        "arcface",
+        ImageTrainConfig {
+            loss: LossKind::Arcface,
+            margin: 0.3,
+            scale: 16.0,
+            ..Default::default()
+        },
+    );
     assert!(a.model.config.training.loss.starts_with("arcface"));
 }
 
