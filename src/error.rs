@@ -61,6 +61,11 @@ pub enum Error {
         cause: serde_json::Error,
     },
 
+    /// The resource is held by someone else (another process writing the same index);
+    /// trying again later may succeed.
+    #[error("{0}")]
+    Busy(String),
+
     /// Anything else, with a message.
     #[error("{0}")]
     Msg(String),

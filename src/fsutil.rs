@@ -75,3 +75,16 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         cause: e,
     })
 }
+
+/// Read a regular file whole. Anything else (a FIFO, a device, a directory) is refused with a
+/// message naming it, rather than blocking or reading forever.
+pub fn read_regular(path: &Path) -> Result<Vec<u8>> {
+    let md = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !md.is_file() {
+        return Err(Error::format(
+            path,
+            "not a regular file (a FIFO, device or directory): give a file",
+        ));
+    }
+    fs::read(path).map_err(|e| Error::io(path, e))
+}

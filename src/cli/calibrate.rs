@@ -1,14 +1,14 @@
 //! `twindex calibrate`: choose the duplicate threshold from labelled pairs (best F1, or the
 //! threshold reaching a target precision) and store it in the index manifest.
 
-use super::{common, index::open};
+use super::common;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
-use std::path::PathBuf;
-use twindex::eval;
-use twindex::index::{Calibration, Index};
-use twindex::query::encoder;
+use std::path::{Path, PathBuf};
+use twindex::eval::{self, calibrate::Target};
+use twindex::index::Calibration;
+use twindex::query::{Encoder, OpenOptions, Query, Searcher};
 
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
@@ -28,113 +28,118 @@ pub struct CalibrateArgs {
     /// within this (else: best F1).
     #[arg(long)]
     pub target_far: Option<f64>,
+    /// Text indexes: the text model's folder, when it moved since the index was built.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
 
-/// Embed one side of a pair.
-fn side(
-    idx: &Index,
-    model: Option<&twindex::model::ImageModel>,
-    loader: &mut common::ImageLoader,
-    s: &str,
-) -> Result<Vec<f32>> {
-    if let Some(id) = s.strip_prefix('#') {
+/// Pairs of an image or vector index: `a<TAB>b<TAB>label`, a header line skipped.
+fn read_plain_pairs(p: &Path) -> Result<Vec<(String, String, bool)>> {
+    let text = twindex::corpus::text::read_utf8(p)?;
+    let mut out = Vec::new();
+    for (ln, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 3 {
+            bail!(
+                "{}:{}: expected 3 tab-separated columns a, b, label",
+                p.display(),
+                ln + 1
+            );
+        }
+        let y = match f[2].trim() {
+            "1" => true,
+            "0" => false,
+            _ if ln == 0 => continue,
+            other => bail!(
+                "{}:{}: label {other:?}: expected 0 or 1",
+                p.display(),
+                ln + 1
+            ),
+        };
+        out.push((f[0].to_string(), f[1].to_string(), y));
+    }
+    Ok(out)
+}
+
+/// One side of a pair: `#ID` is a stored item on every kind of index; otherwise a text (text
+/// indexes) or an image file / IDX item `FILE:N` (image indexes).
+fn side<'a>(s: &'a str, text_index: bool) -> Result<Query<'a>> {
+    if let Some(id) = s.trim().strip_prefix('#') {
         let id: u64 = id
             .parse()
             .with_context(|| format!("bad item reference {s:?}: expected #ID"))?;
-        return Ok(idx.get(id)?.vector.to_vec());
+        return Ok(Query::Id(id));
     }
-    let Some(m) = model else {
-        bail!("{s:?}: this index has no encoder; refer to items as #ID");
-    };
-    let px = loader.load(m, s)?;
-    Ok(m.embed_pixels(&px, 1, 1)?)
+    Ok(if text_index {
+        Query::Text(s)
+    } else {
+        Query::Image(s)
+    })
 }
 
 pub fn run(a: CalibrateArgs) -> Result<()> {
-    let mut idx = open(&a.index)?;
-    let model = encoder::load_index_encoder(&a.index, &idx.manifest().encoder)?;
-    let text = encoder::load_text_encoder(&a.index, &idx.manifest().encoder)?;
-    let metric = idx.metric();
-    let (scores, labels, source) = if let (Some(p), Some(enc)) = (&a.pairs, &text) {
-        // A text index: a pairs TSV with named columns (q1, q2, is_duplicate).
-        let pairs = twindex::corpus::pairs::read_pairs_tsv(p)?;
-        let sims = eval::text::pair_similarities(enc, &pairs, 32)?;
-        let l = pairs.iter().map(|q| q.duplicate).collect();
-        (sims, l, p.display().to_string())
-    } else if let Some(p) = &a.pairs {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        let (mut s, mut l) = (Vec::new(), Vec::new());
-        let mut loader = common::ImageLoader::default();
-        for (ln, line) in text.lines().enumerate() {
-            let f: Vec<&str> = line.split('\t').collect();
-            if f.len() < 3 {
-                bail!(
-                    "{}:{}: expected 3 tab-separated columns a, b, label",
-                    p.display(),
-                    ln + 1
-                );
-            }
-            let y = match f[2].trim() {
-                "1" => true,
-                "0" => false,
-                _ if ln == 0 => continue,
-                other => bail!(
-                    "{}:{}: label {other:?}: expected 0 or 1",
-                    p.display(),
-                    ln + 1
-                ),
-            };
-            let (va, vb) = (
-                side(&idx, model.as_ref(), &mut loader, f[0])?,
-                side(&idx, model.as_ref(), &mut loader, f[1])?,
-            );
-            s.push(metric.similarity(metric.distance(&va, &vb)));
-            l.push(y);
+    let opts = OpenOptions {
+        writable: true,
+        model: a.model.clone(),
+    };
+    let s = Searcher::open(&a.index, &opts)
+        .with_context(|| format!("opening index {}", a.index.display()))?;
+    let text_index = matches!(s.encoder(), Encoder::Text(_));
+    let target = match (a.target_precision, a.target_far) {
+        (Some(t), _) => Target::Precision(t),
+        (None, Some(f)) => Target::Far(f),
+        (None, None) => Target::BestF1,
+    };
+    let (cal, stored) = if let Some(p) = &a.pairs {
+        let owned: Vec<(String, String, bool)> = if text_index {
+            // A text index: a pairs TSV with named columns (q1, q2, is_duplicate).
+            twindex::corpus::pairs::read_pairs_tsv(p)?
+                .into_iter()
+                .map(|q| (q.a, q.b, q.duplicate))
+                .collect()
+        } else {
+            read_plain_pairs(p)?
+        };
+        let mut pairs = Vec::with_capacity(owned.len());
+        for (x, y, _) in &owned {
+            pairs.push((side(x, text_index)?, side(y, text_index)?));
         }
-        (s, l, p.display().to_string())
+        let labels: Vec<bool> = owned.iter().map(|t| t.2).collect();
+        if labels.is_empty() {
+            bail!("{}: no labelled pairs to calibrate on", p.display());
+        }
+        eval::calibrate::calibrate_searcher(&s, &pairs, &labels, target, &p.display().to_string())?
     } else if let Some(c) = &a.corpus {
-        let Some(m) = &model else {
+        let Encoder::Image(m) = s.encoder() else {
             bail!("--corpus needs an index with an image encoder");
         };
         let (_, data) = common::load_corpus(c)?;
         let emb = twindex::train::image::embed_set(m, &data.train)?;
         let pairs = twindex::corpus::seed_pairs(&data.train.labels, 1)?;
         let dist = twindex::train::image::pair_distances(&emb, m.config.dim, &pairs);
-        let (s, l) = eval::image::pair_scores(&dist, &pairs);
-        (s, l, format!("seed pairs of {c} (train split)"))
+        let (scores, labels) = eval::image::pair_scores(&dist, &pairs);
+        let cal = target.calibrate(&scores, &labels)?;
+        let stored = Calibration {
+            threshold: cal.threshold,
+            precision: cal.precision,
+            recall: cal.recall,
+            f1: cal.f1,
+            method: target.describe(),
+            extra: json!({ "pairs": format!("seed pairs of {c} (train split)"), "n_pairs": cal.n_pairs, "n_positive": cal.n_positive, "far": cal.far, "frr": cal.frr, "accuracy": cal.accuracy }),
+        };
+        s.set_calibration(Some(stored.clone()))?;
+        (cal, stored)
     } else {
         bail!("give labelled pairs: --pairs TSV or --corpus C");
     };
-    if scores.is_empty() {
-        bail!("no labelled pairs to calibrate on");
-    }
-    let (cal, method) = match (a.target_precision, a.target_far) {
-        (Some(t), _) => (
-            eval::calibrate_target_precision(&scores, &labels, t)?,
-            format!("target_precision={t}"),
-        ),
-        (None, Some(f)) => (
-            eval::calibrate_target_far(&scores, &labels, f)?,
-            format!("target_far={f}"),
-        ),
-        (None, None) => (
-            eval::calibrate_best_f1(&scores, &labels)?,
-            "best_f1".to_string(),
-        ),
-    };
-    let stored = Calibration {
-        threshold: cal.threshold,
-        precision: cal.precision,
-        recall: cal.recall,
-        f1: cal.f1,
-        method: method.clone(),
-        extra: json!({ "pairs": source, "n_pairs": cal.n_pairs, "n_positive": cal.n_positive, "far": cal.far, "frr": cal.frr, "accuracy": cal.accuracy }),
-    };
-    idx.set_calibration(Some(stored))?;
-    let thr = idx.threshold_distance().unwrap_or(f32::NAN);
+    let method = stored.method.clone();
+    let thr = s.threshold().unwrap_or(f32::NAN);
+    s.close()?;
     eprintln!(
         "{}: {method} threshold distance <= {thr:.4}: precision {:.4}, recall {:.4}, F1 {:.4} on {} pairs",
         a.index.display(),

@@ -173,86 +173,33 @@ pub fn read_vectors_any(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
     Ok((a.dims[0], dim, a.data.iter().map(|&p| p as f32).collect()))
 }
 
-/// Pixels of a query image for `model`: an image file (PNG, PGM, JPEG; resized, and inverted
-/// when it is dark-on-light since the encoders are trained on light-on-dark digits) or an
-/// IDX item as `FILE:N`.
-pub fn load_query_image(model: &twindex::model::ImageModel, spec: &str) -> Result<Vec<u8>> {
-    ImageLoader::default().load(model, spec)
-}
-
-/// Loads query images for [`load_query_image`], decompressing each IDX file once however many
-/// of its items are asked for (calibration pairs and `index add` name many).
-#[derive(Default)]
-pub struct ImageLoader {
-    idx: std::collections::HashMap<PathBuf, twindex::corpus::idx::IdxArray>,
-}
-
-impl ImageLoader {
-    /// Pixels of `spec` (an image file or `FILE:N`) at `model`'s input size.
-    pub fn load(&mut self, model: &twindex::model::ImageModel, spec: &str) -> Result<Vec<u8>> {
-        load_with(&mut self.idx, model, spec)
-    }
-}
-
-fn load_with(
-    cache: &mut std::collections::HashMap<PathBuf, twindex::corpus::idx::IdxArray>,
-    model: &twindex::model::ImageModel,
-    spec: &str,
-) -> Result<Vec<u8>> {
-    let p = &model.config.preprocess;
-    if let Some((file, n)) = spec.rsplit_once(':') {
-        if let Ok(n) = n.parse::<usize>() {
-            let path = Path::new(file);
-            if !cache.contains_key(path) {
-                cache.insert(path.to_path_buf(), twindex::corpus::idx::read_images(path)?);
-            }
-            let a = &cache[path];
-            if n >= a.dims[0] {
-                anyhow::bail!(
-                    "{file}: item {n} requested, the file holds {} images",
-                    a.dims[0]
-                );
-            }
-            if (a.dims[1], a.dims[2]) != (p.height, p.width) {
-                anyhow::bail!(
-                    "{file}: images are {}x{}, the encoder expects {}x{}",
-                    a.dims[1],
-                    a.dims[2],
-                    p.height,
-                    p.width
-                );
-            }
-            let per = p.height * p.width;
-            return Ok(a.data[n * per..(n + 1) * per].to_vec());
-        }
-    }
-    let path = Path::new(spec);
-    let mut px = p.load_file(path)?;
-    if !p.auto_invert {
-        return Ok(px);
-    }
-    let (w, h) = (p.width, p.height);
-    let border: f64 = (0..w)
-        .flat_map(|x| [px[x], px[(h - 1) * w + x]])
-        .chain((0..h).flat_map(|y| [px[y * w], px[y * w + w - 1]]))
-        .map(|v| v as f64)
-        .sum::<f64>()
-        / (2 * (w + h)) as f64;
-    if border > 127.0 {
-        px.iter_mut().for_each(|v| *v = 255 - *v);
-    }
-    Ok(px)
-}
-
 /// Build time of an index, written beside its manifest by `index build` (`build.json`).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct BuildRecord {
+    /// The whole build: reading, encoding, graph, writing.
     pub build_seconds: f64,
     pub build_cpu_seconds: f64,
     pub threads: usize,
+    /// The graph (and writing it) alone.
+    #[serde(default)]
+    pub graph_seconds: f64,
+    #[serde(default)]
+    pub graph_cpu_seconds: f64,
 }
 
 /// Read `build.json` of an index (zeros when absent).
 pub fn read_build_record(index: &Path) -> BuildRecord {
     twindex::fsutil::read_json(&index.join("build.json")).unwrap_or_default()
+}
+
+/// `--threshold`: a finite distance (negative allowed, NaN and infinities refused).
+pub fn parse_threshold(s: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number (expected a distance such as 0.5)"))?;
+    if !v.is_finite() {
+        return Err(format!("{s:?} is not a finite distance"));
+    }
+    Ok(v)
 }

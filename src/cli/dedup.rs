@@ -12,17 +12,57 @@ pub struct DedupArgs {
     #[arg(long)]
     pub index: PathBuf,
     /// Duplicate threshold as a distance (default: the index's calibrated one).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = common::parse_threshold)]
     pub threshold: Option<f32>,
     /// Output: `.json` (pairs and clusters) or anything else for TSV (pairs, then a
     /// `<out>.clusters.tsv` with one cluster a line).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace --out (and its .clusters.tsv) if they exist (never a file inside the index).
+    #[arg(long)]
+    pub overwrite: bool,
     #[arg(long)]
     pub json: bool,
 }
 
+/// Refuse to write over a file unless asked to, and never into the index directory.
+fn check_out(index: &std::path::Path, out: &std::path::Path, overwrite: bool) -> Result<()> {
+    let abs = |p: &std::path::Path| {
+        std::fs::canonicalize(
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new(".")),
+        )
+        .ok()
+    };
+    if let (Some(o), Ok(i)) = (abs(out), std::fs::canonicalize(index)) {
+        if o.starts_with(&i) {
+            bail!(
+                "--out {}: inside the index directory {}; write the report elsewhere",
+                out.display(),
+                index.display()
+            );
+        }
+    }
+    if out.exists() && !overwrite {
+        bail!(
+            "--out {}: already exists (twindex does not overwrite files it did not make); choose a new path or pass --overwrite",
+            out.display()
+        );
+    }
+    if out.is_dir() {
+        bail!("--out {}: is a directory", out.display());
+    }
+    Ok(())
+}
+
 pub fn run(a: DedupArgs) -> Result<()> {
+    let is_json = a.out.extension().is_some_and(|e| e == "json");
+    let cpath = PathBuf::from(format!("{}.clusters.tsv", a.out.display()));
+    check_out(&a.index, &a.out, a.overwrite)?;
+    if !is_json {
+        check_out(&a.index, &cpath, a.overwrite)?;
+    }
     let idx = open(&a.index)?;
     let Some(thr) = a.threshold.or_else(|| idx.threshold_distance()) else {
         bail!(
@@ -31,32 +71,46 @@ pub fn run(a: DedupArgs) -> Result<()> {
         );
     };
     let sw = twindex::timing::Stopwatch::start();
-    let d = idx.dedup(thr)?;
+    let pb = common::bar(idx.len() as u64, "dedup");
+    let d = idx.dedup_with_progress(thr, &|n| pb.set_position(n as u64))?;
+    pb.finish_and_clear();
     let label = |id: u64| {
         idx.get(id)
             .map(|v| v.item.label.clone())
             .unwrap_or_default()
     };
-    let is_json = a.out.extension().is_some_and(|e| e == "json");
+    // The item's text (text indexes) or file, tabs and newlines escaped.
+    let source = |id: u64| {
+        idx.get(id)
+            .map(|v| {
+                v.item
+                    .source
+                    .replace('\\', "\\\\")
+                    .replace('\t', "\\t")
+                    .replace('\n', "\\n")
+            })
+            .unwrap_or_default()
+    };
     if is_json {
         twindex::fsutil::atomic_write_json(&a.out, &d)?;
     } else {
         twindex::fsutil::atomic_write_with(&a.out, |w| {
-            writeln!(w, "a\tb\tdistance\tlabel_a\tlabel_b")?;
+            writeln!(w, "a\tb\tdistance\tlabel_a\tlabel_b\tsource_a\tsource_b")?;
             for p in &d.pairs {
                 writeln!(
                     w,
-                    "{}\t{}\t{:.6}\t{}\t{}",
+                    "{}\t{}\t{:.6}\t{}\t{}\t{}\t{}",
                     p.a,
                     p.b,
                     p.distance,
                     label(p.a),
-                    label(p.b)
+                    label(p.b),
+                    source(p.a),
+                    source(p.b)
                 )?;
             }
             Ok(())
         })?;
-        let cpath = PathBuf::from(format!("{}.clusters.tsv", a.out.display()));
         twindex::fsutil::atomic_write_with(&cpath, |w| {
             for c in &d.clusters {
                 let ids: Vec<String> = c.iter().map(u64::to_string).collect();

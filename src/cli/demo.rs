@@ -64,12 +64,18 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
         None => {
             if a.index.join("manifest.json").exists() {
+                // Only an index this command made (it leaves a marker) is ever replaced.
+                if !a.index.join(DEMO_MARKER).exists() {
+                    anyhow::bail!(
+                        "{} holds an index that `twindex demo` did not make: it is left alone; pass another --index",
+                        a.index.display()
+                    );
+                }
                 eprintln!(
                     "{} was built with another encoder: rebuilding it",
                     a.index.display()
                 );
-                std::fs::remove_dir_all(&a.index)
-                    .with_context(|| format!("removing {}", a.index.display()))?;
+                remove_demo_index(&a.index)?;
             }
             let sw = twindex::timing::Stopwatch::start();
             let vectors = common::embed_with_bar(&model, &data.train)?;
@@ -91,6 +97,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 |out| encoder::embed_image_encoder(&model, &model_dir, out),
             )?;
             i.set_calibration(Some(common::model_calibration(&model)))?;
+            twindex::fsutil::atomic_write(
+                &a.index.join(DEMO_MARKER),
+                b"made by `twindex demo`, which may rebuild this index\n",
+            )?;
             eprintln!(
                 "embedded 60,000 training digits in {embed_s:.1} s; built HNSW index {} in {w:.1} s ({c:.1} CPU-s)",
                 a.index.display()
@@ -115,7 +125,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
         };
         let hits = search(&idx, &test_emb[q * dim..(q + 1) * dim], 5, None, None)?;
         if !a.json {
-            print_table(&format!("t10k:{q} (a {})", data.test.labels[q]), thr, &hits);
+            print_table(
+                &mut std::io::stdout().lock(),
+                &format!("t10k:{q} (a {})", data.test.labels[q]),
+                thr,
+                &hits,
+            )?;
             println!();
         }
         shown.push(json!({ "query": format!("t10k:{q}"), "label": data.test.labels[q].to_string(), "results": hits }));
@@ -197,5 +212,25 @@ pub fn run(a: DemoArgs) -> Result<()> {
     );
     println!("  HNSW recall@10 against exact search (1,000 queries): {recall:.4}");
     println!("  total {:.1} s", total.wall());
+    Ok(())
+}
+
+/// Left in an index directory made by `twindex demo`: only such an index is ever rebuilt.
+const DEMO_MARKER: &str = "demo-index.txt";
+
+/// Remove a demo index: the files twindex writes there, then the directory if empty.
+fn remove_demo_index(dir: &std::path::Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = twindex::index::store::is_index_file(&name)
+            || ["manifest.json", "write.lock", "build.json", DEMO_MARKER].contains(&name.as_str());
+        if name == "encoder" && e.path().is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        } else if ours {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
     Ok(())
 }

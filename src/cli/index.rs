@@ -7,7 +7,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use twindex::index::{Backend, HnswParams, Index, IndexConfig, Item, Metric};
 use twindex::model::{ImageModel, TextEncoder};
-use twindex::query::encoder;
+use twindex::query::{encoder, NewItem, OpenOptions, Query, Searcher};
 
 #[derive(Debug, Subcommand)]
 pub enum IndexCmd {
@@ -19,6 +19,10 @@ pub enum IndexCmd {
     Delete(DeleteArgs),
     /// Rebuild the index without its deleted items.
     Compact(CompactArgs),
+    /// Write the write-ahead log into the index's data files and retire it.
+    Checkpoint(CompactArgs),
+    /// Items, dimension, metric, encoder, threshold, log size.
+    Stats(CompactArgs),
 }
 
 #[derive(Debug, Args)]
@@ -35,10 +39,18 @@ pub struct BuildArgs {
     /// (each image's pixels as floats 0..255).
     #[arg(long, conflicts_with = "text")]
     pub vectors: Option<PathBuf>,
-    /// Texts to index, one a line (blank lines skipped; duplicates kept), encoded with the text
-    /// model `--model` (a sentence-transformers folder; default ../shared/models/all-MiniLM-L6-v2).
+    /// Texts to index, one a line (blank lines skipped; duplicates kept), or a TSV with a
+    /// header when --text-column is given; encoded with the text model `--model` (a
+    /// sentence-transformers folder; default ../shared/models/all-MiniLM-L6-v2).
     #[arg(long, conflicts_with = "corpus")]
     pub text: Option<PathBuf>,
+    /// --text as a TSV: the header name of the column holding the text.
+    #[arg(long, requires = "text")]
+    pub text_column: Option<String>,
+    /// --text as a TSV: the column whose value becomes each item's source (e.g. a question id)
+    /// instead of the text itself.
+    #[arg(long, requires = "text_column")]
+    pub id_column: Option<String>,
     /// Output index directory (must not already hold an index).
     #[arg(long)]
     pub out: PathBuf,
@@ -60,9 +72,10 @@ pub struct BuildArgs {
     /// Seed for the HNSW level draws.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Column of labels.tsv holding the label (image folders with a labels.tsv).
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
+    /// Column holding the label: of labels.tsv (image folders with a labels.tsv; default
+    /// `label`), or of the --text TSV (default: no label).
+    #[arg(long)]
+    pub label_column: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -74,9 +87,20 @@ pub struct AddArgs {
     /// Label given to every added item (e.g. a person's name).
     #[arg(long, default_value = "")]
     pub label: String,
-    /// Image files (PNG, PGM, JPEG) or IDX items as FILE:N.
-    #[arg(required = true)]
+    /// Image files (PNG, PGM, JPEG) or IDX items as FILE:N (image indexes).
     pub items: Vec<String>,
+    /// A text to add (text indexes). Repeat for many.
+    #[arg(long)]
+    pub text: Vec<String>,
+    /// Texts to add, one a line (text indexes).
+    #[arg(long)]
+    pub text_file: Option<PathBuf>,
+    /// Raw vectors to add (`.npy` float32 2-d or `.fvecs`) of the index's dimension.
+    #[arg(long)]
+    pub vectors: Option<PathBuf>,
+    /// Text indexes: the text model's folder, when it moved since the index was built.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -87,12 +111,16 @@ pub struct DeleteArgs {
     pub index: PathBuf,
     #[arg(required = true)]
     pub ids: Vec<u64>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct CompactArgs {
     #[arg(long)]
     pub index: PathBuf,
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(cmd: IndexCmd) -> Result<()> {
@@ -100,22 +128,75 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
         IndexCmd::Build(a) => build(a),
         IndexCmd::Add(a) => add(a),
         IndexCmd::Delete(a) => {
-            let mut idx = open(&a.index)?;
+            let mut idx = open_writer(&a.index)?;
             idx.delete(&a.ids)?;
+            let n = idx.len();
             eprintln!(
                 "deleted {} item(s); {} remain in {}",
                 a.ids.len(),
-                idx.len(),
+                n,
                 a.index.display()
             );
+            if a.json {
+                common::print_json(&json!({ "deleted": a.ids, "items": n }))?;
+            }
             Ok(())
         }
         IndexCmd::Compact(a) => {
-            let mut idx = open(&a.index)?;
+            let mut idx = open_writer(&a.index)?;
+            let before = idx.slot_count();
             let pb = common::bar(idx.len() as u64, "compacting");
             idx.compact(&|n| pb.set_position(n as u64))?;
             pb.finish_and_clear();
-            eprintln!("compacted {}: {} items", a.index.display(), idx.len());
+            eprintln!(
+                "compacted {}: {} items ({} deleted slots reclaimed)",
+                a.index.display(),
+                idx.len(),
+                before - idx.slot_count()
+            );
+            if a.json {
+                common::print_json(
+                    &json!({ "items": idx.len(), "reclaimed": before - idx.slot_count(), "generation": idx.manifest().generation }),
+                )?;
+            }
+            Ok(())
+        }
+        IndexCmd::Checkpoint(a) => {
+            let mut idx = open_writer(&a.index)?;
+            let (bytes, records) = idx.log_size();
+            idx.checkpoint()?;
+            eprintln!(
+                "checkpointed {}: {records} logged write(s) ({bytes} bytes) now in generation {}",
+                a.index.display(),
+                idx.manifest().generation
+            );
+            if a.json {
+                common::print_json(
+                    &json!({ "records": records, "log_bytes": bytes, "generation": idx.manifest().generation, "items": idx.len() }),
+                )?;
+            }
+            Ok(())
+        }
+        IndexCmd::Stats(a) => {
+            let s = twindex::query::Searcher::open(&a.index, &Default::default())
+                .with_context(|| format!("opening index {}", a.index.display()))?;
+            let st = s.stats();
+            if a.json {
+                return common::print_json(&serde_json::to_value(&st)?);
+            }
+            println!("index      {}", st.dir);
+            println!("items      {} ({} slots)", st.items, st.slots);
+            println!("vectors    {} dims, {}, {}", st.dim, st.metric, st.backend);
+            println!("encoder    {}", st.encoder);
+            match st.threshold {
+                Some(t) => println!("threshold  distance <= {t:.4}"),
+                None => println!("threshold  none calibrated"),
+            }
+            println!("labels     {}", st.labels);
+            println!(
+                "log        {} write(s), {} bytes (generation {})",
+                st.log_records, st.log_bytes, st.generation
+            );
             Ok(())
         }
     }
@@ -124,6 +205,11 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
 /// Open an index with the path in the error.
 pub fn open(dir: &Path) -> Result<Index> {
     Index::open(dir).with_context(|| format!("opening index {}", dir.display()))
+}
+
+/// Open an index for writing (its writer lock held), with the path in the error.
+pub fn open_writer(dir: &Path) -> Result<Index> {
+    Index::open_writer(dir).with_context(|| format!("opening index {} for writing", dir.display()))
 }
 
 /// Build an index of `vectors` with `items` into `out`, removing the directory again on
@@ -136,12 +222,7 @@ pub fn create_index(
     items: Vec<Item>,
     encoder_rec: impl FnOnce(&Path) -> twindex::Result<serde_json::Value>,
 ) -> Result<(Index, f64, f64)> {
-    if out.join("manifest.json").exists() {
-        bail!(
-            "{} already holds an index: choose another --out or remove it first",
-            out.display()
-        );
-    }
+    Index::check_new_dir(out).context("--out")?;
     let existed = out.exists();
     let res = (|| -> Result<(Index, f64, f64)> {
         common::ensure_dir(out)?;
@@ -161,6 +242,9 @@ pub fn create_index(
 }
 
 fn build(a: BuildArgs) -> Result<()> {
+    // Every path first: nothing is encoded for minutes before a bad --out is noticed.
+    Index::check_new_dir(&a.out).context("--out")?;
+    let total = twindex::timing::Stopwatch::start();
     let backend: Backend = a.backend.parse()?;
     let hnsw = HnswParams {
         m: a.m,
@@ -175,19 +259,15 @@ fn build(a: BuildArgs) -> Result<()> {
         };
         let enc = TextEncoder::load(&model_dir)
             .with_context(|| format!("loading text encoder {}", model_dir.display()))?;
-        let raw = std::fs::read_to_string(tpath)
-            .with_context(|| format!("reading {}", tpath.display()))?;
-        let texts: Vec<&str> = raw
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        if texts.is_empty() {
-            bail!(
-                "{}: no texts to index (expected one text a line)",
-                tpath.display()
-            );
-        }
+        let rows = twindex::corpus::text::read_texts(
+            tpath,
+            &twindex::corpus::text::TextColumns {
+                text: a.text_column.clone(),
+                id: a.id_column.clone(),
+                label: a.label_column.clone(),
+            },
+        )?;
+        let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
         let sw = twindex::timing::Stopwatch::start();
         let pb = common::bar(texts.len() as u64, "encoding");
         let mut vectors = Vec::with_capacity(texts.len() * enc.dim());
@@ -203,11 +283,11 @@ fn build(a: BuildArgs) -> Result<()> {
             sw.wall(),
             sw.cpu()
         );
-        let items = texts
-            .iter()
-            .map(|t| Item {
-                label: String::new(),
-                source: t.to_string(),
+        let items = rows
+            .into_iter()
+            .map(|r| Item {
+                label: r.label,
+                source: r.id.unwrap_or(r.text),
                 payload: None,
             })
             .collect();
@@ -268,7 +348,10 @@ fn build(a: BuildArgs) -> Result<()> {
             hnsw,
         };
         let (vectors, items): (Vec<f32>, Vec<Item>) = if super::protocol::is_image_folder(corpus) {
-            let f = twindex::corpus::folder::ImageFolder::scan(Path::new(corpus), &a.label_column)?;
+            let f = twindex::corpus::folder::ImageFolder::scan(
+                Path::new(corpus),
+                a.label_column.as_deref().unwrap_or("label"),
+            )?;
             let set =
                 twindex::corpus::folder::load_set(&f.items, &f.classes, &model.config.preprocess)?;
             let vectors = common::embed_with_bar(&model, &set)?;
@@ -318,12 +401,17 @@ fn build(a: BuildArgs) -> Result<()> {
         idx.set_calibration(Some(common::model_calibration(&model)))?;
         (idx, w, c)
     };
+    // The whole build (reading, encoding, graph, writing); the graph alone beside it.
+    let (graph_wall, graph_cpu) = (wall, cpu);
+    let (wall, cpu) = (total.wall(), total.cpu());
     twindex::fsutil::atomic_write_json(
         &a.out.join("build.json"),
         &common::BuildRecord {
             build_seconds: wall,
             build_cpu_seconds: cpu,
             threads: rayon::current_num_threads(),
+            graph_seconds: graph_wall,
+            graph_cpu_seconds: graph_cpu,
         },
     )?;
     let bytes = common::dir_bytes(&a.out);
@@ -346,6 +434,8 @@ fn build(a: BuildArgs) -> Result<()> {
             "backend": idx.manifest().backend.name(),
             "build_seconds": wall,
             "build_cpu_seconds": cpu,
+            "graph_seconds": graph_wall,
+            "graph_cpu_seconds": graph_cpu,
             "index_bytes": bytes,
         }))?;
     }
@@ -353,39 +443,94 @@ fn build(a: BuildArgs) -> Result<()> {
 }
 
 fn add(a: AddArgs) -> Result<()> {
-    let mut idx = open(&a.index)?;
-    let model =
-        encoder::load_index_encoder(&a.index, &idx.manifest().encoder)?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} is an index of raw vectors: it has no encoder to embed new items with",
-                a.index.display()
-            )
-        })?;
-    let mut pixels = Vec::new();
-    let mut loader = common::ImageLoader::default();
-    for it in &a.items {
-        pixels.extend(loader.load(&model, it)?);
+    let texts: Vec<String> = match &a.text_file {
+        Some(p) => twindex::corpus::text::read_texts(p, &Default::default())?
+            .into_iter()
+            .map(|r| r.text)
+            .collect(),
+        None => Vec::new(),
+    };
+    let vectors = match &a.vectors {
+        Some(p) => Some(common::read_vectors_any(p)?),
+        None => None,
+    };
+    if a.items.is_empty() && a.text.is_empty() && texts.is_empty() && vectors.is_none() {
+        bail!("nothing to add: give image files, --text STR, --text-file F or --vectors FILE");
     }
-    let vectors = model.embed_pixels(&pixels, a.items.len(), 256)?;
-    let items: Vec<Item> = a
-        .items
+    let s = Searcher::open(
+        &a.index,
+        &OpenOptions {
+            writable: true,
+            model: a.model.clone(),
+        },
+    )
+    .with_context(|| format!("opening index {} for writing", a.index.display()))?;
+    let mut ids = Vec::new();
+    let new: Vec<NewItem> = a
+        .text
         .iter()
-        .map(|s| Item {
+        .chain(&texts)
+        .map(|t| NewItem {
+            content: Query::Text(t),
             label: a.label.clone(),
-            source: s.clone(),
-            payload: None,
+            source: None,
         })
+        .chain(a.items.iter().map(|i| NewItem {
+            content: Query::Image(i),
+            label: a.label.clone(),
+            source: None,
+        }))
         .collect();
-    let ids = idx.add(&vectors, items, &|_| {})?;
+    // In chunks: each one encoded, logged and acknowledged on its own.
+    for chunk in new.chunks(1024) {
+        ids.extend(s.add(chunk)?);
+    }
+    if let (Some((rows, dim, data)), Some(p)) = (&vectors, &a.vectors) {
+        if *dim != s.dim() {
+            bail!(
+                "{}: vectors of dimension {dim}, the index holds dimension {}",
+                p.display(),
+                s.dim()
+            );
+        }
+        let items = (0..*rows)
+            .map(|i| Item {
+                label: a.label.clone(),
+                source: format!("{}#{i}", p.display()),
+                payload: None,
+            })
+            .collect();
+        ids.extend(s.add_vectors(data, items)?);
+    }
+    let n = s.stats().items;
     eprintln!(
-        "added {} item(s) to {} (ids {:?}); {} items now",
+        "added {} item(s) to {} (ids {}); {} items now",
         ids.len(),
         a.index.display(),
-        ids,
-        idx.len()
+        id_ranges(&ids),
+        n
     );
     if a.json {
-        common::print_json(&json!({ "ids": ids, "items": idx.len() }))?;
+        common::print_json(&json!({ "ids": ids, "items": n }))?;
     }
     Ok(())
+}
+
+/// Ids as ranges: `0-9, 12`.
+fn id_ranges(ids: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+            j += 1;
+        }
+        out.push(if j == i {
+            ids[i].to_string()
+        } else {
+            format!("{}-{}", ids[i], ids[j])
+        });
+        i = j + 1;
+    }
+    out.join(", ")
 }

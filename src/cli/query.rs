@@ -1,115 +1,169 @@
-//! `twindex query`: the k nearest items of an image (or a stored item) with the duplicate
-//! decision.
+//! `twindex query`: the k nearest items of queries (texts, images, stored items, vectors) with
+//! the duplicate decision, through one [`Searcher`].
 
-use super::{common, index::open};
-use anyhow::{bail, Result};
+use super::common;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
+use std::io::Write;
 use std::path::PathBuf;
-use twindex::query::{encoder, search, QueryHit};
+use twindex::query::{Answer, OpenOptions, Query, QueryHit, SearchOptions, Searcher};
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     #[arg(long)]
     pub index: PathBuf,
-    /// Query image: PNG, PGM or JPEG file, or an IDX item as FILE:N.
-    #[arg(long, conflicts_with = "item")]
-    pub image: Option<String>,
-    /// Query text (text indexes).
-    #[arg(long, conflicts_with_all = ["image", "item"])]
-    pub text: Option<String>,
+    /// Query image: PNG, PGM or JPEG file, or an IDX item as FILE:N. Repeat for many.
+    #[arg(long)]
+    pub image: Vec<String>,
+    /// Query text (text indexes). Repeat for many.
+    #[arg(long)]
+    pub text: Vec<String>,
+    /// Query texts, one a line (blank lines skipped), all in one process: one answer each.
+    #[arg(long)]
+    pub text_file: Option<PathBuf>,
     /// Query with the stored vector of item ID (the item itself comes back first).
     #[arg(long)]
     pub item: Option<u64>,
+    /// Query with the stored vectors of these items (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    pub items: Vec<u64>,
     /// Neighbours to return.
-    #[arg(long, default_value_t = 10)]
-    pub k: usize,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub k: u64,
     /// Search breadth (default: the index's). Larger: better recall, slower.
     #[arg(long)]
     pub ef: Option<usize>,
     /// Duplicate threshold as a distance (default: the index's calibrated one).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = common::parse_threshold)]
     pub threshold: Option<f32>,
+    /// Only neighbours with this label.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Text indexes: the text model's folder, when it moved since the index was built.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// JSON: one object for one query; one JSON line per query for several.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: QueryArgs) -> Result<()> {
-    let idx = open(&a.index)?;
-    let (what, vector) = if let Some(id) = a.item {
-        (format!("item {id}"), idx.get(id)?.vector.to_vec())
-    } else if let Some(img) = &a.image {
-        let model =
-            encoder::load_index_encoder(&a.index, &idx.manifest().encoder)?.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{} is an index of raw vectors: query it with --item ID",
-                    a.index.display()
-                )
-            })?;
-        let px = common::load_query_image(&model, img)?;
-        (img.clone(), model.embed_pixels(&px, 1, 1)?)
-    } else if let Some(t) = &a.text {
-        let enc =
-            encoder::load_text_encoder(&a.index, &idx.manifest().encoder)?.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{} is not a text index: use --image or --item",
-                    a.index.display()
-                )
-            })?;
-        (t.clone(), enc.encode(&[t.as_str()], 1)?)
-    } else {
-        bail!("give a query: --image FILE, --item ID or --text STR");
+    let texts: Vec<String> = match &a.text_file {
+        Some(p) => twindex::corpus::text::read_texts(p, &Default::default())?
+            .into_iter()
+            .map(|r| r.text)
+            .collect(),
+        None => Vec::new(),
     };
-    let thr = a.threshold.or_else(|| idx.threshold_distance());
-    let hits = search(&idx, &vector, a.k, a.ef, a.threshold)?;
-    // Labelled indexes (people, signers, classes) also answer "who is it": the nearest
-    // item's label when within the threshold, else "unknown".
-    let labelled = hits.iter().any(|h| !h.label.is_empty());
-    let identity = labelled.then(|| twindex::query::identify(&hits));
-    if a.json {
-        let mut j = json!({
-            "query": what,
-            "threshold": thr,
-            "results": hits,
-        });
-        if let Some(id) = &identity {
-            j["identity"] = json!(id);
-        }
-        return common::print_json(&j);
+    let mut queries: Vec<Query> = Vec::new();
+    queries.extend(a.text.iter().map(|t| Query::Text(t)));
+    queries.extend(texts.iter().map(|t| Query::Text(t)));
+    queries.extend(a.image.iter().map(|i| Query::Image(i)));
+    queries.extend(a.item.iter().chain(&a.items).map(|&id| Query::Id(id)));
+    if queries.is_empty() {
+        bail!("give a query: --text STR, --text-file F, --image FILE, --item ID or --items ID,...");
     }
-    print_table(&what, thr, &hits);
-    if let Some(id) = identity {
-        println!("identity: {id}");
+    let s = Searcher::open(
+        &a.index,
+        &OpenOptions {
+            writable: false,
+            model: a.model.clone(),
+        },
+    )
+    .with_context(|| format!("opening index {}", a.index.display()))?;
+    let opts = SearchOptions {
+        k: a.k as usize,
+        ef: a.ef,
+        threshold: a.threshold,
+        label: a.label.clone(),
+    };
+    let many = queries.len() > 1 || a.text_file.is_some();
+    let mut out = std::io::stdout().lock();
+    // In chunks, so a long file streams its answers and memory stays bounded.
+    for chunk in queries.chunks(256) {
+        let answers = s.query_many(chunk, &opts)?;
+        for (q, ans) in chunk.iter().zip(&answers) {
+            let what = q.describe();
+            if a.json {
+                let mut j = json!({
+                    "query": what,
+                    "threshold": ans.threshold,
+                    "results": ans.results,
+                });
+                if let Some(id) = &ans.identity {
+                    j["identity"] = json!(id);
+                }
+                if ans.threshold.is_none() {
+                    j["note"] =
+                        json!("no threshold calibrated: no neighbour is called a duplicate");
+                }
+                if many {
+                    serde_json::to_writer(&mut out, &j)?;
+                    writeln!(out)?;
+                } else {
+                    drop(out);
+                    return common::print_json(&j);
+                }
+            } else {
+                print_answer(&mut out, &what, ans)?;
+                if many {
+                    writeln!(out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_answer(out: &mut impl Write, what: &str, ans: &Answer) -> Result<()> {
+    print_table(out, what, ans.threshold, &ans.results)?;
+    if let Some(id) = &ans.identity {
+        writeln!(out, "identity: {id}")?;
     }
     Ok(())
 }
 
 /// A readable table of hits.
-pub fn print_table(what: &str, thr: Option<f32>, hits: &[QueryHit]) {
+pub fn print_table(
+    out: &mut impl Write,
+    what: &str,
+    thr: Option<f32>,
+    hits: &[QueryHit],
+) -> Result<()> {
     match thr {
-        Some(t) => println!(
+        Some(t) => writeln!(
+            out,
             "query {what}: {} neighbours (duplicate if distance <= {t:.4})",
             hits.len()
-        ),
-        None => println!(
-            "query {what}: {} neighbours (no threshold calibrated)",
+        )?,
+        None => writeln!(
+            out,
+            "query {what}: {} neighbours (no threshold calibrated: no duplicate decision; run `twindex calibrate` or pass --threshold)",
             hits.len()
-        ),
+        )?,
     }
-    println!(
+    writeln!(
+        out,
         "{:>4}  {:>8}  {:<8}  {:>9}  {:>10}  {:<9}  source",
         "rank", "id", "label", "distance", "similarity", "duplicate"
-    );
+    )?;
     for (r, h) in hits.iter().enumerate() {
-        println!(
+        writeln!(
+            out,
             "{:>4}  {:>8}  {:<8}  {:>9.4}  {:>10.4}  {:<9}  {}",
             r + 1,
             h.id,
             h.label,
             h.distance,
             h.similarity,
-            if h.duplicate { "yes" } else { "no" },
-            h.source
-        );
+            match (thr, h.duplicate) {
+                (None, _) => "-",
+                (_, true) => "yes",
+                (_, false) => "no",
+            },
+            twindex::query::shorten(&h.source, 120)
+        )?;
     }
+    Ok(())
 }

@@ -1,11 +1,10 @@
 //! `twindex verify`: accept or reject the claim that an image is an enrolled person or signer.
 
-use super::{common, index::open};
-use anyhow::Result;
+use super::common;
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use twindex::eval::protocol::Aggregate;
-use twindex::query::encoder;
+use twindex::query::{Aggregate, Query, Searcher};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -17,7 +16,7 @@ pub struct VerifyArgs {
     /// The image to check (PNG, PGM, JPEG, or an IDX item FILE:N).
     pub file: String,
     /// Decision threshold as a distance (default: the index's calibrated one).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = common::parse_threshold)]
     pub threshold: Option<f32>,
     /// How the distances to the label's enrolled images are combined.
     #[arg(long, value_enum, default_value_t = Aggregate::Min)]
@@ -27,17 +26,9 @@ pub struct VerifyArgs {
 }
 
 pub fn run(a: VerifyArgs) -> Result<()> {
-    let idx = open(&a.index)?;
-    let model =
-        encoder::load_index_encoder(&a.index, &idx.manifest().encoder)?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} has no image encoder (an index of raw vectors or texts): verify needs images",
-                a.index.display()
-            )
-        })?;
-    let px = common::load_query_image(&model, &a.file)?;
-    let v = model.embed_pixels(&px, 1, 1)?;
-    let r = twindex::query::verify(&idx, &v, &a.label, a.threshold, a.aggregate)?;
+    let s = Searcher::open(&a.index, &Default::default())
+        .with_context(|| format!("opening index {}", a.index.display()))?;
+    let r = s.verify(&Query::Image(&a.file), &a.label, a.threshold, a.aggregate)?;
     if a.json {
         let mut j = serde_json::to_value(&r)?;
         j["file"] = serde_json::json!(a.file);

@@ -3,27 +3,49 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
+/// The largest image side read (pixels): larger images are refused before they are decoded.
+pub const MAX_SIDE: u32 = 12_000;
+
 /// Read `path` as 8-bit greyscale at its own size. A file that is not a readable image, or one
 /// without pixels, is an error naming it.
 pub fn read_grey(path: &Path) -> Result<image::GrayImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes)
-        .map_err(|e| Error::format(path, format!("not a readable PNG, PGM or JPEG image: {e}")))?;
+    decode_grey(&bytes, path)
+}
+
+/// Decode image bytes (PNG, PGM/PNM, JPEG) as 8-bit greyscale; `name` is what errors call
+/// them. Images wider or taller than [`MAX_SIDE`] are refused without being decoded.
+pub fn decode_grey(bytes: &[u8], name: &Path) -> Result<image::GrayImage> {
+    let bad =
+        |e: String| Error::format(name, format!("not a readable PNG, PGM or JPEG image: {e}"));
+    let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(1 << 30);
+    r.limits(limits);
+    let img = r.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => Error::format(
+            name,
+            format!("image is larger than {MAX_SIDE}x{MAX_SIDE} pixels (refused)"),
+        ),
+        e => bad(e.to_string()),
+    })?;
     let g = img.to_luma8();
     if g.width() == 0 || g.height() == 0 {
-        return Err(Error::format(path, "image has no pixels"));
+        return Err(Error::format(name, "image has no pixels"));
     }
     Ok(g)
 }
 
-/// Load `path` as 8-bit greyscale, resized to `width x height` keeping the aspect ratio and
-/// padding the rest with `pad` (the background value). Images already at that size are used
-/// as they are. A file that is not a readable image is an error naming it.
-pub fn load_grey(path: &Path, width: usize, height: usize, pad: u8) -> Result<Vec<u8>> {
-    let g = read_grey(path)?;
+/// Resize a greyscale image to `width x height` keeping the aspect ratio and padding with
+/// `pad` (see [`load_grey`]).
+pub fn fit_grey(g: image::GrayImage, width: usize, height: usize, pad: u8) -> Vec<u8> {
     let (w, h) = (g.width() as usize, g.height() as usize);
     if (w, h) == (width, height) {
-        return Ok(g.into_raw());
+        return g.into_raw();
     }
     let scale = (width as f64 / w as f64).min(height as f64 / h as f64);
     let nw = ((w as f64 * scale).round() as u32).clamp(1, width as u32);
@@ -36,7 +58,14 @@ pub fn load_grey(path: &Path, width: usize, height: usize, pad: u8) -> Result<Ve
             out[(oy + y) * width + ox + x] = r.get_pixel(x as u32, y as u32)[0];
         }
     }
-    Ok(out)
+    out
+}
+
+/// Load `path` as 8-bit greyscale, resized to `width x height` keeping the aspect ratio and
+/// padding the rest with `pad` (the background value). Images already at that size are used
+/// as they are. A file that is not a readable image is an error naming it.
+pub fn load_grey(path: &Path, width: usize, height: usize, pad: u8) -> Result<Vec<u8>> {
+    Ok(fit_grey(read_grey(path)?, width, height, pad))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ const Y_NAMES: [&str; 4] = ["is_duplicate", "label", "duplicate", "y"];
 /// Read a pairs TSV. The header must name a first-text column (`q1`, `question1`,
 /// `sentence1`...), a second-text column and a 0/1 label column (`is_duplicate`, `label`).
 pub fn read_pairs_tsv(path: &Path) -> Result<Vec<TextPair>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = super::text::read_utf8(path)?;
     let mut lines = text.lines();
     let header: Vec<String> = lines
         .next()

@@ -59,7 +59,7 @@ impl Calibration {
     /// The same threshold and method with every figure measured again on other labelled pairs
     /// (calibrate on validation, report on test). Needs both classes.
     pub fn measured_on(&self, scores: &[f32], labels: &[bool]) -> Result<Calibration> {
-        sweep(scores, labels, "Calibration::measured_on", Needs::Both)?;
+        sweep(scores, labels, "the test pairs", Needs::Both)?;
         let c = confusion_at(scores, labels, self.threshold)?;
         Ok(Self::from_confusion(
             self.method,
@@ -105,7 +105,7 @@ fn measure(
 
 /// Calibrate at the threshold of best F1 ([`crate::eval::metrics::best_f1`]).
 pub fn calibrate_best_f1(scores: &[f32], labels: &[bool]) -> Result<Calibration> {
-    let sw = sweep(scores, labels, "calibrate_best_f1", Needs::Both)?;
+    let sw = sweep(scores, labels, "the calibration pairs", Needs::Both)?;
     let (_, _, _, threshold) = best_f1_cut(&sw);
     measure(scores, labels, CalibrationMethod::BestF1, None, threshold)
 }
@@ -120,10 +120,10 @@ pub fn calibrate_target_precision(
 ) -> Result<Calibration> {
     if !(target > 0.0 && target <= 1.0) {
         return Err(Error::InvalidArgument(format!(
-            "calibrate_target_precision: target precision must be in (0, 1], got {target}"
+            "--target-precision: must be in (0, 1], got {target}"
         )));
     }
-    let sw = sweep(scores, labels, "calibrate_target_precision", Needs::Both)?;
+    let sw = sweep(scores, labels, "the calibration pairs", Needs::Both)?;
     let precision = |m: &Confusion| m.precision();
     let cut = lowest_cut_where(&sw, |m| m.true_pos > 0 && precision(m) >= target);
     let Some(threshold) = cut else {
@@ -133,7 +133,7 @@ pub fn calibrate_target_precision(
             .map(|c| precision(&Confusion::from_cut(c, sw.pos, sw.neg)))
             .fold(0.0, f64::max);
         return Err(Error::InvalidArgument(format!(
-            "calibrate_target_precision: target precision {target} is unreachable; the best \
+            "--target-precision {target} is unreachable; the best \
              precision at any threshold is {best}"
         )));
     };
@@ -156,10 +156,10 @@ pub fn calibrate_target_far(
 ) -> Result<Calibration> {
     if !(0.0..=1.0).contains(&target_far) {
         return Err(Error::InvalidArgument(format!(
-            "calibrate_target_far: target FAR must be in [0, 1], got {target_far}"
+            "--target-far: must be in [0, 1], got {target_far}"
         )));
     }
-    let sw = sweep(scores, labels, "calibrate_target_far", Needs::Both)?;
+    let sw = sweep(scores, labels, "the calibration pairs", Needs::Both)?;
     let threshold = lowest_cut_where(&sw, |m| m.far() <= target_far)
         .expect("accepting nothing has FAR 0, within any target");
     measure(
@@ -178,6 +178,65 @@ fn lowest_cut_where(sw: &Sweep, ok: impl Fn(&Confusion) -> bool) -> Option<f32> 
         .rev()
         .find(|c| ok(&Confusion::from_cut(c, sw.pos, sw.neg)))
         .map(|c| c.threshold)
+}
+
+/// Which threshold to choose.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// Best F1.
+    BestF1,
+    /// The lowest threshold reaching this precision.
+    Precision(f64),
+    /// The lowest threshold whose false accept rate stays within this.
+    Far(f64),
+}
+
+impl Target {
+    /// The method as recorded in the manifest (`best_f1`, `target_precision=0.99`, ...).
+    pub fn describe(self) -> String {
+        match self {
+            Target::BestF1 => "best_f1".into(),
+            Target::Precision(p) => format!("target_precision={p}"),
+            Target::Far(f) => format!("target_far={f}"),
+        }
+    }
+
+    /// Choose the threshold on similarity `scores` of pairs labelled `labels`.
+    pub fn calibrate(self, scores: &[f32], labels: &[bool]) -> Result<Calibration> {
+        match self {
+            Target::BestF1 => calibrate_best_f1(scores, labels),
+            Target::Precision(p) => calibrate_target_precision(scores, labels, p),
+            Target::Far(f) => calibrate_target_far(scores, labels, f),
+        }
+    }
+}
+
+/// Calibrate a searcher's index on labelled pairs of queries (embedded with its encoder) and
+/// store the threshold in its manifest. `source` names the pairs in the record.
+pub fn calibrate_searcher(
+    searcher: &crate::query::Searcher,
+    pairs: &[(crate::query::Query, crate::query::Query)],
+    labels: &[bool],
+    target: Target,
+    source: &str,
+) -> Result<(Calibration, crate::index::Calibration)> {
+    let metric = searcher.index().metric();
+    let scores: Vec<f32> = searcher
+        .pair_distances(pairs)?
+        .into_iter()
+        .map(|d| metric.similarity(d))
+        .collect();
+    let cal = target.calibrate(&scores, labels)?;
+    let stored = crate::index::Calibration {
+        threshold: cal.threshold,
+        precision: cal.precision,
+        recall: cal.recall,
+        f1: cal.f1,
+        method: target.describe(),
+        extra: serde_json::json!({ "pairs": source, "n_pairs": cal.n_pairs, "n_positive": cal.n_positive, "far": cal.far, "frr": cal.frr, "accuracy": cal.accuracy }),
+    };
+    searcher.set_calibration(Some(stored.clone()))?;
+    Ok((cal, stored))
 }
 
 #[cfg(test)]

@@ -434,7 +434,7 @@ pub struct PairReport {
 
 /// Compute a [`PairReport`] from one sweep. Needs both classes.
 pub fn pair_report(scores: &[f32], labels: &[bool]) -> Result<PairReport> {
-    let sw = sweep(scores, labels, "pair_report", Needs::Both)?;
+    let sw = sweep(scores, labels, "the pairs", Needs::Both)?;
     let (best_f1, _, _, best_f1_threshold) = best_f1_cut(&sw);
     let (eer, eer_threshold) = eer_from_sweep(&sw);
     let (best_accuracy, best_accuracy_threshold) = best_accuracy_cut(&sw);

@@ -3,13 +3,19 @@
 //! generation atomically (see [`super::store`]); opening checks version, checksums and
 //! dimensions.
 //!
-//! One writer at a time: two processes writing the same directory at once is not supported.
+//! Writes (add, delete) are acknowledged once their record is fsync'd to the write-ahead log
+//! ([`super::wal`]) and applied to the in-memory graph at once; a checkpoint writes the next
+//! generation and retires the log; opening replays it. One writer at a time: a writing handle
+//! holds the directory's writer lock, and a second writer is refused with a clear message.
+//! Readers open a snapshot and are never blocked by a writer.
 
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use super::dedup::{clusters, Dedup, DupPair};
 use super::flat::FlatIndex;
@@ -22,6 +28,7 @@ use super::manifest::{
 use super::metric::{check_rows, check_vector, normalize, Metric};
 use super::store::{self, Item};
 use super::vector_index::{Hit, Progress, VectorIndex};
+use super::wal::{self, WalWriter, WriterLock, LOCK_FILE};
 
 /// Neighbours fetched per item in the first round of [`Index::dedup`] (doubled while all of them
 /// are within the threshold).
@@ -86,6 +93,78 @@ pub struct ItemView<'a> {
     pub vector: &'a [f32],
 }
 
+/// A live write-ahead log and the writer lock, behind the index's mutex so that a write can be
+/// logged through `&self` (readers keep searching meanwhile).
+#[derive(Debug, Default)]
+struct WalState {
+    /// Held from the first write (or from [`Index::open_writer`]) until the handle drops.
+    lock: Option<WriterLock>,
+    /// The current generation's log, opened on the first append.
+    writer: Option<WalWriter>,
+    /// Bytes of the current generation's log this handle has read or written (0: none).
+    bytes: u64,
+    /// Records in the log.
+    records: u64,
+    /// The id the next logged add starts at (ahead of `manifest.next_id` between a log and
+    /// its apply).
+    next_id: u64,
+}
+
+/// An add that is in the log (durable) and not yet in memory: give it to
+/// [`Index::apply_add`].
+#[derive(Debug)]
+#[must_use = "a logged add must be applied"]
+pub struct PendingAdd {
+    first_id: u64,
+    vectors: Vec<f32>,
+    items: Vec<Item>,
+}
+
+impl PendingAdd {
+    /// The ids the items will have.
+    pub fn ids(&self) -> std::ops::Range<u64> {
+        self.first_id..self.first_id + self.items.len() as u64
+    }
+}
+
+/// A delete that is in the log and not yet in memory: give it to [`Index::apply_delete`].
+#[derive(Debug)]
+#[must_use = "a logged delete must be applied"]
+pub struct PendingDelete {
+    slots: Vec<usize>,
+}
+
+/// A generation written to disk by [`Index::write_checkpoint`] or [`Index::write_compacted`],
+/// to be installed by [`Index::install`].
+#[must_use = "a written generation must be installed"]
+pub struct NewGeneration {
+    manifest: Manifest,
+    wal_bytes: u64,
+    compacted: Option<Compacted>,
+}
+
+struct Compacted {
+    engine: Engine,
+    ids: Vec<u64>,
+    items: Vec<Item>,
+}
+
+/// When a write checkpoints by itself: once the log exceeds both this many bytes and
+/// [`AUTO_CHECKPOINT_FRACTION`] of the data files, so that the checkpoints' cost per write
+/// stays constant as the index grows.
+pub const AUTO_CHECKPOINT_MIN_BYTES: u64 = 64 << 20;
+/// See [`AUTO_CHECKPOINT_MIN_BYTES`].
+pub const AUTO_CHECKPOINT_FRACTION: f64 = 0.25;
+
+/// What opening found in the write-ahead log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Records replayed.
+    pub records: u64,
+    /// Bytes of a torn tail dropped (0: the log ended cleanly).
+    pub torn_bytes: u64,
+}
+
 /// A persistent, searchable collection of items and their vectors. See the module docs.
 pub struct Index {
     dir: PathBuf,
@@ -96,9 +175,13 @@ pub struct Index {
     slot_of: HashMap<u64, u32>,
     deleted: Vec<bool>,
     n_deleted: usize,
+    /// Data files that differ from memory (the log holds the difference).
+    dirty: Changed,
+    wal: Mutex<WalState>,
+    recovery: Recovery,
     /// Set when a write failed half-way: memory and disk may differ, so further writes are
     /// refused until the index is reopened.
-    poisoned: bool,
+    poisoned: AtomicBool,
 }
 
 impl std::fmt::Debug for Index {
@@ -110,11 +193,31 @@ impl std::fmt::Debug for Index {
     }
 }
 
+const CLEAN: Changed = Changed {
+    vectors: false,
+    items: false,
+    tombstones: false,
+    graph: false,
+};
+
+impl Changed {
+    fn or(self, o: Changed) -> Changed {
+        Changed {
+            vectors: self.vectors || o.vectors,
+            items: self.items || o.items,
+            tombstones: self.tombstones || o.tombstones,
+            graph: self.graph || o.graph,
+        }
+    }
+}
+
 impl Index {
-    /// Build a new index in `dir` (created if missing; refused if it already holds an index)
-    /// from `vectors` (row-major, `dim` floats a row) and one item per row. `encoder` is
-    /// recorded as is. The graph is built in parallel on the current rayon pool; `progress`
-    /// receives the number of rows inserted.
+    /// Build a new index in `dir` (created if missing; refused if it already holds an index
+    /// or, when it exists, holds anything at all) from `vectors` (row-major, `dim` floats a
+    /// row) and one item per row. `encoder` is recorded as is. The graph is built in parallel
+    /// on the current rayon pool; `progress` receives the number of rows inserted. On failure
+    /// nothing is left behind: a directory this call created is removed, files it wrote in an
+    /// existing (empty) directory are removed.
     pub fn create(
         dir: &Path,
         config: IndexConfig,
@@ -134,13 +237,28 @@ impl Index {
             return Err(Error::Empty("no vectors to index".into()));
         }
         let rows = check_batch(vectors, dim, items.len(), "index vectors")?;
-        if dir.join(MANIFEST_FILE).exists() {
-            return Err(Error::InvalidArgument(format!(
-                "{} already holds an index; open it, or remove it first",
-                dir.display()
-            )));
+        check_new_dir(dir)?;
+        let existed = dir.exists();
+        let res = Self::create_in(dir, config, encoder, dim, vectors, items, progress, rows);
+        if res.is_err() {
+            remove_created(dir, existed);
         }
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_in(
+        dir: &Path,
+        config: IndexConfig,
+        encoder: Value,
+        dim: usize,
+        vectors: &[f32],
+        items: Vec<Item>,
+        progress: &Progress,
+        rows: usize,
+    ) -> Result<Index> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = WriterLock::acquire(dir)?;
         let normalize = config.normalize || config.metric.normalizes();
         let prepared = prepare_rows(vectors, dim, normalize);
         let mut engine = Engine::new(&config, dim, rows)?;
@@ -171,8 +289,9 @@ impl Index {
                 tombstones: empty,
                 graph: None,
             },
+            checksum: None,
         };
-        let mut index = Index {
+        let index = Index {
             dir: dir.to_path_buf(),
             manifest,
             engine,
@@ -181,15 +300,60 @@ impl Index {
             slot_of: (0..rows as u32).map(|s| (s as u64, s)).collect(),
             deleted: vec![false; rows],
             n_deleted: 0,
-            poisoned: false,
+            dirty: ALL,
+            wal: Mutex::new(WalState {
+                lock: Some(lock),
+                next_id: rows as u64,
+                ..WalState::default()
+            }),
+            recovery: Recovery::default(),
+            poisoned: AtomicBool::new(false),
         };
-        index.commit(ALL)?;
+        let mut index = index;
+        index.checkpoint()?;
         Ok(index)
     }
 
-    /// Open the index in `dir`, checking the format version, every file's size and sha256, and
-    /// that the files agree with the manifest's dimension and counts.
+    /// Open the index in `dir` for reading: the files of the manifest's generation (checking
+    /// the format version, every file's size and sha256, and that the files agree with the
+    /// manifest's dimension and counts) and the write-ahead log replayed over them. The handle
+    /// is a snapshot: later writes by other handles are not seen. Writing through it takes the
+    /// writer lock then, and is refused if the index changed on disk since this open.
+    ///
+    /// A torn record at the end of the log (a crash mid-append, never acknowledged) is dropped
+    /// and reported on stderr, unless another process holds the writer lock (then it is an
+    /// append in progress).
     pub fn open(dir: &Path) -> Result<Index> {
+        // A concurrent checkpoint may remove the files of the generation just read: read again.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::open_once(dir, false) {
+                Err(e) if tries < 20 && Self::generation_moved(dir, &e) => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Open for writing: take the writer lock first (failing at once with a clear message if
+    /// another handle holds it), then open; a torn log tail is cut off.
+    pub fn open_writer(dir: &Path) -> Result<Index> {
+        let lock = WriterLock::acquire(dir)?;
+        let idx = Self::open_once(dir, true)?;
+        {
+            let mut w = idx.wal_state();
+            w.lock = Some(lock);
+        }
+        Ok(idx)
+    }
+
+    /// Whether `e` is a file missing because a writer moved to a newer generation meanwhile.
+    fn generation_moved(dir: &Path, e: &Error) -> bool {
+        matches!(e, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound)
+            && dir.join(MANIFEST_FILE).exists()
+    }
+
+    fn open_once(dir: &Path, writer: bool) -> Result<Index> {
         let m = store::read_manifest(dir)?;
         let files = &m.files;
         let vpath = dir.join(&files.vectors.name);
@@ -272,7 +436,10 @@ impl Index {
                 e
             }
         };
-        Ok(Index {
+        drop(vectors);
+        let replay = wal::read(dir, m.generation)?;
+        let next_id = m.next_id;
+        let mut idx = Index {
             dir: dir.to_path_buf(),
             n_deleted: tomb.len(),
             manifest: m,
@@ -281,8 +448,98 @@ impl Index {
             ids,
             slot_of,
             deleted,
-            poisoned: false,
-        })
+            dirty: CLEAN,
+            wal: Mutex::new(WalState {
+                next_id,
+                ..WalState::default()
+            }),
+            recovery: Recovery {
+                records: replay.records.len() as u64,
+                torn_bytes: replay.torn_bytes,
+            },
+            poisoned: AtomicBool::new(false),
+        };
+        idx.replay(replay.records)?;
+        {
+            let w = idx.wal.get_mut().expect("fresh mutex");
+            w.bytes = replay.valid_bytes;
+            w.records = idx.recovery.records;
+            w.next_id = idx.manifest.next_id;
+        }
+        if replay.torn_bytes > 0 && (writer || !WriterLock::is_held(dir)) {
+            eprintln!(
+                "twindex: {}: dropped a torn record ({} bytes) at the end of the write-ahead log: a write cut short by a crash, never acknowledged",
+                dir.join(wal::wal_name(idx.manifest.generation)).display(),
+                replay.torn_bytes
+            );
+        }
+        Ok(idx)
+    }
+
+    /// Apply logged records to memory, consecutive adds in one batch.
+    fn replay(&mut self, records: Vec<wal::Record>) -> Result<()> {
+        let path = self.dir.join(wal::wal_name(self.manifest.generation));
+        let mut batch: Option<PendingAdd> = None;
+        for r in records {
+            match r {
+                wal::Record::Add {
+                    first_id,
+                    dim,
+                    vectors,
+                    items,
+                } => {
+                    let want = batch
+                        .as_ref()
+                        .map_or(self.manifest.next_id, |b| b.ids().end);
+                    if first_id != want || dim != self.dim() {
+                        return Err(Error::corrupt(
+                            &path,
+                            format!(
+                                "an add of ids from {first_id} (dimension {dim}) where the index expects id {want} (dimension {})",
+                                self.dim()
+                            ),
+                        ));
+                    }
+                    match &mut batch {
+                        Some(b) => {
+                            b.vectors.extend(vectors);
+                            b.items.extend(items);
+                        }
+                        None => {
+                            batch = Some(PendingAdd {
+                                first_id,
+                                vectors,
+                                items,
+                            })
+                        }
+                    }
+                }
+                wal::Record::Delete { ids } => {
+                    if let Some(b) = batch.take() {
+                        self.apply_add_mem(b, &|_| {})?;
+                    }
+                    let slots = self.live_slots(&ids).map_err(|e| {
+                        Error::corrupt(&path, format!("a logged delete does not apply: {e}"))
+                    })?;
+                    self.apply_delete_mem(&slots);
+                }
+            }
+        }
+        if let Some(b) = batch {
+            self.apply_add_mem(b, &|_| {})?;
+        }
+        Ok(())
+    }
+
+    /// Whether an index can be created in `dir`: it must not exist, or be an empty directory.
+    /// Check before long work (encoding) so that a bad `--out` fails at once.
+    pub fn check_new_dir(dir: &Path) -> Result<()> {
+        check_new_dir(dir)
+    }
+
+    /// What opening replayed from the write-ahead log.
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
     }
 
     /// Refuse (with a clear error) an index built by another encoder or of another dimension.
@@ -311,7 +568,8 @@ impl Index {
         &self.dir
     }
 
-    /// The manifest as last committed.
+    /// The manifest as last checkpointed (counts and `next_id` may lag behind the log; see
+    /// [`Index::len`]).
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
@@ -336,6 +594,17 @@ impl Index {
         self.len() == 0
     }
 
+    /// Stored items including deleted ones not yet compacted away.
+    pub fn slot_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The write-ahead log's size in bytes and records (0, 0 when empty or absent).
+    pub fn log_size(&self) -> (u64, u64) {
+        let w = self.wal_state();
+        (w.bytes, w.records)
+    }
+
     /// The engine, addressed by slot (slot = item id for an index never compacted). Deleted
     /// items are still in it.
     pub fn backend(&self) -> &dyn VectorIndex {
@@ -349,6 +618,11 @@ impl Index {
             .zip(&self.deleted)
             .filter(|(_, &d)| !d)
             .map(|(&id, _)| id)
+    }
+
+    /// The item id stored in `slot` (live or deleted), as the engine addresses it.
+    pub fn id_of_slot(&self, slot: usize) -> Option<u64> {
+        self.ids.get(slot).copied()
     }
 
     /// The live item `id`, with its vector.
@@ -369,9 +643,36 @@ impl Index {
         }
     }
 
+    /// The slots of `ids`, each live and named once.
+    fn live_slots(&self, ids: &[u64]) -> Result<Vec<usize>> {
+        let mut seen = HashSet::with_capacity(ids.len());
+        let mut slots = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let slot = self.live_slot(id)?;
+            if !seen.insert(id) {
+                return Err(Error::InvalidArgument(format!(
+                    "id {id} is named twice in one delete"
+                )));
+            }
+            slots.push(slot);
+        }
+        Ok(slots)
+    }
+
     /// The `k` nearest live items to `query`, nearest first. `ef` defaults to the manifest's
     /// `ef_search`. The query must have the index's dimension.
     pub fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Result<Vec<Hit>> {
+        self.search_where(query, k, ef, None)
+    }
+
+    /// As [`Index::search`], keeping only items for which `keep` (given the item) is true.
+    pub fn search_where(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        keep: Option<&(dyn Fn(&Item) -> bool + Sync)>,
+    ) -> Result<Vec<Hit>> {
         check_vector(query, self.dim(), "query")?;
         let ef = ef.unwrap_or(self.manifest.hnsw.ef_search).max(1);
         let q;
@@ -386,10 +687,12 @@ impl Index {
             query
         };
         let e = self.engine.get();
-        let hits = if self.n_deleted == 0 {
-            e.search(query, k, ef)?
-        } else {
-            e.search_filtered(query, k, ef, &|s| !self.deleted[s])?
+        let hits = match keep {
+            None if self.n_deleted == 0 => e.search(query, k, ef)?,
+            None => e.search_filtered(query, k, ef, &|s| !self.deleted[s])?,
+            Some(f) => {
+                e.search_filtered(query, k, ef, &|s| !self.deleted[s] && f(&self.items[s]))?
+            }
         };
         Ok(hits
             .into_iter()
@@ -419,77 +722,152 @@ impl Index {
             .collect()
     }
 
-    /// Add items with their vectors (row-major); returns their new ids. Inserted into the graph
-    /// incrementally and committed atomically.
+    /// Add items with their vectors (row-major); returns their new ids. The add is in the
+    /// write-ahead log (fsync'd) when this returns, and in the graph; the log is
+    /// checkpointed when it has grown past [`AUTO_CHECKPOINT_MIN_BYTES`] and
+    /// [`AUTO_CHECKPOINT_FRACTION`] of the data.
     pub fn add(
         &mut self,
         vectors: &[f32],
         items: Vec<Item>,
         progress: &Progress,
     ) -> Result<Vec<u64>> {
+        let p = self.log_add(vectors, items)?;
+        let ids = self.apply_add(p, progress)?;
+        if self.wants_checkpoint() {
+            self.checkpoint()?;
+        }
+        Ok(ids)
+    }
+
+    /// The first half of [`Index::add`] through a shared reference: check the batch, write it
+    /// to the log and fsync. Readers may search meanwhile. One writer at a time: each logged
+    /// add must be applied (in order) before the next write.
+    pub fn log_add(&self, vectors: &[f32], items: Vec<Item>) -> Result<PendingAdd> {
         self.check_writable()?;
         let rows = check_batch(vectors, self.dim(), items.len(), "added vectors")?;
+        let prepared = prepare_rows(vectors, self.dim(), self.manifest.normalize);
+        let mut w = self.writer()?;
+        let first_id = w.next_id;
+        if rows == 0 {
+            return Ok(PendingAdd {
+                first_id,
+                vectors: prepared,
+                items,
+            });
+        }
+        let rec = wal::Record::Add {
+            first_id,
+            dim: self.dim(),
+            vectors: prepared,
+            items,
+        };
+        self.append(&mut w, &rec.encode())?;
+        w.next_id += rows as u64;
+        let wal::Record::Add { vectors, items, .. } = rec else {
+            unreachable!("built as an add")
+        };
+        Ok(PendingAdd {
+            first_id,
+            vectors,
+            items,
+        })
+    }
+
+    /// The second half of [`Index::add`]: insert a logged add into memory.
+    pub fn apply_add(&mut self, p: PendingAdd, progress: &Progress) -> Result<Vec<u64>> {
+        if p.first_id != self.manifest.next_id {
+            return Err(Error::Msg(format!(
+                "an add logged for ids from {} applied where the next id is {}",
+                p.first_id, self.manifest.next_id
+            )));
+        }
+        // A failure here leaves the log ahead of memory: refuse writes until reopened (which
+        // replays the log).
+        self.poisoned.store(true, Ordering::SeqCst);
+        let ids = self.apply_add_mem(p, progress)?;
+        self.poisoned.store(false, Ordering::SeqCst);
+        Ok(ids)
+    }
+
+    fn apply_add_mem(&mut self, p: PendingAdd, progress: &Progress) -> Result<Vec<u64>> {
+        let rows = p.items.len();
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let prepared = prepare_rows(vectors, self.dim(), self.manifest.normalize);
-        self.poisoned = true;
-        self.engine.get_mut().add(&prepared, progress)?;
-        let first = self.manifest.next_id;
-        let new_ids: Vec<u64> = (first..first + rows as u64).collect();
+        self.engine.get_mut().add(&p.vectors, progress)?;
+        let new_ids: Vec<u64> = p.ids().collect();
         for (i, &id) in new_ids.iter().enumerate() {
             self.slot_of.insert(id, (self.ids.len() + i) as u32);
         }
         self.ids.extend_from_slice(&new_ids);
-        self.items.extend(items);
+        self.items.extend(p.items);
         self.deleted.resize(self.ids.len(), false);
         self.manifest.next_id += rows as u64;
-        self.commit(Changed {
+        self.dirty = self.dirty.or(Changed {
             tombstones: false,
             ..ALL
-        })?;
-        self.poisoned = false;
+        });
         Ok(new_ids)
     }
 
-    /// Delete items. Every id must be live (an unknown, already deleted or repeated id gives
-    /// [`Error::UnknownId`] and deletes nothing). Deleted items stay in the graph as tombstones,
-    /// skipped by searches, until [`Index::compact`].
+    /// Delete items. Every id must be live (an unknown, already deleted or repeated id is an
+    /// error and deletes nothing). Deleted items stay in the graph as tombstones, skipped by
+    /// searches, until [`Index::compact`]. Durable (logged) when this returns.
     pub fn delete(&mut self, ids: &[u64]) -> Result<()> {
-        self.check_writable()?;
-        let mut seen = HashSet::with_capacity(ids.len());
-        let mut slots = Vec::with_capacity(ids.len());
-        for &id in ids {
-            let slot = self.live_slot(id)?;
-            if !seen.insert(id) {
-                return Err(Error::UnknownId(id));
-            }
-            slots.push(slot);
+        let p = self.log_delete(ids)?;
+        self.apply_delete(p);
+        if self.wants_checkpoint() {
+            self.checkpoint()?;
         }
-        if slots.is_empty() {
-            return Ok(());
-        }
-        for &s in &slots {
-            self.deleted[s] = true;
-        }
-        self.n_deleted += slots.len();
-        self.poisoned = true;
-        self.commit(Changed {
-            vectors: false,
-            items: false,
-            tombstones: true,
-            graph: false,
-        })?;
-        self.poisoned = false;
         Ok(())
     }
 
-    /// Rebuild without the deleted items (ids are kept). A no-op when nothing is deleted.
+    /// The first half of [`Index::delete`] through a shared reference (see [`Index::log_add`]).
+    pub fn log_delete(&self, ids: &[u64]) -> Result<PendingDelete> {
+        self.check_writable()?;
+        let slots = self.live_slots(ids)?;
+        if slots.is_empty() {
+            return Ok(PendingDelete { slots });
+        }
+        let mut w = self.writer()?;
+        self.append(&mut w, &wal::Record::Delete { ids: ids.to_vec() }.encode())?;
+        Ok(PendingDelete { slots })
+    }
+
+    /// The second half of [`Index::delete`].
+    pub fn apply_delete(&mut self, p: PendingDelete) {
+        self.apply_delete_mem(&p.slots);
+    }
+
+    fn apply_delete_mem(&mut self, slots: &[usize]) {
+        if slots.is_empty() {
+            return;
+        }
+        for &s in slots {
+            self.deleted[s] = true;
+        }
+        self.n_deleted += slots.len();
+        self.dirty.tombstones = true;
+    }
+
+    /// Rebuild without the deleted items (ids are kept) and checkpoint. A plain checkpoint
+    /// when nothing is deleted.
     pub fn compact(&mut self, progress: &Progress) -> Result<()> {
+        let g = self.write_compacted(progress)?;
+        self.install(g);
+        Ok(())
+    }
+
+    /// The slow half of [`Index::compact`] through a shared reference: build the new graph
+    /// and write it as the next generation (the commit point). Install it with
+    /// [`Index::install`] before the next write.
+    pub fn write_compacted(&self, progress: &Progress) -> Result<NewGeneration> {
         self.check_writable()?;
         if self.n_deleted == 0 {
-            return Ok(());
+            return self.write_checkpoint();
         }
+        let w = self.writer()?;
         let dim = self.dim();
         let live: Vec<usize> = (0..self.ids.len()).filter(|&s| !self.deleted[s]).collect();
         let old = self.engine.get();
@@ -500,29 +878,103 @@ impl Index {
                     .ok_or_else(|| Error::Msg(format!("compact: slot {s} has no vector")))?,
             );
         }
-        let cfg = self.config();
-        let mut engine = Engine::new(&cfg, dim, live.len())?;
+        let mut engine = Engine::new(&self.config(), dim, live.len())?;
         engine.get_mut().add(&vectors, progress)?;
         drop(vectors);
-        self.poisoned = true;
-        self.engine = engine;
-        self.ids = live.iter().map(|&s| self.ids[s]).collect();
-        let mut items = std::mem::take(&mut self.items);
-        self.items = live
-            .iter()
-            .map(|&s| std::mem::take(&mut items[s]))
-            .collect();
-        self.slot_of = self
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(s, &id)| (id, s as u32))
-            .collect();
-        self.deleted = vec![false; self.ids.len()];
-        self.n_deleted = 0;
-        self.commit(ALL)?;
-        self.poisoned = false;
+        let ids: Vec<u64> = live.iter().map(|&s| self.ids[s]).collect();
+        let items: Vec<Item> = live.iter().map(|&s| self.items[s].clone()).collect();
+        let deleted = vec![false; ids.len()];
+        let manifest = self.write_generation(&engine, &ids, &items, &deleted, ALL)?;
+        Ok(NewGeneration {
+            manifest,
+            wal_bytes: w.bytes,
+            compacted: Some(Compacted { engine, ids, items }),
+        })
+    }
+
+    /// Write the log's content into the next generation's data files and retire the log.
+    /// Also done on [`Index::close`] and, past a size, by the writes themselves.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let g = self.write_checkpoint()?;
+        self.install(g);
         Ok(())
+    }
+
+    /// The slow half of [`Index::checkpoint`] through a shared reference: write the next
+    /// generation (data files that the log changed, then the manifest: the commit point).
+    /// Install it with [`Index::install`] before the next write.
+    pub fn write_checkpoint(&self) -> Result<NewGeneration> {
+        self.check_writable()?;
+        let w = self.writer()?;
+        let manifest = self.write_generation(
+            &self.engine,
+            &self.ids,
+            &self.items,
+            &self.deleted,
+            self.dirty,
+        )?;
+        Ok(NewGeneration {
+            manifest,
+            wal_bytes: w.bytes,
+            compacted: None,
+        })
+    }
+
+    /// Make a generation written by [`Index::write_checkpoint`] or [`Index::write_compacted`]
+    /// current in memory, and remove the files of older generations and the retired log.
+    pub fn install(&mut self, g: NewGeneration) {
+        {
+            let w = self.wal.get_mut().unwrap_or_else(|p| p.into_inner());
+            if w.bytes != g.wal_bytes {
+                // A write slipped in between: its record is in the old log, which the new
+                // generation does not replay. Keep the old log; the disk is still right.
+                self.poisoned.store(true, Ordering::SeqCst);
+                return;
+            }
+            w.writer = None;
+            w.bytes = 0;
+            w.records = 0;
+        }
+        if let Some(c) = g.compacted {
+            self.engine = c.engine;
+            self.ids = c.ids;
+            self.items = c.items;
+            self.slot_of = self
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(s, &id)| (id, s as u32))
+                .collect();
+            self.deleted = vec![false; self.ids.len()];
+            self.n_deleted = 0;
+        }
+        self.manifest = g.manifest;
+        self.dirty = CLEAN;
+        store::remove_unreferenced(&self.dir, &self.manifest);
+    }
+
+    /// Checkpoint if the log holds anything, then release the writer lock.
+    pub fn close(mut self) -> Result<()> {
+        let held = self.wal_state().lock.is_some();
+        if held && (self.log_size().1 > 0 || !self.dirty_is_clean()) {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn dirty_is_clean(&self) -> bool {
+        !(self.dirty.vectors || self.dirty.items || self.dirty.tombstones || self.dirty.graph)
+    }
+
+    /// Whether the log has grown enough to checkpoint by itself.
+    pub fn wants_checkpoint(&self) -> bool {
+        let (bytes, _) = self.log_size();
+        let f = &self.manifest.files;
+        let data = f.vectors.bytes
+            + f.items.bytes
+            + f.tombstones.bytes
+            + f.graph.as_ref().map_or(0, |g| g.bytes);
+        bytes > AUTO_CHECKPOINT_MIN_BYTES && bytes as f64 > AUTO_CHECKPOINT_FRACTION * data as f64
     }
 
     /// The calibrated duplicate threshold, if one was set.
@@ -536,9 +988,8 @@ impl Index {
             .map(|c| self.metric().distance_for_similarity(c.threshold))
     }
 
-    /// Store (or clear) the calibration in the manifest, atomically.
+    /// Store (or clear) the calibration in the manifest (a checkpoint).
     pub fn set_calibration(&mut self, calibration: Option<Calibration>) -> Result<()> {
-        self.check_writable()?;
         if let Some(c) = &calibration {
             if !c.threshold.is_finite() {
                 return Err(Error::InvalidArgument(format!(
@@ -547,14 +998,9 @@ impl Index {
                 )));
             }
         }
+        self.check_writable()?;
         let old = std::mem::replace(&mut self.manifest.calibration, calibration);
-        let nothing = Changed {
-            vectors: false,
-            items: false,
-            tombstones: false,
-            graph: false,
-        };
-        if let Err(e) = self.commit(nothing) {
+        if let Err(e) = self.checkpoint() {
             self.manifest.calibration = old;
             return Err(e);
         }
@@ -564,6 +1010,15 @@ impl Index {
     /// All pairs of live items at distance <= `threshold_distance`, found through the index
     /// (approximate for HNSW backends), and their clusters.
     pub fn dedup(&self, threshold_distance: f32) -> Result<Dedup> {
+        self.dedup_with_progress(threshold_distance, &|_| {})
+    }
+
+    /// [`Index::dedup`], reporting the number of items done to `progress`.
+    pub fn dedup_with_progress(
+        &self,
+        threshold_distance: f32,
+        progress: &Progress,
+    ) -> Result<Dedup> {
         if !threshold_distance.is_finite() {
             return Err(Error::InvalidArgument(format!(
                 "dedup threshold {threshold_distance} is not finite"
@@ -573,10 +1028,15 @@ impl Index {
         let live = self.len();
         let ef = self.manifest.hnsw.ef_search;
         let keep = |s: usize| !self.deleted[s];
+        let done = std::sync::atomic::AtomicUsize::new(0);
         let per_slot: Result<Vec<Vec<DupPair>>> = (0..self.ids.len())
             .into_par_iter()
             .filter(|&s| !self.deleted[s])
             .map(|s| {
+                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if d.is_multiple_of(256) || d == live {
+                    progress(d);
+                }
                 let v = e.vector(s).ok_or(Error::UnknownId(self.ids[s]))?;
                 let mut k = DEDUP_FIRST_K.min(live);
                 loop {
@@ -629,7 +1089,7 @@ impl Index {
     }
 
     fn check_writable(&self) -> Result<()> {
-        if self.poisoned {
+        if self.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Msg(format!(
                 "{}: an earlier write failed, so this handle may differ from the disk; reopen the index",
                 self.dir.display()
@@ -638,41 +1098,99 @@ impl Index {
         Ok(())
     }
 
-    /// Write the changed data files under the next generation's names, then the manifest (the
-    /// commit point), then remove files of older generations.
-    fn commit(&mut self, changed: Changed) -> Result<()> {
+    fn wal_state(&self) -> MutexGuard<'_, WalState> {
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The log state with the writer lock held: taken now if this handle does not hold it yet,
+    /// in which case the index on disk must still be the one this handle opened.
+    fn writer(&self) -> Result<MutexGuard<'_, WalState>> {
+        let mut w = self.wal_state();
+        if w.lock.is_none() {
+            let lock = WriterLock::acquire(&self.dir)?;
+            let stale = || {
+                Error::Busy(format!(
+                    "{}: the index changed on disk since this handle opened it (another process wrote to it); reopen it and try again",
+                    self.dir.display()
+                ))
+            };
+            let m = store::read_manifest(&self.dir)?;
+            if m.generation != self.manifest.generation {
+                return Err(stale());
+            }
+            // A torn tail past what this handle read is fine (the writer cuts it off).
+            let r = wal::read(&self.dir, m.generation)?;
+            if r.valid_bytes != w.bytes && !(w.bytes == 0 && r.records.is_empty()) {
+                return Err(stale());
+            }
+            w.lock = Some(lock);
+        }
+        Ok(w)
+    }
+
+    /// Append a record to the current generation's log (opening it first).
+    fn append(&self, w: &mut WalState, payload: &[u8]) -> Result<()> {
+        if w.writer.is_none() {
+            w.writer = Some(WalWriter::open(
+                &self.dir,
+                self.manifest.generation,
+                w.bytes,
+            )?);
+        }
+        let writer = w.writer.as_mut().expect("opened above");
+        if let Err(e) = writer.append(payload) {
+            if matches!(e, Error::Msg(_)) {
+                // The log could not be cut back: it may hold a partial record.
+                self.poisoned.store(true, Ordering::SeqCst);
+            }
+            return Err(e);
+        }
+        w.bytes = writer.len();
+        w.records += 1;
+        Ok(())
+    }
+
+    /// Write the data files of `changed` (the others are kept from the current generation)
+    /// under the next generation's names, then the manifest (the commit point).
+    fn write_generation(
+        &self,
+        engine: &Engine,
+        ids: &[u64],
+        items: &[Item],
+        deleted: &[bool],
+        changed: Changed,
+    ) -> Result<Manifest> {
         let gen = self.manifest.generation + 1;
-        let dir = self.dir.clone();
+        let dir = &self.dir;
         let mut files = self.manifest.files.clone();
-        let e = self.engine.get();
+        let e = engine.get();
         if changed.vectors {
-            files.vectors = store::write_data_file(&dir, &format!("vectors.{gen}.f32"), |w| {
+            files.vectors = store::write_data_file(dir, &format!("vectors.{gen}.f32"), |w| {
                 store::write_vectors(w, (0..e.len()).filter_map(|s| e.vector(s)))
             })?;
         }
         if changed.items {
-            files.items = store::write_data_file(&dir, &format!("items.{gen}.jsonl"), |w| {
-                store::write_items(w, self.ids.iter().copied().zip(self.items.iter()))
+            files.items = store::write_data_file(dir, &format!("items.{gen}.jsonl"), |w| {
+                store::write_items(w, ids.iter().copied().zip(items.iter()))
             })?;
         }
         if changed.tombstones {
-            let mut tomb: Vec<u64> = self
-                .ids
+            let mut tomb: Vec<u64> = ids
                 .iter()
-                .zip(&self.deleted)
+                .zip(deleted)
                 .filter(|(_, &d)| d)
                 .map(|(&id, _)| id)
                 .collect();
             tomb.sort_unstable();
             files.tombstones =
-                store::write_data_file(&dir, &format!("tombstones.{gen}.u64"), |w| {
+                store::write_data_file(dir, &format!("tombstones.{gen}.u64"), |w| {
                     store::write_ids(w, &tomb)
                 })?;
         }
         if changed.graph {
-            files.graph = match &self.engine {
+            files.graph = match engine {
                 Engine::Hnsw(g) => Some(store::write_data_file(
-                    &dir,
+                    dir,
                     &format!("graph.{gen}.hnsw"),
                     |w| g.write_graph(w),
                 )?),
@@ -682,12 +1200,65 @@ impl Index {
         let mut m = self.manifest.clone();
         m.generation = gen;
         m.files = files;
-        m.slot_count = self.ids.len();
-        m.item_count = self.len();
-        store::write_manifest(&dir, &m)?;
-        self.manifest = m;
-        store::remove_unreferenced(&dir, &self.manifest);
-        Ok(())
+        m.slot_count = ids.len();
+        m.item_count = ids.len() - deleted.iter().filter(|&&d| d).count();
+        store::write_manifest(dir, &m)?;
+        Ok(m)
+    }
+}
+
+/// Refuse to create an index in `dir` if it holds an index or anything else.
+fn check_new_dir(dir: &Path) -> Result<()> {
+    if dir.join(MANIFEST_FILE).exists() {
+        return Err(Error::InvalidArgument(format!(
+            "{} already holds an index; open it, or remove it first",
+            dir.display()
+        )));
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "{} exists and is not a directory",
+            dir.display()
+        )));
+    }
+    if let Ok(mut rd) = std::fs::read_dir(dir) {
+        if let Some(e) = rd.next() {
+            let name = e.map(|e| e.file_name().to_string_lossy().into_owned());
+            // The encoder copied in by the caller just before is ours.
+            let ours = matches!(name.as_deref(), Ok("encoder") | Ok(LOCK_FILE));
+            if !ours
+                || rd.any(|e| {
+                    e.map(|e| {
+                        let n = e.file_name();
+                        n != "encoder" && n != LOCK_FILE
+                    })
+                    .unwrap_or(true)
+                })
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is not empty: an index is built into a new or empty directory (twindex never mixes its files with others)",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remove what a failed [`Index::create`] wrote: the whole directory when it did not exist
+/// before, else only index files (data files, manifest, lock, temporaries).
+fn remove_created(dir: &Path, existed: bool) {
+    if !existed {
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if store::is_index_file(&name) || name == MANIFEST_FILE || name == LOCK_FILE {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 

@@ -163,4 +163,9 @@ pub struct Manifest {
     pub calibration: Option<Calibration>,
     /// The data files of this generation.
     pub files: DataFiles,
+    /// sha256 of the rest of the manifest (compact JSON, this field left out), so that an
+    /// edited setting (the metric, say) is refused rather than silently misapplied. `None` in
+    /// memory; written by every commit; absent in manifests older than the write-ahead log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }

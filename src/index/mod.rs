@@ -20,10 +20,11 @@ pub mod metric;
 pub mod store;
 pub mod vecio;
 pub mod vector_index;
+pub mod wal;
 
 pub use bench::{BenchOptions, BenchReport, BuildStats, SweepPoint};
 pub use dedup::{Dedup, DupPair};
-pub use engine::{Index, ItemView};
+pub use engine::{Index, ItemView, NewGeneration, PendingAdd, PendingDelete, Recovery};
 pub use flat::FlatIndex;
 pub use hnsw::{HnswGraph, HnswParams};
 pub use hnsw_rs_backend::HnswRsIndex;

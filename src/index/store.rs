@@ -27,11 +27,12 @@ use super::manifest::{FileEntry, Manifest, FORMAT_VERSION, MANIFEST_FILE};
 /// Data-file kinds and extensions: `<kind>.<generation>.<ext>`. The cleanup removes only
 /// names of exactly this shape (and their temporary files), never anything else a user keeps
 /// in the directory.
-const DATA_FILES: [(&str, &str); 4] = [
+const DATA_FILES: [(&str, &str); 5] = [
     ("vectors", "f32"),
     ("items", "jsonl"),
     ("tombstones", "u64"),
     ("graph", "hnsw"),
+    ("wal", "log"),
 ];
 
 /// Whether `name` is a data file of some generation (`vectors.12.f32`).
@@ -43,6 +44,12 @@ fn is_data_file(name: &str) -> bool {
             .and_then(|r| r.strip_suffix('.'))
             .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
     })
+}
+
+/// Whether `name` is a file an index writes (a data file, a log or one of their temporaries;
+/// not the manifest or the lock).
+pub fn is_index_file(name: &str) -> bool {
+    is_data_file(name) || is_temp_file(name)
 }
 
 /// Whether `name` is a temporary file left by an interrupted write of a data file or the
@@ -195,8 +202,18 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
             ))
         }
     }
-    let m: Manifest = serde_json::from_value(v)
+    let mut m: Manifest = serde_json::from_value(v)
         .map_err(|e| Error::corrupt(&path, format!("manifest fields are invalid: {e}")))?;
+    // Written by every commit since the write-ahead log came in; older manifests lack it.
+    if let Some(want) = m.checksum.take() {
+        let got = manifest_checksum(&m);
+        if got != want {
+            return Err(Error::corrupt(
+                &path,
+                format!("manifest checksum mismatch: its content hashes to {got}, it says {want} (edited or damaged; an index's settings cannot be changed by editing the manifest)"),
+            ));
+        }
+    }
     if m.dim == 0 {
         return Err(Error::corrupt(&path, "manifest dim is 0"));
     }
@@ -215,9 +232,19 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     Ok(m)
 }
 
-/// Atomically replace `dir/manifest.json` (the commit point).
+/// sha256 of the manifest's content without its checksum field (compact JSON).
+fn manifest_checksum(m: &Manifest) -> String {
+    let mut c = m.clone();
+    c.checksum = None;
+    // A struct of plain fields always serialises.
+    sha256_hex(&serde_json::to_vec(&c).expect("manifest serialises"))
+}
+
+/// Atomically replace `dir/manifest.json` (the commit point), with its checksum.
 pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
-    atomic_write_json(&dir.join(MANIFEST_FILE), m)
+    let mut c = m.clone();
+    c.checksum = Some(manifest_checksum(m));
+    atomic_write_json(&dir.join(MANIFEST_FILE), &c)
 }
 
 /// Remove data files and stale temporary files that `m` does not refer to. Best effort: a
@@ -233,13 +260,14 @@ pub fn remove_unreferenced(dir: &Path, m: &Manifest) {
     .flatten()
     .map(|e| e.name.as_str())
     .collect();
+    let log = super::wal::wal_name(m.generation);
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let ours = is_data_file(&name) || is_temp_file(&name);
-        if ours && !keep.contains(&name.as_str()) {
+        if ours && !keep.contains(&name.as_str()) && name != log {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -97,8 +97,12 @@ impl FaceAlign {
 
     /// Read `path` and return its aligned `size x size` greyscale face chip.
     pub fn load_chip(&self, path: &Path, size: usize) -> Result<Vec<u8>> {
+        self.chip_of(crate::corpus::image_file::read_grey(path)?, path, size)
+    }
+
+    /// The aligned `size x size` chip of a decoded image (`path` names it in errors).
+    pub fn chip_of(&self, g: image::GrayImage, path: &Path, size: usize) -> Result<Vec<u8>> {
         let sp = self.predictor()?;
-        let g = crate::corpus::image_file::read_grey(path)?;
         let (w, h) = (g.width() as usize, g.height() as usize);
         if w < 8 || h < 8 {
             return Err(Error::format(
@@ -144,6 +148,59 @@ impl Preprocess {
             )));
         }
         crate::corpus::image_file::load_grey(path, self.width, self.height, self.pad)
+    }
+
+    /// A query or enrolment image from its encoded bytes (PNG, PGM, JPEG), as
+    /// [`Preprocess::load_file`] reads files, then inverted when `auto_invert` is on and the
+    /// border is bright (dark-on-light digits for encoders trained on light-on-dark ones). A
+    /// blank image (every pixel alike) is refused: it holds nothing to compare. `name` is what
+    /// errors call the image.
+    pub fn load_query_bytes(&self, bytes: &[u8], name: &Path) -> Result<Vec<u8>> {
+        let g = crate::corpus::image_file::decode_grey(bytes, name)?;
+        let (lo, hi) = g
+            .as_raw()
+            .iter()
+            .fold((255u8, 0u8), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+        if lo == hi {
+            return Err(Error::format(
+                name,
+                format!(
+                    "image is blank ({}x{}, every pixel {lo}): nothing to compare",
+                    g.width(),
+                    g.height()
+                ),
+            ));
+        }
+        let mut px = if let Some(fa) = &self.face_align {
+            fa.chip_of(g, name, self.height)?
+        } else {
+            if self.channels != 1 {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: only greyscale encoders read image files (this one has {} channels)",
+                    name.display(),
+                    self.channels
+                )));
+            }
+            crate::corpus::image_file::fit_grey(g, self.width, self.height, self.pad)
+        };
+        if self.auto_invert {
+            let (w, h) = (self.width, self.height);
+            let border: f64 = (0..w)
+                .flat_map(|x| [px[x], px[(h - 1) * w + x]])
+                .chain((0..h).flat_map(|y| [px[y * w], px[y * w + w - 1]]))
+                .map(|v| v as f64)
+                .sum::<f64>()
+                / (2 * (w + h)) as f64;
+            if border > 127.0 {
+                px.iter_mut().for_each(|v| *v = 255 - *v);
+            }
+        }
+        Ok(px)
+    }
+
+    /// [`Preprocess::load_query_bytes`] of a file.
+    pub fn load_query_file(&self, path: &Path) -> Result<Vec<u8>> {
+        self.load_query_bytes(&fsutil::read_regular(path)?, path)
     }
 
     /// Turn one image's 0..255 pixels into network input in `out` (same length).

@@ -100,12 +100,37 @@ pub fn load_text_encoder(index_dir: &Path, record: &Value) -> Result<Option<Text
     if record.get("kind").and_then(Value::as_str) != Some("text") {
         return Ok(None);
     }
+    load_text_encoder_from(index_dir, record, None).map(Some)
+}
+
+/// Load a text index's encoder from `model` when given (an index whose model folder moved),
+/// else from the recorded path; the files must have the recorded sha256 either way.
+pub fn load_text_encoder_from(
+    index_dir: &Path,
+    record: &Value,
+    model: Option<&Path>,
+) -> Result<TextEncoder> {
     let manifest = index_dir.join("manifest.json");
-    let dir = record
+    let recorded = record
         .get("path")
         .and_then(Value::as_str)
         .map(std::path::PathBuf::from)
         .ok_or_else(|| Error::corrupt(&manifest, "text encoder record has no path"))?;
+    let dir = model
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| recorded.clone());
+    if !dir.join("config.json").is_file() {
+        return Err(Error::corrupt(
+            &manifest,
+            match model {
+                Some(m) => format!("--model {}: no text model there (config.json missing)", m.display()),
+                None => format!(
+                    "the index points to the text model {}, which is not there (moved or removed?); pass --model DIR to use a copy",
+                    recorded.display()
+                ),
+            },
+        ));
+    }
     let want = record.get("sha256").and_then(Value::as_str).unwrap_or("");
     let got = text_model_hash(&dir)?;
     if got != want {
@@ -114,5 +139,5 @@ pub fn load_text_encoder(index_dir: &Path, record: &Value) -> Result<Option<Text
             format!("text model files have sha256 {got}, but the index was built with {want}: another or a changed model"),
         ));
     }
-    Ok(Some(TextEncoder::load(&dir)?))
+    TextEncoder::load(&dir)
 }

@@ -1,8 +1,12 @@
-//! Answering queries: k nearest neighbours with the duplicate decision.
+//! Answering queries: the [`Searcher`] (an index opened with its encoder), k nearest
+//! neighbours with the duplicate decision, identification and verification.
 
 pub mod encoder;
 pub mod searcher;
 pub mod verify;
 
-pub use searcher::{search, QueryHit};
-pub use verify::{identify, verify, Verification};
+pub use searcher::{
+    search, shorten, Answer, Encoder, NewItem, OpenOptions, Query, QueryHit, SearchOptions,
+    Searcher, Stats,
+};
+pub use verify::{identify, verify, Aggregate, Verification};

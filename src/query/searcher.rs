@@ -1,8 +1,24 @@
-//! k-NN search over an [`Index`] with the duplicate decision at the stored (or given) threshold.
+//! The engine's front door: a [`Searcher`] is an index directory opened once with its encoder
+//! and calibration. Through `&self`, from any number of threads, it embeds (text, image bytes
+//! or files, raw vectors, stored ids), searches (k, ef, label filter), decides
+//! (`distance <= threshold`, the one rule), identifies and verifies, enrols and deletes
+//! (durable through the write-ahead log), stores a calibration, dedups and reports stats. The
+//! CLI, the HTTP server and the remote backends are thin front ends over it.
+//!
+//! Concurrency: readers share a read lock on the index and never wait for an encode or a disk
+//! write; one writer at a time (a mutex) encodes and logs without blocking them, then holds the
+//! write lock only to insert into the in-memory graph. A reader always sees whole writes.
 
-use crate::error::Result;
-use crate::index::Index;
+use crate::error::{Error, Result};
+use crate::index::{Calibration, Dedup, Index, Item};
+use crate::model::{ImageModel, TextEncoder};
 use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+
+use super::encoder;
+use super::verify::{self, Aggregate, Verification};
 
 /// One neighbour of a query (the `query --json` `results` entries of ../shared/CLI.md).
 #[derive(Debug, Clone, Serialize)]
@@ -28,10 +44,26 @@ pub fn search(
     ef: Option<usize>,
     threshold_distance: Option<f32>,
 ) -> Result<Vec<QueryHit>> {
+    search_filtered(index, query, k, ef, threshold_distance, None)
+}
+
+fn search_filtered(
+    index: &Index,
+    query: &[f32],
+    k: usize,
+    ef: Option<usize>,
+    threshold_distance: Option<f32>,
+    label: Option<&str>,
+) -> Result<Vec<QueryHit>> {
     let thr = threshold_distance.or_else(|| index.threshold_distance());
     let metric = index.metric();
+    let keep = |it: &Item| Some(it.label.as_str()) == label;
+    let filter: Option<&(dyn Fn(&Item) -> bool + Sync)> = match label {
+        Some(_) => Some(&keep),
+        None => None,
+    };
     index
-        .search(query, k, ef)?
+        .search_where(query, k, ef, filter)?
         .into_iter()
         .map(|h| {
             let v = index.get(h.id)?;
@@ -45,4 +77,572 @@ pub fn search(
             })
         })
         .collect()
+}
+
+/// What an index embeds its queries with.
+pub enum Encoder {
+    /// An image encoder (copied into the index directory).
+    Image(Box<ImageModel>),
+    /// A text encoder (referenced by path, checked by sha256).
+    Text(Box<TextEncoder>),
+    /// None: an index of raw vectors, queried by vector or stored id.
+    Vectors,
+}
+
+impl Encoder {
+    /// `"image"`, `"text"` or `"vectors"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Encoder::Image(_) => "image",
+            Encoder::Text(_) => "text",
+            Encoder::Vectors => "vectors",
+        }
+    }
+}
+
+/// Something to embed or look up.
+#[derive(Debug, Clone, Copy)]
+pub enum Query<'a> {
+    /// A text (text indexes).
+    Text(&'a str),
+    /// An encoded image (PNG, PGM, JPEG bytes) and what to call it in errors.
+    ImageBytes(&'a [u8], &'a str),
+    /// An image file, or an item of an IDX images file as `FILE:N`.
+    Image(&'a str),
+    /// A raw vector of the index's dimension.
+    Vector(&'a [f32]),
+    /// The stored vector of a live item.
+    Id(u64),
+}
+
+impl Query<'_> {
+    /// What to call the query in output (texts shortened and control characters escaped).
+    pub fn describe(&self) -> String {
+        match self {
+            Query::Text(t) => shorten(t, 80),
+            Query::ImageBytes(_, name) | Query::Image(name) => shorten(name, 200),
+            Query::Vector(v) => format!("vector of {}", v.len()),
+            Query::Id(id) => format!("item {id}"),
+        }
+    }
+}
+
+/// `s` with control characters escaped, cut to `max` characters with an ellipsis.
+pub fn shorten(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (n, c) in s.chars().enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How to search.
+#[derive(Debug, Clone, Default)]
+pub struct SearchOptions {
+    /// Neighbours to return (0 means 10).
+    pub k: usize,
+    /// Search breadth; default the index's `ef_search`. Larger: better recall, slower.
+    pub ef: Option<usize>,
+    /// Duplicate threshold as a distance; default the index's calibrated one.
+    pub threshold: Option<f32>,
+    /// Only items with this label.
+    pub label: Option<String>,
+}
+
+/// The answer to one query.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// The neighbours, nearest first.
+    pub results: Vec<QueryHit>,
+    /// The threshold (a distance) the decisions were taken at; `None`: no threshold known, so
+    /// no neighbour is called a duplicate.
+    pub threshold: Option<f32>,
+    /// For labelled indexes: the nearest neighbour's label when it is a duplicate, else
+    /// `"unknown"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+/// A new item for [`Searcher::add`].
+#[derive(Debug, Clone)]
+pub struct NewItem<'a> {
+    pub content: Query<'a>,
+    pub label: String,
+    /// Where it came from; default: the text itself, the image's name, or `vector`.
+    pub source: Option<String>,
+}
+
+/// Figures about an open index (`GET /v1/indexes/{name}`, `index stats`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub dir: String,
+    pub items: usize,
+    pub slots: usize,
+    pub dim: usize,
+    pub metric: String,
+    pub backend: String,
+    pub encoder: String,
+    /// The calibrated threshold as a distance.
+    pub threshold: Option<f32>,
+    pub generation: u64,
+    pub log_bytes: u64,
+    pub log_records: u64,
+    pub labels: usize,
+    pub memory_bytes: usize,
+}
+
+/// How to open a [`Searcher`].
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Take the writer lock at open (a server that enrols); otherwise the searcher is
+    /// read-only and a write fails.
+    pub writable: bool,
+    /// Use the text model in this folder instead of the path the index recorded (its files
+    /// must still have the recorded sha256): for an index whose model folder moved.
+    pub model: Option<PathBuf>,
+}
+
+/// An index opened with its encoder and calibration. See the module docs.
+pub struct Searcher {
+    dir: PathBuf,
+    encoder: Encoder,
+    index: RwLock<Index>,
+    writer: Mutex<()>,
+    writable: bool,
+}
+
+impl std::fmt::Debug for Searcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Searcher")
+            .field("dir", &self.dir)
+            .field("encoder", &self.encoder.kind())
+            .finish()
+    }
+}
+
+/// Texts encoded in one forward pass.
+const TEXT_BATCH: usize = 32;
+/// Images embedded in one forward pass.
+const IMAGE_BATCH: usize = 256;
+
+impl Searcher {
+    /// Open `dir` and the encoder its manifest names.
+    pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Searcher> {
+        let index = if opts.writable {
+            Index::open_writer(dir)?
+        } else {
+            Index::open(dir)?
+        };
+        let rec = &index.manifest().encoder;
+        let encoder = match rec.get("kind").and_then(|k| k.as_str()) {
+            Some("text") => Encoder::Text(Box::new(encoder::load_text_encoder_from(
+                dir,
+                rec,
+                opts.model.as_deref(),
+            )?)),
+            _ => match encoder::load_index_encoder(dir, rec)? {
+                Some(m) => Encoder::Image(Box::new(m)),
+                None => Encoder::Vectors,
+            },
+        };
+        Ok(Searcher {
+            dir: dir.to_path_buf(),
+            encoder,
+            index: RwLock::new(index),
+            writer: Mutex::new(()),
+            writable: opts.writable,
+        })
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// A read view of the index (a consistent snapshot for as long as it is held; writers
+    /// wait for it to be dropped before their in-memory step).
+    pub fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index's dimension.
+    pub fn dim(&self) -> usize {
+        self.index().dim()
+    }
+
+    /// The calibrated threshold as a distance.
+    pub fn threshold(&self) -> Option<f32> {
+        self.index().threshold_distance()
+    }
+
+    /// Embed one query.
+    pub fn embed(&self, q: &Query) -> Result<Vec<f32>> {
+        Ok(self
+            .embed_many(std::slice::from_ref(q))?
+            .pop()
+            .expect("one"))
+    }
+
+    /// Embed many queries, texts in shared forward passes and images likewise (what a server's
+    /// batching queue calls). Errors name the failing query by position when there are many.
+    pub fn embed_many(&self, qs: &[Query]) -> Result<Vec<Vec<f32>>> {
+        let dim = self.dim();
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; qs.len()];
+        let mut texts: Vec<(usize, &str)> = Vec::new();
+        let mut pixels: Vec<u8> = Vec::new();
+        let mut image_at: Vec<usize> = Vec::new();
+        let mut idx_cache = HashMap::new();
+        let at = |i: usize, e: Error| -> Error {
+            if qs.len() == 1 {
+                e
+            } else {
+                Error::InvalidArgument(format!("query {}: {e}", i + 1))
+            }
+        };
+        for (i, q) in qs.iter().enumerate() {
+            match *q {
+                Query::Text(t) => {
+                    if t.trim().is_empty() {
+                        return Err(at(
+                            i,
+                            Error::Empty("the query text is empty (or only spaces)".into()),
+                        ));
+                    }
+                    match &self.encoder {
+                        Encoder::Text(_) => texts.push((i, t)),
+                        other => return Err(at(i, self.wrong_kind("a text", other))),
+                    }
+                }
+                Query::ImageBytes(..) | Query::Image(_) => {
+                    let Encoder::Image(m) = &self.encoder else {
+                        return Err(at(i, self.wrong_kind("an image", &self.encoder)));
+                    };
+                    let px = match *q {
+                        Query::ImageBytes(b, name) => {
+                            m.config.preprocess.load_query_bytes(b, Path::new(name))
+                        }
+                        Query::Image(spec) => load_image_spec(m, spec, &mut idx_cache),
+                        _ => unreachable!("image arms"),
+                    }
+                    .map_err(|e| at(i, e))?;
+                    pixels.extend(px);
+                    image_at.push(i);
+                }
+                Query::Vector(v) => {
+                    if v.len() != dim {
+                        return Err(at(i, Error::dim(dim, v.len(), "query vector")));
+                    }
+                    if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+                        return Err(at(
+                            i,
+                            Error::InvalidArgument(format!(
+                                "query vector: value {j} is {} (must be finite)",
+                                v[j]
+                            )),
+                        ));
+                    }
+                    out[i] = Some(v.to_vec());
+                }
+                Query::Id(id) => {
+                    out[i] = Some(self.index().get(id).map_err(|e| at(i, e))?.vector.to_vec());
+                }
+            }
+        }
+        if !texts.is_empty() {
+            let Encoder::Text(enc) = &self.encoder else {
+                unreachable!("checked above")
+            };
+            let strs: Vec<&str> = texts.iter().map(|(_, t)| *t).collect();
+            let v = enc.encode(&strs, TEXT_BATCH)?;
+            for ((i, _), row) in texts.iter().zip(v.chunks(enc.dim())) {
+                out[*i] = Some(row.to_vec());
+            }
+        }
+        if !image_at.is_empty() {
+            let Encoder::Image(m) = &self.encoder else {
+                unreachable!("checked above")
+            };
+            let v = m.embed_pixels(&pixels, image_at.len(), IMAGE_BATCH)?;
+            for (&i, row) in image_at.iter().zip(v.chunks(m.config.dim)) {
+                out[i] = Some(row.to_vec());
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|v| v.expect("every query embedded"))
+            .collect())
+    }
+
+    fn wrong_kind(&self, what: &str, enc: &Encoder) -> Error {
+        let hint = match enc {
+            Encoder::Text(_) => "it is a text index: query it with a text, a vector or an id",
+            Encoder::Image(_) => "it is an image index: query it with an image, a vector or an id",
+            Encoder::Vectors => {
+                "it is an index of raw vectors (no encoder): query it with a vector or an id"
+            }
+        };
+        Error::InvalidArgument(format!(
+            "{}: {what} cannot be embedded here; {hint}",
+            self.dir.display()
+        ))
+    }
+
+    /// The neighbours of an embedded query, with decisions.
+    pub fn search_vector(&self, v: &[f32], o: &SearchOptions) -> Result<Answer> {
+        let idx = self.index();
+        answer(&idx, v, o)
+    }
+
+    /// Embed and search one query.
+    pub fn query(&self, q: &Query, o: &SearchOptions) -> Result<Answer> {
+        let v = self.embed(q)?;
+        self.search_vector(&v, o)
+    }
+
+    /// Embed many queries together, then search each (in parallel) under one snapshot.
+    pub fn query_many(&self, qs: &[Query], o: &SearchOptions) -> Result<Vec<Answer>> {
+        use rayon::prelude::*;
+        let vs = self.embed_many(qs)?;
+        let idx = self.index();
+        vs.par_iter().map(|v| answer(&idx, v, o)).collect()
+    }
+
+    /// Accept or reject the claim that `q` is the enrolled `label` (see [`verify::verify`]).
+    pub fn verify(
+        &self,
+        q: &Query,
+        label: &str,
+        threshold: Option<f32>,
+        aggregate: Aggregate,
+    ) -> Result<Verification> {
+        let v = self.embed(q)?;
+        verify::verify(&self.index(), &v, label, threshold, aggregate)
+    }
+
+    /// Enrol items: embedded with the index's encoder (no lock held), then logged durably and
+    /// inserted. Returns their ids once the add is durable.
+    pub fn add(&self, items: &[NewItem]) -> Result<Vec<u64>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let qs: Vec<Query> = items.iter().map(|i| i.content).collect();
+        let vectors: Vec<f32> = self.embed_many(&qs)?.concat();
+        let stored: Vec<Item> = items
+            .iter()
+            .map(|i| Item {
+                label: i.label.clone(),
+                source: i.source.clone().unwrap_or_else(|| match i.content {
+                    Query::Text(t) => t.to_string(),
+                    Query::ImageBytes(_, n) | Query::Image(n) => n.to_string(),
+                    Query::Vector(_) => "vector".into(),
+                    Query::Id(id) => format!("copy of item {id}"),
+                }),
+                payload: None,
+            })
+            .collect();
+        self.add_vectors(&vectors, stored)
+    }
+
+    /// Enrol items with their vectors (row-major, the index's dimension).
+    pub fn add_vectors(&self, vectors: &[f32], items: Vec<Item>) -> Result<Vec<u64>> {
+        self.check_writable()?;
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = self.index().log_add(vectors, items)?;
+        let ids = self.write_index().apply_add(pending, &|_| {})?;
+        self.maybe_checkpoint()?;
+        Ok(ids)
+    }
+
+    /// Delete items by id (all live and distinct, or nothing is deleted). Durable on return.
+    pub fn delete(&self, ids: &[u64]) -> Result<()> {
+        self.check_writable()?;
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = self.index().log_delete(ids)?;
+        self.write_index().apply_delete(pending);
+        self.maybe_checkpoint()
+    }
+
+    /// Store a calibration (a checkpoint).
+    pub fn set_calibration(&self, c: Option<Calibration>) -> Result<()> {
+        self.check_writable()?;
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_index().set_calibration(c)
+    }
+
+    /// Distances between the two sides of labelled pairs, embedded with the index's encoder
+    /// (what calibration sweeps over).
+    pub fn pair_distances(&self, pairs: &[(Query, Query)]) -> Result<Vec<f32>> {
+        let mut qs = Vec::with_capacity(pairs.len() * 2);
+        for (a, b) in pairs {
+            qs.push(*a);
+            qs.push(*b);
+        }
+        let metric = self.index().metric();
+        let mut out = Vec::with_capacity(pairs.len());
+        for chunk in qs.chunks(2048) {
+            let vs = self.embed_many(chunk)?;
+            out.extend(vs.chunks(2).map(|p| metric.distance(&p[0], &p[1])));
+        }
+        Ok(out)
+    }
+
+    /// Write the log into the next generation (readers keep searching meanwhile).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.check_writable()?;
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.index().write_checkpoint()?;
+        self.write_index().install(g);
+        Ok(())
+    }
+
+    /// Rebuild without deleted items (readers keep searching the old graph meanwhile).
+    pub fn compact(&self) -> Result<()> {
+        self.check_writable()?;
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.index().write_compacted(&|_| {})?;
+        self.write_index().install(g);
+        Ok(())
+    }
+
+    /// All pairs of items within `threshold` (default: the calibrated one) and their clusters.
+    pub fn dedup(&self, threshold: Option<f32>) -> Result<Dedup> {
+        let idx = self.index();
+        let t = threshold
+            .or_else(|| idx.threshold_distance())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{}: no calibrated threshold; pass one or calibrate the index",
+                    self.dir.display()
+                ))
+            })?;
+        idx.dedup(t)
+    }
+
+    /// Figures about the index.
+    pub fn stats(&self) -> Stats {
+        let idx = self.index();
+        let (log_bytes, log_records) = idx.log_size();
+        let mut labels: Vec<&str> = idx
+            .ids()
+            .filter_map(|id| idx.get(id).ok().map(|v| v.item.label.as_str()))
+            .filter(|l| !l.is_empty())
+            .collect();
+        labels.sort_unstable();
+        labels.dedup();
+        Stats {
+            dir: self.dir.display().to_string(),
+            items: idx.len(),
+            slots: idx.slot_count(),
+            dim: idx.dim(),
+            metric: idx.metric().name().to_string(),
+            backend: idx.manifest().backend.name().to_string(),
+            encoder: self.encoder.kind().to_string(),
+            threshold: idx.threshold_distance(),
+            generation: idx.manifest().generation,
+            log_bytes,
+            log_records,
+            labels: labels.len(),
+            memory_bytes: idx.backend().memory_bytes(),
+        }
+    }
+
+    /// Checkpoint what the log holds (when writable) and release the index.
+    pub fn close(self) -> Result<()> {
+        let idx = self.index.into_inner().unwrap_or_else(|p| p.into_inner());
+        if self.writable {
+            idx.close()?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if !self.writable {
+            return Err(Error::InvalidArgument(format!(
+                "{}: opened read-only; open it writable to add, delete or calibrate",
+                self.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn maybe_checkpoint(&self) -> Result<()> {
+        if !self.index().wants_checkpoint() {
+            return Ok(());
+        }
+        let g = self.index().write_checkpoint()?;
+        self.write_index().install(g);
+        Ok(())
+    }
+}
+
+/// Search `idx` for `v` and decide.
+fn answer(idx: &Index, v: &[f32], o: &SearchOptions) -> Result<Answer> {
+    if let Some(t) = o.threshold {
+        if !t.is_finite() {
+            return Err(Error::InvalidArgument(format!(
+                "threshold {t} is not a finite distance"
+            )));
+        }
+    }
+    let k = if o.k == 0 { 10 } else { o.k };
+    let results = search_filtered(idx, v, k, o.ef, o.threshold, o.label.as_deref())?;
+    let threshold = o.threshold.or_else(|| idx.threshold_distance());
+    let labelled = results.iter().any(|h| !h.label.is_empty());
+    let identity = labelled.then(|| verify::identify(&results));
+    Ok(Answer {
+        results,
+        threshold,
+        identity,
+    })
+}
+
+/// Pixels of an image file, or of item N of an IDX images file given as `FILE:N` (each IDX file
+/// decompressed once per cache).
+pub fn load_image_spec(
+    model: &ImageModel,
+    spec: &str,
+    cache: &mut HashMap<PathBuf, crate::corpus::idx::IdxArray>,
+) -> Result<Vec<u8>> {
+    let p = &model.config.preprocess;
+    if let Some((file, n)) = spec.rsplit_once(':') {
+        if let Ok(n) = n.parse::<usize>() {
+            let path = Path::new(file);
+            if !cache.contains_key(path) {
+                cache.insert(path.to_path_buf(), crate::corpus::idx::read_images(path)?);
+            }
+            let a = &cache[path];
+            if n >= a.dims[0] {
+                return Err(Error::InvalidArgument(format!(
+                    "{file}: item {n} requested, the file holds {} images",
+                    a.dims[0]
+                )));
+            }
+            if (a.dims[1], a.dims[2]) != (p.height, p.width) {
+                return Err(Error::InvalidArgument(format!(
+                    "{file}: images are {}x{}, the encoder expects {}x{}",
+                    a.dims[1], a.dims[2], p.height, p.width
+                )));
+            }
+            let per = p.height * p.width;
+            return Ok(a.data[n * per..(n + 1) * per].to_vec());
+        }
+    }
+    p.load_query_file(Path::new(spec))
 }

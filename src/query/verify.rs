@@ -2,9 +2,8 @@
 
 use super::QueryHit;
 use crate::error::{Error, Result};
-use crate::eval::protocol::Aggregate;
 use crate::index::Index;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The answer to "is this FILE the enrolled `label`?".
 #[derive(Debug, Clone, Serialize)]
@@ -102,5 +101,62 @@ pub fn identify(hits: &[QueryHit]) -> String {
     match hits.first() {
         Some(h) if h.duplicate && !h.label.is_empty() => h.label.clone(),
         _ => "unknown".into(),
+    }
+}
+
+/// How a questioned signature is compared with a writer's references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    /// Distance to the nearest reference.
+    Min,
+    /// Mean distance to the references.
+    Mean,
+    /// `min`, divided by the mean distance between the references themselves: a writer whose
+    /// genuine signatures vary a lot is allowed more (needs at least 2 references).
+    #[value(name = "min-norm")]
+    #[serde(rename = "min-norm")]
+    MinNorm,
+    /// `mean`, divided by the mean distance between the references.
+    #[value(name = "mean-norm")]
+    #[serde(rename = "mean-norm")]
+    MeanNorm,
+}
+
+impl Aggregate {
+    /// Combine a query's distances to the references `d`, given the distances among the
+    /// references themselves `among` (used by the `-norm` variants; with fewer than 2
+    /// references there is nothing to normalise by and the plain figure is returned).
+    pub fn apply(self, d: &[f32], among: &[f32]) -> f32 {
+        let min = || d.iter().copied().fold(f32::INFINITY, f32::min);
+        let mean = || d.iter().sum::<f32>() / d.len().max(1) as f32;
+        let spread = || {
+            if among.is_empty() {
+                1.0
+            } else {
+                (among.iter().sum::<f32>() / among.len() as f32).max(1e-6)
+            }
+        };
+        match self {
+            Aggregate::Min => min(),
+            Aggregate::Mean => mean(),
+            Aggregate::MinNorm => min() / spread(),
+            Aggregate::MeanNorm => mean() / spread(),
+        }
+    }
+
+    /// Whether the figure is normalised by the references' spread.
+    pub fn normalized(self) -> bool {
+        matches!(self, Aggregate::MinNorm | Aggregate::MeanNorm)
+    }
+
+    /// A word for the figure, as printed.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Aggregate::Min => "nearest",
+            Aggregate::Mean => "mean",
+            Aggregate::MinNorm => "nearest/spread",
+            Aggregate::MeanNorm => "mean/spread",
+        }
     }
 }
