@@ -263,8 +263,10 @@ fn eval_text_pairs_reports_the_cli_keys() {
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/models/all-MiniLM-L6-v2"
     ));
-    if !model.join("model.safetensors").exists() {
-        println!("skipped: {} is absent", model.display());
+    if !crate::input_present(
+        &model.join("model.safetensors"),
+        "the MiniLM model in ../shared",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -12,15 +12,12 @@ fn root() -> PathBuf {
 /// The dlib model files, or `None` (with the reason printed) where they were not fetched.
 pub fn dlib_models() -> Option<PathBuf> {
     let d = root().join("corpora/dlib-models");
-    if d.join("dlib_face_recognition_resnet_model_v1.dat").exists()
-        && d.join("shape_predictor_5_face_landmarks.dat").exists()
+    let why = "dlib's models: bash benches/peers/fetch_dlib_models.sh fetches them";
+    if crate::input_present(&d.join("dlib_face_recognition_resnet_model_v1.dat"), why)
+        && crate::input_present(&d.join("shape_predictor_5_face_landmarks.dat"), why)
     {
         Some(d)
     } else {
-        eprintln!(
-            "skipped: {} has no dlib models (bash benches/peers/fetch_dlib_models.sh fetches them)",
-            d.display()
-        );
         None
     }
 }

@@ -102,11 +102,7 @@ fn orl_protocol_reproduces_raw_pixel_figures() {
 #[test]
 fn signature_protocol_runs_on_raw_pixels() {
     let sig = root().join("../shared/corpora/signatures-svc2004");
-    if !sig.join("labels.tsv").exists() {
-        eprintln!(
-            "skipped: {} is absent (signatures stay in ../shared)",
-            sig.display()
-        );
+    if !crate::input_present(&sig.join("labels.tsv"), "signatures stay in ../shared") {
         return;
     }
     let v = ok_json(&[

@@ -152,8 +152,7 @@ fn the_shipped_reference_npy_reads_if_present() {
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/reference/minilm_ref_100.npy"
     ));
-    if !p.exists() {
-        println!("skipped: {} not present", p.display());
+    if !crate::input_present(p, "reference embeddings in ../shared") {
         return;
     }
     let m = read_npy(p).unwrap();

@@ -32,13 +32,9 @@ const QQP: &str = concat!(
 const MIN_COSINE: f32 = 0.9999;
 
 fn present(paths: &[&str]) -> bool {
-    match paths.iter().find(|p| !Path::new(p).exists()) {
-        Some(p) => {
-            println!("skipped: {p} is absent");
-            false
-        }
-        None => true,
-    }
+    paths
+        .iter()
+        .all(|p| crate::input_present(Path::new(p), "an input in ../shared"))
 }
 
 #[test]

@@ -22,13 +22,9 @@ const QQP_TRAIN: &str = concat!(
 );
 
 fn present(paths: &[&str]) -> bool {
-    match paths.iter().find(|p| !Path::new(p).exists()) {
-        Some(p) => {
-            println!("skipped: {p} is absent");
-            false
-        }
-        None => true,
-    }
+    paths
+        .iter()
+        .all(|p| crate::input_present(Path::new(p), "an input in ../shared"))
 }
 
 fn t2(rows: &[[f64; 2]]) -> Tensor {
