@@ -235,19 +235,19 @@ fn processes_query_while_one_writes_and_a_second_writer_is_refused() {
     while t0.elapsed() < Duration::from_secs(4) || i < 2300 {
         let ids = w.add(&vector_of(i), vec![item(i)], &|_| {}).unwrap();
         assert_eq!(ids, vec![i]);
-        if i % 40 == 0 {
+        if i.is_multiple_of(40) {
             let v = rng.random_range(0..i);
             if !deleted.contains(&v) {
                 w.delete(&[v]).unwrap();
                 deleted.push(v);
             }
         }
-        if i % 150 == 0 {
+        if i.is_multiple_of(150) {
             w.compact(&|_| {}).unwrap();
-        } else if i % 75 == 0 {
+        } else if i.is_multiple_of(75) {
             w.checkpoint().unwrap();
         }
-        if i % 100 == 0 {
+        if i.is_multiple_of(100) {
             // A second writer, in this process and in another (the CLI), is refused at once.
             let e = Index::open_writer(&dir).unwrap_err().to_string();
             assert!(e.contains("another twindex process is writing"), "{e}");
