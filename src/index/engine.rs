@@ -892,9 +892,23 @@ impl Index {
         })
     }
 
+    /// Link graph nodes that no search could reach (see [`HnswGraph::repair_unreachable`]);
+    /// done before every checkpoint. Returns how many were linked.
+    pub fn repair_graph(&mut self) -> usize {
+        let n = match &mut self.engine {
+            Engine::Hnsw(g) => g.repair_unreachable(),
+            _ => 0,
+        };
+        if n > 0 {
+            self.dirty.graph = true;
+        }
+        n
+    }
+
     /// Write the log's content into the next generation's data files and retire the log.
     /// Also done on [`Index::close`] and, past a size, by the writes themselves.
     pub fn checkpoint(&mut self) -> Result<()> {
+        self.repair_graph();
         let g = self.write_checkpoint()?;
         self.install(g);
         Ok(())

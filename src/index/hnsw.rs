@@ -159,6 +159,27 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Mark every node that reaches `to` (through the reversed links) in `bwd`.
+fn mark_reverse(to: usize, start: &[usize], rev: &[u32], bwd: &mut [bool], stack: &mut Vec<usize>) {
+    if bwd[to] {
+        return;
+    }
+    bwd[to] = true;
+    stack.clear();
+    stack.push(to);
+    while let Some(n) = stack.pop() {
+        for &x in &rev[start[n]..start[n + 1]] {
+            if !bwd[x as usize] {
+                bwd[x as usize] = true;
+                stack.push(x as usize);
+            }
+        }
+    }
+}
+
+/// `add` repairs unreachable nodes itself when the batch holds at least 1/this of the graph.
+const REPAIR_BATCH_RATIO: usize = 64;
+
 /// The hierarchical navigable small-world graph. See the module documentation.
 pub struct HnswGraph {
     metric: Metric,
@@ -553,6 +574,166 @@ impl HnswGraph {
         }
     }
 
+    /// Make level 0 strongly connected through the entry point: every node reachable from it
+    /// and able to reach it, so that a search started anywhere can find any node. Pruning can
+    /// take a node's last in-link away or cut a group of near-duplicates off. An unreached node
+    /// gets an in-link from its nearest reachable node; a node that cannot get back gets an
+    /// out-link to its nearest node that can. A full list gives up its most redundant link (the
+    /// one whose target has the most other in-links). Returns how many links were made.
+    /// O(nodes x links) a round plus a search per node fixed.
+    pub fn repair_unreachable(&mut self) -> usize {
+        let ep = self.entry.load(AtOrd::Acquire);
+        if ep == EMPTY || self.len < 2 {
+            return 0;
+        }
+        let entry = unpack(ep).0;
+        let n = self.len;
+        let mut fixed = 0;
+        let mut stack = Vec::new();
+        for _round in 0..8 {
+            let indeg = self.in_degrees();
+            let mut fwd = vec![false; n];
+            self.mark_reachable(entry, &mut fwd, &mut stack);
+            let mut changed = false;
+            for o in 0..n {
+                if fwd[o] {
+                    continue;
+                }
+                if let Some(c) = self.nearest_where(o, |c| fwd[c]) {
+                    self.put_link(c, o, &indeg);
+                    fixed += 1;
+                    changed = true;
+                    self.mark_reachable(o, &mut fwd, &mut stack);
+                }
+            }
+            let indeg = self.in_degrees();
+            let (start, rev) = self.reverse_links();
+            let mut bwd = vec![false; n];
+            mark_reverse(entry, &start, &rev, &mut bwd, &mut stack);
+            for u in 0..n {
+                if bwd[u] {
+                    continue;
+                }
+                // Near nodes may all be cut off with u (a group of near-duplicates): look
+                // wider, and fall back on the entry point itself.
+                let t = self
+                    .nearest_where(u, |t| bwd[t] && t != u)
+                    .or_else(|| self.nearest_wide(u, |t| bwd[t] && t != u))
+                    .or((u != entry).then_some(entry));
+                if let Some(t) = t {
+                    self.put_link(u, t, &indeg);
+                    fixed += 1;
+                    changed = true;
+                    mark_reverse(u, &start, &rev, &mut bwd, &mut stack);
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        fixed
+    }
+
+    /// In-degree of every node at level 0.
+    fn in_degrees(&self) -> Vec<u32> {
+        let mut indeg = vec![0u32; self.len];
+        for i in 0..self.len {
+            let p = self.links(i, 0);
+            // SAFETY: no concurrent writer (called from `&mut self`); counts <= m0.
+            let cnt = unsafe { *p } as usize;
+            for j in 0..cnt {
+                indeg[unsafe { *p.add(1 + j) } as usize] += 1;
+            }
+        }
+        indeg
+    }
+
+    /// Level-0 links reversed, as offsets `start` into `rev` (CSR).
+    fn reverse_links(&self) -> (Vec<usize>, Vec<u32>) {
+        let indeg = self.in_degrees();
+        let mut start = Vec::with_capacity(self.len + 1);
+        start.push(0);
+        for d in &indeg {
+            start.push(start.last().expect("non-empty") + *d as usize);
+        }
+        let mut fill = start.clone();
+        let mut rev = vec![0u32; start[self.len]];
+        for i in 0..self.len {
+            let p = self.links(i, 0);
+            // SAFETY: as in `in_degrees`.
+            let cnt = unsafe { *p } as usize;
+            for j in 0..cnt {
+                let t = unsafe { *p.add(1 + j) } as usize;
+                rev[fill[t]] = i as u32;
+                fill[t] += 1;
+            }
+        }
+        (start, rev)
+    }
+
+    /// The nearest node to node `o` (by a search, so among nodes reachable from the entry)
+    /// for which `ok` holds.
+    fn nearest_where(&self, o: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
+        let ov = self.vec_of(o).to_vec();
+        let ef = self.params.ef_construction.max(32);
+        self.knn(&ov, ef, ef, &|s: usize| s != o && ok(s))
+            .first()
+            .map(|c| c.slot as usize)
+    }
+
+    /// [`Self::nearest_where`] with a breadth of 16 x `ef_construction` (at least 512).
+    fn nearest_wide(&self, o: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
+        let ov = self.vec_of(o).to_vec();
+        let ef = (16 * self.params.ef_construction).max(512);
+        self.knn(&ov, ef, ef, &|s: usize| s != o && ok(s))
+            .first()
+            .map(|c| c.slot as usize)
+    }
+
+    /// Add the level-0 link `from -> to`, in a free slot or instead of `from`'s most redundant
+    /// link (the target with the most in-links).
+    fn put_link(&mut self, from: usize, to: usize, indeg: &[u32]) {
+        let p = self.links(from, 0);
+        // SAFETY: `&mut self`; counts <= m0 and links valid.
+        unsafe {
+            let cnt = *p as usize;
+            if (0..cnt).any(|j| *p.add(1 + j) as usize == to) {
+                return;
+            }
+            if cnt < self.m0 {
+                *p.add(1 + cnt) = to as u32;
+                *p = (cnt + 1) as u32;
+            } else {
+                let j = (0..cnt)
+                    .max_by_key(|&j| indeg[*p.add(1 + j) as usize])
+                    .expect("a full list is not empty");
+                *p.add(1 + j) = to as u32;
+            }
+        }
+    }
+
+    /// Mark what `from` reaches at level 0.
+    fn mark_reachable(&self, from: usize, reach: &mut [bool], stack: &mut Vec<usize>) {
+        if reach[from] {
+            return;
+        }
+        reach[from] = true;
+        stack.clear();
+        stack.push(from);
+        while let Some(n) = stack.pop() {
+            let p = self.links(n, 0);
+            // SAFETY: called with no concurrent writer (from `&mut self` methods).
+            let cnt = unsafe { *p } as usize;
+            for j in 0..cnt {
+                let x = unsafe { *p.add(1 + j) } as usize;
+                if !reach[x] {
+                    reach[x] = true;
+                    stack.push(x);
+                }
+            }
+        }
+    }
+
     /// The `k` nearest kept slots to a prepared query, nearest first, as ordering keys.
     fn knn<F: Fn(usize) -> bool + ?Sized>(
         &self,
@@ -902,6 +1083,12 @@ impl VectorIndex for HnswGraph {
                 tick(());
             },
         );
+        // Pruning can take a node's last in-link away, leaving it unreachable by any search.
+        // A whole scan is cheap next to a big batch; single adds to a big graph leave it to
+        // the next checkpoint or open (see `repair_unreachable`).
+        if rows.saturating_mul(REPAIR_BATCH_RATIO) >= self.len {
+            self.repair_unreachable();
+        }
         Ok(())
     }
 

@@ -503,6 +503,7 @@ impl Searcher {
     pub fn checkpoint(&self) -> Result<()> {
         self.check_writable()?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_index().repair_graph();
         let g = self.index().write_checkpoint()?;
         self.write_index().install(g);
         Ok(())
@@ -586,6 +587,7 @@ impl Searcher {
         if !self.index().wants_checkpoint() {
             return Ok(());
         }
+        self.write_index().repair_graph();
         let g = self.index().write_checkpoint()?;
         self.write_index().install(g);
         Ok(())

@@ -358,3 +358,54 @@ fn graph_serialisation_round_trip_and_damage() {
     .is_err());
     assert!(HnswGraph::read_graph(dim, Metric::L2, p, &data[..dim * 10], &bytes, path).is_err());
 }
+
+/// With k and ef at the graph's size every node comes back: none lost its last in-link to
+/// pruning (tight clusters, near-duplicates and a small M make that likely), in one batch, in
+/// many small batches (the repair is left to the checkpoint then), and after the repair.
+#[test]
+fn every_node_stays_reachable() {
+    let (seed, n, dim) = (20261201, 4000, 8);
+    println!("seed {seed}, {n} x {dim}, 20 tight clusters, M 4");
+    let data = clustered(seed, n, dim, 20, 0.01);
+    let p = HnswParams {
+        m: 4,
+        ef_construction: 16,
+        ef_search: 16,
+        seed: 3,
+    };
+    let mut g = HnswGraph::new(dim, Metric::L2, p).unwrap();
+    g.add(&data, &|_| {}).unwrap();
+    assert_eq!(
+        g.repair_unreachable(),
+        0,
+        "add left work for a second repair"
+    );
+    let hits = g.search(&data[..dim], n, n).unwrap();
+    assert_eq!(hits.len(), n, "nodes unreachable after one batch");
+    // Many single adds (no repair by `add`), then the repair a checkpoint runs.
+    let mut g = HnswGraph::new(dim, Metric::L2, p).unwrap();
+    g.add(&data[..1000 * dim], &|_| {}).unwrap();
+    for row in data[1000 * dim..].chunks(dim) {
+        g.add(row, &|_| {}).unwrap();
+    }
+    let before = g.search(&data[..dim], n, n).unwrap().len();
+    let fixed = g.repair_unreachable();
+    let after = g.search(&data[..dim], n, n).unwrap().len();
+    println!("single adds: {before} of {n} reachable, {fixed} linked by the repair, then {after}");
+    assert_eq!(after, n);
+    // With the default parameters, every node finds itself at distance 0 at the default ef.
+    let data = clustered(seed + 1, n, 32, 20, 0.05);
+    let mut g = HnswGraph::new(32, Metric::L2, params()).unwrap();
+    g.add(&data[..2000 * 32], &|_| {}).unwrap();
+    for row in data[2000 * 32..].chunks(32) {
+        g.add(row, &|_| {}).unwrap();
+    }
+    g.repair_unreachable();
+    let missed = (0..n)
+        .filter(|&i| {
+            let h = g.search(&data[i * 32..(i + 1) * 32], 1, 64).unwrap();
+            h[0].distance != 0.0
+        })
+        .count();
+    assert_eq!(missed, 0, "{missed} nodes do not find themselves");
+}

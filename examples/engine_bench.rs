@@ -1,0 +1,238 @@
+//! The engine's own figures (issue "the engine as a library"): warm query latency through the
+//! `Searcher`, and the latency of one durable add as the index grows.
+//!
+//! ```text
+//! # encode + search + decide, one thread, warm, through the library:
+//! cargo run --release --example engine_bench -- query --index DIR --queries FILE [--n 1000]
+//! # one durable add (log record fsync'd + graph insert), at several index sizes:
+//! cargo run --release --example engine_bench -- adds --dir TMP [--sizes 10000,100000,1000000]
+//!     [--dim 384] [--adds 1000]
+//! ```
+//!
+//! Prints one JSON object. Queries are the file's lines (blank lines skipped). The adds use
+//! seeded random unit vectors (cosine), built into a fresh index of each size with M 16 and
+//! efConstruction 100, then added one at a time, each acknowledged only once its log record
+//! is on disk; every added item must then be found as its own nearest neighbour (checked
+//! after the timed loop).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+use twindex::index::{Backend, HnswParams, Index, IndexConfig, Item, Metric};
+use twindex::query::{OpenOptions, Query, SearchOptions, Searcher};
+
+const SEED: u64 = 7;
+const WARMUP: usize = 50;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn summary(mut ms: Vec<f64>) -> serde_json::Value {
+    ms.sort_by(f64::total_cmp);
+    json!({
+        "n": ms.len(),
+        "p50_ms": percentile(&ms, 0.50),
+        "p90_ms": percentile(&ms, 0.90),
+        "p99_ms": percentile(&ms, 0.99),
+        "max_ms": ms[ms.len() - 1],
+        "mean_ms": ms.iter().sum::<f64>() / ms.len() as f64,
+    })
+}
+
+fn query(args: &[String]) -> Result<serde_json::Value, String> {
+    let dir = PathBuf::from(arg(args, "--index").ok_or("--index DIR is required")?);
+    let qfile = PathBuf::from(arg(args, "--queries").ok_or("--queries FILE is required")?);
+    let n: usize = arg(args, "--n")
+        .map_or(Ok(1000), |s| s.parse())
+        .map_err(|e| format!("--n: {e}"))?;
+    let texts: Vec<String> = std::fs::read_to_string(&qfile)
+        .map_err(|e| format!("{}: {e}", qfile.display()))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .take(n + WARMUP)
+        .collect();
+    if texts.len() < n + WARMUP {
+        return Err(format!(
+            "{} holds fewer than {} queries",
+            qfile.display(),
+            n + WARMUP
+        ));
+    }
+    let t0 = Instant::now();
+    let s = Searcher::open(&dir, &OpenOptions::default()).map_err(|e| e.to_string())?;
+    let open_s = t0.elapsed().as_secs_f64();
+    let opts = SearchOptions {
+        k: 10,
+        ..SearchOptions::default()
+    };
+    let mut ms = Vec::with_capacity(n);
+    let mut tokens = 0usize;
+    let mut dups = 0usize;
+    for (i, t) in texts.iter().enumerate() {
+        let t1 = Instant::now();
+        let a = s.query(&Query::Text(t), &opts).map_err(|e| e.to_string())?;
+        let dt = t1.elapsed().as_secs_f64() * 1e3;
+        // Correctness inside the loop: ten neighbours, sorted, each decided at the threshold.
+        assert_eq!(a.results.len(), 10);
+        assert!(a.results.windows(2).all(|w| w[0].distance <= w[1].distance));
+        if i >= WARMUP {
+            ms.push(dt);
+            tokens += t.split_whitespace().count();
+            dups += a.results.iter().filter(|h| h.duplicate).count().min(1);
+        }
+    }
+    let st = s.stats();
+    Ok(json!({
+        "what": "warm library query: encode + search (k 10) + decide, one thread",
+        "index": dir.display().to_string(),
+        "items": st.items,
+        "threshold": st.threshold,
+        "open_seconds": open_s,
+        "queries": n,
+        "mean_words_per_query": tokens as f64 / n as f64,
+        "queries_with_a_duplicate": dups,
+        "latency": summary(ms),
+    }))
+}
+
+fn unit(rng: &mut ChaCha8Rng, dim: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+fn adds(args: &[String]) -> Result<serde_json::Value, String> {
+    let dir = PathBuf::from(arg(args, "--dir").ok_or("--dir DIR (scratch space) is required")?);
+    let sizes: Vec<usize> = arg(args, "--sizes")
+        .unwrap_or_else(|| "10000,100000,1000000".into())
+        .split(',')
+        .map(|s| s.parse().map_err(|e| format!("--sizes {s}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let dim: usize = arg(args, "--dim")
+        .map_or(Ok(384), |s| s.parse())
+        .map_err(|e| format!("--dim: {e}"))?;
+    let n_adds: usize = arg(args, "--adds")
+        .map_or(Ok(1000), |s| s.parse())
+        .map_err(|e| format!("--adds: {e}"))?;
+    let mut out = Vec::new();
+    for &size in &sizes {
+        let path = dir.join(format!("adds-{size}"));
+        if path.exists() {
+            return Err(format!("{} exists: give an empty --dir", path.display()));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ size as u64);
+        let mut base = Vec::with_capacity(size * dim);
+        for _ in 0..size {
+            base.extend(unit(&mut rng, dim));
+        }
+        let cfg = IndexConfig {
+            metric: Metric::Cosine,
+            normalize: true,
+            backend: Backend::Hnsw,
+            hnsw: HnswParams {
+                m: 16,
+                ef_construction: 100,
+                ef_search: 64,
+                seed: 1,
+            },
+        };
+        let items: Vec<Item> = (0..size)
+            .map(|i| Item {
+                label: String::new(),
+                source: format!("v{i}"),
+                payload: None,
+            })
+            .collect();
+        let t0 = Instant::now();
+        let idx = Index::create(
+            &path,
+            cfg,
+            json!({"kind": "vectors", "dim": dim}),
+            dim,
+            &base,
+            items,
+            &|_| {},
+        )
+        .map_err(|e| e.to_string())?;
+        let build_s = t0.elapsed().as_secs_f64();
+        drop(base);
+        drop(idx);
+        let t0 = Instant::now();
+        let mut idx = Index::open_writer(&path).map_err(|e| e.to_string())?;
+        let open_s = t0.elapsed().as_secs_f64();
+        let mut ms = Vec::with_capacity(n_adds);
+        let mut added = Vec::with_capacity(n_adds);
+        for i in 0..n_adds {
+            let v = unit(&mut rng, dim);
+            let item = Item {
+                label: String::new(),
+                source: format!("add{i}"),
+                payload: None,
+            };
+            let t1 = Instant::now();
+            let ids = idx
+                .add(&v, vec![item], &|_| {})
+                .map_err(|e| e.to_string())?;
+            ms.push(t1.elapsed().as_secs_f64() * 1e3);
+            added.push((ids[0], v));
+        }
+        let found = added
+            .iter()
+            .filter(|(id, v)| {
+                idx.search(v, 1, None)
+                    .map(|h| h[0].id == *id)
+                    .unwrap_or(false)
+            })
+            .count();
+        let (log_bytes, log_records) = idx.log_size();
+        eprintln!("size {size}: built in {build_s:.1} s, reopened in {open_s:.1} s, {n_adds} adds");
+        out.push(json!({
+            "items": size,
+            "build_seconds": build_s,
+            "open_seconds": open_s,
+            "add": summary(ms),
+            "added_found_as_own_nearest": found,
+            "log_bytes": log_bytes,
+            "log_records": log_records,
+        }));
+        drop(idx);
+        std::fs::remove_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(json!({
+        "what": "one durable add (fsync'd log record + graph insert), random unit vectors, cosine",
+        "dim": dim,
+        "sizes": out,
+    }))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let res = match args.first().map(String::as_str) {
+        Some("query") => query(&args),
+        Some("adds") => adds(&args),
+        _ => Err("usage: engine_bench query --index DIR --queries FILE | adds --dir DIR".into()),
+    };
+    match res {
+        Ok(j) => {
+            println!("{}", serde_json::to_string_pretty(&j).expect("json"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("engine_bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
