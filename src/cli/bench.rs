@@ -2,7 +2,7 @@
 //! `ef` sweep, plus the index's build time and size.
 
 use super::{common, index::open};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use twindex::index::bench::{self, BenchOptions, BuildStats};
@@ -82,7 +82,26 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     a.k
                 );
             }
-            Some(bench::ground_truth_from_ivecs(&m)?)
+            // The file holds item ids (what `query` prints); the engine answers with slots,
+            // which differ from ids once an index has been compacted.
+            let ids = bench::ground_truth_from_ivecs(&m)?;
+            let mut slots = Vec::with_capacity(ids.len());
+            for (row, r) in ids.iter().enumerate() {
+                slots.push(
+                    r.iter()
+                        .map(|&id| {
+                            idx.slot_of_id(id).map(|s| s as u64).with_context(|| {
+                                format!(
+                                    "{}: row {row} names item {id}, which {} does not hold",
+                                    p.display(),
+                                    a.index.display()
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<u64>>>()?,
+                );
+            }
+            Some(slots)
         }
         None => None,
     };

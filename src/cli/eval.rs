@@ -207,7 +207,18 @@ fn run_text(a: &EvalArgs, pairs_path: &std::path::Path) -> Result<()> {
     };
     let labels: Vec<bool> = pairs.iter().map(|p| p.duplicate).collect();
     let acc = eval::accuracy_at(&scores, &labels, cal.threshold)?;
-    let n_texts = pairs.len() * 2;
+    // Each distinct text is encoded once (`pair_similarities`): the cost is per distinct text.
+    let n_texts = pairs
+        .iter()
+        .flat_map(|p| [p.a.as_str(), p.b.as_str()])
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let on_test = a.dev.is_none();
+    if on_test {
+        eprintln!(
+            "note: no --dev pairs, so pair_accuracy is measured at a threshold chosen on the evaluated pairs themselves (optimistic); pass --dev for an honest figure"
+        );
+    }
     let report = serde_json::json!({
         "model": model_dir.display().to_string(),
         "pairs": pairs_path.display().to_string(),
@@ -216,6 +227,8 @@ fn run_text(a: &EvalArgs, pairs_path: &std::path::Path) -> Result<()> {
         "pair_accuracy": acc,
         "threshold": cal.threshold,
         "threshold_source": source,
+        "threshold_chosen_on_evaluated_pairs": on_test,
+        "distinct_texts": n_texts,
         "roc_auc": rep.roc_auc,
         "average_precision": rep.average_precision,
         "best_f1": rep.best_f1,

@@ -55,12 +55,18 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// The most worker threads `--threads` accepts (more only waits on thread start-up).
+const MAX_THREADS: usize = 1024;
+
 /// Parse arguments, run, print errors as one line, map to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
-        if t == 0 {
-            eprintln!("twindex: --threads must be at least 1");
+        if t == 0 || t > MAX_THREADS {
+            eprintln!(
+                "twindex: --threads {t}: expected 1 to {MAX_THREADS} (this machine has {} cores)",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            );
             return ExitCode::from(2);
         }
         let _ = rayon::ThreadPoolBuilder::new()

@@ -570,6 +570,7 @@ pub fn eval_protocol(
         }
         Protocol::Signatures => {
             let sigs = protocol::read_signatures(Path::new(corpus))?;
+            let mut source = "calibrated on the tested writers (best F1)";
             let (report, _) = if raw {
                 let pre = folder_preprocess(fa, Some(p))?;
                 let (test, set) = signature_test_set(&sigs, &pre)?;
@@ -589,10 +590,18 @@ pub fn eval_protocol(
                     .and_then(|a| serde_json::from_value::<Aggregate>(a.clone()).ok())
                     .unwrap_or(Aggregate::Min);
                 let thr = (cal_agg == agg).then_some(m.config.threshold);
+                if thr.is_some() {
+                    source = "the encoder's stored threshold";
+                } else {
+                    eprintln!(
+                        "note: the encoder's threshold was calibrated for --aggregate {cal_agg:?}; for {agg:?} the threshold is calibrated on the tested writers themselves (EER and ROC-AUC do not depend on it; FAR/FRR at it are optimistic)"
+                    );
+                }
                 signatures_with_model(&sigs, &m, agg, thr, None)?
             };
             print_signatures(&report);
             let mut v = serde_json::to_value(&report)?;
+            v["threshold_source"] = json!(source);
             v["model"] = json!(if raw {
                 "raw pixels".to_string()
             } else {

@@ -15,8 +15,6 @@
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
-use std::hash::Hash;
 
 // ---------------------------------------------------------------------------------------------
 // The shared sweep
@@ -640,41 +638,9 @@ pub fn retrieval_report<R: AsRef<[bool]>>(
     })
 }
 
-/// Recall of approximate search against exact search: the mean over queries of
-/// |found_k ∩ truth_k| / min(k, |truth|), where `found_k` and `truth_k` are the first k ids of
-/// each list (an id found twice counts once). Every query needs a non-empty truth list.
-pub fn ann_recall<T, F, G>(found: &[F], truth: &[G], k: usize) -> Result<f64>
-where
-    T: Eq + Hash,
-    F: AsRef<[T]>,
-    G: AsRef<[T]>,
-{
-    check_k(k, "ann_recall")?;
-    if found.len() != truth.len() {
-        return Err(Error::dim(
-            truth.len(),
-            found.len(),
-            "ann_recall: found (one list per query)",
-        ));
-    }
-    if truth.is_empty() {
-        return Err(Error::Empty("ann_recall: no queries".into()));
-    }
-    let mut sum = 0.0;
-    for (q, (f, t)) in found.iter().zip(truth).enumerate() {
-        let t = t.as_ref();
-        if t.is_empty() {
-            return Err(Error::Empty(format!(
-                "ann_recall: query {q} has an empty truth list"
-            )));
-        }
-        let truth_k: HashSet<&T> = t.iter().take(k).collect();
-        let found_k: HashSet<&T> = f.as_ref().iter().take(k).collect();
-        let hit = found_k.intersection(&truth_k).count();
-        sum += hit as f64 / k.min(t.len()) as f64;
-    }
-    Ok(sum / truth.len() as f64)
-}
+/// Recall of approximate search against exact search (defined with the index benchmarks,
+/// which need it below this layer).
+pub use crate::index::bench::ann_recall;
 
 // ---------------------------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use serde::Serialize;
+use std::collections::HashSet;
+use std::hash::Hash;
 use std::time::Instant;
 
 use super::flat::FlatIndex;
@@ -135,20 +137,42 @@ pub fn ground_truth_from_ivecs(m: &Matrix<i32>) -> Result<Vec<Vec<u64>>> {
         .collect()
 }
 
-/// Mean fraction of each query's true `k` nearest found among its results.
-pub fn recall_at_k(found: &[Vec<u64>], truth: &[Vec<u64>], k: usize) -> f64 {
-    if found.is_empty() || k == 0 {
-        return 0.0;
+/// Recall of approximate search against exact search: the mean over queries of
+/// |found_k ∩ truth_k| / min(k, |truth|), where `found_k` and `truth_k` are the first k ids of
+/// each list (an id found twice counts once). Every query needs a non-empty truth list.
+pub fn ann_recall<T, F, G>(found: &[F], truth: &[G], k: usize) -> Result<f64>
+where
+    T: Eq + Hash,
+    F: AsRef<[T]>,
+    G: AsRef<[T]>,
+{
+    if k == 0 {
+        return Err(Error::InvalidArgument("ann_recall: k must be >= 1".into()));
     }
-    let total: usize = found
-        .iter()
-        .zip(truth)
-        .map(|(f, t)| {
-            let t = &t[..k.min(t.len())];
-            f.iter().take(k).filter(|id| t.contains(id)).count()
-        })
-        .sum();
-    total as f64 / (found.len() * k) as f64
+    if found.len() != truth.len() {
+        return Err(Error::dim(
+            truth.len(),
+            found.len(),
+            "ann_recall: found (one list per query)",
+        ));
+    }
+    if truth.is_empty() {
+        return Err(Error::Empty("ann_recall: no queries".into()));
+    }
+    let mut sum = 0.0;
+    for (q, (f, t)) in found.iter().zip(truth).enumerate() {
+        let t = t.as_ref();
+        if t.is_empty() {
+            return Err(Error::Empty(format!(
+                "ann_recall: query {q} has an empty truth list"
+            )));
+        }
+        let truth_k: HashSet<&T> = t.iter().take(k).collect();
+        let found_k: HashSet<&T> = f.as_ref().iter().take(k).collect();
+        let hit = found_k.intersection(&truth_k).count();
+        sum += hit as f64 / k.min(t.len()) as f64;
+    }
+    Ok(sum / truth.len() as f64)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -247,7 +271,7 @@ pub fn run(
         lat.sort_by(f64::total_cmp);
         sweep.push(SweepPoint {
             ef,
-            recall: recall_at_k(&found, &truth[..nq], opts.k),
+            recall: ann_recall(&found, &truth[..nq], opts.k)?,
             qps: nq as f64 / wall,
             qps_per_cpu_second: if cpu > 0.0 { nq as f64 / cpu } else { 0.0 },
             p50_us: percentile(&lat, 50.0),

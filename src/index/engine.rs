@@ -620,6 +620,11 @@ impl Index {
             .map(|(&id, _)| id)
     }
 
+    /// The slot (engine address) of the live item `id`.
+    pub fn slot_of_id(&self, id: u64) -> Option<usize> {
+        self.live_slot(id).ok()
+    }
+
     /// The item id stored in `slot` (live or deleted), as the engine addresses it.
     pub fn id_of_slot(&self, slot: usize) -> Option<u64> {
         self.ids.get(slot).copied()
@@ -1175,6 +1180,31 @@ impl Index {
         changed: Changed,
     ) -> Result<Manifest> {
         let gen = self.manifest.generation + 1;
+        let res = self.write_generation_files(engine, ids, items, deleted, changed, gen);
+        let committed = || store::read_manifest(&self.dir).map_or(true, |m| m.generation == gen);
+        if res.is_err() && !committed() {
+            // A full disk or a failed write: nothing of the unfinished generation stays.
+            for kind in [
+                "vectors.{g}.f32",
+                "items.{g}.jsonl",
+                "tombstones.{g}.u64",
+                "graph.{g}.hnsw",
+            ] {
+                let _ = std::fs::remove_file(self.dir.join(kind.replace("{g}", &gen.to_string())));
+            }
+        }
+        res
+    }
+
+    fn write_generation_files(
+        &self,
+        engine: &Engine,
+        ids: &[u64],
+        items: &[Item],
+        deleted: &[bool],
+        changed: Changed,
+        gen: u64,
+    ) -> Result<Manifest> {
         let dir = &self.dir;
         let mut files = self.manifest.files.clone();
         let e = engine.get();

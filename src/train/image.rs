@@ -128,8 +128,15 @@ pub struct EpochStats {
     pub examples: usize,
     pub wall_seconds: f64,
     pub cpu_seconds: f64,
-    /// Test pair accuracy at the default distance threshold (0.5), on the seed's test pairs.
+    /// Test pair accuracy at the model's distance threshold while training
+    /// ([`EpochStats::pair_threshold`]), on the seed's test pairs.
     pub test_pair_accuracy: f64,
+    /// The distance threshold of `test_pair_accuracy`.
+    #[serde(default)]
+    pub pair_threshold: f32,
+    /// Whether the encoder's embeddings are L2-normalised (a fixed threshold then means little).
+    #[serde(default)]
+    pub normalized: bool,
     /// Test pair accuracy at the best distance threshold for these test pairs (an upper bound
     /// that is fair to compare across losses whose distance scales differ).
     pub test_best_accuracy: f64,
@@ -602,6 +609,8 @@ pub fn train_image_with(
             wall_seconds: ew,
             cpu_seconds: ec,
             test_pair_accuracy: acc,
+            pair_threshold: model.config.threshold,
+            normalized: model.config.normalized,
             test_best_accuracy: best_acc,
             test_roc_auc: auc,
         };

@@ -709,3 +709,100 @@ fn blank_and_huge_images_and_fifos_are_refused() {
     let ans = lines(&o);
     assert_eq!(ans[1]["results"][0]["id"], 6);
 }
+
+/// `bench --gt` reads item ids (what `query` prints), right after a compaction too, when ids
+/// and engine slots differ.
+#[test]
+fn bench_ground_truth_is_item_ids_after_compaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    let n = 400u64;
+    let data: Vec<f32> = (0..n).flat_map(vector_of).collect();
+    let npy = tmp.path().join("v.npy");
+    twindex::index::vecio::write_npy(
+        &npy,
+        &twindex::index::Matrix {
+            rows: n as usize,
+            cols: DIM,
+            data: data.clone(),
+        },
+    )
+    .unwrap();
+    let idx = tmp.path().join("idx");
+    ok_json(&[
+        "index",
+        "build",
+        "--vectors",
+        &p(&npy),
+        "--out",
+        &p(&idx),
+        "--json",
+    ]);
+    let gone: Vec<u64> = (0..n).filter(|i| i % 7 == 3).collect();
+    let gone_s: Vec<String> = gone.iter().map(u64::to_string).collect();
+    let mut args = vec!["index", "delete", "--index", idx.to_str().unwrap()];
+    args.extend(gone_s.iter().map(String::as_str));
+    assert!(twindex(&args).status.success());
+    ok_json(&["index", "compact", "--index", &p(&idx), "--json"]);
+    // Queries: 30 live items' vectors; truth: their 5 nearest live item ids by brute force.
+    let live: Vec<u64> = (0..n).filter(|i| !gone.contains(i)).collect();
+    let qs: Vec<u64> = live.iter().copied().step_by(12).take(30).collect();
+    let mut truth = Vec::new();
+    for &q in &qs {
+        let qv = vector_of(q);
+        let mut d: Vec<(f32, u64)> = live
+            .iter()
+            .map(|&i| {
+                (
+                    vector_of(i)
+                        .iter()
+                        .zip(&qv)
+                        .map(|(a, b)| (a - b) * (a - b))
+                        .sum(),
+                    i,
+                )
+            })
+            .collect();
+        d.sort_by(|a, b| a.0.total_cmp(&b.0));
+        truth.extend(d.iter().take(5).map(|&(_, i)| i as i32));
+    }
+    let qnpy = tmp.path().join("q.npy");
+    twindex::index::vecio::write_npy(
+        &qnpy,
+        &twindex::index::Matrix {
+            rows: qs.len(),
+            cols: DIM,
+            data: qs.iter().flat_map(|&q| vector_of(q)).collect(),
+        },
+    )
+    .unwrap();
+    let gt = tmp.path().join("gt.ivecs");
+    twindex::index::vecio::write_ivecs(
+        &gt,
+        &twindex::index::Matrix {
+            rows: qs.len(),
+            cols: 5,
+            data: truth,
+        },
+    )
+    .unwrap();
+    let b = ok_json(&[
+        "bench",
+        "--index",
+        &p(&idx),
+        "--queries",
+        &p(&qnpy),
+        "--gt",
+        &p(&gt),
+        "--k",
+        "5",
+        "--ef",
+        "200",
+        "--json",
+    ]);
+    let r = b["sweep"][0]["recall"].as_f64().unwrap();
+    assert!(
+        r >= 0.99,
+        "recall {r} against item-id ground truth after compaction"
+    );
+}

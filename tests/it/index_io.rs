@@ -232,11 +232,12 @@ fn bench_report_has_the_contract_keys_and_sane_numbers() {
     assert_eq!(rep2.sweep[1].recall, hi.recall);
     assert!(rep2.sweep[0].qps_all_threads.is_none());
     // recall@k by hand: 2 of 3 found in query 0, 3 of 3 in query 1 -> 5/6.
-    let r = bench::recall_at_k(
-        &[vec![1, 2, 9], vec![4, 5, 6]],
-        &[vec![1, 2, 3], vec![6, 5, 4]],
+    let r = bench::ann_recall(
+        &[vec![1u64, 2, 9], vec![4, 5, 6]],
+        &[vec![1u64, 2, 3], vec![6, 5, 4]],
         3,
-    );
+    )
+    .unwrap();
     assert!((r - 5.0 / 6.0).abs() < 1e-12);
     assert!(bench::run(&g, &queries[..dim - 1], None, &opts, build).is_err());
 }
