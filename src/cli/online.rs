@@ -34,7 +34,7 @@ pub struct DtwArgs {
     #[arg(long, default_value_t = DtwScorer::default().band)]
     pub dtw_band: usize,
     /// DTW scorer: features per point (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = PenPreprocess::default().features)]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = DtwScorer::default().preprocess.features)]
     pub dtw_features: Vec<PenFeature>,
     /// DTW scorer: resampled points.
     #[arg(long, default_value_t = PenPreprocess::default().points)]
