@@ -11,7 +11,7 @@ use twindex::eval::online::{
     self, parse_writer_range, DtwScorer, OnlineCalibration, OnlineCorpus, OnlineReport, Scorer,
 };
 use twindex::eval::protocol::Aggregate;
-use twindex::model::pen::{PenFeature, PenPreprocess, ALL_FEATURES};
+use twindex::model::pen::{PenFeature, PenPreprocess, Resample, ALL_FEATURES};
 use twindex::model::sequence::{SequenceModel, SequenceModelConfig, SequenceNetConfig};
 use twindex::train::sequence::{train_sequence, SequenceItem, SequenceTrainConfig};
 use twindex::train::{LossKind, Miner};
@@ -42,6 +42,9 @@ pub struct DtwArgs {
     /// DTW scorer: how the distances to the references are combined.
     #[arg(long, value_enum, default_value_t = DtwScorer::default().aggregate)]
     pub dtw_aggregate: Aggregate,
+    /// DTW scorer: resample uniformly in time or along the path.
+    #[arg(long, value_enum, default_value_t = DtwScorer::default().preprocess.resample)]
+    pub dtw_resample: Resample,
     /// DTW scorer: do not standardise each feature over the signature.
     #[arg(long)]
     pub dtw_raw_features: bool,
@@ -54,6 +57,7 @@ impl DtwArgs {
                 points: self.dtw_points,
                 features: self.dtw_features.clone(),
                 standardize: !self.dtw_raw_features,
+                resample: self.dtw_resample,
             },
             band: self.dtw_band,
             aggregate: self.dtw_aggregate,
@@ -102,6 +106,9 @@ pub struct SequenceArgs {
     /// Twin input features (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = ALL_FEATURES.to_vec())]
     pub features: Vec<PenFeature>,
+    /// Twin input: resample uniformly in time or along the path.
+    #[arg(long, value_enum, default_value_t = Resample::Time)]
+    pub resample: Resample,
     /// Twin input: resampled points (a multiple of --segments).
     #[arg(long, default_value_t = 120)]
     pub points: usize,
@@ -120,6 +127,12 @@ pub struct SequenceArgs {
     /// Embedding dimension.
     #[arg(long, default_value_t = 64)]
     pub dim: usize,
+    /// Pool only the mean of each span (not mean and standard deviation).
+    #[arg(long)]
+    pub no_std_pooling: bool,
+    /// Largest random change of the writing speed (time-warp augmentation; 0: none).
+    #[arg(long, default_value_t = 0.3)]
+    pub aug_time_warp: f64,
     /// `triplet` (mined) or `contrastive` (every pair with a genuine member).
     #[arg(long, value_enum, default_value_t = LossKind::Triplet)]
     pub loss: LossKind,
@@ -195,6 +208,7 @@ pub fn run_train(a: SequenceArgs) -> Result<()> {
         points: a.points,
         features: a.features.clone(),
         standardize: true,
+        resample: a.resample,
     };
     let net = SequenceNetConfig {
         widths: a.widths.clone(),
@@ -202,6 +216,7 @@ pub fn run_train(a: SequenceArgs) -> Result<()> {
         kernel: a.kernel,
         segments: a.segments,
         dim: a.dim,
+        std_pooling: !a.no_std_pooling,
     };
     let cfg = SequenceTrainConfig {
         loss: a.loss,
@@ -216,6 +231,7 @@ pub fn run_train(a: SequenceArgs) -> Result<()> {
         lr: a.lr,
         seed: a.seed,
         augment: !a.no_augment,
+        aug_time_warp: a.aug_time_warp,
         ..Default::default()
     };
     let items: Vec<SequenceItem> = corpus

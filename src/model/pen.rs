@@ -33,6 +33,21 @@ pub enum PenFeature {
     Curvature,
     /// 1 where the step crosses a pen-up gap (a jump to the next stroke), else 0.
     PenJump,
+    /// Writing time of the step (pen-down samples), relative to the mean step: constant 1
+    /// under time resampling; the writing rhythm under arc-length resampling.
+    Dt,
+}
+
+/// Where the resampled points lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resample {
+    /// Uniform over the pen-down samples (uniform in writing time): keeps the rhythm in the
+    /// spacing of the points.
+    Time,
+    /// Uniform along the path (pen-up jumps included as straight lines): the same shape gives
+    /// the same points whatever the speed; the rhythm goes to [`PenFeature::Dt`].
+    ArcLength,
 }
 
 /// How a trajectory becomes a feature sequence.
@@ -47,6 +62,8 @@ pub struct PenPreprocess {
     /// Standardise each feature over the signature (zero mean, unit variance). Default true:
     /// every feature weighs the same in a distance.
     pub standardize: bool,
+    /// Uniform in time (default) or along the path.
+    pub resample: Resample,
 }
 
 impl Default for PenPreprocess {
@@ -55,12 +72,13 @@ impl Default for PenPreprocess {
             points: 120,
             features: vec![PenFeature::X, PenFeature::Y, PenFeature::Dx, PenFeature::Dy],
             standardize: true,
+            resample: Resample::Time,
         }
     }
 }
 
 /// All features, in the order listed in [`PenFeature`].
-pub const ALL_FEATURES: [PenFeature; 9] = [
+pub const ALL_FEATURES: [PenFeature; 10] = [
     PenFeature::X,
     PenFeature::Y,
     PenFeature::Dx,
@@ -70,6 +88,7 @@ pub const ALL_FEATURES: [PenFeature; 9] = [
     PenFeature::CosDir,
     PenFeature::Curvature,
     PenFeature::PenJump,
+    PenFeature::Dt,
 ];
 
 impl PenPreprocess {
@@ -95,9 +114,13 @@ impl PenPreprocess {
         self.validate()?;
         // Pen-down points; `jump_before[i]`: a pen-up gap lies between kept points i-1 and i.
         let (mut xs, mut ys, mut jump_before) = (Vec::new(), Vec::new(), Vec::new());
+        let mut ts = Vec::new();
         let mut gap = false;
+        // Time as the count of pen-down samples before (the tablet's fixed rate; pen-up time
+        // left out, as the resampling over the sample index leaves it out).
         for p in &traj.points {
             if p.down {
+                ts.push(xs.len() as f64);
                 xs.push(p.x);
                 ys.push(p.y);
                 jump_before.push(gap && xs.len() > 1);
@@ -126,7 +149,41 @@ impl PenPreprocess {
         let scale = var.sqrt().max(1e-9);
         // Resample at fractional indices u_k = k (n-1)/(T-1).
         let t = self.points;
-        let step = (n - 1.0) / (t - 1) as f64;
+        // Fractional indices into the kept points of the resampled points.
+        let us: Vec<f64> = match self.resample {
+            Resample::Time => {
+                let step = (n - 1.0) / (t - 1) as f64;
+                (0..t).map(|k| k as f64 * step).collect()
+            }
+            Resample::ArcLength => {
+                let mut cum = vec![0f64; xs.len()];
+                for i in 1..xs.len() {
+                    cum[i] = cum[i - 1] + (xs[i] - xs[i - 1]).hypot(ys[i] - ys[i - 1]);
+                }
+                let total = cum[xs.len() - 1];
+                if total <= 0.0 {
+                    let step = (n - 1.0) / (t - 1) as f64;
+                    (0..t).map(|k| k as f64 * step).collect()
+                } else {
+                    let mut i = 0;
+                    (0..t)
+                        .map(|k| {
+                            let target = total * k as f64 / (t - 1) as f64;
+                            while i + 2 < xs.len() && cum[i + 1] < target {
+                                i += 1;
+                            }
+                            let seg = cum[i + 1] - cum[i];
+                            let f = if seg > 0.0 {
+                                ((target - cum[i]) / seg).clamp(0.0, 1.0)
+                            } else {
+                                1.0
+                            };
+                            i as f64 + f
+                        })
+                        .collect()
+                }
+            }
+        };
         let at = |v: &[f64], u: f64| {
             let i = (u.floor() as usize).min(v.len() - 2);
             let f = u - i as f64;
@@ -134,14 +191,16 @@ impl PenPreprocess {
         };
         let mut rx = Vec::with_capacity(t);
         let mut ry = Vec::with_capacity(t);
+        let mut rt = Vec::with_capacity(t);
         let mut jump = vec![0f64; t];
         for k in 0..t {
-            let u = k as f64 * step;
+            let u = us[k];
             rx.push((at(&xs, u) - mx) / scale);
             ry.push((at(&ys, u) - my) / scale);
+            rt.push(at(&ts, u));
             if k + 1 < t {
                 // Original points strictly after u and up to the next sample position.
-                let (lo, hi) = (u, (k + 1) as f64 * step);
+                let (lo, hi) = (u, us[k + 1]);
                 let first = lo.floor() as usize + 1;
                 let last = (hi.ceil() as usize).min(xs.len() - 1);
                 if (first..=last).any(|i| jump_before[i]) {
@@ -190,6 +249,11 @@ impl PenPreprocess {
                     })
                     .collect(),
                 PenFeature::PenJump => jump.clone(),
+                PenFeature::Dt => {
+                    let d = diffs(&rt);
+                    let total = rt[t - 1] - rt[0];
+                    d.iter().map(|v| v * t as f64 / total.max(1e-9)).collect()
+                }
             };
             let col = if self.standardize && *f != PenFeature::PenJump {
                 standardized(col)
@@ -253,6 +317,7 @@ mod tests {
             points: 5,
             features: ALL_FEATURES.to_vec(),
             standardize: false,
+            resample: Resample::Time,
         };
         // Points x = 0, 1, 2, 3, 4 on y = 0: centroid 2, spread sqrt(mean((x-2)^2)) = sqrt(2).
         let t = traj(&[
@@ -263,7 +328,7 @@ mod tests {
             (4.0, 0.0, true),
         ]);
         let f = p.apply(&t).unwrap();
-        let c = 9;
+        let c = 10;
         let s = 2f64.sqrt();
         for k in 0..5 {
             assert!((f[k * c] as f64 - (k as f64 - 2.0) / s).abs() < 1e-6);

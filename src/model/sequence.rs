@@ -36,6 +36,9 @@ pub struct SequenceNetConfig {
     pub segments: usize,
     /// Embedding dimension. Default 64.
     pub dim: usize,
+    /// Also pool each span's standard deviation beside its mean (x-vector statistics
+    /// pooling). Default true.
+    pub std_pooling: bool,
 }
 
 impl Default for SequenceNetConfig {
@@ -46,6 +49,7 @@ impl Default for SequenceNetConfig {
             kernel: 5,
             segments: 4,
             dim: 64,
+            std_pooling: true,
         }
     }
 }
@@ -93,6 +97,7 @@ pub struct SequenceEncoder {
     layers: Vec<TimeDelay>,
     head: Linear,
     segments: usize,
+    std_pooling: bool,
 }
 
 impl SequenceEncoder {
@@ -121,11 +126,13 @@ impl SequenceEncoder {
             )?);
             c = w;
         }
-        let head = super::cnn::dense(vb.pp("head"), c * cfg.segments, cfg.dim, false)?;
+        let stats = if cfg.std_pooling { 2 } else { 1 };
+        let head = super::cnn::dense(vb.pp("head"), c * cfg.segments * stats, cfg.dim, false)?;
         Ok(SequenceEncoder {
             layers,
             head,
             segments: cfg.segments,
+            std_pooling: cfg.std_pooling,
         })
     }
 }
@@ -144,10 +151,15 @@ impl Module for SequenceEncoder {
                 self.segments
             );
         }
-        let pooled = h
-            .reshape((b, self.segments, t / self.segments, c))?
-            .mean(2)?
-            .reshape((b, self.segments * c))?;
+        let spans = h.reshape((b, self.segments, t / self.segments, c))?;
+        let mean = spans.mean_keepdim(2)?;
+        let pooled = if self.std_pooling {
+            let var = spans.broadcast_sub(&mean)?.sqr()?.mean_keepdim(2)?;
+            let std = (var + 1e-5)?.sqrt()?;
+            Tensor::cat(&[mean, std], 3)?.reshape((b, self.segments * c * 2))?
+        } else {
+            mean.reshape((b, self.segments * c))?
+        };
         l2_normalize(&self.head.forward(&pooled)?)
     }
 }

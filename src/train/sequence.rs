@@ -60,6 +60,9 @@ pub struct SequenceTrainConfig {
     pub aug_scale: f64,
     /// Largest shear (x += shear * y). Default 0.1.
     pub aug_shear: f64,
+    /// Largest change of the writing speed by a random smooth time warp (0: none). Default
+    /// 0.3: the local speed varies between 0.7 and 1.3 of the original.
+    pub aug_time_warp: f64,
 }
 
 impl Default for SequenceTrainConfig {
@@ -80,6 +83,7 @@ impl Default for SequenceTrainConfig {
             aug_rotate: 5.0,
             aug_scale: 0.1,
             aug_shear: 0.1,
+            aug_time_warp: 0.3,
         }
     }
 }
@@ -115,10 +119,10 @@ pub fn distort(traj: &Trajectory, cfg: &SequenceTrainConfig, rng: &mut ChaCha8Rn
     let sy = 1.0 + rng.random_range(-cfg.aug_scale..=cfg.aug_scale);
     let sh = rng.random_range(-cfg.aug_shear..=cfg.aug_shear);
     let (s, c) = a.sin_cos();
+    let warped = time_warp(traj, cfg.aug_time_warp, rng);
     Trajectory {
         path: traj.path.clone(),
-        points: traj
-            .points
+        points: warped
             .iter()
             .map(|p| {
                 let x = (p.x + sh * p.y) * sx;
@@ -131,6 +135,46 @@ pub fn distort(traj: &Trajectory, cfg: &SequenceTrainConfig, rng: &mut ChaCha8Rn
             })
             .collect(),
     }
+}
+
+/// The points of `traj` re-sampled along a random monotonic time warp: 4 pieces of random
+/// speed in `1 +- w`, the sample count kept; positions interpolated, pen state and time taken
+/// from the nearer sample.
+fn time_warp(traj: &Trajectory, w: f64, rng: &mut ChaCha8Rng) -> Vec<PenPoint> {
+    let n = traj.points.len();
+    if w <= 0.0 || n < 3 {
+        return traj.points.clone();
+    }
+    const PIECES: usize = 4;
+    let speeds: Vec<f64> = (0..PIECES)
+        .map(|_| 1.0 + rng.random_range(-w..=w))
+        .collect();
+    // Warp g: [0, 1] -> [0, 1], piecewise linear with slopes proportional to `speeds`.
+    let total: f64 = speeds.iter().sum();
+    let mut knots = vec![0.0];
+    for s in &speeds {
+        knots.push(knots.last().unwrap() + s / total);
+    }
+    let g = |u: f64| {
+        let p = ((u * PIECES as f64).floor() as usize).min(PIECES - 1);
+        let f = u * PIECES as f64 - p as f64;
+        knots[p] + f * (knots[p + 1] - knots[p])
+    };
+    (0..n)
+        .map(|i| {
+            let u = g(i as f64 / (n - 1) as f64) * (n - 1) as f64;
+            let j = (u.floor() as usize).min(n - 2);
+            let f = u - j as f64;
+            let (a, b) = (&traj.points[j], &traj.points[j + 1]);
+            let near = if f < 0.5 { a } else { b };
+            PenPoint {
+                x: a.x + f * (b.x - a.x),
+                y: a.y + f * (b.y - a.y),
+                t: traj.points[i].t,
+                down: near.down,
+            }
+        })
+        .collect()
 }
 
 fn validate(cfg: &SequenceTrainConfig) -> Result<()> {

@@ -172,6 +172,7 @@ fn short_training_run_beats_chance() {
         points: 64,
         features: ALL_FEATURES.to_vec(),
         standardize: true,
+        ..PenPreprocess::default()
     };
     let net = SequenceNetConfig {
         widths: vec![32, 32],
@@ -179,6 +180,7 @@ fn short_training_run_beats_chance() {
         kernel: 5,
         segments: 4,
         dim: 32,
+        std_pooling: true,
     };
     let items: Vec<SequenceItem> = corpus
         .sigs
