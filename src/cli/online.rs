@@ -127,6 +127,9 @@ pub struct SequenceArgs {
     /// Embedding dimension.
     #[arg(long, default_value_t = 64)]
     pub dim: usize,
+    /// Towers trained side by side from different initial weights, embeddings concatenated.
+    #[arg(long, default_value_t = 1)]
+    pub members: usize,
     /// Pool only the mean of each span (not mean and standard deviation).
     #[arg(long)]
     pub no_std_pooling: bool,
@@ -217,6 +220,7 @@ pub fn run_train(a: SequenceArgs) -> Result<()> {
         segments: a.segments,
         dim: a.dim,
         std_pooling: !a.no_std_pooling,
+        members: a.members,
     };
     let cfg = SequenceTrainConfig {
         loss: a.loss,
@@ -291,6 +295,10 @@ pub fn run_train(a: SequenceArgs) -> Result<()> {
     o.model.config.training["corpus"] = json!(dir.display().to_string());
     o.model.save(&a.out)?;
     eprintln!(
+        "untrained network: hold-out EER {:.4}",
+        1.0 - o.untrained_score
+    );
+    eprintln!(
         "kept epoch {}; on hold-out writers {}: twin EER {:.4} ({:?}), dtw EER {:.4}, fusion EER {:.4} (weights {:?}); training {:.1} s, {:.1} CPU-s; saved {}",
         o.selected_epoch,
         a.holdout_writers,
@@ -307,6 +315,7 @@ pub fn run_train(a: SequenceArgs) -> Result<()> {
         common::print_json(&json!({
             "model": a.out.display().to_string(),
             "selected_epoch": o.selected_epoch,
+            "untrained_holdout_eer": 1.0 - o.untrained_score,
             "train_writers": train_w,
             "holdout_writers": hold_w,
             "calibration": cal,

@@ -14,7 +14,7 @@ use crate::corpus::trajectory::{PenPoint, Trajectory};
 use crate::error::{Error, Result};
 use crate::model::sequence::{SequenceModel, SequenceModelConfig};
 use crate::timing::Stopwatch;
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -105,6 +105,8 @@ pub struct SequenceTrainOutcome {
     pub model: SequenceModel,
     pub history: Vec<SequenceEpoch>,
     pub selected_epoch: usize,
+    /// The evaluation of the initial (untrained) weights: the floor training must beat.
+    pub untrained_score: f64,
     /// Training time only (evaluation excluded).
     pub wall_seconds: f64,
     pub cpu_seconds: f64,
@@ -242,6 +244,7 @@ pub fn train_sequence(
     let pre = model.config.preprocess.clone();
     let mut history = Vec::new();
     let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
+    let untrained_score = evaluate(&model, 0)?;
     let (mut wall, mut cpu) = (0.0, 0.0);
     for epoch in 1..=cfg.epochs {
         let sw = Stopwatch::start();
@@ -279,43 +282,56 @@ pub fn train_sequence(
                 seqs.push(f);
             }
             let refs: Vec<&[f32]> = seqs.iter().map(Vec::as_slice).collect();
-            let e = model.encoder.forward(&model.input_tensor(&refs)?)?;
-            let l = match cfg.loss {
-                LossKind::Triplet => {
-                    let n = idx.len();
-                    let flat = e.flatten_all()?.to_vec1::<f32>()?;
-                    let dm = mining::distance_matrix(&flat, n, model.config.dim, cfg.squared);
-                    let trip =
-                        mining::mine_triplets(&dm, &labels, cfg.miner, cfg.margin, rng.random());
-                    if trip.is_empty() {
-                        continue;
+            let members = model.encoder.forward_members(&model.input_tensor(&refs)?)?;
+            let mut total: Option<Tensor> = None;
+            for e in &members {
+                let l = match cfg.loss {
+                    LossKind::Triplet => {
+                        let n = idx.len();
+                        let flat = e.flatten_all()?.to_vec1::<f32>()?;
+                        let dm = mining::distance_matrix(&flat, n, e.dim(1)?, cfg.squared);
+                        let trip = mining::mine_triplets(
+                            &dm,
+                            &labels,
+                            cfg.miner,
+                            cfg.margin,
+                            rng.random(),
+                        );
+                        if trip.is_empty() {
+                            continue;
+                        }
+                        loss::triplet_mined(e, &trip, cfg.margin as f64, cfg.squared)?
                     }
-                    loss::triplet_mined(&e, &trip, cfg.margin as f64, cfg.squared)?
-                }
-                _ => {
-                    let (mut a, mut b, mut y) = (Vec::new(), Vec::new(), Vec::new());
-                    for i in 0..idx.len() {
-                        for j in i + 1..idx.len() {
-                            if labels[i] < 1_000_000 || labels[j] < 1_000_000 {
-                                a.push(i as u32);
-                                b.push(j as u32);
-                                y.push(f32::from(u8::from(labels[i] == labels[j])));
+                    _ => {
+                        let (mut a, mut b, mut y) = (Vec::new(), Vec::new(), Vec::new());
+                        for i in 0..idx.len() {
+                            for j in i + 1..idx.len() {
+                                if labels[i] < 1_000_000 || labels[j] < 1_000_000 {
+                                    a.push(i as u32);
+                                    b.push(j as u32);
+                                    y.push(f32::from(u8::from(labels[i] == labels[j])));
+                                }
                             }
                         }
+                        let n = a.len();
+                        let ta = e.index_select(&Tensor::from_vec(a, n, &Device::Cpu)?, 0)?;
+                        let tb = e.index_select(&Tensor::from_vec(b, n, &Device::Cpu)?, 0)?;
+                        let d = loss::euclidean_distance(&ta, &tb)?;
+                        loss::contrastive(
+                            &d,
+                            &Tensor::from_vec(y, n, &Device::Cpu)?,
+                            cfg.margin as f64,
+                        )?
                     }
-                    let n = a.len();
-                    let ta = e.index_select(&Tensor::from_vec(a, n, &Device::Cpu)?, 0)?;
-                    let tb = e.index_select(&Tensor::from_vec(b, n, &Device::Cpu)?, 0)?;
-                    let d = loss::euclidean_distance(&ta, &tb)?;
-                    loss::contrastive(
-                        &d,
-                        &Tensor::from_vec(y, n, &Device::Cpu)?,
-                        cfg.margin as f64,
-                    )?
-                }
-            };
+                };
+                total = Some(match total {
+                    None => l,
+                    Some(t) => (t + l)?,
+                });
+            }
+            let Some(l) = total else { continue };
             opt.backward_step(&l)?;
-            loss_sum += l.to_scalar::<f32>()? as f64;
+            loss_sum += l.to_scalar::<f32>()? as f64 / members.len() as f64;
         }
         let (ew, ec) = (sw.wall(), sw.cpu());
         wall += ew;
@@ -347,6 +363,7 @@ pub fn train_sequence(
     model.config.training = serde_json::json!({
         "config": cfg,
         "selected_epoch": selected_epoch,
+        "untrained_score": untrained_score,
         "history": history,
         "wall_seconds": wall,
         "cpu_seconds": cpu,
@@ -355,6 +372,7 @@ pub fn train_sequence(
         model,
         history,
         selected_epoch,
+        untrained_score,
         wall_seconds: wall,
         cpu_seconds: cpu,
     })

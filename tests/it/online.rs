@@ -181,6 +181,7 @@ fn short_training_run_beats_chance() {
         segments: 4,
         dim: 32,
         std_pooling: true,
+        members: 1,
     };
     let items: Vec<SequenceItem> = corpus
         .sigs
@@ -207,10 +208,19 @@ fn short_training_run_beats_chance() {
         let d = online::twin_trial_distances(&trials, Aggregate::Min, &emb, m.config.dim);
         Ok(1.0 - online::choice_for(&trials, Aggregate::Min, &d)?.holdout_eer)
     };
+    let mcfg = SequenceModelConfig::new(pre, net);
+    // The untrained network (the same initial weights) is the floor to beat.
+    let untrained = 1.0
+        - eval(
+            &SequenceModel::new_trainable(mcfg.clone(), cfg.seed).unwrap(),
+            0,
+        )
+        .unwrap();
+    println!("untrained hold-out EER {untrained:.4}");
     let o = train_sequence(
         &items,
         &cfg,
-        SequenceModelConfig::new(pre, net),
+        mcfg,
         &mut |e| {
             println!(
                 "epoch {}: loss {:.4}, hold-out EER {:.4}",
@@ -225,6 +235,10 @@ fn short_training_run_beats_chance() {
     let best = o.history.iter().map(|e| 1.0 - e.score).fold(1.0, f64::min);
     println!("best hold-out EER {best:.4} at epoch {}", o.selected_epoch);
     assert!(best < 0.4, "hold-out EER {best} is no better than chance");
+    assert!(
+        best < untrained - 0.05,
+        "training did not help: {best} vs untrained {untrained}"
+    );
     // The kept weights are the selected epoch's, and they survive a save and load.
     let tmp = tempfile::tempdir().unwrap();
     o.model.save(tmp.path()).unwrap();
