@@ -157,8 +157,9 @@ fn protocol_counts_and_perfect_separation() {
     );
 }
 
-/// A short run of the sequence twin on writers 1-6 beats chance on held-out writers 7-9:
-/// an untrained network sits near EER 0.5 by construction; a few epochs must go well below.
+/// A short run of the sequence twin on writers 1-15 beats chance on held-out writers 16-20,
+/// and beats the untrained network (which already sits below 0.5: its random features of
+/// the standardised trajectory carry some signal).
 #[test]
 fn short_training_run_beats_chance() {
     let Some(dir) = shared_corpus() else { return };
@@ -169,17 +170,17 @@ fn short_training_run_beats_chance() {
         "PROVENANCE.txt: users 1-30 x 40 files"
     );
     let pre = PenPreprocess {
-        points: 64,
+        points: 120,
         features: ALL_FEATURES.to_vec(),
         standardize: true,
         ..PenPreprocess::default()
     };
     let net = SequenceNetConfig {
-        widths: vec![32, 32],
-        dilations: vec![1, 2],
+        widths: vec![64, 64, 64],
+        dilations: vec![1, 2, 4],
         kernel: 5,
         segments: 4,
-        dim: 32,
+        dim: 64,
         std_pooling: true,
         members: 1,
     };
@@ -187,26 +188,27 @@ fn short_training_run_beats_chance() {
         .sigs
         .iter()
         .zip(&corpus.trajectories)
-        .filter(|(s, _)| s.writer <= 6)
+        .filter(|(s, _)| s.writer <= 15)
         .map(|(s, t)| SequenceItem {
             trajectory: t.clone(),
             writer: s.writer,
             genuine: s.genuine,
         })
         .collect();
-    let hold = [7, 8, 9];
+    let hold = [16, 17, 18, 19, 20];
     let trials = online_trials(&corpus.sigs, &hold, 5, false).unwrap();
     let feats = corpus.features(&pre).unwrap();
     let cfg = SequenceTrainConfig {
-        epochs: 6,
-        writers_per_batch: 6,
+        epochs: 4,
+        miner: twindex::train::Miner::BatchHard,
+        margin: 0.5,
         seed: 3,
         ..Default::default()
     };
     let mut eval = |m: &SequenceModel, _e: usize| -> twindex::Result<f64> {
         let emb = m.embed(&feats, 256)?;
-        let d = online::twin_trial_distances(&trials, Aggregate::Min, &emb, m.config.dim);
-        Ok(1.0 - online::choice_for(&trials, Aggregate::Min, &d)?.holdout_eer)
+        let d = online::twin_trial_distances(&trials, Aggregate::MinNorm, &emb, m.config.dim);
+        Ok(1.0 - online::choice_for(&trials, Aggregate::MinNorm, &d)?.holdout_eer)
     };
     let mcfg = SequenceModelConfig::new(pre, net);
     // The untrained network (the same initial weights) is the floor to beat.
@@ -235,8 +237,9 @@ fn short_training_run_beats_chance() {
     let best = o.history.iter().map(|e| 1.0 - e.score).fold(1.0, f64::min);
     println!("best hold-out EER {best:.4} at epoch {}", o.selected_epoch);
     assert!(best < 0.4, "hold-out EER {best} is no better than chance");
+    // Measured: untrained 0.3067, best of 4 epochs 0.2400.
     assert!(
-        best < untrained - 0.05,
+        best < untrained - 0.04,
         "training did not help: {best} vs untrained {untrained}"
     );
     // The kept weights are the selected epoch's, and they survive a save and load.
