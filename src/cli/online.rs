@@ -479,12 +479,15 @@ pub fn run_verify(
     });
     let (dtw, dtw_thr) = match &loaded {
         Some((_, cal)) => (cal.dtw.clone(), cal.dtw_choice.threshold),
-        None => (
-            DtwScorer::default(),
-            threshold.context(
-                "no sequence encoder (pass --model DIR): the dtw scorer then needs --threshold",
-            )?,
-        ),
+        None => {
+            if scorer != Scorer::Dtw {
+                bail!("the {} scorer needs a sequence encoder: pass --model DIR (made by `twindex train sequence`)", scorer.name());
+            }
+            (
+                DtwScorer::default(),
+                threshold.unwrap_or(online::DEFAULT_DTW_THRESHOLD),
+            )
+        }
     };
     let q = read_trajectory(signature)?;
     let refs = references

@@ -446,6 +446,11 @@ impl DtwScorer {
     }
 }
 
+/// The default DTW scorer's decision threshold (a `mean-norm` distance) where no encoder's
+/// calibration gives one: the EER point of SVC2004 writers 1-20 (genuine vs skilled), as
+/// `twindex eval --protocol signatures-online --scorer dtw` prints it.
+pub const DEFAULT_DTW_THRESHOLD: f32 = 1.1712;
+
 /// Which score decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
