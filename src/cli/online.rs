@@ -133,6 +133,9 @@ pub struct SequenceArgs {
     /// Pool only the mean of each span (not mean and standard deviation).
     #[arg(long)]
     pub no_std_pooling: bool,
+    /// Train on 8 pseudo-writers per writer (mirrored in x, y, written backwards).
+    #[arg(long)]
+    pub pseudo_writers: bool,
     /// Largest random change of the writing speed (time-warp augmentation; 0: none).
     #[arg(long, default_value_t = 0.3)]
     pub aug_time_warp: f64,
@@ -236,6 +239,7 @@ pub fn run_train(a: SequenceArgs) -> Result<()> {
         seed: a.seed,
         augment: !a.no_augment,
         aug_time_warp: a.aug_time_warp,
+        pseudo_writers: a.pseudo_writers,
         ..Default::default()
     };
     let items: Vec<SequenceItem> = corpus
