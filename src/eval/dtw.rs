@@ -11,7 +11,12 @@ use crate::error::{Error, Result};
 /// `(i-1, j)`, `(i, j-1)`, `(i-1, j-1)`; the result is the total cost of the cheapest path from
 /// `(0, 0)` to `(n-1, m-1)`. `band >= max(n, m)` is unconstrained DTW.
 pub fn dtw_banded(a: &[f32], b: &[f32], c: usize, band: usize) -> Result<f32> {
-    if c == 0 || a.len() % c != 0 || b.len() % c != 0 || a.is_empty() || b.is_empty() {
+    if c == 0
+        || !a.len().is_multiple_of(c)
+        || !b.len().is_multiple_of(c)
+        || a.is_empty()
+        || b.is_empty()
+    {
         return Err(Error::Shape(format!(
             "dtw: sequences of {} and {} values are not non-empty multiples of {c} features",
             a.len(),

@@ -365,8 +365,8 @@ impl LogisticFusion {
     /// The fused distance `1 - p(genuine)` of one row of input distances.
     pub fn distance(&self, x: &[f32]) -> f32 {
         let mut f = self.bias;
-        for j in 0..self.weights.len() {
-            f += self.weights[j] * (x[j] as f64 - self.mean[j]) / self.std[j];
+        for (j, &v) in x.iter().enumerate().take(self.weights.len()) {
+            f += self.weights[j] * (v as f64 - self.mean[j]) / self.std[j];
         }
         (1.0 - 1.0 / (1.0 + (-f).exp())) as f32
     }
@@ -751,8 +751,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         b.swap(c, p);
         for r in c + 1..n {
             let f = a[r][c] / a[c][c];
-            for k in c..n {
-                a[r][k] -= f * a[c][k];
+            let pivot = a[c].clone();
+            for (ark, ack) in a[r][c..n].iter_mut().zip(&pivot[c..n]) {
+                *ark -= f * ack;
             }
             b[r] -= f * b[c];
         }

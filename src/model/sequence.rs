@@ -110,7 +110,7 @@ impl SequenceTower {
     pub fn new(vb: VarBuilder, cfg: &SequenceNetConfig, channels: usize) -> Result<Self> {
         if cfg.widths.is_empty()
             || cfg.widths.len() != cfg.dilations.len()
-            || cfg.kernel % 2 == 0
+            || cfg.kernel.is_multiple_of(2)
             || cfg.segments == 0
             || cfg.dim == 0
         {
@@ -259,7 +259,11 @@ impl SequenceModelConfig {
                 ),
             ));
         }
-        if self.preprocess.points % self.net.segments.max(1) != 0 {
+        if !self
+            .preprocess
+            .points
+            .is_multiple_of(self.net.segments.max(1))
+        {
             return Err(Error::corrupt(
                 path,
                 format!(

@@ -213,8 +213,10 @@ fn validate(cfg: &SequenceTrainConfig) -> Result<()> {
     if cfg.epochs == 0
         || cfg.writers_per_batch < 2
         || cfg.genuine_per_writer < 2
-        || !(cfg.lr > 0.0)
-        || !(cfg.margin > 0.0)
+        || cfg.lr.is_nan()
+        || cfg.lr <= 0.0
+        || cfg.margin.is_nan()
+        || cfg.margin <= 0.0
         || cfg.loss == LossKind::Arcface
     {
         return Err(Error::InvalidArgument(format!(
