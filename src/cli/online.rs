@@ -428,7 +428,10 @@ pub fn run_eval(
             (
                 d,
                 Some(thr),
-                format!("DTW threshold: EER point of writers {}", a.calibration_writers),
+                format!(
+                    "DTW threshold: EER point of writers {}; the default DTW settings were chosen on writers 1-20",
+                    a.calibration_writers
+                ),
             )
         }
     };
