@@ -54,11 +54,17 @@ pub struct EvalArgs {
     /// Signatures: how a questioned signature's distances to the references are combined.
     #[arg(long, value_enum, default_value_t = Aggregate::Min)]
     pub aggregate: Aggregate,
+    #[command(flatten)]
+    pub online: super::online::OnlineEvalArgs,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if a.protocol == Some(Protocol::SignaturesOnline) {
+        let corpus = (a.corpus != "mnist").then_some(a.corpus.as_str());
+        return super::online::run_eval(corpus, a.model.as_deref(), &a.online, a.json);
+    }
     if let Some(p) = &a.pairs {
         return run_text(&a, p);
     }

@@ -8,6 +8,7 @@ mod demo;
 mod eval;
 mod import;
 mod index;
+mod online;
 mod protocol;
 mod query;
 mod train;

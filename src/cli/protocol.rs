@@ -20,6 +20,10 @@ pub enum Protocol {
     /// SVC2004 signatures: train on writers 1-20, calibrate and test on 21-30 (5 references,
     /// genuine vs skilled forgeries).
     Signatures,
+    /// SVC2004 online signatures (pen trajectories): `train sequence` and `eval` with
+    /// `--test-writers` (default 21-30) and `--scorer twin|dtw|fusion`.
+    #[value(name = "signatures-online")]
+    SignaturesOnline,
 }
 
 /// How image files become network input (image-folder corpora).
@@ -476,6 +480,9 @@ pub fn eval_protocol(
     agg: Aggregate,
 ) -> Result<serde_json::Value> {
     match p {
+        Protocol::SignaturesOnline => {
+            bail!("--protocol signatures-online is evaluated by the online scorers, not an image encoder")
+        }
         Protocol::Orl => {
             let f = ImageFolder::scan(Path::new(corpus), &fa.label_column)?;
             let mut folds = protocol::orl_folds(&f)?;
@@ -634,6 +641,7 @@ pub fn default_protocol_model(p: Protocol) -> Option<PathBuf> {
     let d = common::repo_root().join(match p {
         Protocol::Orl => "corpora/encoders/orl-faces",
         Protocol::Signatures => "corpora/encoders/signatures",
+        Protocol::SignaturesOnline => "corpora/encoders/signatures-online",
     });
     d.exists().then_some(d)
 }
@@ -651,5 +659,6 @@ pub fn default_protocol_corpus(p: Protocol) -> PathBuf {
             }
         }
         Protocol::Signatures => root.join("../shared/corpora/signatures-svc2004"),
+        Protocol::SignaturesOnline => super::online::default_corpus(),
     }
 }

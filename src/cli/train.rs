@@ -16,6 +16,9 @@ pub enum TrainCmd {
     Image(ImageArgs),
     /// Fine-tune a sentence-transformers text encoder on labelled pairs.
     Text(super::train_text::TextArgs),
+    /// Train the sequence twin (time-delay network) on pen trajectories:
+    /// `--protocol signatures-online`.
+    Sequence(super::online::SequenceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +131,7 @@ pub fn run(cmd: TrainCmd) -> Result<()> {
     match cmd {
         TrainCmd::Image(a) => run_image(a),
         TrainCmd::Text(a) => super::train_text::run(a),
+        TrainCmd::Sequence(a) => super::online::run_train(a),
     }
 }
 
@@ -192,6 +196,9 @@ fn run_image(a: ImageArgs) -> Result<()> {
                 a.aggregate,
                 &a.out,
             )?,
+            Some(Protocol::SignaturesOnline) => anyhow::bail!(
+                "--protocol signatures-online trains a sequence twin: use `twindex train sequence --protocol signatures-online`"
+            ),
             None => protocol::train_folder(
                 &corpus,
                 &a.folder,

@@ -6,6 +6,7 @@ pub mod image_file;
 pub mod pairs;
 pub mod sampler;
 pub mod text;
+pub mod trajectory;
 
 pub use idx::{load_idx_corpus, read_idx, read_image_set, ImageSet, TrainTest};
 pub use sampler::{seed_pairs, Pair, PkSampler};

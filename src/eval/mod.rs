@@ -4,8 +4,10 @@
 //! `score >= threshold`; positives are labelled `true`.
 
 pub mod calibrate;
+pub mod dtw;
 pub mod image;
 pub mod metrics;
+pub mod online;
 pub mod plot;
 pub mod protocol;
 pub mod text;

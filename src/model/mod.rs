@@ -8,7 +8,9 @@ pub mod fastbert;
 pub mod image;
 pub mod kernels;
 pub mod ops;
+pub mod pen;
 pub mod seeded;
+pub mod sequence;
 pub mod text;
 
 pub use cnn::{Arch, ImageEncoder};

@@ -4,6 +4,7 @@
 pub mod image;
 pub mod loss;
 pub mod mining;
+pub mod sequence;
 pub mod text;
 
 pub use image::{

@@ -9,6 +9,7 @@ mod index_crash;
 mod index_engine;
 mod index_graph;
 mod index_io;
+mod online;
 mod text;
 mod text_train;
 mod train;
