@@ -806,3 +806,79 @@ fn bench_ground_truth_is_item_ids_after_compaction() {
         "recall {r} against item-id ground truth after compaction"
     );
 }
+
+/// The main job on the shipped default: the demo builds its index, reuses it on a second run,
+/// reports the headline figures, and leaves an index it did not make alone.
+#[test]
+fn demo_runs_the_main_job_and_never_replaces_a_foreign_index() {
+    let enc = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/encoders/mnist-cnn");
+    if !crate::input_present(&enc.join("config.json"), "the shipped MNIST encoder") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let idx = tmp.path().join("demo");
+    let idx_s = idx.to_str().unwrap();
+    let d = ok_json(&["demo", "--index", idx_s, "--show", "2", "--json"]);
+    assert_eq!(d["items"], 60000);
+    assert!(d["built"].is_object(), "first run builds");
+    assert!(d["precision_at_1"].as_f64().unwrap() >= 0.99, "{d}");
+    assert!(d["test_pair_accuracy"].as_f64().unwrap() >= 0.99, "{d}");
+    assert!(d["hnsw_recall_at_10"].as_f64().unwrap() >= 0.95, "{d}");
+    assert_eq!(d["queries"].as_array().unwrap().len(), 2);
+    let again = ok_json(&["demo", "--index", idx_s, "--show", "1", "--json"]);
+    assert!(again["built"].is_null(), "second run reuses the index");
+    // Another index there (made by `index build`, another encoder): refused, untouched.
+    let other = tmp.path().join("mine");
+    let npy = tmp.path().join("v.npy");
+    twindex::index::vecio::write_npy(
+        &npy,
+        &twindex::index::Matrix {
+            rows: 20,
+            cols: DIM,
+            data: (0..20).flat_map(vector_of).collect(),
+        },
+    )
+    .unwrap();
+    ok_json(&[
+        "index",
+        "build",
+        "--vectors",
+        npy.to_str().unwrap(),
+        "--out",
+        other.to_str().unwrap(),
+        "--json",
+    ]);
+    let before = std::fs::read(other.join("manifest.json")).unwrap();
+    fails_with(
+        &["demo", "--index", other.to_str().unwrap()],
+        "did not make",
+    );
+    assert_eq!(std::fs::read(other.join("manifest.json")).unwrap(), before);
+}
+
+/// `--keep-best` selects on held-out data only: on MNIST without --holdout it would choose the
+/// model on the test set, so it is refused before any training.
+#[test]
+fn keep_best_never_selects_on_the_test_set() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().join("m");
+    fails_with(
+        &[
+            "train",
+            "image",
+            "--corpus",
+            "mnist",
+            "--arch",
+            "lenet",
+            "--loss",
+            "contrastive",
+            "--epochs",
+            "1",
+            "--keep-best",
+            "--out",
+            o.to_str().unwrap(),
+        ],
+        "--keep-best selects on held-out data",
+    );
+    assert!(!o.exists(), "nothing written");
+}
