@@ -353,7 +353,7 @@ fn build(a: BuildArgs) -> Result<()> {
                 a.label_column.as_deref().unwrap_or("label"),
             )?;
             let set =
-                twindex::corpus::folder::load_set(&f.items, &f.classes, &model.config.preprocess)?;
+                twindex::model::image::load_set(&f.items, &f.classes, &model.config.preprocess)?;
             let vectors = common::embed_with_bar(&model, &set)?;
             let items = f
                 .items

@@ -163,8 +163,8 @@ pub fn train_split(
     let train_classes = folder::classes_of(train_items);
     let dev_classes = folder::classes_of(dev_items);
     let data = TrainTest {
-        train: folder::load_set(train_items, &train_classes, pre)?,
-        test: folder::load_set(dev_items, &dev_classes, pre)?,
+        train: twindex::model::image::load_set(train_items, &train_classes, pre)?,
+        test: twindex::model::image::load_set(dev_items, &dev_classes, pre)?,
     };
     let mut mcfg = ImageModelConfig::new(cfg.arch, pre.height, pre.width, 1);
     mcfg.preprocess = pre.clone();
@@ -328,7 +328,8 @@ pub fn orl_fold_with_model(
     model: &ImageModel,
 ) -> Result<OrlFoldReport> {
     let items = f.with_labels(&fold.unseen_subjects);
-    let set = folder::load_set(&items, &fold.unseen_subjects, &model.config.preprocess)?;
+    let set =
+        twindex::model::image::load_set(&items, &fold.unseen_subjects, &model.config.preprocess)?;
     let emb = model.embed_pixels(&set.pixels, set.n, 256)?;
     Ok(protocol::orl_fold_report(
         fold.fold,
@@ -421,7 +422,7 @@ fn signature_test_set(sigs: &[Signature], pre: &Preprocess) -> Result<(Vec<Signa
         .cloned()
         .collect();
     let items: Vec<FolderItem> = test.iter().map(|s| s.item.clone()).collect();
-    let set = folder::load_set(&items, &folder::classes_of(&items), pre)?;
+    let set = twindex::model::image::load_set(&items, &folder::classes_of(&items), pre)?;
     Ok((test, set))
 }
 
@@ -496,7 +497,11 @@ pub fn eval_protocol(
                     let mut m = ImageModel::load(base)
                         .with_context(|| format!("loading encoder {}", base.display()))?;
                     m.config.preprocess.mirror_average |= fa.mirror_average;
-                    let set = folder::load_set(&f.items, &f.classes, &m.config.preprocess)?;
+                    let set = twindex::model::image::load_set(
+                        &f.items,
+                        &f.classes,
+                        &m.config.preprocess,
+                    )?;
                     let emb = m.embed_pixels(&set.pixels, set.n, 64)?;
                     Some((m, emb))
                 }
@@ -507,12 +512,12 @@ pub fn eval_protocol(
                 let r = if raw {
                     let pre = folder_preprocess(fa, Some(p))?;
                     let items = f.with_labels(&fold.unseen_subjects);
-                    let set = folder::load_set(&items, &fold.unseen_subjects, &pre)?;
+                    let set = twindex::model::image::load_set(&items, &fold.unseen_subjects, &pre)?;
                     let emb = raw_embeddings(&set, &pre);
                     // Raw pixels have no calibrated threshold: use the fold's training
                     // subjects' pairs (best F1), as an encoder's would be.
                     let tr = f.with_labels(&fold.train_subjects);
-                    let tset = folder::load_set(&tr, &fold.train_subjects, &pre)?;
+                    let tset = twindex::model::image::load_set(&tr, &fold.train_subjects, &pre)?;
                     let temb = raw_embeddings(&tset, &pre);
                     let (thr, _) =
                         protocol::calibrate_pairs(&temb, set.rows * set.cols, &tset.labels, None)?;

@@ -7,7 +7,6 @@
 
 use super::idx::ImageSet;
 use crate::error::{Error, Result};
-use crate::model::Preprocess;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -192,11 +191,17 @@ fn read_labels_tsv(root: &Path, tsv: &Path, label_column: &str) -> Result<Vec<Fo
     Ok(items)
 }
 
-/// Read `items` with `pre` (resized, padded; see [`Preprocess::load_file`]) into an
-/// [`ImageSet`] whose labels index `classes`. Every file is read; the first that fails is the
-/// error (naming it).
-pub fn load_set(items: &[FolderItem], classes: &[String], pre: &Preprocess) -> Result<ImageSet> {
-    let per = pre.height * pre.width;
+/// Read `items` with `load` (a path to `height x width` pixels: the model's preprocessing,
+/// see `model::image::load_set`) into an [`ImageSet`] whose labels index `classes`. Every file
+/// is read; the first that fails is the error (naming it).
+pub fn load_set_with(
+    items: &[FolderItem],
+    classes: &[String],
+    height: usize,
+    width: usize,
+    load: impl Fn(&Path) -> Result<Vec<u8>> + Sync,
+) -> Result<ImageSet> {
+    let per = height * width;
     let labels = items
         .iter()
         .map(|it| {
@@ -209,7 +214,7 @@ pub fn load_set(items: &[FolderItem], classes: &[String], pre: &Preprocess) -> R
         .collect::<Result<Vec<u32>>>()?;
     let imgs: Vec<Vec<u8>> = items
         .par_iter()
-        .map(|it| pre.load_file(&it.path))
+        .map(|it| load(&it.path))
         .collect::<Result<_>>()?;
     let mut pixels = Vec::with_capacity(items.len() * per);
     for im in imgs {
@@ -217,14 +222,14 @@ pub fn load_set(items: &[FolderItem], classes: &[String], pre: &Preprocess) -> R
     }
     Ok(ImageSet {
         n: items.len(),
-        rows: pre.height,
-        cols: pre.width,
+        rows: height,
+        cols: width,
         pixels,
         labels,
     })
 }
 
-/// Class names in first-seen order of `items`, as [`load_set`] wants them.
+/// Class names in first-seen order of `items`, as [`load_set_with`] wants them.
 pub fn classes_of(items: &[FolderItem]) -> Vec<String> {
     let mut classes: Vec<String> = Vec::new();
     for it in items {
@@ -284,9 +289,8 @@ mod tests {
         let f = ImageFolder::scan(d.path(), "label").unwrap();
         assert_eq!(f.classes, vec!["s2", "s10"]);
         assert_eq!(f.items.len(), 5);
-        let pre =
-            crate::model::ImageModelConfig::new(crate::model::Arch::Lenet, 16, 16, 1).preprocess;
-        let set = load_set(&f.items, &f.classes, &pre).unwrap();
+        let pre = |p: &Path| crate::corpus::image_file::load_grey(p, 16, 16, 0);
+        let set = load_set_with(&f.items, &f.classes, 16, 16, pre).unwrap();
         assert_eq!((set.n, set.rows, set.cols), (5, 16, 16));
         assert_eq!(set.labels, vec![0, 0, 1, 1, 1]);
 
@@ -306,7 +310,7 @@ mod tests {
         // A listed file that is not an image is an error naming it.
         std::fs::write(d.path().join(LABELS_FILE), "path\tlabel\ns2/notes.txt\tx\n").unwrap();
         let f = ImageFolder::scan(d.path(), "label").unwrap();
-        let e = load_set(&f.items, &f.classes, &pre)
+        let e = load_set_with(&f.items, &f.classes, 16, 16, pre)
             .unwrap_err()
             .to_string();
         assert!(e.contains("notes.txt"), "{e}");

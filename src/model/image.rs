@@ -127,6 +127,18 @@ impl FaceAlign {
     }
 }
 
+/// Read folder `items` with `pre` (resized, padded; see [`Preprocess::load_file`]) into an
+/// [`crate::corpus::ImageSet`] whose labels index `classes`.
+pub fn load_set(
+    items: &[crate::corpus::folder::FolderItem],
+    classes: &[String],
+    pre: &Preprocess,
+) -> Result<crate::corpus::ImageSet> {
+    crate::corpus::folder::load_set_with(items, classes, pre.height, pre.width, |p| {
+        pre.load_file(p)
+    })
+}
+
 fn default_true() -> bool {
     true
 }
