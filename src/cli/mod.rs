@@ -10,6 +10,7 @@ mod import;
 mod index;
 mod protocol;
 mod query;
+mod serve;
 mod train;
 mod train_text;
 mod verify;
@@ -49,6 +50,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Every pair of items within the duplicate threshold, and their clusters.
     Dedup(dedup::DedupArgs),
+    /// Serve indexes over HTTP: JSON API, search page, metrics (see the README's Serve section).
+    Serve(serve::ServeArgs),
     /// Choose the duplicate threshold from labelled pairs and store it in the index.
     Calibrate(calibrate::CalibrateArgs),
     /// Recall@k against exact search, queries/s and latency over an ef sweep.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Index(c) => index::run(c),
         Command::Query(a) => query::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
