@@ -8,6 +8,7 @@ mod index_crash;
 mod index_engine;
 mod index_graph;
 mod index_io;
+mod serve;
 mod text;
 mod text_train;
 mod train;
