@@ -5,7 +5,7 @@
 //! answer "is this a duplicate of something I have?" with a calibrated threshold.
 //!
 //! Modules, in dependency order: [`error`] (with [`fsutil`], [`timing`]) <- [`corpus`],
-//! [`index`], [`model`] <- [`train`], [`query`] <- [`eval`]; the `twindex` binary's `cli` sits
+//! [`index`], [`model`] <- [`train`], [`query`] <- [`eval`], [`serve`]; the `twindex` binary's `cli` sits
 //! on top. [`index`] knows nothing of candle; [`model`] knows nothing of [`index`].
 
 pub mod corpus;
@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod index;
 pub mod model;
 pub mod query;
+pub mod serve;
 pub mod timing;
 pub mod train;
 

@@ -11,6 +11,7 @@ mod index;
 mod online;
 mod protocol;
 mod query;
+mod serve;
 mod train;
 mod train_text;
 mod verify;
@@ -50,6 +51,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Every pair of items within the duplicate threshold, and their clusters.
     Dedup(dedup::DedupArgs),
+    /// Serve indexes over HTTP: JSON API, search page, metrics (see the README's Serve section).
+    Serve(serve::ServeArgs),
     /// Choose the duplicate threshold from labelled pairs and store it in the index.
     Calibrate(calibrate::CalibrateArgs),
     /// Recall@k against exact search, queries/s and latency over an ef sweep.
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Index(c) => index::run(c),
         Command::Query(a) => query::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
