@@ -87,8 +87,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
             }
         }
         let sw = twindex::timing::Stopwatch::start();
-        let mut v =
-            protocol::eval_protocol(p, &corpus, model.as_deref(), a.raw, &a.folder, a.aggregate)?;
+        let mut v = protocol::eval_protocol(
+            p,
+            &corpus,
+            model.as_deref(),
+            a.raw,
+            &a.folder,
+            a.aggregate,
+            &twindex::eval::online::parse_writer_range(&a.online.test_writers)?,
+        )?;
         v["seconds"] = serde_json::json!(sw.wall());
         if a.json {
             common::print_json(&v)?;

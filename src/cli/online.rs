@@ -68,7 +68,7 @@ impl DtwArgs {
 /// `eval --protocol signatures-online` flags.
 #[derive(Debug, Clone, Args)]
 pub struct OnlineEvalArgs {
-    /// signatures-online: the writers tested (A-B).
+    /// signatures and signatures-online: the writers tested (A-B).
     #[arg(long, default_value = "21-30")]
     pub test_writers: String,
     /// signatures-online without an encoder: the writers on which DTW's threshold is chosen.

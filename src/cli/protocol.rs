@@ -386,7 +386,8 @@ pub fn train_signatures(
     let mut o = train_split(&tr, &dv, &pre, cfg, corpus, target_far, "signatures")?;
     // The decision compares a questioned signature with a writer's references: calibrate
     // exactly that on writers 21-30 (the protocol's calibration writers).
-    let (report, cal) = signatures_with_model(&sigs, &o.model, agg, None, target_far)?;
+    let test: Vec<usize> = SIGNATURE_TEST_WRITERS.collect();
+    let (report, cal) = signatures_with_model(&sigs, &o.model, agg, None, target_far, &test)?;
     o.model.config.threshold = report.threshold;
     o.model.config.calibration = Some(cal);
     o.model.config.training.command = Some(super::train::command_line());
@@ -408,19 +409,30 @@ pub fn signatures_with_model(
     agg: Aggregate,
     threshold: Option<f32>,
     target_far: Option<f64>,
+    writers: &[usize],
 ) -> Result<(protocol::SignatureReport, serde_json::Value)> {
-    let (test, set) = signature_test_set(sigs, &model.config.preprocess)?;
+    let (test, set) = signature_test_set(sigs, &model.config.preprocess, writers)?;
     let emb = model.embed_pixels(&set.pixels, set.n, 128)?;
     signatures_from_embeddings(&test, &emb, model.config.dim, agg, threshold, target_far)
 }
 
-/// The signatures of the test writers (21-30) and their images read with `pre`.
-fn signature_test_set(sigs: &[Signature], pre: &Preprocess) -> Result<(Vec<Signature>, ImageSet)> {
+/// The signatures of the test `writers` (default 21-30) and their images read with `pre`.
+fn signature_test_set(
+    sigs: &[Signature],
+    pre: &Preprocess,
+    writers: &[usize],
+) -> Result<(Vec<Signature>, ImageSet)> {
     let test: Vec<Signature> = sigs
         .iter()
-        .filter(|s| SIGNATURE_TEST_WRITERS.contains(&s.writer))
+        .filter(|s| writers.contains(&s.writer))
         .cloned()
         .collect();
+    if let Some(w) = writers
+        .iter()
+        .find(|w| !test.iter().any(|s| s.writer == **w))
+    {
+        bail!("--test-writers: the corpus has no signatures of writer {w}");
+    }
     let items: Vec<FolderItem> = test.iter().map(|s| s.item.clone()).collect();
     let set = twindex::model::image::load_set(&items, &folder::classes_of(&items), pre)?;
     Ok((test, set))
@@ -447,8 +459,11 @@ fn signatures_from_embeddings(
     let report = protocol::signature_report(writers, 5, agg, &dist, &genuine, &who, Some(thr))?;
     let mut calv = serde_json::to_value(&cal)?;
     calv["aggregate"] = serde_json::to_value(agg)?;
-    calv["writers"] =
-        json!("21-30 (5 references each; questioned S6-S20 genuine, S21-S40 skilled forgeries)");
+    calv["writers"] = json!(format!(
+        "{}-{} (5 references each; questioned S6-S20 genuine, S21-S40 skilled forgeries)",
+        test.first().map_or(0, |s| s.writer),
+        test.last().map_or(0, |s| s.writer)
+    ));
     Ok((report, calv))
 }
 
@@ -479,6 +494,7 @@ pub fn eval_protocol(
     raw: bool,
     fa: &FolderArgs,
     agg: Aggregate,
+    test_writers: &[usize],
 ) -> Result<serde_json::Value> {
     match p {
         Protocol::SignaturesOnline => {
@@ -585,7 +601,7 @@ pub fn eval_protocol(
             let mut source = "calibrated on the tested writers (best F1)";
             let (report, _) = if raw {
                 let pre = folder_preprocess(fa, Some(p))?;
-                let (test, set) = signature_test_set(&sigs, &pre)?;
+                let (test, set) = signature_test_set(&sigs, &pre, test_writers)?;
                 let emb = raw_embeddings(&set, &pre);
                 signatures_from_embeddings(&test, &emb, set.rows * set.cols, agg, None, None)?
             } else {
@@ -609,7 +625,7 @@ pub fn eval_protocol(
                         "note: the encoder's threshold was calibrated for --aggregate {cal_agg:?}; for {agg:?} the threshold is calibrated on the tested writers themselves (EER and ROC-AUC do not depend on it; FAR/FRR at it are optimistic)"
                     );
                 }
-                signatures_with_model(&sigs, &m, agg, thr, None)?
+                signatures_with_model(&sigs, &m, agg, thr, None, test_writers)?
             };
             print_signatures(&report);
             let mut v = serde_json::to_value(&report)?;

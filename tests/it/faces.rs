@@ -119,6 +119,33 @@ fn signature_protocol_runs_on_raw_pixels() {
     assert!(eer > 0.4 && eer < 0.6, "raw EER {eer}");
     assert_eq!(v["n_genuine"], 150);
     assert_eq!(v["n_forged"], 200);
+    // The tested writers are a flag: a sub-range, and a range the corpus lacks.
+    let c = sig.to_str().unwrap();
+    let five = ok_json(&[
+        "eval",
+        "--protocol",
+        "signatures",
+        "--raw",
+        "--corpus",
+        c,
+        "--test-writers",
+        "21-25",
+        "--json",
+    ]);
+    assert_eq!(five["n_genuine"], 75);
+    crate::cli::fails_with(
+        &[
+            "eval",
+            "--protocol",
+            "signatures",
+            "--raw",
+            "--corpus",
+            c,
+            "--test-writers",
+            "31-40",
+        ],
+        "no signatures of writer 31",
+    );
 }
 
 fn sha_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
