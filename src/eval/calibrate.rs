@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::eval::metrics::{best_f1_cut, confusion_at, sweep, Confusion, Needs, Sweep};
 use serde::{Deserialize, Serialize};
 
-/// How a [`Calibration`] chose its threshold.
+/// How a [`ThresholdReport`] chose its threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CalibrationMethod {
@@ -22,9 +22,10 @@ pub enum CalibrationMethod {
     TargetFar,
 }
 
-/// A calibrated duplicate threshold and the figures measured at it.
+/// A threshold chosen on labelled pairs and every figure measured at it (what `eval` reports;
+/// the index stores the summary it needs as [`crate::index::Calibration`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Calibration {
+pub struct ThresholdReport {
     /// How the threshold was chosen.
     pub method: CalibrationMethod,
     /// The target precision or FAR the method aimed at; `None` for best F1.
@@ -50,7 +51,7 @@ pub struct Calibration {
     pub n_positive: usize,
 }
 
-impl Calibration {
+impl ThresholdReport {
     /// Whether a pair with this similarity score is a duplicate: `score >= threshold`.
     pub fn accepts(&self, score: f32) -> bool {
         score >= self.threshold
@@ -58,7 +59,7 @@ impl Calibration {
 
     /// The same threshold and method with every figure measured again on other labelled pairs
     /// (calibrate on validation, report on test). Needs both classes.
-    pub fn measured_on(&self, scores: &[f32], labels: &[bool]) -> Result<Calibration> {
+    pub fn measured_on(&self, scores: &[f32], labels: &[bool]) -> Result<ThresholdReport> {
         sweep(scores, labels, "the test pairs", Needs::Both)?;
         let c = confusion_at(scores, labels, self.threshold)?;
         Ok(Self::from_confusion(
@@ -75,7 +76,7 @@ impl Calibration {
         threshold: f32,
         c: &Confusion,
     ) -> Self {
-        Calibration {
+        ThresholdReport {
             method,
             target,
             threshold,
@@ -98,13 +99,15 @@ fn measure(
     method: CalibrationMethod,
     target: Option<f64>,
     threshold: f32,
-) -> Result<Calibration> {
+) -> Result<ThresholdReport> {
     let c = confusion_at(scores, labels, threshold)?;
-    Ok(Calibration::from_confusion(method, target, threshold, &c))
+    Ok(ThresholdReport::from_confusion(
+        method, target, threshold, &c,
+    ))
 }
 
 /// Calibrate at the threshold of best F1 ([`crate::eval::metrics::best_f1`]).
-pub fn calibrate_best_f1(scores: &[f32], labels: &[bool]) -> Result<Calibration> {
+pub fn calibrate_best_f1(scores: &[f32], labels: &[bool]) -> Result<ThresholdReport> {
     let sw = sweep(scores, labels, "the calibration pairs", Needs::Both)?;
     let (_, _, _, threshold) = best_f1_cut(&sw);
     measure(scores, labels, CalibrationMethod::BestF1, None, threshold)
@@ -117,7 +120,7 @@ pub fn calibrate_target_precision(
     scores: &[f32],
     labels: &[bool],
     target: f64,
-) -> Result<Calibration> {
+) -> Result<ThresholdReport> {
     if !(target > 0.0 && target <= 1.0) {
         return Err(Error::InvalidArgument(format!(
             "--target-precision: must be in (0, 1], got {target}"
@@ -153,7 +156,7 @@ pub fn calibrate_target_far(
     scores: &[f32],
     labels: &[bool],
     target_far: f64,
-) -> Result<Calibration> {
+) -> Result<ThresholdReport> {
     if !(0.0..=1.0).contains(&target_far) {
         return Err(Error::InvalidArgument(format!(
             "--target-far: must be in [0, 1], got {target_far}"
@@ -202,7 +205,7 @@ impl Target {
     }
 
     /// Choose the threshold on similarity `scores` of pairs labelled `labels`.
-    pub fn calibrate(self, scores: &[f32], labels: &[bool]) -> Result<Calibration> {
+    pub fn calibrate(self, scores: &[f32], labels: &[bool]) -> Result<ThresholdReport> {
         match self {
             Target::BestF1 => calibrate_best_f1(scores, labels),
             Target::Precision(p) => calibrate_target_precision(scores, labels, p),
@@ -219,7 +222,7 @@ pub fn calibrate_searcher(
     labels: &[bool],
     target: Target,
     source: &str,
-) -> Result<(Calibration, crate::index::Calibration)> {
+) -> Result<(ThresholdReport, crate::index::Calibration)> {
     let metric = searcher.index().metric();
     let scores: Vec<f32> = searcher
         .pair_distances(pairs)?
@@ -413,7 +416,7 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert!(json.contains("\"method\":\"target_precision\""));
         assert!(json.contains("\"target\":0.75"));
-        let back: Calibration = serde_json::from_str(&json).unwrap();
+        let back: ThresholdReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c);
         let f1 = serde_json::to_string(&calibrate_best_f1(&S, &Y).unwrap()).unwrap();
         assert!(f1.contains("\"method\":\"best_f1\"") && !f1.contains("target"));

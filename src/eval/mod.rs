@@ -13,8 +13,8 @@ pub mod protocol;
 pub mod text;
 
 pub use calibrate::{
-    calibrate_best_f1, calibrate_target_far, calibrate_target_precision, Calibration,
-    CalibrationMethod,
+    calibrate_best_f1, calibrate_target_far, calibrate_target_precision, CalibrationMethod,
+    ThresholdReport,
 };
 pub use metrics::{
     accuracy_at, ann_recall, average_precision, best_accuracy, best_f1, confusion_at, eer,

@@ -3,7 +3,7 @@
 //! forgeries). Both work on embeddings under Euclidean distance, so the same code scores a
 //! trained encoder and the raw-pixel baseline.
 
-use super::{calibrate_best_f1, calibrate_target_far, eer, far_frr_at, roc_auc, Calibration};
+use super::{calibrate_best_f1, calibrate_target_far, eer, far_frr_at, roc_auc, ThresholdReport};
 use crate::corpus::folder::{natural_cmp, FolderItem, ImageFolder};
 use crate::error::{Error, Result};
 use crate::index::Metric;
@@ -251,7 +251,7 @@ pub fn calibrate_pairs(
     dim: usize,
     labels: &[u32],
     target_far: Option<f64>,
-) -> Result<(f32, Calibration)> {
+) -> Result<(f32, ThresholdReport)> {
     let (scores, y) = all_pair_scores(emb, dim, labels);
     let cal = match target_far {
         Some(t) => calibrate_target_far(&scores, &y, t)?,

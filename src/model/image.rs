@@ -279,7 +279,7 @@ pub struct ImageModelConfig {
     /// Class names by label id, when known (MNIST: "0".."9").
     #[serde(default)]
     pub class_names: Vec<String>,
-    /// How `threshold` was chosen and what it measured (an `eval::Calibration` as JSON).
+    /// How `threshold` was chosen and what it measured (an `eval::ThresholdReport` as JSON).
     #[serde(default)]
     pub calibration: Option<serde_json::Value>,
     #[serde(default)]
