@@ -163,6 +163,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
         },
         keep_best: a.keep_best,
         scale: a.scale,
+        dev_score: Some(twindex::eval::protocol::all_pairs_roc_auc),
     };
     let folder = a.protocol.is_some() || protocol::is_image_folder(&a.corpus);
     if a.keep_best && !folder && a.holdout == 0 {

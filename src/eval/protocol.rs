@@ -243,6 +243,13 @@ pub fn all_pair_scores(emb: &[f32], dim: usize, labels: &[u32]) -> (Vec<f32>, Ve
     (scores, same)
 }
 
+/// ROC-AUC over every pair of `emb` (`labels` per row): the training loop's dev score
+/// ([`crate::train::image::DevScore`]).
+pub fn all_pairs_roc_auc(emb: &[f32], dim: usize, labels: &[u32]) -> Result<f64> {
+    let (s, y) = all_pair_scores(emb, dim, labels);
+    roc_auc(&s, &y)
+}
+
 /// Calibrate a distance threshold on all pairs of `emb` (`labels` per row): best F1, or the
 /// lowest FAR-bounded threshold when `target_far` is given. Returns the distance threshold and
 /// the calibration (scores as similarities).
