@@ -513,11 +513,11 @@ fn serve_refuses_malformed_requests_with_named_fields() {
         let v: Value =
             serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"));
         assert_eq!(v["error"]["code"], *code, "{what}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(!msg.is_empty(), "{what}: {v}");
         assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{what}: {v}"
+            !msg.contains(dir.to_str().unwrap()),
+            "{what}: the server's paths stay private: {v}"
         );
         if let Some(f) = field {
             assert_eq!(v["error"]["field"].as_str(), Some(*f), "{what}: {v}");
