@@ -270,7 +270,8 @@ async fn embed(
         }
     }
     let mut out: Vec<Option<Vec<f32>>> = vec![None; contents.len()];
-    let (enc, direct): (Vec<(usize, Content)>, Vec<(usize, Content)>) = contents
+    type Positioned = Vec<(usize, Content)>;
+    let (enc, direct): (Positioned, Positioned) = contents
         .into_iter()
         .enumerate()
         .partition(|(_, c)| c.needs_encoder());

@@ -454,8 +454,17 @@ fn serve_refuses_malformed_requests_with_named_fields() {
     let many: Vec<Value> = (0..300).map(|_| json!({"id": 1})).collect();
     let many = json!({ "queries": many }).to_string();
     // (method, path, headers, body, status, code, field)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [&'a str],
+        String,
+        u16,
+        &'a str,
+        Option<&'a str>,
+    );
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, &[&str], String, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", q, &json_h, "{\"vector\": [1, 2".into(), 400, "malformed_json", Some("body")),
         ("POST", q, &json_h, "".into(), 400, "malformed_json", Some("body")),
         ("POST", q, &json_h, "[1, 2, 3]".into(), 400, "invalid_type", Some("body")),
