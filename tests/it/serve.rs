@@ -729,6 +729,70 @@ fn serve_text_index_batches_concurrent_queries_like_the_library() {
     srv.stop();
     let s = Searcher::open(&dir, &OpenOptions::default()).unwrap();
     assert_eq!(s.stats().items, corpus.len() + 1);
+    drop(s);
+
+    // A queue of one text: concurrent requests beyond it are refused at once with 503 and
+    // Retry-After, the others answered; the server goes on.
+    let srv = Server::start(&[
+        "--index",
+        &spec,
+        "--queue-capacity",
+        "1",
+        "--max-batch",
+        "1",
+    ]);
+    let addr = srv.addr.clone();
+    let answers: Vec<(u16, String, Value)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..12)
+            .map(|t| {
+                let (others, addr) = (&others, &addr);
+                sc.spawn(move || {
+                    (0..3)
+                        .map(|r| {
+                            let qs: Vec<Value> = (0..4)
+                                .map(|j| json!({ "text": others[(t * 3 + r + j) % others.len()] }))
+                                .collect();
+                            let body = json!({ "queries": qs }).to_string();
+                            let (s, head, b) = http(
+                                addr,
+                                "POST",
+                                "/v1/indexes/qqp/query",
+                                &["Content-Type: application/json"],
+                                body.as_bytes(),
+                            );
+                            (s, head, serde_json::from_slice(&b).unwrap_or(Value::Null))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let refused: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert!(
+        answers.iter().all(|(s, _, _)| *s == 200 || *s == 503),
+        "{answers:?}"
+    );
+    assert!(answers.iter().any(|(s, _, _)| *s == 200));
+    assert!(
+        !refused.is_empty(),
+        "36 concurrent requests against a queue of 1: none refused"
+    );
+    for (_, head, v) in &refused {
+        assert!(
+            head.to_ascii_lowercase().contains("retry-after: 1"),
+            "{head}"
+        );
+        assert_eq!(v["error"]["code"], "overloaded", "{v}");
+    }
+    let (_, _, m) = srv.get("/metrics");
+    let m = String::from_utf8_lossy(&m).to_string();
+    assert!(
+        m.contains("twindex_queue_refused_total{index=\"qqp\"}"),
+        "{m}"
+    );
+    srv.post_ok("/v1/indexes/qqp/query", &json!({"text": others[0], "k": 1}));
+    srv.stop();
 }
 
 /// Headless Chromium, when installed (under CI it must be).
@@ -842,4 +906,70 @@ fn serve_search_page_in_headless_chromium() {
         println!("screenshot: {}", shot.display());
     }
     srv.stop();
+}
+
+#[test]
+fn serve_finishes_in_flight_requests_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = vector_index(tmp.path());
+    let spec = format!("vec={}", dir.display());
+    let srv = Server::start(&["--index", &spec]);
+    let addr = srv.addr.clone();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let new = vectors(SEED + 5, 400, DIM);
+    // 4 clients add items one by one until the server goes away; every 200 is remembered.
+    let acked: Vec<(u64, Vec<f32>)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|t| {
+                let (addr, stop, new) = (&addr, &stop, &new);
+                sc.spawn(move || {
+                    let mut mine = Vec::new();
+                    for v in new.chunks(DIM).skip(t).step_by(4) {
+                        let body = json!({ "vector": v }).to_string();
+                        let Ok(mut s) = TcpStream::connect(addr) else { break };
+                        let req = format!("POST /v1/indexes/vec/items HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        if s.write_all(req.as_bytes()).is_err() {
+                            break;
+                        }
+                        let mut out = Vec::new();
+                        let _ = s.read_to_end(&mut out);
+                        let text = String::from_utf8_lossy(&out).to_string();
+                        if text.starts_with("HTTP/1.1 200") {
+                            let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+                            let j: Value = serde_json::from_str(body).unwrap();
+                            mine.push((j["ids"][0].as_u64().unwrap(), v.to_vec()));
+                        } else if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        } else {
+                            panic!("an add failed before the stop: {text}");
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let log = Server::stop(srv);
+        assert!(
+            log.iter()
+                .any(|l| l.contains("in-flight requests finished")),
+            "{log:?}"
+        );
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(!acked.is_empty(), "no add was answered before the stop");
+    let s = Searcher::open(&dir, &OpenOptions::default()).unwrap();
+    assert_eq!(s.stats().log_records, 0, "closed with a checkpoint");
+    let idx = s.index();
+    for (id, v) in &acked {
+        let got = idx
+            .get(*id)
+            .unwrap_or_else(|_| panic!("acknowledged item {id} lost"));
+        let d: f32 = got.vector.iter().zip(v).map(|(a, b)| (a - b).abs()).sum();
+        assert!(
+            d < 1e-3 || idx.metric().name() != "l2",
+            "item {id} holds another vector"
+        );
+    }
 }
