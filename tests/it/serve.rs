@@ -973,3 +973,108 @@ fn serve_finishes_in_flight_requests_on_sigterm() {
         );
     }
 }
+
+const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpora/mnist");
+const LENET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpora/encoders/mnist-lenet");
+
+/// MNIST test digit `i` as a PGM file's bytes, and its label.
+fn digit_pgm(images: &twindex::corpus::idx::IdxArray, labels: &[u32], i: usize) -> (Vec<u8>, u32) {
+    let mut b = b"P5\n28 28\n255\n".to_vec();
+    b.extend_from_slice(&images.data[i * 784..(i + 1) * 784]);
+    (b, labels[i])
+}
+
+#[test]
+fn serve_image_index_answers_base64_images_like_the_library() {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let images =
+        twindex::corpus::idx::read_images(&Path::new(MNIST).join("t10k-images-idx3-ubyte.gz"))
+            .unwrap();
+    let labels =
+        twindex::corpus::idx::read_labels(&Path::new(MNIST).join("t10k-labels-idx1-ubyte.gz"))
+            .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("digits");
+    for i in 0..80 {
+        let (pgm, label) = digit_pgm(&images, &labels, i);
+        let d = root.join(label.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("{i}.pgm")), pgm).unwrap();
+    }
+    let dir = tmp.path().join("img");
+    twindex_ok(&[
+        "index",
+        "build",
+        "--model",
+        LENET,
+        "--corpus",
+        root.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let queries: Vec<(Vec<u8>, u32)> = (100..104).map(|i| digit_pgm(&images, &labels, i)).collect();
+    let opts = SearchOptions {
+        k: 5,
+        ..Default::default()
+    };
+    let want: Vec<_> = {
+        let s = Searcher::open(&dir, &OpenOptions::default()).unwrap();
+        queries
+            .iter()
+            .map(|(b, _)| s.query(&Query::ImageBytes(b, "q.pgm"), &opts).unwrap())
+            .collect()
+    };
+    let spec = format!("img={}", dir.display());
+    let srv = Server::start(&["--index", &spec]);
+    for (i, (b, _)) in queries.iter().enumerate() {
+        let got = srv.post_ok(
+            "/v1/indexes/img/query",
+            &json!({"image": b64(b), "image_name": "q.pgm", "k": 5}),
+        );
+        assert_same(&got, &want[i], &format!("image query {i}"));
+    }
+    // The batch form, one entry as a data: URL.
+    let qs = json!([{"image": b64(&queries[0].0)}, {"image": format!("data:image/x-portable-graymap;base64,{}", b64(&queries[1].0))}]);
+    let got = srv.post_ok("/v1/indexes/img/query", &json!({"queries": qs, "k": 5}));
+    assert_same(&got["answers"][0], &want[0], "batch image 0");
+    assert_same(&got["answers"][1], &want[1], "batch image 1 (data URL)");
+    // Base64 of something that is not an image: 400 naming the field.
+    let (s, v) = srv.post(
+        "/v1/indexes/img/query",
+        &json!({"queries": [{"image": b64(&queries[0].0)}, {"image": b64(b"hello world")}]}),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+        (400, Some("bad_image"), Some("queries[1].image")),
+        "{v}"
+    );
+    let (s, v) = srv.post("/v1/indexes/img/query", &json!({"text": "a seven"}));
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("text")),
+        "{v}"
+    );
+    // Enrol a new digit under a label, find it, verify it.
+    let (b, label) = digit_pgm(&images, &labels, 200);
+    let id = srv.post_ok(
+        "/v1/indexes/img/items",
+        &json!({"image": b64(&b), "image_name": "new.pgm", "label": format!("new{label}")}),
+    )["ids"][0]
+        .as_u64()
+        .unwrap();
+    let top = srv.post_ok("/v1/indexes/img/query", &json!({"image": b64(&b), "k": 1}));
+    assert_eq!(top["results"][0]["id"].as_u64(), Some(id), "{top}");
+    assert_eq!(top["results"][0]["source"], "new.pgm");
+    assert!(top["results"][0]["distance"].as_f64().unwrap() < 1e-5);
+    let v = srv.post_ok(
+        "/v1/indexes/img/verify",
+        &json!({"image": b64(&b), "label": format!("new{label}"), "threshold": 0.01}),
+    );
+    assert_eq!(
+        (v["decision"].as_str(), v["nearest_id"].as_u64()),
+        (Some("accept"), Some(id)),
+        "{v}"
+    );
+    srv.stop();
+}
