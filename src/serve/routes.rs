@@ -232,6 +232,15 @@ fn field_of(list: Option<&str>, i: usize, c: &Content) -> String {
     }
 }
 
+/// The library's messages name the index directory; a client knows the index by its name.
+fn scrub(h: &IndexHandle, mut e: ApiError) -> ApiError {
+    let dir = h.searcher.dir().display().to_string();
+    if !dir.is_empty() {
+        e.message = e.message.replace(&dir, &format!("index {}", h.name));
+    }
+    e
+}
+
 /// Embed `contents`: texts and images through the index's batching queue, vectors and ids
 /// (checked: dimension, finite, live id) on the blocking pool.
 async fn embed(
@@ -261,7 +270,8 @@ async fn embed(
         }
     }
     let mut out: Vec<Option<Vec<f32>>> = vec![None; contents.len()];
-    let (enc, direct): (Vec<(usize, Content)>, Vec<(usize, Content)>) = contents
+    type Positioned = Vec<(usize, Content)>;
+    let (enc, direct): (Positioned, Positioned) = contents
         .into_iter()
         .enumerate()
         .partition(|(_, c)| c.needs_encoder());
@@ -454,6 +464,7 @@ async fn query(
         }))
     })
     .await
+    .map_err(|e| scrub(h, e))
 }
 
 async fn add_items(
@@ -488,9 +499,13 @@ async fn add_items(
     let contents: Vec<Content> = req.items.into_iter().map(|i| i.content).collect();
     // The timeout covers the wait for the encoder only: once the write is handed to the
     // library it is answered when durable, however long that takes.
-    let vs = timed(&st, embed(&st, h, contents, list)).await?;
+    let vs = timed(&st, embed(&st, h, contents, list))
+        .await
+        .map_err(|e| scrub(h, e))?;
     let s = h.searcher.clone();
-    let ids = blocking(move || s.add_vectors(&vs.concat(), items).map_err(ApiError::from)).await?;
+    let ids = blocking(move || s.add_vectors(&vs.concat(), items).map_err(ApiError::from))
+        .await
+        .map_err(|e| scrub(h, e))?;
     Ok(Json(json!({ "ids": ids })))
 }
 
@@ -517,7 +532,9 @@ async fn delete_item(
         ));
     }
     let s = h.searcher.clone();
-    blocking(move || s.delete(&[id]).map_err(ApiError::from)).await?;
+    blocking(move || s.delete(&[id]).map_err(ApiError::from))
+        .await
+        .map_err(|e| scrub(h, e))?;
     Ok(Json(json!({ "deleted": id })))
 }
 
@@ -545,4 +562,5 @@ async fn verify(
         Ok(Json(j))
     })
     .await
+    .map_err(|e| scrub(h, e))
 }

@@ -454,8 +454,17 @@ fn serve_refuses_malformed_requests_with_named_fields() {
     let many: Vec<Value> = (0..300).map(|_| json!({"id": 1})).collect();
     let many = json!({ "queries": many }).to_string();
     // (method, path, headers, body, status, code, field)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [&'a str],
+        String,
+        u16,
+        &'a str,
+        Option<&'a str>,
+    );
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, &[&str], String, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", q, &json_h, "{\"vector\": [1, 2".into(), 400, "malformed_json", Some("body")),
         ("POST", q, &json_h, "".into(), 400, "malformed_json", Some("body")),
         ("POST", q, &json_h, "[1, 2, 3]".into(), 400, "invalid_type", Some("body")),
@@ -513,11 +522,11 @@ fn serve_refuses_malformed_requests_with_named_fields() {
         let v: Value =
             serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"));
         assert_eq!(v["error"]["code"], *code, "{what}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(!msg.is_empty(), "{what}: {v}");
         assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{what}: {v}"
+            !msg.contains(dir.to_str().unwrap()),
+            "{what}: the server's paths stay private: {v}"
         );
         if let Some(f) = field {
             assert_eq!(v["error"]["field"].as_str(), Some(*f), "{what}: {v}");
@@ -720,6 +729,70 @@ fn serve_text_index_batches_concurrent_queries_like_the_library() {
     srv.stop();
     let s = Searcher::open(&dir, &OpenOptions::default()).unwrap();
     assert_eq!(s.stats().items, corpus.len() + 1);
+    drop(s);
+
+    // A queue of one text: concurrent requests beyond it are refused at once with 503 and
+    // Retry-After, the others answered; the server goes on.
+    let srv = Server::start(&[
+        "--index",
+        &spec,
+        "--queue-capacity",
+        "1",
+        "--max-batch",
+        "1",
+    ]);
+    let addr = srv.addr.clone();
+    let answers: Vec<(u16, String, Value)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..12)
+            .map(|t| {
+                let (others, addr) = (&others, &addr);
+                sc.spawn(move || {
+                    (0..3)
+                        .map(|r| {
+                            let qs: Vec<Value> = (0..4)
+                                .map(|j| json!({ "text": others[(t * 3 + r + j) % others.len()] }))
+                                .collect();
+                            let body = json!({ "queries": qs }).to_string();
+                            let (s, head, b) = http(
+                                addr,
+                                "POST",
+                                "/v1/indexes/qqp/query",
+                                &["Content-Type: application/json"],
+                                body.as_bytes(),
+                            );
+                            (s, head, serde_json::from_slice(&b).unwrap_or(Value::Null))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let refused: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert!(
+        answers.iter().all(|(s, _, _)| *s == 200 || *s == 503),
+        "{answers:?}"
+    );
+    assert!(answers.iter().any(|(s, _, _)| *s == 200));
+    assert!(
+        !refused.is_empty(),
+        "36 concurrent requests against a queue of 1: none refused"
+    );
+    for (_, head, v) in &refused {
+        assert!(
+            head.to_ascii_lowercase().contains("retry-after: 1"),
+            "{head}"
+        );
+        assert_eq!(v["error"]["code"], "overloaded", "{v}");
+    }
+    let (_, _, m) = srv.get("/metrics");
+    let m = String::from_utf8_lossy(&m).to_string();
+    assert!(
+        m.contains("twindex_queue_refused_total{index=\"qqp\"}"),
+        "{m}"
+    );
+    srv.post_ok("/v1/indexes/qqp/query", &json!({"text": others[0], "k": 1}));
+    srv.stop();
 }
 
 /// Headless Chromium, when installed (under CI it must be).
@@ -832,5 +905,176 @@ fn serve_search_page_in_headless_chromium() {
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         println!("screenshot: {}", shot.display());
     }
+    srv.stop();
+}
+
+#[test]
+fn serve_finishes_in_flight_requests_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = vector_index(tmp.path());
+    let spec = format!("vec={}", dir.display());
+    let srv = Server::start(&["--index", &spec]);
+    let addr = srv.addr.clone();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let new = vectors(SEED + 5, 400, DIM);
+    // 4 clients add items one by one until the server goes away; every 200 is remembered.
+    let acked: Vec<(u64, Vec<f32>)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|t| {
+                let (addr, stop, new) = (&addr, &stop, &new);
+                sc.spawn(move || {
+                    let mut mine = Vec::new();
+                    for v in new.chunks(DIM).skip(t).step_by(4) {
+                        let body = json!({ "vector": v }).to_string();
+                        let Ok(mut s) = TcpStream::connect(addr) else { break };
+                        let req = format!("POST /v1/indexes/vec/items HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        if s.write_all(req.as_bytes()).is_err() {
+                            break;
+                        }
+                        let mut out = Vec::new();
+                        let _ = s.read_to_end(&mut out);
+                        let text = String::from_utf8_lossy(&out).to_string();
+                        if text.starts_with("HTTP/1.1 200") {
+                            let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+                            let j: Value = serde_json::from_str(body).unwrap();
+                            mine.push((j["ids"][0].as_u64().unwrap(), v.to_vec()));
+                        } else if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        } else {
+                            panic!("an add failed before the stop: {text}");
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let log = Server::stop(srv);
+        assert!(
+            log.iter()
+                .any(|l| l.contains("in-flight requests finished")),
+            "{log:?}"
+        );
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(!acked.is_empty(), "no add was answered before the stop");
+    let s = Searcher::open(&dir, &OpenOptions::default()).unwrap();
+    assert_eq!(s.stats().log_records, 0, "closed with a checkpoint");
+    let idx = s.index();
+    for (id, v) in &acked {
+        let got = idx
+            .get(*id)
+            .unwrap_or_else(|_| panic!("acknowledged item {id} lost"));
+        let d: f32 = got.vector.iter().zip(v).map(|(a, b)| (a - b).abs()).sum();
+        assert!(
+            d < 1e-3 || idx.metric().name() != "l2",
+            "item {id} holds another vector"
+        );
+    }
+}
+
+const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpora/mnist");
+const LENET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpora/encoders/mnist-lenet");
+
+/// MNIST test digit `i` as a PGM file's bytes, and its label.
+fn digit_pgm(images: &twindex::corpus::idx::IdxArray, labels: &[u32], i: usize) -> (Vec<u8>, u32) {
+    let mut b = b"P5\n28 28\n255\n".to_vec();
+    b.extend_from_slice(&images.data[i * 784..(i + 1) * 784]);
+    (b, labels[i])
+}
+
+#[test]
+fn serve_image_index_answers_base64_images_like_the_library() {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let images =
+        twindex::corpus::idx::read_images(&Path::new(MNIST).join("t10k-images-idx3-ubyte.gz"))
+            .unwrap();
+    let labels =
+        twindex::corpus::idx::read_labels(&Path::new(MNIST).join("t10k-labels-idx1-ubyte.gz"))
+            .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("digits");
+    for i in 0..80 {
+        let (pgm, label) = digit_pgm(&images, &labels, i);
+        let d = root.join(label.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("{i}.pgm")), pgm).unwrap();
+    }
+    let dir = tmp.path().join("img");
+    twindex_ok(&[
+        "index",
+        "build",
+        "--model",
+        LENET,
+        "--corpus",
+        root.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let queries: Vec<(Vec<u8>, u32)> = (100..104).map(|i| digit_pgm(&images, &labels, i)).collect();
+    let opts = SearchOptions {
+        k: 5,
+        ..Default::default()
+    };
+    let want: Vec<_> = {
+        let s = Searcher::open(&dir, &OpenOptions::default()).unwrap();
+        queries
+            .iter()
+            .map(|(b, _)| s.query(&Query::ImageBytes(b, "q.pgm"), &opts).unwrap())
+            .collect()
+    };
+    let spec = format!("img={}", dir.display());
+    let srv = Server::start(&["--index", &spec]);
+    for (i, (b, _)) in queries.iter().enumerate() {
+        let got = srv.post_ok(
+            "/v1/indexes/img/query",
+            &json!({"image": b64(b), "image_name": "q.pgm", "k": 5}),
+        );
+        assert_same(&got, &want[i], &format!("image query {i}"));
+    }
+    // The batch form, one entry as a data: URL.
+    let qs = json!([{"image": b64(&queries[0].0)}, {"image": format!("data:image/x-portable-graymap;base64,{}", b64(&queries[1].0))}]);
+    let got = srv.post_ok("/v1/indexes/img/query", &json!({"queries": qs, "k": 5}));
+    assert_same(&got["answers"][0], &want[0], "batch image 0");
+    assert_same(&got["answers"][1], &want[1], "batch image 1 (data URL)");
+    // Base64 of something that is not an image: 400 naming the field.
+    let (s, v) = srv.post(
+        "/v1/indexes/img/query",
+        &json!({"queries": [{"image": b64(&queries[0].0)}, {"image": b64(b"hello world")}]}),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+        (400, Some("bad_image"), Some("queries[1].image")),
+        "{v}"
+    );
+    let (s, v) = srv.post("/v1/indexes/img/query", &json!({"text": "a seven"}));
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("text")),
+        "{v}"
+    );
+    // Enrol a new digit under a label, find it, verify it.
+    let (b, label) = digit_pgm(&images, &labels, 200);
+    let id = srv.post_ok(
+        "/v1/indexes/img/items",
+        &json!({"image": b64(&b), "image_name": "new.pgm", "label": format!("new{label}")}),
+    )["ids"][0]
+        .as_u64()
+        .unwrap();
+    let top = srv.post_ok("/v1/indexes/img/query", &json!({"image": b64(&b), "k": 1}));
+    assert_eq!(top["results"][0]["id"].as_u64(), Some(id), "{top}");
+    assert_eq!(top["results"][0]["source"], "new.pgm");
+    assert!(top["results"][0]["distance"].as_f64().unwrap() < 1e-5);
+    let v = srv.post_ok(
+        "/v1/indexes/img/verify",
+        &json!({"image": b64(&b), "label": format!("new{label}"), "threshold": 0.01}),
+    );
+    assert_eq!(
+        (v["decision"].as_str(), v["nearest_id"].as_u64()),
+        (Some("accept"), Some(id)),
+        "{v}"
+    );
     srv.stop();
 }
