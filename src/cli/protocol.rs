@@ -7,8 +7,12 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use twindex::corpus::folder::{self, FolderItem, ImageFolder};
-use twindex::corpus::{ImageSet, TrainTest};
-use twindex::eval::protocol::{self, Aggregate, OrlFoldReport, Signature};
+use twindex::corpus::TrainTest;
+use twindex::eval::protocol::{
+    self, orl_fold_with_model, raw_embeddings, signature_test_set, signatures_from_embeddings,
+    signatures_with_model, split_classes, Aggregate, SIGNATURE_TEST_WRITERS,
+    SIGNATURE_TRAIN_WRITERS,
+};
 use twindex::model::{Arch, ImageModel, ImageModelConfig, Preprocess};
 use twindex::train::{ImageTrainConfig, TrainEvent, TrainOutcome};
 
@@ -120,32 +124,6 @@ pub fn is_image_folder(corpus: &str) -> bool {
         })
         .unwrap_or(false);
     !idx
-}
-
-/// Hold `n_dev` classes of `classes` out (chosen by `seed`): (train classes, dev classes).
-fn split_classes(
-    classes: &[String],
-    n_dev: usize,
-    seed: u64,
-) -> Result<(Vec<String>, Vec<String>)> {
-    if n_dev < 2 || classes.len() < n_dev + 2 {
-        bail!(
-            "--dev-classes {n_dev}: need at least 2 dev classes and 2 training classes ({} classes in the corpus)",
-            classes.len()
-        );
-    }
-    let mut order: Vec<usize> = (0..classes.len()).collect();
-    twindex::corpus::sampler::shuffle(&mut order, seed ^ 0xDE5);
-    let dev: Vec<usize> = order[..n_dev].to_vec();
-    let pick = |keep: bool| {
-        classes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| dev.contains(i) == keep)
-            .map(|(_, c)| c.clone())
-            .collect::<Vec<_>>()
-    };
-    Ok((pick(false), pick(true)))
 }
 
 /// Train on `train` items, evaluating on `dev` each epoch; calibrate the threshold on the dev
@@ -321,26 +299,6 @@ pub fn train_orl(
     Ok(v)
 }
 
-/// Embed the unseen subjects of `fold` with `model` and score the fold.
-pub fn orl_fold_with_model(
-    f: &ImageFolder,
-    fold: &protocol::OrlFold,
-    model: &ImageModel,
-) -> Result<OrlFoldReport> {
-    let items = f.with_labels(&fold.unseen_subjects);
-    let set =
-        twindex::model::image::load_set(&items, &fold.unseen_subjects, &model.config.preprocess)?;
-    let emb = model.embed_pixels(&set.pixels, set.n, 256)?;
-    Ok(protocol::orl_fold_report(
-        fold.fold,
-        &emb,
-        model.config.dim,
-        fold.unseen_subjects.len(),
-        10,
-        model.config.threshold,
-    )?)
-}
-
 fn print_orl(r: &protocol::OrlReport) {
     eprintln!(
         "ORL protocol (4 folds x 10 enrolment images): identification accuracy {:.4}, verification ROC-AUC {:.4}, EER {:.4}, at the calibrated thresholds FAR {:.4} FRR {:.4}, open-set: stranger accepted {:.4}, enrolled accepted correctly {:.4}",
@@ -353,10 +311,6 @@ fn print_orl(r: &protocol::OrlReport) {
         r.open_set_correct_accept
     );
 }
-
-/// The signature writers used for training and for calibration + test.
-pub const SIGNATURE_TRAIN_WRITERS: std::ops::RangeInclusive<usize> = 1..=20;
-pub const SIGNATURE_TEST_WRITERS: std::ops::RangeInclusive<usize> = 21..=30;
 
 /// `twindex train image --protocol signatures`: train on writers 1-20 (each writer's genuine
 /// signatures one class, their skilled forgeries another), calibrate on writers 21-30.
@@ -398,73 +352,6 @@ pub fn train_signatures(
     v["wall_seconds"] = json!(o.wall_seconds);
     v["cpu_seconds"] = json!(o.cpu_seconds);
     Ok(v)
-}
-
-/// Score the signature protocol on writers 21-30 with `model`; `threshold`: the decision
-/// threshold (None: calibrate here: best F1, or `target_far`). Returns the report and the
-/// calibration record (JSON).
-pub fn signatures_with_model(
-    sigs: &[Signature],
-    model: &ImageModel,
-    agg: Aggregate,
-    threshold: Option<f32>,
-    target_far: Option<f64>,
-    writers: &[usize],
-) -> Result<(protocol::SignatureReport, serde_json::Value)> {
-    let (test, set) = signature_test_set(sigs, &model.config.preprocess, writers)?;
-    let emb = model.embed_pixels(&set.pixels, set.n, 128)?;
-    signatures_from_embeddings(&test, &emb, model.config.dim, agg, threshold, target_far)
-}
-
-/// The signatures of the test `writers` (default 21-30) and their images read with `pre`.
-fn signature_test_set(
-    sigs: &[Signature],
-    pre: &Preprocess,
-    writers: &[usize],
-) -> Result<(Vec<Signature>, ImageSet)> {
-    let test: Vec<Signature> = sigs
-        .iter()
-        .filter(|s| writers.contains(&s.writer))
-        .cloned()
-        .collect();
-    if let Some(w) = writers
-        .iter()
-        .find(|w| !test.iter().any(|s| s.writer == **w))
-    {
-        bail!("--test-writers: the corpus has no signatures of writer {w}");
-    }
-    let items: Vec<FolderItem> = test.iter().map(|s| s.item.clone()).collect();
-    let set = twindex::model::image::load_set(&items, &folder::classes_of(&items), pre)?;
-    Ok((test, set))
-}
-
-fn signatures_from_embeddings(
-    test: &[Signature],
-    emb: &[f32],
-    dim: usize,
-    agg: Aggregate,
-    threshold: Option<f32>,
-    target_far: Option<f64>,
-) -> Result<(protocol::SignatureReport, serde_json::Value)> {
-    let (dist, genuine, who) = protocol::signature_scores(test, emb, dim, 5, agg)?;
-    let metric = twindex::index::Metric::L2;
-    let scores: Vec<f32> = dist.iter().map(|&d| metric.similarity(d)).collect();
-    let cal = match target_far {
-        Some(t) => twindex::eval::calibrate_target_far(&scores, &genuine, t)?,
-        None => twindex::eval::calibrate_best_f1(&scores, &genuine)?,
-    };
-    let thr = threshold.unwrap_or(metric.distance_for_similarity(cal.threshold));
-    let mut writers: Vec<usize> = test.iter().map(|s| s.writer).collect();
-    writers.dedup();
-    let report = protocol::signature_report(writers, 5, agg, &dist, &genuine, &who, Some(thr))?;
-    let mut calv = serde_json::to_value(&cal)?;
-    calv["aggregate"] = serde_json::to_value(agg)?;
-    calv["writers"] = json!(format!(
-        "{}-{} (5 references each; questioned S6-S20 genuine, S21-S40 skilled forgeries)",
-        test.first().map_or(0, |s| s.writer),
-        test.last().map_or(0, |s| s.writer)
-    ));
-    Ok((report, calv))
 }
 
 fn print_signatures(r: &protocol::SignatureReport) {
@@ -638,16 +525,6 @@ pub fn eval_protocol(
             Ok(v)
         }
     }
-}
-
-/// Raw pixels (preprocessed as `pre` says) as embeddings.
-fn raw_embeddings(set: &ImageSet, pre: &Preprocess) -> Vec<f32> {
-    let per = set.rows * set.cols;
-    let mut out = vec![0f32; set.n * per];
-    for i in 0..set.n {
-        pre.apply(set.image(i), &mut out[i * per..(i + 1) * per]);
-    }
-    out
 }
 
 /// The shipped encoder for a protocol, if present.

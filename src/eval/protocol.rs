@@ -4,9 +4,11 @@
 //! trained encoder and the raw-pixel baseline.
 
 use super::{calibrate_best_f1, calibrate_target_far, eer, far_frr_at, roc_auc, ThresholdReport};
-use crate::corpus::folder::{natural_cmp, FolderItem, ImageFolder};
+use crate::corpus::folder::{self, natural_cmp, FolderItem, ImageFolder};
+use crate::corpus::ImageSet;
 use crate::error::{Error, Result};
 use crate::index::Metric;
+use crate::model::{ImageModel, Preprocess};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -459,6 +461,140 @@ pub fn signature_report(
         n_forged: genuine.iter().filter(|&&g| !g).count(),
         writers,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The protocol drivers: embed a protocol's items with an encoder (or raw pixels) and score them.
+// ---------------------------------------------------------------------------------------------
+
+/// Hold `n_dev` classes of `classes` out (chosen by `seed`): (train classes, dev classes).
+pub fn split_classes(
+    classes: &[String],
+    n_dev: usize,
+    seed: u64,
+) -> Result<(Vec<String>, Vec<String>)> {
+    if n_dev < 2 || classes.len() < n_dev + 2 {
+        return Err(Error::InvalidArgument(format!(
+            "--dev-classes {n_dev}: need at least 2 dev classes and 2 training classes ({} classes in the corpus)",
+            classes.len()
+        )));
+    }
+    let mut order: Vec<usize> = (0..classes.len()).collect();
+    crate::corpus::sampler::shuffle(&mut order, seed ^ 0xDE5);
+    let dev: Vec<usize> = order[..n_dev].to_vec();
+    let pick = |keep: bool| {
+        classes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| dev.contains(i) == keep)
+            .map(|(_, c)| c.clone())
+            .collect::<Vec<_>>()
+    };
+    Ok((pick(false), pick(true)))
+}
+
+/// Embed the unseen subjects of `fold` with `model` and score the fold.
+pub fn orl_fold_with_model(
+    f: &ImageFolder,
+    fold: &OrlFold,
+    model: &ImageModel,
+) -> Result<OrlFoldReport> {
+    let items = f.with_labels(&fold.unseen_subjects);
+    let set =
+        crate::model::image::load_set(&items, &fold.unseen_subjects, &model.config.preprocess)?;
+    let emb = model.embed_pixels(&set.pixels, set.n, 256)?;
+    orl_fold_report(
+        fold.fold,
+        &emb,
+        model.config.dim,
+        fold.unseen_subjects.len(),
+        10,
+        model.config.threshold,
+    )
+}
+
+/// The signature writers used for training and for calibration + test.
+pub const SIGNATURE_TRAIN_WRITERS: std::ops::RangeInclusive<usize> = 1..=20;
+pub const SIGNATURE_TEST_WRITERS: std::ops::RangeInclusive<usize> = 21..=30;
+
+/// Score the signature protocol on writers 21-30 with `model`; `threshold`: the decision
+/// threshold (None: calibrate here: best F1, or `target_far`). Returns the report and the
+/// calibration record (JSON).
+pub fn signatures_with_model(
+    sigs: &[Signature],
+    model: &ImageModel,
+    agg: Aggregate,
+    threshold: Option<f32>,
+    target_far: Option<f64>,
+    writers: &[usize],
+) -> Result<(SignatureReport, serde_json::Value)> {
+    let (test, set) = signature_test_set(sigs, &model.config.preprocess, writers)?;
+    let emb = model.embed_pixels(&set.pixels, set.n, 128)?;
+    signatures_from_embeddings(&test, &emb, model.config.dim, agg, threshold, target_far)
+}
+
+/// The signatures of the test `writers` (default 21-30) and their images read with `pre`.
+pub fn signature_test_set(
+    sigs: &[Signature],
+    pre: &Preprocess,
+    writers: &[usize],
+) -> Result<(Vec<Signature>, ImageSet)> {
+    let test: Vec<Signature> = sigs
+        .iter()
+        .filter(|s| writers.contains(&s.writer))
+        .cloned()
+        .collect();
+    if let Some(w) = writers
+        .iter()
+        .find(|w| !test.iter().any(|s| s.writer == **w))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "--test-writers: the corpus has no signatures of writer {w}"
+        )));
+    }
+    let items: Vec<FolderItem> = test.iter().map(|s| s.item.clone()).collect();
+    let set = crate::model::image::load_set(&items, &folder::classes_of(&items), pre)?;
+    Ok((test, set))
+}
+
+pub fn signatures_from_embeddings(
+    test: &[Signature],
+    emb: &[f32],
+    dim: usize,
+    agg: Aggregate,
+    threshold: Option<f32>,
+    target_far: Option<f64>,
+) -> Result<(SignatureReport, serde_json::Value)> {
+    let (dist, genuine, who) = signature_scores(test, emb, dim, 5, agg)?;
+    let metric = crate::index::Metric::L2;
+    let scores: Vec<f32> = dist.iter().map(|&d| metric.similarity(d)).collect();
+    let cal = match target_far {
+        Some(t) => crate::eval::calibrate_target_far(&scores, &genuine, t)?,
+        None => crate::eval::calibrate_best_f1(&scores, &genuine)?,
+    };
+    let thr = threshold.unwrap_or(metric.distance_for_similarity(cal.threshold));
+    let mut writers: Vec<usize> = test.iter().map(|s| s.writer).collect();
+    writers.dedup();
+    let report = signature_report(writers, 5, agg, &dist, &genuine, &who, Some(thr))?;
+    // Plain structs of numbers and strings always serialise.
+    let mut calv = serde_json::to_value(&cal).expect("a threshold report serialises");
+    calv["aggregate"] = serde_json::to_value(agg).expect("an aggregate serialises");
+    calv["writers"] = serde_json::json!(format!(
+        "{}-{} (5 references each; questioned S6-S20 genuine, S21-S40 skilled forgeries)",
+        test.first().map_or(0, |s| s.writer),
+        test.last().map_or(0, |s| s.writer)
+    ));
+    Ok((report, calv))
+}
+
+/// Raw pixels (preprocessed as `pre` says) as embeddings.
+pub fn raw_embeddings(set: &ImageSet, pre: &Preprocess) -> Vec<f32> {
+    let per = set.rows * set.cols;
+    let mut out = vec![0f32; set.n * per];
+    for i in 0..set.n {
+        pre.apply(set.image(i), &mut out[i * per..(i + 1) * per]);
+    }
+    out
 }
 
 #[cfg(test)]
