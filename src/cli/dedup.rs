@@ -18,7 +18,8 @@ pub struct DedupArgs {
     /// `<out>.clusters.tsv` with one cluster a line).
     #[arg(long)]
     pub out: PathBuf,
-    /// Replace --out (and its .clusters.tsv) if they exist (never a file inside the index).
+    /// Replace --out (and its .clusters.tsv) even when they are not reports of an earlier dedup
+    /// (a dedup report is replaced anyway; a file inside the index never is).
     #[arg(long)]
     pub overwrite: bool,
     #[arg(long)]
@@ -44,16 +45,43 @@ fn check_out(index: &std::path::Path, out: &std::path::Path, overwrite: bool) ->
             );
         }
     }
-    if out.exists() && !overwrite {
-        bail!(
-            "--out {}: already exists (twindex does not overwrite files it did not make); choose a new path or pass --overwrite",
-            out.display()
-        );
-    }
     if out.is_dir() {
         bail!("--out {}: is a directory", out.display());
     }
+    if out.exists() && !overwrite && !made_by_dedup(out) {
+        bail!(
+            "--out {}: already exists and is not a dedup report (twindex does not overwrite files it did not make); choose a new path or pass --overwrite",
+            out.display()
+        );
+    }
     Ok(())
+}
+
+/// Whether `path` holds a report an earlier `dedup` wrote (which a rerun may replace): the
+/// pairs TSV (its header), the clusters TSV (lines of ids) or the JSON (its keys).
+fn made_by_dedup(path: &std::path::Path) -> bool {
+    let Ok(md) = std::fs::metadata(path) else {
+        return false;
+    };
+    if !md.is_file() {
+        return false;
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    if text.starts_with("a\tb\tdistance\t") {
+        return true;
+    }
+    if path.to_string_lossy().ends_with(".clusters.tsv") {
+        return text
+            .lines()
+            .all(|l| l.split('\t').all(|x| x.parse::<u64>().is_ok()));
+    }
+    serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| {
+        v.get("pairs").is_some()
+            && v.get("clusters").is_some()
+            && v.get("threshold_distance").is_some()
+    })
 }
 
 pub fn run(a: DedupArgs) -> Result<()> {

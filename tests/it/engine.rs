@@ -882,3 +882,77 @@ fn keep_best_never_selects_on_the_test_set() {
     );
     assert!(!o.exists(), "nothing written");
 }
+
+/// `dedup --out` replaces its own earlier report, never a user's file nor anything in the index.
+#[test]
+fn dedup_never_overwrites_what_it_did_not_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    let npy = tmp.path().join("v.npy");
+    let mut data: Vec<f32> = (0..50).flat_map(vector_of).collect();
+    data.extend(vector_of(3)); // an exact duplicate of item 3
+    twindex::index::vecio::write_npy(
+        &npy,
+        &twindex::index::Matrix {
+            rows: 51,
+            cols: DIM,
+            data,
+        },
+    )
+    .unwrap();
+    let idx = tmp.path().join("idx");
+    ok_json(&[
+        "index",
+        "build",
+        "--vectors",
+        &p(&npy),
+        "--out",
+        &p(&idx),
+        "--json",
+    ]);
+    let report = tmp.path().join("dups.tsv");
+    for _ in 0..2 {
+        let d = ok_json(&[
+            "dedup",
+            "--index",
+            &p(&idx),
+            "--threshold",
+            "0.001",
+            "--out",
+            &p(&report),
+            "--json",
+        ]);
+        assert_eq!(d["pairs"], 1);
+    }
+    let mine = tmp.path().join("notes.txt");
+    std::fs::write(&mine, "my notes").unwrap();
+    fails_with(
+        &[
+            "dedup",
+            "--index",
+            &p(&idx),
+            "--threshold",
+            "0.001",
+            "--out",
+            &p(&mine),
+        ],
+        "not a dedup report",
+    );
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "my notes");
+    let manifest = idx.join("manifest.json");
+    let before = std::fs::read(&manifest).unwrap();
+    fails_with(
+        &[
+            "dedup",
+            "--index",
+            &p(&idx),
+            "--threshold",
+            "0.001",
+            "--out",
+            &p(&manifest),
+            "--overwrite",
+        ],
+        "inside the index directory",
+    );
+    assert_eq!(std::fs::read(&manifest).unwrap(), before);
+}
