@@ -177,6 +177,9 @@ fn mark_reverse(to: usize, start: &[usize], rev: &[u32], bwd: &mut [bool], stack
     }
 }
 
+/// Batches of at most this many rows are inserted on the calling thread.
+const SERIAL_INSERTS: usize = 4;
+
 /// `add` repairs unreachable nodes itself when the batch holds at least 1/this of the graph.
 const REPAIR_BATCH_RATIO: usize = 64;
 
@@ -1059,10 +1062,14 @@ impl VectorIndex for HnswGraph {
                 progress(d);
             }
         };
-        // The first node is inserted alone so that the parallel phase starts from an entry point.
+        // The first node is inserted alone so that the parallel phase starts from an entry point;
+        // a small batch (an enrolment, a logged add) wholly on this thread: handing a few
+        // inserts to the pool costs more in wake-ups than it saves.
         let mut s = this.take_scratch();
-        let seq = if this.entry.load(AtOrd::Acquire) == EMPTY {
-            1.min(rows)
+        let seq = if rows <= SERIAL_INSERTS {
+            rows
+        } else if this.entry.load(AtOrd::Acquire) == EMPTY {
+            1
         } else {
             0
         };
