@@ -181,8 +181,11 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
             let s = twindex::query::Searcher::open(&a.index, &Default::default())
                 .with_context(|| format!("opening index {}", a.index.display()))?;
             let st = s.stats();
+            let labels = s.labels().len();
             if a.json {
-                return common::print_json(&serde_json::to_value(&st)?);
+                let mut j = serde_json::to_value(&st)?;
+                j["labels"] = json!(labels);
+                return common::print_json(&j);
             }
             println!("index      {}", st.dir);
             println!("items      {} ({} slots)", st.items, st.slots);
@@ -192,7 +195,7 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
                 Some(t) => println!("threshold  distance <= {t:.4}"),
                 None => println!("threshold  none calibrated"),
             }
-            println!("labels     {}", st.labels);
+            println!("labels     {labels}");
             println!(
                 "log        {} write(s), {} bytes (generation {})",
                 st.log_records, st.log_bytes, st.generation
@@ -443,11 +446,8 @@ fn build(a: BuildArgs) -> Result<()> {
 }
 
 fn add(a: AddArgs) -> Result<()> {
-    let texts: Vec<String> = match &a.text_file {
-        Some(p) => twindex::corpus::text::read_texts(p, &Default::default())?
-            .into_iter()
-            .map(|r| r.text)
-            .collect(),
+    let texts = match &a.text_file {
+        Some(p) => twindex::corpus::text::read_lines(p)?,
         None => Vec::new(),
     };
     let vectors = match &a.vectors {

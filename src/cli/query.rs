@@ -49,11 +49,8 @@ pub struct QueryArgs {
 }
 
 pub fn run(a: QueryArgs) -> Result<()> {
-    let texts: Vec<String> = match &a.text_file {
-        Some(p) => twindex::corpus::text::read_texts(p, &Default::default())?
-            .into_iter()
-            .map(|r| r.text)
-            .collect(),
+    let texts = match &a.text_file {
+        Some(p) => twindex::corpus::text::read_lines(p)?,
         None => Vec::new(),
     };
     let mut queries: Vec<Query> = Vec::new();

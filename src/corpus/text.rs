@@ -127,6 +127,14 @@ pub fn read_texts(path: &Path, cols: &TextColumns) -> Result<Vec<TextRow>> {
     Ok(out)
 }
 
+/// The texts of a plain file, one a line (see [`read_texts`]).
+pub fn read_lines(path: &Path) -> Result<Vec<String>> {
+    Ok(read_texts(path, &TextColumns::default())?
+        .into_iter()
+        .map(|r| r.text)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -239,79 +239,66 @@ impl Index {
         let rows = check_batch(vectors, dim, items.len(), "index vectors")?;
         check_new_dir(dir)?;
         let existed = dir.exists();
-        let res = Self::create_in(dir, config, encoder, dim, vectors, items, progress, rows);
+        let res = (|| {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            let lock = WriterLock::acquire(dir)?;
+            let normalize = config.normalize || config.metric.normalizes();
+            let prepared = prepare_rows(vectors, dim, normalize);
+            let mut engine = Engine::new(&config, dim, rows)?;
+            engine.get_mut().add(&prepared, progress)?;
+            drop(prepared);
+            // Placeholders: the first commit writes every file.
+            let empty = FileEntry {
+                name: String::new(),
+                bytes: 0,
+                sha256: String::new(),
+            };
+            let manifest = Manifest {
+                format_version: FORMAT_VERSION,
+                encoder,
+                dim,
+                metric: config.metric,
+                normalize,
+                backend: config.backend,
+                hnsw: config.hnsw,
+                item_count: rows,
+                slot_count: rows,
+                next_id: rows as u64,
+                generation: 0,
+                calibration: None,
+                files: DataFiles {
+                    vectors: empty.clone(),
+                    items: empty.clone(),
+                    tombstones: empty,
+                    graph: None,
+                },
+                checksum: None,
+            };
+            let mut index = Index {
+                dir: dir.to_path_buf(),
+                manifest,
+                engine,
+                items,
+                ids: (0..rows as u64).collect(),
+                slot_of: (0..rows as u32).map(|s| (s as u64, s)).collect(),
+                deleted: vec![false; rows],
+                n_deleted: 0,
+                dirty: ALL,
+                wal: Mutex::new(WalState {
+                    lock: Some(lock),
+                    next_id: rows as u64,
+                    ..WalState::default()
+                }),
+                recovery: Recovery::default(),
+                poisoned: AtomicBool::new(false),
+            };
+            index.checkpoint()?;
+            Ok(index)
+        })();
         if res.is_err() {
             remove_created(dir, existed);
         }
         res
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn create_in(
-        dir: &Path,
-        config: IndexConfig,
-        encoder: Value,
-        dim: usize,
-        vectors: &[f32],
-        items: Vec<Item>,
-        progress: &Progress,
-        rows: usize,
-    ) -> Result<Index> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let lock = WriterLock::acquire(dir)?;
-        let normalize = config.normalize || config.metric.normalizes();
-        let prepared = prepare_rows(vectors, dim, normalize);
-        let mut engine = Engine::new(&config, dim, rows)?;
-        engine.get_mut().add(&prepared, progress)?;
-        drop(prepared);
-        // Placeholders: the first commit writes every file.
-        let empty = FileEntry {
-            name: String::new(),
-            bytes: 0,
-            sha256: String::new(),
-        };
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            encoder,
-            dim,
-            metric: config.metric,
-            normalize,
-            backend: config.backend,
-            hnsw: config.hnsw,
-            item_count: rows,
-            slot_count: rows,
-            next_id: rows as u64,
-            generation: 0,
-            calibration: None,
-            files: DataFiles {
-                vectors: empty.clone(),
-                items: empty.clone(),
-                tombstones: empty,
-                graph: None,
-            },
-            checksum: None,
-        };
-        let index = Index {
-            dir: dir.to_path_buf(),
-            manifest,
-            engine,
-            items,
-            ids: (0..rows as u64).collect(),
-            slot_of: (0..rows as u32).map(|s| (s as u64, s)).collect(),
-            deleted: vec![false; rows],
-            n_deleted: 0,
-            dirty: ALL,
-            wal: Mutex::new(WalState {
-                lock: Some(lock),
-                next_id: rows as u64,
-                ..WalState::default()
-            }),
-            recovery: Recovery::default(),
-            poisoned: AtomicBool::new(false),
-        };
-        let mut index = index;
-        index.checkpoint()?;
-        Ok(index)
     }
 
     /// Open the index in `dir` for reading: the files of the manifest's generation (checking
@@ -623,6 +610,21 @@ impl Index {
     /// The slot (engine address) of the live item `id`.
     pub fn slot_of_id(&self, id: u64) -> Option<usize> {
         self.live_slot(id).ok()
+    }
+
+    /// The distinct non-empty labels of the live items, sorted (a scan of every item).
+    pub fn labels(&self) -> Vec<String> {
+        let mut labels: Vec<&str> = self
+            .ids
+            .iter()
+            .enumerate()
+            .filter(|&(s, _)| !self.deleted[s])
+            .map(|(s, _)| self.items[s].label.as_str())
+            .filter(|l| !l.is_empty())
+            .collect();
+        labels.sort_unstable();
+        labels.dedup();
+        labels.into_iter().map(String::from).collect()
     }
 
     /// The item id stored in `slot` (live or deleted), as the engine addresses it.
@@ -1265,26 +1267,20 @@ fn check_new_dir(dir: &Path) -> Result<()> {
             dir.display()
         )));
     }
-    if let Ok(mut rd) = std::fs::read_dir(dir) {
-        if let Some(e) = rd.next() {
-            let name = e.map(|e| e.file_name().to_string_lossy().into_owned());
-            // The encoder copied in by the caller just before is ours.
-            let ours = matches!(name.as_deref(), Ok("encoder") | Ok(LOCK_FILE));
-            if !ours
-                || rd.any(|e| {
-                    e.map(|e| {
-                        let n = e.file_name();
-                        n != "encoder" && n != LOCK_FILE
-                    })
-                    .unwrap_or(true)
-                })
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "{} is not empty: an index is built into a new or empty directory (twindex never mixes its files with others)",
-                    dir.display()
-                )));
-            }
-        }
+    // The encoder the caller copied in just before, and our lock, are ours.
+    let foreign = std::fs::read_dir(dir).ok().and_then(|rd| {
+        rd.map(|e| e.map(|e| e.file_name())).find(|n| {
+            !matches!(
+                n.as_ref().ok().and_then(|n| n.to_str()),
+                Some("encoder" | LOCK_FILE)
+            )
+        })
+    });
+    if foreign.is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not empty: an index is built into a new or empty directory (twindex never mixes its files with others)",
+            dir.display()
+        )));
     }
     Ok(())
 }

@@ -195,7 +195,6 @@ pub struct Stats {
     pub generation: u64,
     pub log_bytes: u64,
     pub log_records: u64,
-    pub labels: usize,
     pub memory_bytes: usize,
 }
 
@@ -323,12 +322,12 @@ impl Searcher {
                     }
                     match &self.encoder {
                         Encoder::Text(_) => texts.push((i, t)),
-                        other => return Err(at(i, self.wrong_kind("a text", other))),
+                        _ => return Err(at(i, self.wrong_kind("a text"))),
                     }
                 }
                 Query::ImageBytes(..) | Query::Image(_) => {
                     let Encoder::Image(m) = &self.encoder else {
-                        return Err(at(i, self.wrong_kind("an image", &self.encoder)));
+                        return Err(at(i, self.wrong_kind("an image")));
                     };
                     let px = match *q {
                         Query::ImageBytes(b, name) => {
@@ -386,8 +385,8 @@ impl Searcher {
             .collect())
     }
 
-    fn wrong_kind(&self, what: &str, enc: &Encoder) -> Error {
-        let hint = match enc {
+    fn wrong_kind(&self, what: &str) -> Error {
+        let hint = match &self.encoder {
             Encoder::Text(_) => "it is a text index: query it with a text, a vector or an id",
             Encoder::Image(_) => "it is an image index: query it with an image, a vector or an id",
             Encoder::Vectors => {
@@ -532,17 +531,10 @@ impl Searcher {
         idx.dedup(t)
     }
 
-    /// Figures about the index.
+    /// Figures about the index: constant time (a server's `GET /v1/indexes` calls it).
     pub fn stats(&self) -> Stats {
         let idx = self.index();
         let (log_bytes, log_records) = idx.log_size();
-        let mut labels: Vec<&str> = idx
-            .ids()
-            .filter_map(|id| idx.get(id).ok().map(|v| v.item.label.as_str()))
-            .filter(|l| !l.is_empty())
-            .collect();
-        labels.sort_unstable();
-        labels.dedup();
         Stats {
             dir: self.dir.display().to_string(),
             items: idx.len(),
@@ -555,9 +547,13 @@ impl Searcher {
             generation: idx.manifest().generation,
             log_bytes,
             log_records,
-            labels: labels.len(),
             memory_bytes: idx.backend().memory_bytes(),
         }
+    }
+
+    /// The distinct labels of the live items, sorted (a scan of every item).
+    pub fn labels(&self) -> Vec<String> {
+        self.index().labels()
     }
 
     /// Checkpoint what the log holds (when writable) and release the index.

@@ -67,13 +67,7 @@ pub fn verify(
         }
     }
     if dist.is_empty() {
-        let mut labels: Vec<String> = index
-            .ids()
-            .filter_map(|id| index.get(id).ok().map(|v| v.item.label.clone()))
-            .filter(|l| !l.is_empty())
-            .collect();
-        labels.sort();
-        labels.dedup();
+        let labels = index.labels();
         let shown: Vec<String> = labels.iter().take(10).cloned().collect();
         return Err(Error::InvalidArgument(format!(
             "{}: nobody is enrolled as {label:?} ({} labels enrolled{}{})",

@@ -359,7 +359,7 @@ fn index_json(name: &str, h: &IndexHandle) -> Value {
         "threshold": s.threshold,
         "backend": s.backend,
         "generation": s.generation,
-        "labels": s.labels,
+        "labels": h.searcher.labels().len(),
         "log_records": s.log_records,
         "writable": h.writable,
     })

@@ -24,6 +24,17 @@ fn vector_of(i: u64) -> Vec<f32> {
     (0..DIM).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
+/// Write the vectors of items `ids` (see [`vector_of`]) as a `.npy` file.
+fn write_vectors(path: &Path, ids: impl IntoIterator<Item = u64>) {
+    let data: Vec<f32> = ids.into_iter().flat_map(vector_of).collect();
+    let m = twindex::index::Matrix {
+        rows: data.len() / DIM,
+        cols: DIM,
+        data,
+    };
+    twindex::index::vecio::write_npy(path, &m).unwrap();
+}
+
 fn item(i: u64) -> Item {
     Item {
         label: format!("l{}", i % 5),
@@ -252,15 +263,7 @@ fn processes_query_while_one_writes_and_a_second_writer_is_refused() {
             let e = Index::open_writer(&dir).unwrap_err().to_string();
             assert!(e.contains("another twindex process is writing"), "{e}");
             let npy = tmp.path().join("one.npy");
-            twindex::index::vecio::write_npy(
-                &npy,
-                &twindex::index::Matrix {
-                    rows: 1,
-                    cols: DIM,
-                    data: vector_of(999_999),
-                },
-            )
-            .unwrap();
+            write_vectors(&npy, [999_999]);
             let o = twindex(&[
                 "index",
                 "add",
@@ -717,17 +720,8 @@ fn bench_ground_truth_is_item_ids_after_compaction() {
     let tmp = tempfile::tempdir().unwrap();
     let p = |x: &Path| x.to_str().unwrap().to_string();
     let n = 400u64;
-    let data: Vec<f32> = (0..n).flat_map(vector_of).collect();
     let npy = tmp.path().join("v.npy");
-    twindex::index::vecio::write_npy(
-        &npy,
-        &twindex::index::Matrix {
-            rows: n as usize,
-            cols: DIM,
-            data: data.clone(),
-        },
-    )
-    .unwrap();
+    write_vectors(&npy, 0..n);
     let idx = tmp.path().join("idx");
     ok_json(&[
         "index",
@@ -767,15 +761,7 @@ fn bench_ground_truth_is_item_ids_after_compaction() {
         truth.extend(d.iter().take(5).map(|&(_, i)| i as i32));
     }
     let qnpy = tmp.path().join("q.npy");
-    twindex::index::vecio::write_npy(
-        &qnpy,
-        &twindex::index::Matrix {
-            rows: qs.len(),
-            cols: DIM,
-            data: qs.iter().flat_map(|&q| vector_of(q)).collect(),
-        },
-    )
-    .unwrap();
+    write_vectors(&qnpy, qs.iter().copied());
     let gt = tmp.path().join("gt.ivecs");
     twindex::index::vecio::write_ivecs(
         &gt,
@@ -830,15 +816,7 @@ fn demo_runs_the_main_job_and_never_replaces_a_foreign_index() {
     // Another index there (made by `index build`, another encoder): refused, untouched.
     let other = tmp.path().join("mine");
     let npy = tmp.path().join("v.npy");
-    twindex::index::vecio::write_npy(
-        &npy,
-        &twindex::index::Matrix {
-            rows: 20,
-            cols: DIM,
-            data: (0..20).flat_map(vector_of).collect(),
-        },
-    )
-    .unwrap();
+    write_vectors(&npy, 0..20);
     ok_json(&[
         "index",
         "build",
@@ -889,17 +867,7 @@ fn dedup_never_overwrites_what_it_did_not_write() {
     let tmp = tempfile::tempdir().unwrap();
     let p = |x: &Path| x.to_str().unwrap().to_string();
     let npy = tmp.path().join("v.npy");
-    let mut data: Vec<f32> = (0..50).flat_map(vector_of).collect();
-    data.extend(vector_of(3)); // an exact duplicate of item 3
-    twindex::index::vecio::write_npy(
-        &npy,
-        &twindex::index::Matrix {
-            rows: 51,
-            cols: DIM,
-            data,
-        },
-    )
-    .unwrap();
+    write_vectors(&npy, (0..50).chain([3])); // the last is an exact duplicate of item 3
     let idx = tmp.path().join("idx");
     ok_json(&[
         "index",

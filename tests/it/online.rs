@@ -17,17 +17,7 @@ use twindex::train::sequence::{train_sequence, SequenceItem, SequenceTrainConfig
 fn shared_corpus() -> Option<PathBuf> {
     let p =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora/signatures-svc2004-online");
-    if p.join("U1S1.TXT").exists() {
-        return Some(p);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is absent and CI is set: the online signature tests need it",
-            p.display()
-        );
-    }
-    println!("skipped: {} is absent", p.display());
-    None
+    crate::input_present(&p.join("U1S1.TXT"), "the online signature tests need it").then_some(p)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

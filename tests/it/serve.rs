@@ -27,16 +27,10 @@ const N: usize = 400;
 const DIM: usize = 16;
 const SEED: u64 = 12;
 
-/// Absent inputs: skip with a reason, except under CI, where they must be there.
-fn require(what: &str, present: bool) -> bool {
-    if present {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{what} is absent and CI is set: this test must not skip");
-    }
-    println!("skipped: {what} is absent");
-    false
+/// Absent inputs: skip with a reason, except under CI, where they must be there
+/// ([`crate::input_present`]).
+fn require(what: &str) -> bool {
+    crate::input_present(Path::new(what), "a serve test needs it")
 }
 
 fn vectors(seed: u64, n: usize, dim: usize) -> Vec<f32> {
@@ -620,7 +614,7 @@ fn questions(n: usize, m: usize) -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn serve_text_index_batches_concurrent_queries_like_the_library() {
-    if !require(MODEL, Path::new(MODEL).exists()) || !require(QQP, Path::new(QQP).exists()) {
+    if !require(MODEL) || !require(QQP) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -830,13 +824,18 @@ fn chromium_run(bin: &Path, profile: &Path, extra: &[&str], url: &str) -> String
 #[test]
 fn serve_search_page_in_headless_chromium() {
     let Some(bin) = chromium() else {
-        require("chromium (apt-get install -y chromium)", false);
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is absent and CI is set: apt-get install -y chromium"
+        );
+        println!("skipped: chromium is absent (apt-get install -y chromium)");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = vector_index(tmp.path());
     let mut specs = vec![format!("vec={}", dir.display())];
-    let text = Path::new(MODEL).exists() && Path::new(QQP).exists();
+    // Under CI the text index part is mandatory too.
+    let text = require(MODEL) && require(QQP);
     if text {
         let (corpus, _) = questions(300, 0);
         let file = tmp.path().join("q.txt");
@@ -853,8 +852,6 @@ fn serve_search_page_in_headless_chromium() {
             tdir.to_str().unwrap(),
         ]);
         specs.push(format!("qqp={}", tdir.display()));
-    } else {
-        println!("text index part skipped: {MODEL} or {QQP} is absent");
     }
     let mut args = Vec::new();
     for s in &specs {
