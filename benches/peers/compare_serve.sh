@@ -22,6 +22,19 @@ TWINDEX="${TWINDEX:-$ROOT/target/release/twindex}"
 MODEL="${MODEL:-$ROOT/../shared/models/all-MiniLM-L6-v2}"
 PAIRS="${PAIRS:-$ROOT/../shared/corpora/pairs}"
 WORK="${WORK:-$ROOT/target/serve-bench}"
+
+# A fresh copy of the benchmark index at $1, replacing only a copy this script made before
+# (it leaves a marker file): never a folder of the user's.
+fresh_copy() {
+  local dst="$1"
+  if [ -e "$dst" ] && [ ! -f "$dst/.made-by-compare_serve" ]; then
+    echo "compare_serve.sh: $dst exists and was not made by this script; remove it or set WORK" >&2
+    exit 1
+  fi
+  rm -rf "$dst"
+  cp -r "$WORK/qqp" "$dst"
+  touch "$dst/.made-by-compare_serve"
+}
 VENV="${VENV:-$WORK/venv}"
 DUR="${DUR:-30s}"
 PEERS="${PEERS:-1}"
@@ -114,7 +127,7 @@ run_wrk twindex_overload_queue32 "$TW" 256 15s "$WORK/req_twindex.txt"
 stop_twindex
 
 # --- mixed 95% query / 5% add at 32 connections, on a copy ---
-rm -rf "$WORK/qqp-mixed"; cp -r "$WORK/qqp" "$WORK/qqp-mixed"
+fresh_copy "$WORK/qqp-mixed"
 start_twindex "$WORK/qqp-mixed"
 run_wrk twindex_mixed "$TW" 32 "$DUR" "$WORK/req_twindex.txt" "$WORK/add_twindex.txt" 0.05
 cp "$WORK/wrk_twindex_mixed_c32.json" "$WORK/acked_mixed.json"
@@ -124,7 +137,7 @@ python3 "$HERE/serve_check.py" acked "127.0.0.1:$PORT_TW" qqp "$WORK/acked_mixed
 stop_twindex
 
 # --- SIGKILL mid-run: every acknowledged add present after a restart ---
-rm -rf "$WORK/qqp-kill"; cp -r "$WORK/qqp" "$WORK/qqp-kill"
+fresh_copy "$WORK/qqp-kill"
 start_twindex "$WORK/qqp-kill"
 WRK_REQUESTS="$WORK/req_twindex.txt" WRK_ADDS="$WORK/add_twindex.txt" WRK_ADD_SHARE=0.2 WRK_OUT="$WORK/acked_kill.json" \
   timeout 120 wrk -t2 -c32 -d20s --timeout 5s -s "$HERE/serve_wrk.lua" "http://127.0.0.1:$PORT" >/dev/null &
