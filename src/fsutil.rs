@@ -88,3 +88,15 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>> {
     }
     fs::read(path).map_err(|e| Error::io(path, e))
 }
+
+/// Open a regular file for reading; anything else is refused as in [`read_regular`].
+pub fn open_regular(path: &Path) -> Result<File> {
+    let md = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !md.is_file() {
+        return Err(Error::format(
+            path,
+            "not a regular file (a FIFO, device or directory): give a file",
+        ));
+    }
+    File::open(path).map_err(|e| Error::io(path, e))
+}

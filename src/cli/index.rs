@@ -23,6 +23,9 @@ pub enum IndexCmd {
     Checkpoint(CompactArgs),
     /// Items, dimension, metric, encoder, threshold, log size.
     Stats(CompactArgs),
+    /// Put an index, or embedding parts, into a Milvus collection (HNSW, the index's metric,
+    /// the encoder and threshold in its description).
+    Push(super::scale::PushArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +47,11 @@ pub struct BuildArgs {
     /// sentence-transformers folder; default ../shared/models/all-MiniLM-L6-v2).
     #[arg(long, conflicts_with = "corpus")]
     pub text: Option<PathBuf>,
+    /// Embedding parts (`twindex embed` / `export` Parquet files; a quoted glob is expanded):
+    /// the index takes their vectors, encoder and threshold as they are (no encoding). Their
+    /// ids, in shard order, must be 0, 1, 2, ...
+    #[arg(long, num_args = 1.., conflicts_with_all = ["text", "vectors", "corpus", "model"])]
+    pub parts: Vec<String>,
     /// --text as a TSV: the header name of the column holding the text.
     #[arg(long, requires = "text")]
     pub text_column: Option<String>,
@@ -126,6 +134,7 @@ pub struct CompactArgs {
 pub fn run(cmd: IndexCmd) -> Result<()> {
     match cmd {
         IndexCmd::Build(a) => build(a),
+        IndexCmd::Push(a) => super::scale::push(a),
         IndexCmd::Add(a) => add(a),
         IndexCmd::Delete(a) => {
             let mut idx = open_writer(&a.index)?;
@@ -181,7 +190,7 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
             let s = twindex::query::Searcher::open(&a.index, &Default::default())
                 .with_context(|| format!("opening index {}", a.index.display()))?;
             let st = s.stats();
-            let labels = s.labels().len();
+            let labels = s.labels()?.len();
             if a.json {
                 let mut j = serde_json::to_value(&st)?;
                 j["labels"] = json!(labels);
@@ -255,7 +264,20 @@ fn build(a: BuildArgs) -> Result<()> {
         ef_search: a.ef_search,
         seed: a.seed,
     };
-    let (idx, wall, cpu) = if let Some(tpath) = &a.text {
+    let (idx, wall, cpu) = if !a.parts.is_empty() {
+        let mut paths = Vec::new();
+        for p in &a.parts {
+            paths.extend(twindex::query::parts::expand_glob(p)?);
+        }
+        let pb = common::bar(0, "indexing");
+        let sw = twindex::timing::Stopwatch::start();
+        let idx =
+            twindex::query::parts::build_index_from_parts(&a.out, &paths, backend, hnsw, &|n| {
+                pb.set_position(n as u64)
+            })?;
+        pb.finish_and_clear();
+        (idx, sw.wall(), sw.cpu())
+    } else if let Some(tpath) = &a.text {
         let model_dir = match &a.model {
             Some(m) => m.clone(),
             None => super::eval::default_text_model()?,

@@ -11,6 +11,7 @@ mod index;
 mod online;
 mod protocol;
 mod query;
+mod scale;
 mod serve;
 mod train;
 mod train_text;
@@ -57,6 +58,10 @@ pub enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Recall@k against exact search, queries/s and latency over an ef sweep.
     Bench(bench::BenchArgs),
+    /// Write an index's items and vectors as Parquet (or .npy) with its encoder and threshold.
+    Export(scale::ExportArgs),
+    /// Encode one shard of a big corpus into a Parquet part (`--shard I/N` on N machines).
+    Embed(scale::EmbedArgs),
 }
 
 /// The most worker threads `--threads` accepts (more only waits on thread start-up).
@@ -94,6 +99,8 @@ pub fn main() -> ExitCode {
         Command::Dedup(a) => dedup::run(a),
         Command::Calibrate(a) => calibrate::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Export(a) => scale::export(a),
+        Command::Embed(a) => scale::embed(a),
         Command::Eval(a) => eval::run(a),
         Command::Import(c) => import::run(c),
         Command::Index(c) => index::run(c),

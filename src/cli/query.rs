@@ -11,8 +11,17 @@ use twindex::query::{Answer, OpenOptions, Query, QueryHit, SearchOptions, Search
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
+    /// The index directory.
+    #[arg(long, required_unless_present = "milvus", conflicts_with = "milvus")]
+    pub index: Option<PathBuf>,
+    /// Search a Milvus collection made by `twindex index push` instead:
+    /// milvus://HOST:PORT (with --collection) or milvus://HOST:PORT/COLLECTION. Queries are
+    /// embedded here with the encoder the collection records; the decision uses its threshold.
     #[arg(long)]
-    pub index: PathBuf,
+    pub milvus: Option<String>,
+    /// The Milvus collection (when --milvus does not name it).
+    #[arg(long, requires = "milvus")]
+    pub collection: Option<String>,
     /// Query image: PNG, PGM or JPEG file, or an IDX item as FILE:N. Repeat for many.
     #[arg(long)]
     pub image: Vec<String>,
@@ -61,14 +70,16 @@ pub fn run(a: QueryArgs) -> Result<()> {
     if queries.is_empty() {
         bail!("give a query: --text STR, --text-file F, --image FILE, --item ID or --items ID,...");
     }
-    let s = Searcher::open(
-        &a.index,
-        &OpenOptions {
-            writable: false,
-            model: a.model.clone(),
-        },
-    )
-    .with_context(|| format!("opening index {}", a.index.display()))?;
+    let oo = OpenOptions {
+        writable: false,
+        model: a.model.clone(),
+    };
+    let s = open_searcher(
+        a.index.as_deref(),
+        a.milvus.as_deref(),
+        a.collection.as_deref(),
+        &oo,
+    )?;
     let opts = SearchOptions {
         k: a.k as usize,
         ef: a.ef,
@@ -111,6 +122,36 @@ pub fn run(a: QueryArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A searcher over an index directory or, with `milvus`, a Milvus collection.
+pub fn open_searcher(
+    index: Option<&std::path::Path>,
+    milvus: Option<&str>,
+    collection: Option<&str>,
+    oo: &OpenOptions,
+) -> Result<Searcher> {
+    match (index, milvus) {
+        (_, Some(uri)) => {
+            let u = twindex::query::milvus::MilvusUri::parse(uri)?;
+            let c = match (collection, &u.collection) {
+                (Some(c), None) => c.to_string(),
+                (None, Some(c)) => c.clone(),
+                (Some(c), Some(d)) if c == d => c.to_string(),
+                (Some(c), Some(d)) => {
+                    bail!("--collection {c} and the collection {d} in --milvus differ")
+                }
+                (None, None) => bail!(
+                    "name the collection: --collection NAME or --milvus milvus://HOST:PORT/NAME"
+                ),
+            };
+            Ok(Searcher::open_milvus(&u, &c, oo)?)
+        }
+        (Some(dir), None) => {
+            Searcher::open(dir, oo).with_context(|| format!("opening index {}", dir.display()))
+        }
+        (None, None) => bail!("give --index DIR or --milvus URI"),
+    }
 }
 
 fn print_answer(out: &mut impl Write, what: &str, ans: &Answer) -> Result<()> {

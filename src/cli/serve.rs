@@ -9,7 +9,8 @@ use twindex::serve::{IndexSpec, Limits, ServeConfig, Server};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// An index to serve as NAME=INDEX_DIR (NAME: letters, digits, _ and -). Repeat for many.
+    /// An index to serve as NAME=INDEX_DIR, or NAME=milvus://HOST:PORT/COLLECTION for a Milvus
+    /// collection made by `twindex index push` (NAME: letters, digits, _ and -). Repeat for many.
     #[arg(long = "index", required = true, value_name = "NAME=INDEX_DIR")]
     pub indexes: Vec<String>,
     /// Address to listen on (loopback by default; port 0 picks a free port).
@@ -53,9 +54,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let Some((name, dir)) = spec.split_once('=') else {
             bail!("--index {spec:?}: expected NAME=INDEX_DIR");
         };
-        if dir.starts_with("milvus://") {
-            bail!("--index {spec:?}: remote (Milvus) indexes are not served by this build");
-        }
         indexes.push(IndexSpec {
             name: name.to_string(),
             dir: PathBuf::from(dir),

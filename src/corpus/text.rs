@@ -1,4 +1,4 @@
-//! Text files: one text a line, or a TSV with a header naming its columns. Read as UTF-8 (a
+//! Text files: one text a line, or a TSV with a header naming its columns (`.gz`: gzip). Read as UTF-8 (a
 //! byte-order mark is skipped; invalid bytes are an error naming the line), from regular files
 //! only.
 
@@ -8,7 +8,15 @@ use std::path::Path;
 /// The content of a UTF-8 text file, without a leading byte-order mark. Invalid UTF-8 is an
 /// error naming the line and byte; a FIFO or device is refused.
 pub fn read_utf8(path: &Path) -> Result<String> {
-    let bytes = crate::fsutil::read_regular(path)?;
+    let mut bytes = crate::fsutil::read_regular(path)?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| Error::format(path, format!("not a readable gzip file ({e})")))?;
+        bytes = out;
+    }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     match std::str::from_utf8(bytes) {
         Ok(s) => Ok(s.to_string()),

@@ -223,7 +223,7 @@ pub fn calibrate_searcher(
     target: Target,
     source: &str,
 ) -> Result<(ThresholdReport, crate::index::Calibration)> {
-    let metric = searcher.index().metric();
+    let metric = searcher.metric();
     let scores: Vec<f32> = searcher
         .pair_distances(pairs)?
         .into_iter()

@@ -17,6 +17,7 @@ pub mod hnsw_rs_backend;
 pub mod lexical;
 pub mod manifest;
 pub mod metric;
+pub mod parquet;
 pub mod store;
 pub mod vecio;
 pub mod vector_index;

@@ -2,6 +2,8 @@
 //! neighbours with the duplicate decision, identification and verification.
 
 pub mod encoder;
+pub mod milvus;
+pub mod parts;
 pub mod searcher;
 pub mod verify;
 

@@ -5,6 +5,10 @@
 //! (durable through the write-ahead log), stores a calibration, dedups and reports stats. The
 //! CLI, the HTTP server and the remote backends are thin front ends over it.
 //!
+//! The store is the local index directory or, with [`Searcher::open_milvus`], a Milvus
+//! collection pushed by `twindex index push` ([`super::milvus`]): the same embedding, the same
+//! answers and the same decision rule, with the neighbours found by Milvus.
+//!
 //! Concurrency: readers share a read lock on the index and never wait for an encode or a disk
 //! write; one writer at a time (a mutex) encodes and logs without blocking them, then holds the
 //! write lock only to insert into the in-memory graph. A reader always sees whole writes.
@@ -18,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use super::encoder;
+use super::milvus::{MilvusUri, Remote, RemoteHit};
 use super::verify::{self, Aggregate, Verification};
 
 /// One neighbour of a query (the `query --json` `results` entries of ../shared/CLI.md).
@@ -213,9 +218,18 @@ pub struct OpenOptions {
 pub struct Searcher {
     dir: PathBuf,
     encoder: Encoder,
-    index: RwLock<Index>,
+    store: Store,
     writer: Mutex<()>,
     writable: bool,
+}
+
+/// Where the vectors are. (One per searcher, so the size difference costs nothing.)
+#[allow(clippy::large_enum_variant)]
+enum Store {
+    /// An index directory on this machine.
+    Local(RwLock<Index>),
+    /// A Milvus collection.
+    Milvus(Box<Remote>),
 }
 
 impl std::fmt::Debug for Searcher {
@@ -255,15 +269,50 @@ impl Searcher {
         Ok(Searcher {
             dir: dir.to_path_buf(),
             encoder,
-            index: RwLock::new(index),
+            store: Store::Local(RwLock::new(index)),
             writer: Mutex::new(()),
             writable: opts.writable,
         })
     }
 
-    /// The index directory.
+    /// Open a Milvus collection made by `twindex index push`, with the encoder its description
+    /// records (`opts.model` replaces the recorded folder; the files must have the recorded
+    /// sha256 either way). `opts.writable` allows adds and deletes.
+    pub fn open_milvus(uri: &MilvusUri, collection: &str, opts: &OpenOptions) -> Result<Searcher> {
+        let remote = Remote::open(uri, collection)?;
+        let name = PathBuf::from(remote.uri());
+        let rec = &remote.meta().encoder;
+        let encoder = load_recorded_encoder(&name, rec, opts.model.as_deref())?;
+        let dim = remote.meta().dim;
+        let got = match &encoder {
+            Encoder::Text(t) => Some(t.dim()),
+            Encoder::Image(m) => Some(m.config.dim),
+            Encoder::Vectors => None,
+        };
+        if let Some(got) = got.filter(|&g| g != dim) {
+            return Err(Error::dim(
+                dim,
+                got,
+                format!("the encoder of {}", name.display()),
+            ));
+        }
+        Ok(Searcher {
+            dir: name,
+            encoder,
+            store: Store::Milvus(Box::new(remote)),
+            writer: Mutex::new(()),
+            writable: opts.writable,
+        })
+    }
+
+    /// The index directory (for a Milvus collection, its `milvus://HOST:PORT/COLLECTION`).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether the vectors live in Milvus.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.store, Store::Milvus(_))
     }
 
     /// The encoder.
@@ -271,20 +320,65 @@ impl Searcher {
         &self.encoder
     }
 
-    /// A read view of the index (a consistent snapshot for as long as it is held; writers
-    /// wait for it to be dropped before their in-memory step).
-    pub fn index(&self) -> RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
+    /// A read view of the local index (a consistent snapshot for as long as it is held;
+    /// writers wait for it to be dropped before their in-memory step). An error for a Milvus
+    /// collection, which has no local index.
+    pub fn index(&self) -> Result<RwLockReadGuard<'_, Index>> {
+        match &self.store {
+            Store::Local(i) => Ok(i.read().unwrap_or_else(|p| p.into_inner())),
+            Store::Milvus(_) => Err(self.not_remote("this operation")),
+        }
+    }
+
+    fn local(&self) -> Option<RwLockReadGuard<'_, Index>> {
+        match &self.store {
+            Store::Local(i) => Some(i.read().unwrap_or_else(|p| p.into_inner())),
+            Store::Milvus(_) => None,
+        }
+    }
+
+    fn not_remote(&self, what: &str) -> Error {
+        Error::InvalidArgument(format!(
+            "{}: {what} needs a local index; a Milvus collection does it in Milvus itself",
+            self.dir.display()
+        ))
     }
 
     /// The index's dimension.
     pub fn dim(&self) -> usize {
-        self.index().dim()
+        match &self.store {
+            Store::Local(_) => self.local().expect("local").dim(),
+            Store::Milvus(r) => r.meta().dim,
+        }
+    }
+
+    /// Live items (for a Milvus collection, its row count; 0 when Milvus does not answer).
+    pub fn len(&self) -> usize {
+        match &self.store {
+            Store::Local(_) => self.local().expect("local").len(),
+            Store::Milvus(r) => r.count().unwrap_or(0),
+        }
+    }
+
+    /// Whether there are no live items.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The metric.
+    pub fn metric(&self) -> crate::index::Metric {
+        match &self.store {
+            Store::Local(_) => self.local().expect("local").metric(),
+            Store::Milvus(r) => r.metric(),
+        }
     }
 
     /// The calibrated threshold as a distance.
     pub fn threshold(&self) -> Option<f32> {
-        self.index().threshold_distance()
+        match &self.store {
+            Store::Local(_) => self.local().expect("local").threshold_distance(),
+            Store::Milvus(r) => r.meta().threshold,
+        }
     }
 
     /// Embed one query.
@@ -356,7 +450,7 @@ impl Searcher {
                     out[i] = Some(v.to_vec());
                 }
                 Query::Id(id) => {
-                    out[i] = Some(self.index().get(id).map_err(|e| at(i, e))?.vector.to_vec());
+                    out[i] = Some(self.stored_vector(id).map_err(|e| at(i, e))?);
                 }
             }
         }
@@ -385,6 +479,17 @@ impl Searcher {
             .collect())
     }
 
+    fn stored_vector(&self, id: u64) -> Result<Vec<f32>> {
+        match &self.store {
+            Store::Local(_) => Ok(self.local().expect("local").get(id)?.vector.to_vec()),
+            Store::Milvus(r) => r
+                .get(&[id])?
+                .pop()
+                .map(|(_, _, v)| v)
+                .ok_or(Error::UnknownId(id)),
+        }
+    }
+
     fn wrong_kind(&self, what: &str) -> Error {
         let hint = match &self.encoder {
             Encoder::Text(_) => "it is a text index: query it with a text, a vector or an id",
@@ -401,8 +506,47 @@ impl Searcher {
 
     /// The neighbours of an embedded query, with decisions.
     pub fn search_vector(&self, v: &[f32], o: &SearchOptions) -> Result<Answer> {
-        let idx = self.index();
-        answer(&idx, v, o)
+        match &self.store {
+            Store::Local(_) => answer(&self.local().expect("local"), v, o),
+            Store::Milvus(_) => Ok(self
+                .remote_answers(std::slice::from_ref(&v.to_vec()), o)?
+                .pop()
+                .expect("one")),
+        }
+    }
+
+    /// Search Milvus for all vectors in one call and decide as [`answer`] does.
+    fn remote_answers(&self, vs: &[Vec<f32>], o: &SearchOptions) -> Result<Vec<Answer>> {
+        let Store::Milvus(r) = &self.store else {
+            unreachable!("remote store")
+        };
+        check_threshold(o)?;
+        for v in vs {
+            if v.len() != r.meta().dim {
+                return Err(Error::dim(r.meta().dim, v.len(), "query vector"));
+            }
+        }
+        let k = if o.k == 0 { 10 } else { o.k };
+        let thr = o.threshold.or(r.meta().threshold);
+        let metric = r.metric();
+        let hits = r.search_many(vs, k, o.ef, o.label.as_deref())?;
+        Ok(hits
+            .into_iter()
+            .map(|hs| {
+                let results: Vec<QueryHit> = hs
+                    .into_iter()
+                    .map(|h: RemoteHit| QueryHit {
+                        id: h.id,
+                        label: h.label,
+                        source: h.source,
+                        distance: h.distance,
+                        similarity: metric.similarity(h.distance),
+                        duplicate: thr.is_some_and(|t| h.distance <= t),
+                    })
+                    .collect();
+                decided(results, thr)
+            })
+            .collect())
     }
 
     /// Embed and search one query.
@@ -415,8 +559,13 @@ impl Searcher {
     pub fn query_many(&self, qs: &[Query], o: &SearchOptions) -> Result<Vec<Answer>> {
         use rayon::prelude::*;
         let vs = self.embed_many(qs)?;
-        let idx = self.index();
-        vs.par_iter().map(|v| answer(&idx, v, o)).collect()
+        match &self.store {
+            Store::Local(_) => {
+                let idx = self.local().expect("local");
+                vs.par_iter().map(|v| answer(&idx, v, o)).collect()
+            }
+            Store::Milvus(_) => self.remote_answers(&vs, o),
+        }
     }
 
     /// Accept or reject the claim that `q` is the enrolled `label` (see [`verify::verify`]).
@@ -428,7 +577,43 @@ impl Searcher {
         aggregate: Aggregate,
     ) -> Result<Verification> {
         let v = self.embed(q)?;
-        verify::verify(&self.index(), &v, label, threshold, aggregate)
+        self.verify_vector(&v, label, threshold, aggregate)
+    }
+
+    /// [`Searcher::verify`] for an embedded query.
+    pub fn verify_vector(
+        &self,
+        v: &[f32],
+        label: &str,
+        threshold: Option<f32>,
+        aggregate: Aggregate,
+    ) -> Result<Verification> {
+        let Store::Milvus(r) = &self.store else {
+            return verify::verify(
+                &self.local().expect("local"),
+                v,
+                label,
+                threshold,
+                aggregate,
+            );
+        };
+        let threshold = threshold.or(r.meta().threshold).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: no calibrated threshold; pass one",
+                self.dir.display()
+            ))
+        })?;
+        if v.len() != r.meta().dim {
+            return Err(Error::dim(r.meta().dim, v.len(), "query vector"));
+        }
+        let refs = r.references(label)?;
+        let refs: Vec<(u64, &[f32])> = refs.iter().map(|(id, _, v)| (*id, v.as_slice())).collect();
+        verify::verify_among(v, &refs, r.metric(), label, threshold, aggregate).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: nobody is enrolled as {label:?}",
+                self.dir.display()
+            ))
+        })
     }
 
     /// Enrol items: embedded with the index's encoder (no lock held), then logged durably and
@@ -459,7 +644,34 @@ impl Searcher {
     pub fn add_vectors(&self, vectors: &[f32], items: Vec<Item>) -> Result<Vec<u64>> {
         self.check_writable()?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let pending = self.index().log_add(vectors, items)?;
+        if let Store::Milvus(r) = &self.store {
+            let dim = r.meta().dim;
+            if vectors.len() != items.len() * dim {
+                return Err(Error::dim(
+                    dim,
+                    vectors.len() / items.len().max(1),
+                    "vectors added",
+                ));
+            }
+            let mut vectors = vectors.to_vec();
+            if r.meta().normalize {
+                for row in vectors.chunks_mut(dim) {
+                    crate::index::metric::normalize(row);
+                }
+            }
+            let first = r.next_id()?;
+            let ids: Vec<u64> = (first..first + items.len() as u64).collect();
+            let (labels, texts) = items.into_iter().map(|i| (i.label, i.source)).unzip();
+            r.insert(&crate::index::parquet::Rows {
+                ids: ids.iter().map(|&i| i as i64).collect(),
+                labels,
+                texts,
+                vectors,
+                dim,
+            })?;
+            return Ok(ids);
+        }
+        let pending = self.index()?.log_add(vectors, items)?;
         let ids = self.write_index().apply_add(pending, &|_| {})?;
         self.maybe_checkpoint()?;
         Ok(ids)
@@ -469,7 +681,10 @@ impl Searcher {
     pub fn delete(&self, ids: &[u64]) -> Result<()> {
         self.check_writable()?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let pending = self.index().log_delete(ids)?;
+        if let Store::Milvus(r) = &self.store {
+            return r.delete(ids);
+        }
+        let pending = self.index()?.log_delete(ids)?;
         self.write_index().apply_delete(pending);
         self.maybe_checkpoint()
     }
@@ -477,6 +692,7 @@ impl Searcher {
     /// Store a calibration (a checkpoint).
     pub fn set_calibration(&self, c: Option<Calibration>) -> Result<()> {
         self.check_writable()?;
+        drop(self.index()?);
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.write_index().set_calibration(c)
     }
@@ -489,7 +705,7 @@ impl Searcher {
             qs.push(*a);
             qs.push(*b);
         }
-        let metric = self.index().metric();
+        let metric = self.metric();
         let mut out = Vec::with_capacity(pairs.len());
         for chunk in qs.chunks(2048) {
             let vs = self.embed_many(chunk)?;
@@ -502,8 +718,9 @@ impl Searcher {
     pub fn checkpoint(&self) -> Result<()> {
         self.check_writable()?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        drop(self.index()?);
         self.write_index().repair_graph();
-        let g = self.index().write_checkpoint()?;
+        let g = self.index()?.write_checkpoint()?;
         self.write_index().install(g);
         Ok(())
     }
@@ -512,14 +729,14 @@ impl Searcher {
     pub fn compact(&self) -> Result<()> {
         self.check_writable()?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let g = self.index().write_compacted(&|_| {})?;
+        let g = self.index()?.write_compacted(&|_| {})?;
         self.write_index().install(g);
         Ok(())
     }
 
     /// All pairs of items within `threshold` (default: the calibrated one) and their clusters.
     pub fn dedup(&self, threshold: Option<f32>) -> Result<Dedup> {
-        let idx = self.index();
+        let idx = self.index()?;
         let t = threshold
             .or_else(|| idx.threshold_distance())
             .ok_or_else(|| {
@@ -533,7 +750,24 @@ impl Searcher {
 
     /// Figures about the index: constant time (a server's `GET /v1/indexes` calls it).
     pub fn stats(&self) -> Stats {
-        let idx = self.index();
+        if let Store::Milvus(r) = &self.store {
+            let items = r.count().unwrap_or(0);
+            return Stats {
+                dir: self.dir.display().to_string(),
+                items,
+                slots: items,
+                dim: r.meta().dim,
+                metric: r.metric().name().to_string(),
+                backend: "milvus".into(),
+                encoder: self.encoder.kind().to_string(),
+                threshold: r.meta().threshold,
+                generation: 0,
+                log_bytes: 0,
+                log_records: 0,
+                memory_bytes: 0,
+            };
+        }
+        let idx = self.local().expect("local");
         let (log_bytes, log_records) = idx.log_size();
         Stats {
             dir: self.dir.display().to_string(),
@@ -551,22 +785,29 @@ impl Searcher {
         }
     }
 
-    /// The distinct labels of the live items, sorted (a scan of every item).
-    pub fn labels(&self) -> Vec<String> {
-        self.index().labels()
+    /// The distinct labels of the live items, sorted (a scan of every item; local indexes).
+    pub fn labels(&self) -> Result<Vec<String>> {
+        Ok(self.index()?.labels())
     }
 
     /// Checkpoint what the log holds (when writable) and release the index.
     pub fn close(self) -> Result<()> {
-        let idx = self.index.into_inner().unwrap_or_else(|p| p.into_inner());
+        let Store::Local(index) = self.store else {
+            return Ok(());
+        };
+        let idx = index.into_inner().unwrap_or_else(|p| p.into_inner());
         if self.writable {
             idx.close()?;
         }
         Ok(())
     }
 
+    /// Only called after `self.index()?` succeeded (a local store).
     fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|p| p.into_inner())
+        match &self.store {
+            Store::Local(i) => i.write().unwrap_or_else(|p| p.into_inner()),
+            Store::Milvus(_) => unreachable!("writes to the local index only"),
+        }
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -580,35 +821,67 @@ impl Searcher {
     }
 
     fn maybe_checkpoint(&self) -> Result<()> {
-        if !self.index().wants_checkpoint() {
+        if !self.index()?.wants_checkpoint() {
             return Ok(());
         }
         self.write_index().repair_graph();
-        let g = self.index().write_checkpoint()?;
+        let g = self.index()?.write_checkpoint()?;
         self.write_index().install(g);
         Ok(())
     }
 }
 
-/// Search `idx` for `v` and decide.
-fn answer(idx: &Index, v: &[f32], o: &SearchOptions) -> Result<Answer> {
-    if let Some(t) = o.threshold {
-        if !t.is_finite() {
-            return Err(Error::InvalidArgument(format!(
-                "threshold {t} is not a finite distance"
-            )));
+/// The encoder a remote collection's description records: a text model by path, an image
+/// model's folder by absolute path; `model` replaces the folder (same sha256 required).
+fn load_recorded_encoder(
+    name: &Path,
+    rec: &serde_json::Value,
+    model: Option<&Path>,
+) -> Result<Encoder> {
+    match rec.get("kind").and_then(|k| k.as_str()) {
+        Some("text") => Ok(Encoder::Text(Box::new(encoder::load_text_encoder_from(
+            name, rec, model,
+        )?))),
+        _ => {
+            let mut rec = rec.clone();
+            if let (Some(m), Some(obj)) = (model, rec.as_object_mut()) {
+                obj.insert("path".into(), m.display().to_string().into());
+            }
+            Ok(match encoder::load_index_encoder(Path::new(""), &rec)? {
+                Some(m) => Encoder::Image(Box::new(m)),
+                None => Encoder::Vectors,
+            })
         }
     }
+}
+
+/// Search `idx` for `v` and decide.
+fn answer(idx: &Index, v: &[f32], o: &SearchOptions) -> Result<Answer> {
+    check_threshold(o)?;
     let k = if o.k == 0 { 10 } else { o.k };
     let results = search_filtered(idx, v, k, o.ef, o.threshold, o.label.as_deref())?;
     let threshold = o.threshold.or_else(|| idx.threshold_distance());
+    Ok(decided(results, threshold))
+}
+
+fn check_threshold(o: &SearchOptions) -> Result<()> {
+    match o.threshold {
+        Some(t) if !t.is_finite() => Err(Error::InvalidArgument(format!(
+            "threshold {t} is not a finite distance"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The answer for hits already decided at `threshold`, with the identity for labelled ones.
+fn decided(results: Vec<QueryHit>, threshold: Option<f32>) -> Answer {
     let labelled = results.iter().any(|h| !h.label.is_empty());
     let identity = labelled.then(|| verify::identify(&results));
-    Ok(Answer {
+    Answer {
         results,
         threshold,
         identity,
-    })
+    }
 }
 
 /// Pixels of an image file, or of item N of an IDX images file given as `FILE:N` (each IDX file

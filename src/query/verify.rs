@@ -43,42 +43,58 @@ pub fn verify(
         return Err(Error::dim(index.dim(), query.len(), "query vector"));
     }
     let metric = index.metric();
-    let mut dist = Vec::new();
-    let mut refs: Vec<Vec<f32>> = Vec::new();
-    let mut nearest = (f32::INFINITY, 0u64);
+    let mut refs: Vec<(u64, &[f32])> = Vec::new();
     for id in index.ids() {
         let v = index.get(id)?;
-        if v.item.label != label {
-            continue;
-        }
-        let d = metric.distance(query, v.vector);
-        if d < nearest.0 {
-            nearest = (d, id);
-        }
-        dist.push(d);
-        if aggregate.normalized() {
-            refs.push(v.vector.to_vec());
+        if v.item.label == label {
+            refs.push((id, v.vector));
         }
     }
-    let mut among = Vec::new();
-    for (k, a) in refs.iter().enumerate() {
-        for b in &refs[k + 1..] {
-            among.push(metric.distance(a, b));
-        }
-    }
-    if dist.is_empty() {
+    verify_among(query, &refs, metric, label, threshold, aggregate).ok_or_else(|| {
         let labels = index.labels();
         let shown: Vec<String> = labels.iter().take(10).cloned().collect();
-        return Err(Error::InvalidArgument(format!(
+        Error::InvalidArgument(format!(
             "{}: nobody is enrolled as {label:?} ({} labels enrolled{}{})",
             index.dir().display(),
             labels.len(),
             if shown.is_empty() { "" } else { ", e.g. " },
             shown.join(", ")
-        )));
+        ))
+    })
+}
+
+/// The verification decision of `query` against the references `(id, vector)` of `label`
+/// (any store: the local index or a remote collection). `None` when there are none.
+pub fn verify_among(
+    query: &[f32],
+    refs: &[(u64, &[f32])],
+    metric: crate::index::Metric,
+    label: &str,
+    threshold: f32,
+    aggregate: Aggregate,
+) -> Option<Verification> {
+    if refs.is_empty() {
+        return None;
+    }
+    let mut dist = Vec::with_capacity(refs.len());
+    let mut nearest = (f32::INFINITY, 0u64);
+    for &(id, v) in refs {
+        let d = metric.distance(query, v);
+        if d < nearest.0 {
+            nearest = (d, id);
+        }
+        dist.push(d);
+    }
+    let mut among = Vec::new();
+    if aggregate.normalized() {
+        for (k, (_, a)) in refs.iter().enumerate() {
+            for (_, b) in &refs[k + 1..] {
+                among.push(metric.distance(a, b));
+            }
+        }
     }
     let distance = aggregate.apply(&dist, &among);
-    Ok(Verification {
+    Some(Verification {
         label: label.to_string(),
         accepted: distance <= threshold,
         distance,

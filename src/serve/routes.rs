@@ -359,7 +359,7 @@ fn index_json(name: &str, h: &IndexHandle) -> Value {
         "threshold": s.threshold,
         "backend": s.backend,
         "generation": s.generation,
-        "labels": h.searcher.labels().len(),
+        "labels": h.searcher.labels().ok().map(|l| l.len()),
         "log_records": s.log_records,
         "writable": h.writable,
     })
@@ -388,7 +388,7 @@ async fn metrics(State(st): St) -> Response {
     let sizes: Vec<(String, usize)> = st
         .indexes
         .iter()
-        .map(|(n, h)| (n.clone(), h.searcher.index().len()))
+        .map(|(n, h)| (n.clone(), h.searcher.len()))
         .collect();
     (
         [(
@@ -553,7 +553,7 @@ async fn verify(
         let s = h.searcher.clone();
         let (label, threshold, aggregate) = (req.label, req.threshold, req.aggregate);
         let ver = blocking(move || {
-            crate::query::verify(&s.index(), &v, &label, threshold, aggregate)
+            s.verify_vector(&v, &label, threshold, aggregate)
                 .map_err(ApiError::from)
         })
         .await?;

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 pub struct IndexSpec {
     /// The name in URLs: letters, digits, `_` and `-`, at most 64 (never a path).
     pub name: String,
+    /// The index directory, or `milvus://HOST:PORT/COLLECTION` for a Milvus collection made by
+    /// `twindex index push`.
     pub dir: PathBuf,
 }
 
@@ -117,13 +119,23 @@ impl Server {
                     spec.name
                 )));
             }
-            let searcher = Arc::new(Searcher::open(
-                &spec.dir,
-                &OpenOptions {
-                    writable: !cfg.read_only,
-                    model: cfg.model.clone(),
-                },
-            )?);
+            let oo = OpenOptions {
+                writable: !cfg.read_only,
+                model: cfg.model.clone(),
+            };
+            let searcher = Arc::new(match spec.dir.to_str() {
+                Some(u) if u.starts_with(crate::query::milvus::SCHEME) => {
+                    let uri = crate::query::milvus::MilvusUri::parse(u)?;
+                    let coll = uri.collection.clone().ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "--index {}={u}: name the collection (milvus://HOST:PORT/COLLECTION)",
+                            spec.name
+                        ))
+                    })?;
+                    Searcher::open_milvus(&uri, &coll, &oo)?
+                }
+                _ => Searcher::open(&spec.dir, &oo)?,
+            });
             let queue = match searcher.encoder().kind() {
                 "vectors" => None,
                 _ => Some(

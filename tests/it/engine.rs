@@ -116,7 +116,7 @@ fn searcher_threads_query_while_one_thread_writes() {
             sc.spawn(move || {
                 let mut rng = ChaCha8Rng::seed_from_u64(SEED + r as u64);
                 while !stop.load(Ordering::Relaxed) {
-                    let snap = s.index();
+                    let snap = s.index().unwrap();
                     if let Err(e) = check_snapshot(&snap, &mut rng) {
                         eprintln!("reader {r}: {e}");
                         failures.fetch_add(1, Ordering::Relaxed);

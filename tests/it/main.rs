@@ -10,6 +10,7 @@ mod index_engine;
 mod index_graph;
 mod index_io;
 mod online;
+mod scale;
 mod serve;
 mod text;
 mod text_train;

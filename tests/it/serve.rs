@@ -17,7 +17,7 @@ const MODEL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/models/all-MiniLM-L6-v2"
 );
-const QQP: &str = concat!(
+pub const QQP: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/corpora/pairs/qqp-10k.tsv"
 );
@@ -78,14 +78,14 @@ fn vector_index(root: &Path) -> PathBuf {
 }
 
 /// A running `twindex serve`, stopped (SIGKILL) when dropped.
-struct Server {
+pub struct Server {
     child: Child,
     addr: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
-    fn start(args: &[&str]) -> Server {
+    pub fn start(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_twindex"))
             .arg("serve")
             .args(["--addr", "127.0.0.1:0"])
@@ -147,14 +147,14 @@ impl Server {
         (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
     }
 
-    fn post_ok(&self, path: &str, body: &Value) -> Value {
+    pub fn post_ok(&self, path: &str, body: &Value) -> Value {
         let (s, v) = self.post(path, body);
         assert_eq!(s, 200, "POST {path} {body}: {v}");
         v
     }
 
     /// SIGTERM; waits for a clean exit and returns the log.
-    fn stop(mut self) -> Vec<String> {
+    pub fn stop(mut self) -> Vec<String> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let t = Instant::now();
         loop {
@@ -242,7 +242,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 /// The server's hits equal the library's: same ids in order, same distances.
-fn assert_same(server: &Value, lib: &twindex::query::Answer, what: &str) {
+pub fn assert_same(server: &Value, lib: &twindex::query::Answer, what: &str) {
     let got = server["results"]
         .as_array()
         .unwrap_or_else(|| panic!("{what}: {server}"));
@@ -399,10 +399,10 @@ fn serve_answers_like_the_library_and_keeps_acknowledged_adds() {
     assert_eq!(s.stats().items, N + 3);
     assert_eq!(s.stats().log_records, 0, "closed with a checkpoint");
     for &id in &[ids[0], ids[1], single] {
-        assert!(s.index().get(id).is_ok(), "item {id} lost");
+        assert!(s.index().unwrap().get(id).is_ok(), "item {id} lost");
     }
     assert!(
-        s.index().get(ids[2]).is_err(),
+        s.index().unwrap().get(ids[2]).is_err(),
         "deleted item {} is back",
         ids[2]
     );
@@ -593,7 +593,7 @@ fn serve_requires_the_bearer_token() {
 }
 
 /// A text file of `n` distinct questions from the QQP pairs, and `m` others not in it.
-fn questions(n: usize, m: usize) -> (Vec<String>, Vec<String>) {
+pub fn questions(n: usize, m: usize) -> (Vec<String>, Vec<String>) {
     let text = std::fs::read_to_string(QQP).unwrap();
     let mut seen = std::collections::HashSet::new();
     let mut all = Vec::new();
@@ -958,7 +958,7 @@ fn serve_finishes_in_flight_requests_on_sigterm() {
     assert!(!acked.is_empty(), "no add was answered before the stop");
     let s = Searcher::open(&dir, &OpenOptions::default()).unwrap();
     assert_eq!(s.stats().log_records, 0, "closed with a checkpoint");
-    let idx = s.index();
+    let idx = s.index().unwrap();
     for (id, v) in &acked {
         let got = idx
             .get(*id)

@@ -1,0 +1,593 @@
+//! Embedding parts: an index exported as Parquet (or `.npy`), a big corpus embedded shard by
+//! shard on many machines (`embed --shard I/N`), and sets of parts checked before a push (one
+//! encoder, one dimension, one metric, each shard once).
+//!
+//! Sharding cuts the corpus into blocks of [`TEXT_BLOCK`] texts (or [`IMAGE_BLOCK`] images)
+//! and gives shard `I` of `N` the blocks `[I·B/N, (I+1)·B/N)`. Each block is encoded alone, as a
+//! single `embed` (one shard of one) encodes it, so the parts' rows, concatenated in shard
+//! order, are bit for bit the single run's.
+
+use crate::corpus::text::TextRow;
+use crate::error::{Error, Result};
+use crate::index::parquet::{self, PartMeta, Rows, Shard};
+use crate::index::{vecio, Index, Matrix};
+use crate::model::{ImageModel, TextEncoder};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// Texts encoded together (and the unit of sharding for texts).
+pub const TEXT_BLOCK: usize = 1024;
+/// Images embedded together (and the unit of sharding for images).
+pub const IMAGE_BLOCK: usize = 2048;
+
+/// Shard `index` of `of` (0-based), from `I/N` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSpec {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl std::str::FromStr for ShardSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<ShardSpec> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "--shard {s:?}: expected I/N with 0 <= I < N (e.g. 0/4 ... 3/4)"
+            ))
+        };
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (i, n): (usize, usize) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || i >= n {
+            return Err(bad());
+        }
+        Ok(ShardSpec { index: i, of: n })
+    }
+}
+
+impl Default for ShardSpec {
+    fn default() -> Self {
+        ShardSpec { index: 0, of: 1 }
+    }
+}
+
+/// The rows of shard `s` of a corpus of `total` rows cut into blocks of `block`.
+pub fn shard_range(total: usize, block: usize, s: ShardSpec) -> std::ops::Range<usize> {
+    let blocks = total.div_ceil(block);
+    let b0 = blocks * s.index / s.of;
+    let b1 = blocks * (s.index + 1) / s.of;
+    (b0 * block).min(total)..(b1 * block).min(total)
+}
+
+fn shard_meta(s: ShardSpec, range: &std::ops::Range<usize>, total: usize) -> Shard {
+    Shard {
+        index: s.index,
+        of: s.of,
+        first_row: range.start,
+        total_rows: total,
+    }
+}
+
+/// Ids of text rows: the id column's integers when given, else the row's position in the
+/// corpus (0-based).
+fn text_ids(rows: &[TextRow], source: &str) -> Result<Vec<i64>> {
+    rows.iter()
+        .enumerate()
+        .map(|(n, r)| match &r.id {
+            None => Ok(n as i64),
+            Some(s) => s.trim().parse::<i64>().map_err(|_| {
+                Error::format(
+                    source,
+                    format!("line {}: id {s:?} is not an integer (Milvus primary keys are int64); leave out --id-column to number the rows", r.line),
+                )
+            }),
+        })
+        .collect()
+}
+
+/// Embed shard `shard` of the texts `rows` with `enc` (whose manifest record is `record`).
+/// `progress` gets the rows done so far.
+pub fn embed_text_shard(
+    enc: &TextEncoder,
+    record: &Value,
+    rows: &[TextRow],
+    source: &str,
+    shard: ShardSpec,
+    progress: &dyn Fn(usize),
+) -> Result<(PartMeta, Rows)> {
+    let ids = text_ids(rows, source)?;
+    let range = shard_range(rows.len(), TEXT_BLOCK, shard);
+    let mut out = Rows {
+        dim: enc.dim(),
+        ..Default::default()
+    };
+    for start in range.clone().step_by(TEXT_BLOCK) {
+        let end = (start + TEXT_BLOCK).min(range.end);
+        let texts: Vec<&str> = rows[start..end].iter().map(|r| r.text.as_str()).collect();
+        out.vectors.extend(enc.encode(&texts, 32)?);
+        out.ids.extend(&ids[start..end]);
+        out.labels
+            .extend(rows[start..end].iter().map(|r| r.label.clone()));
+        out.texts.extend(texts.iter().map(|t| t.to_string()));
+        progress(end - range.start);
+    }
+    let meta = PartMeta {
+        twindex: env!("CARGO_PKG_VERSION").to_string(),
+        encoder: record.clone(),
+        dim: enc.dim(),
+        metric: "cosine".into(),
+        normalize: true,
+        threshold: None,
+        calibration: None,
+        hnsw: None,
+        rows: out.len(),
+        shard: Some(shard_meta(shard, &range, rows.len())),
+        source: source.to_string(),
+    };
+    Ok((meta, out))
+}
+
+/// Images to embed: pixels row-major (`n · height · width` bytes), with labels and sources.
+pub struct ImageRows<'a> {
+    pub pixels: &'a [u8],
+    pub labels: Vec<String>,
+    pub sources: Vec<String>,
+}
+
+/// Embed shard `shard` of `images` with the image encoder `model` (record `record`); ids are
+/// the images' positions in the corpus.
+pub fn embed_image_shard(
+    model: &ImageModel,
+    record: &Value,
+    images: &ImageRows,
+    source: &str,
+    shard: ShardSpec,
+    progress: &dyn Fn(usize),
+) -> Result<(PartMeta, Rows)> {
+    let n = images.labels.len();
+    let per = model.config.preprocess.height * model.config.preprocess.width;
+    if images.pixels.len() != n * per || images.sources.len() != n {
+        return Err(Error::Shape(format!(
+            "{source}: {} pixel bytes, {} sources for {n} images of {per} pixels",
+            images.pixels.len(),
+            images.sources.len()
+        )));
+    }
+    let range = shard_range(n, IMAGE_BLOCK, shard);
+    let mut out = Rows {
+        dim: model.config.dim,
+        ..Default::default()
+    };
+    for start in range.clone().step_by(IMAGE_BLOCK) {
+        let end = (start + IMAGE_BLOCK).min(range.end);
+        out.vectors.extend(model.embed_pixels(
+            &images.pixels[start * per..end * per],
+            end - start,
+            512,
+        )?);
+        out.ids.extend(start as i64..end as i64);
+        out.labels.extend_from_slice(&images.labels[start..end]);
+        out.texts.extend_from_slice(&images.sources[start..end]);
+        progress(end - range.start);
+    }
+    let meta = PartMeta {
+        twindex: env!("CARGO_PKG_VERSION").to_string(),
+        encoder: record.clone(),
+        dim: model.config.dim,
+        metric: model.config.metric.clone(),
+        normalize: false,
+        threshold: Some(model.config.threshold).filter(|t| t.is_finite()),
+        calibration: None,
+        hnsw: None,
+        rows: out.len(),
+        shard: Some(shard_meta(shard, &range, n)),
+        source: source.to_string(),
+    };
+    Ok((meta, out))
+}
+
+/// What an index says about its rows as a part: its encoder record (an image encoder's folder
+/// made absolute, so the part or collection can find it), metric, calibration and HNSW.
+pub fn index_meta(index: &Index) -> Result<PartMeta> {
+    let m = index.manifest();
+    let mut encoder = m.encoder.clone();
+    if encoder.get("kind").and_then(Value::as_str) == Some("image") {
+        let rel = encoder
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap_or(super::encoder::ENCODER_DIR)
+            .to_string();
+        let abs = std::fs::canonicalize(index.dir().join(&rel))
+            .map_err(|e| Error::io(index.dir().join(&rel), e))?;
+        encoder["path"] = json!(abs.display().to_string());
+    }
+    Ok(PartMeta {
+        twindex: env!("CARGO_PKG_VERSION").to_string(),
+        encoder,
+        dim: index.dim(),
+        metric: index.metric().name().to_string(),
+        normalize: m.normalize,
+        threshold: index.threshold_distance(),
+        calibration: index
+            .calibration()
+            .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
+        hnsw: Some(json!({
+            "m": m.hnsw.m,
+            "ef_construction": m.hnsw.ef_construction,
+            "ef_search": m.hnsw.ef_search,
+        })),
+        rows: index.len(),
+        shard: None,
+        source: index.dir().display().to_string(),
+    })
+}
+
+/// Every live item of `index`, in id order: id, label, source (the text of a text item),
+/// stored vector.
+pub fn index_rows(index: &Index) -> Result<Rows> {
+    let mut rows = Rows {
+        dim: index.dim(),
+        ..Default::default()
+    };
+    for id in index.ids() {
+        let v = index.get(id)?;
+        rows.ids.push(id as i64);
+        rows.labels.push(v.item.label.clone());
+        rows.texts.push(v.item.source.clone());
+        rows.vectors.extend_from_slice(v.vector);
+    }
+    Ok(rows)
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One Parquet file (+ `PATH.json`).
+    Parquet,
+    /// A folder: `vectors.npy` (float32, rows x dim), `items.jsonl` (`{"id", "label",
+    /// "text"}` a line, in the same order) and `twindex.json` (the metadata).
+    Npy,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<ExportFormat> {
+        match s {
+            "parquet" => Ok(ExportFormat::Parquet),
+            "npy" => Ok(ExportFormat::Npy),
+            other => Err(Error::InvalidArgument(format!(
+                "--format {other:?}: expected parquet or npy"
+            ))),
+        }
+    }
+}
+
+/// Write `rows` and `meta` at `out` in `format`. `out` must not exist (nothing is replaced).
+pub fn write_export(out: &Path, format: ExportFormat, meta: &PartMeta, rows: &Rows) -> Result<()> {
+    if out.exists() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: already exists; twindex writes exports and parts only to new paths",
+            out.display()
+        )));
+    }
+    match format {
+        ExportFormat::Parquet => parquet::write_part(out, rows, meta),
+        ExportFormat::Npy => {
+            std::fs::create_dir(out).map_err(|e| Error::io(out, e))?;
+            let res = (|| {
+                vecio::write_npy(
+                    &out.join("vectors.npy"),
+                    &Matrix {
+                        rows: rows.len(),
+                        cols: rows.dim,
+                        data: rows.vectors.clone(),
+                    },
+                )?;
+                let mut lines = String::new();
+                for i in 0..rows.len() {
+                    lines.push_str(
+                        &json!({"id": rows.ids[i], "label": rows.labels[i], "text": rows.texts[i]})
+                            .to_string(),
+                    );
+                    lines.push('\n');
+                }
+                crate::fsutil::atomic_write(&out.join("items.jsonl"), lines.as_bytes())?;
+                crate::fsutil::atomic_write_json(&out.join("twindex.json"), meta)
+            })();
+            if res.is_err() {
+                for f in ["vectors.npy", "items.jsonl", "twindex.json"] {
+                    let _ = std::fs::remove_file(out.join(f));
+                }
+                let _ = std::fs::remove_dir(out);
+            }
+            res
+        }
+    }
+}
+
+/// Read an `.npy` export folder back.
+pub fn read_npy_export(dir: &Path) -> Result<(PartMeta, Rows)> {
+    let meta: PartMeta = crate::fsutil::read_json(&dir.join("twindex.json"))?;
+    let m = vecio::read_npy(&dir.join("vectors.npy"))?;
+    let items = crate::corpus::text::read_utf8(&dir.join("items.jsonl"))?;
+    let mut rows = Rows {
+        dim: m.cols,
+        vectors: m.data,
+        ..Default::default()
+    };
+    for (n, l) in items.lines().enumerate() {
+        let v: Value = serde_json::from_str(l)
+            .map_err(|e| Error::format(dir.join("items.jsonl"), format!("line {}: {e}", n + 1)))?;
+        rows.ids.push(v["id"].as_i64().unwrap_or(-1));
+        rows.labels
+            .push(v["label"].as_str().unwrap_or("").to_string());
+        rows.texts
+            .push(v["text"].as_str().unwrap_or("").to_string());
+    }
+    if rows.len() != m.rows || rows.len() != meta.rows {
+        return Err(Error::format(
+            dir,
+            format!(
+                "{} vectors, {} items, metadata says {} rows",
+                m.rows,
+                rows.len(),
+                meta.rows
+            ),
+        ));
+    }
+    Ok((meta, rows))
+}
+
+/// Files matching `pattern`, sorted: a path whose last component may hold `*` and `?`
+/// (so a quoted `'part-*.parquet'` works without a shell). No match is an error.
+pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>> {
+    let p = Path::new(pattern);
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if !name.contains(['*', '?']) {
+        return Ok(vec![p.to_path_buf()]);
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+        let e = e.map_err(|e| Error::io(&dir, e))?;
+        if let Some(n) = e.file_name().to_str() {
+            if wildcard(name.as_bytes(), n.as_bytes()) && !n.ends_with(".json") {
+                out.push(dir.join(n));
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "--parts {pattern:?}: no file matches"
+        )));
+    }
+    Ok(out)
+}
+
+fn wildcard(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => wildcard(&p[1..], s) || (!s.is_empty() && wildcard(p, &s[1..])),
+        (Some(b'?'), Some(_)) => wildcard(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => wildcard(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// A checked set of parts: one encoder, dimension and metric; each shard at most once, all of
+/// one cut. Returns the first part's metadata (the set's) and, per file, its metadata.
+pub fn check_parts(paths: &[PathBuf]) -> Result<(PartMeta, Vec<PartMeta>)> {
+    let metas: Vec<PartMeta> = paths
+        .iter()
+        .map(|p| parquet::read_meta(p))
+        .collect::<Result<_>>()?;
+    let first = metas
+        .first()
+        .ok_or_else(|| Error::InvalidArgument("no parts given".into()))?;
+    let mut seen: Vec<(usize, &Path)> = Vec::new();
+    for (p, m) in paths.iter().zip(&metas) {
+        if m.encoder_sha256() != first.encoder_sha256() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: embedded by another encoder (sha256 {}…) than {} ({}…): parts of different encoders cannot be mixed",
+                p.display(),
+                m.encoder_sha256().get(..12).unwrap_or(m.encoder_sha256()),
+                paths[0].display(),
+                first.encoder_sha256().get(..12).unwrap_or(first.encoder_sha256()),
+            )));
+        }
+        if m.dim != first.dim || m.metric != first.metric {
+            return Err(Error::InvalidArgument(format!(
+                "{}: {} vectors of dimension {}, but {} holds {} of {}",
+                p.display(),
+                m.metric,
+                m.dim,
+                paths[0].display(),
+                first.metric,
+                first.dim
+            )));
+        }
+        if let (Some(s), Some(f)) = (m.shard, first.shard) {
+            if s.of != f.of || s.total_rows != f.total_rows {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: shard {}/{} of {} rows, but {} is a shard of {} of {} rows: parts of different cuts",
+                    p.display(),
+                    s.index,
+                    s.of,
+                    s.total_rows,
+                    paths[0].display(),
+                    f.of,
+                    f.total_rows
+                )));
+            }
+            if let Some((_, q)) = seen.iter().find(|(i, _)| *i == s.index) {
+                return Err(Error::InvalidArgument(format!(
+                    "{} and {} are both shard {}/{}",
+                    q.display(),
+                    p.display(),
+                    s.index,
+                    s.of
+                )));
+            }
+            seen.push((s.index, p));
+        }
+    }
+    Ok((first.clone(), metas))
+}
+
+/// Build a local index at `out` from parts (a complete set: their ids, in shard order, must
+/// be 0, 1, 2, ...): the vectors as embedded, the encoder and threshold the parts record.
+/// Image encoders are copied into the index, as `index build` does.
+pub fn build_index_from_parts(
+    out: &Path,
+    paths: &[PathBuf],
+    backend: crate::index::Backend,
+    hnsw: crate::index::HnswParams,
+    progress: &crate::index::Progress,
+) -> Result<Index> {
+    let (first, metas) = check_parts(paths)?;
+    let mut order: Vec<usize> = (0..paths.len()).collect();
+    order.sort_by_key(|&i| metas[i].shard.map_or(0, |s| s.index));
+    if let Some(s) = first.shard {
+        if metas.len() != s.of {
+            return Err(Error::InvalidArgument(format!(
+                "{} of {} shards given: a local index needs them all",
+                metas.len(),
+                s.of
+            )));
+        }
+    }
+    let mut rows = Rows {
+        dim: first.dim,
+        ..Default::default()
+    };
+    for &i in &order {
+        let (_, r) = parquet::read_part(&paths[i])?;
+        rows.extend(r);
+    }
+    if let Some(n) = rows
+        .ids
+        .iter()
+        .enumerate()
+        .position(|(n, &id)| id != n as i64)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "row {n} has id {}: a local index numbers its items 0, 1, 2, ... so the parts' ids must too",
+            rows.ids[n]
+        )));
+    }
+    let metric: crate::index::Metric = first.metric.parse()?;
+    let cfg = crate::index::IndexConfig {
+        metric,
+        normalize: first.normalize || metric.normalizes(),
+        backend,
+        hnsw,
+    };
+    let items = rows
+        .labels
+        .into_iter()
+        .zip(rows.texts)
+        .map(|(label, source)| crate::index::Item {
+            label,
+            source,
+            payload: None,
+        })
+        .collect();
+    Index::check_new_dir(out)?;
+    let existed = out.exists();
+    let made = (|| -> Result<Index> {
+        let image = first.encoder.get("kind").and_then(Value::as_str) == Some("image");
+        let record = if image {
+            let dir = first
+                .encoder
+                .get("path")
+                .and_then(Value::as_str)
+                .map(PathBuf::from)
+                .ok_or_else(|| Error::format(&paths[0], "image encoder record has no path"))?;
+            let model = ImageModel::load(&dir)?;
+            let sha = ImageModel::content_hash(&dir)?;
+            if sha != first.encoder_sha256() {
+                return Err(Error::corrupt(
+                    &dir,
+                    format!(
+                        "encoder files have sha256 {sha}, the parts were embedded with {}",
+                        first.encoder_sha256()
+                    ),
+                ));
+            }
+            std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+            super::encoder::embed_image_encoder(&model, &dir, out)?
+        } else {
+            first.encoder.clone()
+        };
+        Index::create(out, cfg, record, rows.dim, &rows.vectors, items, progress)
+    })();
+    let mut idx = match made {
+        Ok(i) => i,
+        Err(e) => {
+            if !existed {
+                let _ = std::fs::remove_dir_all(out);
+            }
+            return Err(e);
+        }
+    };
+    if let Some(t) = first.threshold {
+        idx.set_calibration(Some(crate::index::Calibration {
+            threshold: metric.similarity(t),
+            precision: f64::NAN,
+            recall: f64::NAN,
+            f1: f64::NAN,
+            method: "from parts".into(),
+            extra: json!({ "parts": paths.len() }),
+        }))?;
+    }
+    Ok(idx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_the_corpus_once_on_block_boundaries() {
+        for total in [0usize, 1, 1023, 1024, 1025, 117_659] {
+            for of in [1usize, 2, 3, 4, 7] {
+                let mut next = 0;
+                for index in 0..of {
+                    let r = shard_range(total, TEXT_BLOCK, ShardSpec { index, of });
+                    assert_eq!(r.start, next, "total {total} shard {index}/{of}");
+                    assert!(r.start.is_multiple_of(TEXT_BLOCK) || r.start == total);
+                    next = r.end;
+                }
+                assert_eq!(next, total);
+            }
+        }
+    }
+
+    #[test]
+    fn shard_specs_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            "2/4".parse::<ShardSpec>().unwrap(),
+            ShardSpec { index: 2, of: 4 }
+        );
+        for bad in ["4/4", "1/0", "x/2", "3", "-1/2"] {
+            let e = bad.parse::<ShardSpec>().unwrap_err().to_string();
+            assert!(e.contains("--shard") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn globs_match_names() {
+        assert!(wildcard(b"part-*.parquet", b"part-0.parquet"));
+        assert!(!wildcard(b"part-*.parquet", b"part-0.parquet.json"));
+        assert!(wildcard(b"p?rt", b"part"));
+        assert!(!wildcard(b"p?rt", b"prt"));
+    }
+}
