@@ -90,6 +90,11 @@ pub struct EmbedArgs {
     /// The part to write (Parquet; must not exist).
     #[arg(long)]
     pub out: PathBuf,
+    /// A duplicate threshold (a distance) to record in the part, e.g. one calibrated on pairs
+    /// with this encoder: `index push` and `index build --parts` take it from there. (An image
+    /// encoder's own calibrated threshold is recorded without it.)
+    #[arg(long, value_parser = common::parse_threshold)]
+    pub threshold: Option<f32>,
     #[arg(long)]
     pub json: bool,
 }
@@ -192,6 +197,10 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         pb.finish_and_clear();
         out
     };
+    let mut meta = meta;
+    if let Some(t) = a.threshold {
+        meta.threshold = Some(t);
+    }
     parquet::write_part(&a.out, &rows, &meta)?;
     let sh = meta.shard.expect("embed writes a shard");
     let j = json!({
@@ -249,6 +258,10 @@ pub struct PushArgs {
     /// Parts only: HNSW efConstruction of Milvus' index.
     #[arg(long, default_value_t = 200)]
     pub ef_construction: usize,
+    /// Shards (DML channels) of a new collection (default: Milvus' own). More spread the inserts
+    /// of a cluster over more data nodes.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=64))]
+    pub shards: Option<i32>,
     /// Rows per insert call.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub batch: u64,
@@ -340,6 +353,7 @@ pub fn push(a: PushArgs) -> Result<()> {
         &mut iter,
         &PushOptions {
             batch: a.batch as usize,
+            shards: a.shards,
         },
         &|n| pb.set_position(n as u64),
     );

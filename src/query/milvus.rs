@@ -378,11 +378,17 @@ fn ids_expr(ids: &[i64]) -> String {
 pub struct PushOptions {
     /// Rows per insert call. Default 5,000 (about 8 MB of 384-d vectors).
     pub batch: usize,
+    /// Shards (DML channels) of a new collection; `None`: Milvus' default. More: inserts
+    /// spread over more data nodes (a cluster's ingest rate), more streams to keep.
+    pub shards: Option<i32>,
 }
 
 impl Default for PushOptions {
     fn default() -> Self {
-        PushOptions { batch: 5000 }
+        PushOptions {
+            batch: 5000,
+            shards: None,
+        }
     }
 }
 
@@ -413,9 +419,10 @@ pub fn push(
             client
                 .create_collection(
                     schema,
-                    Some(CreateCollectionOptions::with_consistency_level(
-                        ConsistencyLevel::Session,
-                    )),
+                    Some(
+                        CreateCollectionOptions::with_consistency_level(ConsistencyLevel::Session)
+                            .shard_num(opts.shards.unwrap_or(0)),
+                    ),
                 )
                 .await
                 .map_err(|e| merr(&format!("create collection {collection:?}"), endpoint, e))?;
