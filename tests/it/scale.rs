@@ -779,3 +779,91 @@ fn milvus_backend_answers_like_the_local_index_and_refuses_bad_pushes() {
         drop(milvus);
     });
 }
+
+#[test]
+fn image_parts_build_a_local_index_that_answers_like_index_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, faces) = ("corpora/encoders/orl-faces/fold-0", "corpora/orl-faces");
+    let part = tmp.path().join("orl.parquet");
+    let j = ok_json(&[
+        "embed",
+        "--corpus",
+        faces,
+        "--model",
+        model,
+        "--shard",
+        "0/1",
+        "--out",
+        part.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(j["rows"], 400);
+    let from_parts = tmp.path().join("from-parts");
+    ok_json(&[
+        "index",
+        "build",
+        "--parts",
+        part.to_str().unwrap(),
+        "--out",
+        from_parts.to_str().unwrap(),
+        "--json",
+    ]);
+    let direct = tmp.path().join("direct");
+    ok_json(&[
+        "index",
+        "build",
+        "--corpus",
+        faces,
+        "--model",
+        model,
+        "--out",
+        direct.to_str().unwrap(),
+        "--json",
+    ]);
+    for img in ["corpora/orl-faces/s7/3.pgm", "corpora/orl-faces/s33/10.pgm"] {
+        let a = ok_json(&[
+            "query",
+            "--index",
+            from_parts.to_str().unwrap(),
+            "--image",
+            img,
+            "--k",
+            "5",
+            "--json",
+        ]);
+        let b = ok_json(&[
+            "query",
+            "--index",
+            direct.to_str().unwrap(),
+            "--image",
+            img,
+            "--k",
+            "5",
+            "--json",
+        ]);
+        assert_eq!(a["threshold"], b["threshold"], "{a} vs {b}");
+        assert_eq!(a["identity"], b["identity"]);
+        for (x, y) in a["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(b["results"].as_array().unwrap())
+        {
+            assert_eq!(x["source"], y["source"], "{a} vs {b}");
+            assert_eq!(x["label"], y["label"]);
+            assert!(
+                (x["distance"].as_f64().unwrap() - y["distance"].as_f64().unwrap()).abs() < 1e-5
+            );
+        }
+    }
+    // The index copied the encoder: it still answers after the part is gone.
+    std::fs::remove_file(&part).unwrap();
+    ok_json(&[
+        "query",
+        "--index",
+        from_parts.to_str().unwrap(),
+        "--image",
+        "corpora/orl-faces/s1/1.pgm",
+        "--json",
+    ]);
+}
