@@ -48,6 +48,10 @@ pub struct DtwArgs {
     /// DTW scorer: do not standardise each feature over the signature.
     #[arg(long)]
     pub dtw_raw_features: bool,
+    /// DTW scorer: weight of the tempo term, |ln T - mean ln T_ref| over pen-down times T
+    /// (0: DTW alone).
+    #[arg(long, default_value_t = DtwScorer::default().tempo_weight)]
+    pub dtw_tempo_weight: f32,
 }
 
 impl DtwArgs {
@@ -61,6 +65,7 @@ impl DtwArgs {
             },
             band: self.dtw_band,
             aggregate: self.dtw_aggregate,
+            tempo_weight: self.dtw_tempo_weight,
         }
     }
 }
@@ -423,7 +428,7 @@ pub fn run_eval(
             }
             let trials = online::online_trials(&corpus.sigs, &cw, a.references, false)?;
             let feats = corpus.features(&d.preprocess)?;
-            let dist = d.trial_distances(&trials, &feats);
+            let dist = d.trial_distances(&trials, &feats, &corpus.pen_down_seconds());
             let thr = online::eer_threshold(&trials, &dist)?;
             (
                 d,
