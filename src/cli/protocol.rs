@@ -128,14 +128,10 @@ pub fn is_image_folder(corpus: &str) -> bool {
     !idx
 }
 
-/// One line of an ensemble member's training (`member` `usize::MAX`: the `cluster` first
-/// encoder): every epoch of a 20-epoch run or shorter, else every 10th and the last.
+/// One line of an ensemble member's training: every epoch of a 20-epoch run or shorter, else
+/// every 10th and the last.
 pub fn print_member_event(member: usize, ev: &TrainEvent, epochs: usize, eval_set: &str) {
-    let who = if member == usize::MAX {
-        "first encoder".to_string()
-    } else {
-        format!("member {member}")
-    };
+    let who = format!("member {member}");
     match ev {
         TrainEvent::Step(_) => {}
         TrainEvent::Selected { epoch, score } => {
@@ -179,7 +175,7 @@ pub fn assemble(
         let (thr, cal, score) = calibrate(m)?;
         m.config.threshold = thr;
         m.config.calibration = Some(cal);
-        let classes: Vec<String> = if ens.by == twindex::model::EnsembleBy::Cluster {
+        let classes: Vec<String> = if ens.by == twindex::model::EnsembleBy::Cluster && i > 0 {
             outcome.classes[i]
                 .iter()
                 .map(|&c| {

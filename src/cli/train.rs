@@ -118,8 +118,9 @@ pub struct ImageArgs {
     #[arg(long, default_value_t = 1)]
     pub ensemble: usize,
     /// How the ensemble's members differ: `seed` (own seeds), `bagging` (own bootstrap
-    /// samples) or `cluster` (one learner per k-means cluster of a first encoder's classes,
-    /// started from it). Needs --ensemble K >= 2. Default seed.
+    /// samples) or `cluster` (a first encoder, then one learner per k-means cluster of its
+    /// training classes, K-1 clusters, each started from it). Needs --ensemble K >= 2.
+    /// Default seed.
     #[arg(long, value_enum)]
     pub ensemble_by: Option<EnsembleBy>,
     /// Output model directory (config.json + model.safetensors).
@@ -178,6 +179,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
         dev_score: Some(twindex::eval::protocol::all_pairs_roc_auc),
     };
     let ens = ensemble_config(a.ensemble, a.ensemble_by)?;
+    check_model_out(&a.out)?;
     let folder = a.protocol.is_some() || protocol::is_image_folder(&a.corpus);
     if a.keep_best && !folder && a.holdout == 0 {
         anyhow::bail!("--keep-best selects on held-out data: image folders (dev classes) or --holdout N (MNIST's test set must not choose the model)");
@@ -510,4 +512,35 @@ fn run_mnist_ensemble(
         }))?;
     }
     Ok(())
+}
+
+/// Refuse an `--out` that twindex did not make: it must be absent, empty, an encoder directory
+/// (`config.json` of an image encoder) or a folder of `fold-N` encoder directories (ORL).
+fn check_model_out(out: &std::path::Path) -> Result<()> {
+    let is_encoder = |d: &std::path::Path| {
+        twindex::fsutil::read_json::<twindex::model::ImageModelConfig>(
+            &d.join(twindex::model::image::CONFIG_FILE),
+        )
+        .is_ok_and(|c| c.format == twindex::model::image::IMAGE_FORMAT)
+    };
+    if !out.exists() || is_encoder(out) {
+        return Ok(());
+    }
+    let entries: Vec<_> = match std::fs::read_dir(out) {
+        Ok(rd) => rd.flatten().collect(),
+        Err(_) => anyhow::bail!(
+            "--out {}: exists and is not a directory twindex made; refusing to write there",
+            out.display()
+        ),
+    };
+    let folds = entries
+        .iter()
+        .all(|e| e.file_name().to_string_lossy().starts_with("fold-") && is_encoder(&e.path()));
+    if entries.is_empty() || folds {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "--out {}: exists and holds files that are not an encoder twindex made (no image encoder config.json); refusing to write there (choose a new directory)",
+        out.display()
+    )
 }

@@ -26,10 +26,11 @@ pub enum EnsembleBy {
     /// Each member on its own bootstrap sample (every class's images drawn with replacement,
     /// as many as the class has), and its own seed.
     Bagging,
-    /// The seed article's recipe: a first encoder trained on everything, its training classes
-    /// clustered (k-means over their mean embeddings) into K groups of similar classes, and one
-    /// learner per group, started from the first encoder and trained on that group's images
-    /// only, so its P x K batches hold only the hard negatives of similar classes.
+    /// The seed article's recipe: a first encoder trained on everything (member 0), its
+    /// training classes clustered (k-means over their mean embeddings) into K-1 groups of
+    /// similar classes, and one learner per group (members 1..K-1), started from the first
+    /// encoder and trained on that group's images only, so its P x K batches hold only the hard
+    /// negatives of similar classes.
     Cluster,
 }
 

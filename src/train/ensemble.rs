@@ -44,11 +44,9 @@ pub struct EnsembleOutcome {
     pub members: Vec<TrainOutcome>,
     /// The seed each member was trained with.
     pub seeds: Vec<u64>,
-    /// The training classes (label ids) each member saw: all of them except with `cluster`.
+    /// The training classes (label ids) each member saw: all of them except for the `cluster`
+    /// learners (members 1..K).
     pub classes: Vec<Vec<u32>>,
-    /// With `cluster`: the first encoder whose embeddings were clustered and from which every
-    /// learner started (not a member).
-    pub first: Option<TrainOutcome>,
     /// Wall time of the whole run.
     pub wall_seconds: f64,
     /// Process CPU time of the whole run: every member's training and per-epoch dev
@@ -57,12 +55,10 @@ pub struct EnsembleOutcome {
     pub cpu_seconds: f64,
 }
 
-/// Member `i`'s seed: the base seed plus `i` (plus one more with `cluster`, where the base
-/// seed trains the first encoder), so member 0 of a `seed` ensemble is the single encoder that
-/// `--seed` alone would train.
-pub fn member_seed(base: u64, by: EnsembleBy, i: usize) -> u64 {
+/// Member `i`'s seed: the base seed plus `i`, so member 0 of a `seed` or `cluster` ensemble
+/// is the single encoder that `--seed` alone would train.
+pub fn member_seed(base: u64, i: usize) -> u64 {
     base.wrapping_add(i as u64)
-        .wrapping_add(u64::from(by == EnsembleBy::Cluster))
 }
 
 /// A bootstrap sample of `set`: each class's images drawn with replacement, as many as the
@@ -161,8 +157,9 @@ pub fn kmeans(points: &[f32], dim: usize, k: usize, min_size: usize, seed: u64) 
 /// Train the members of an ensemble of encoders described by `mcfg` (preprocessing, input
 /// size, class names; `mcfg.arch` is replaced by `cfg.arch`) on `data.train`, each evaluated
 /// (and, with `cfg.keep_best`, selected) on `data.test` every epoch as a single encoder is.
-/// `on_event(member, event)` reports progress; member `usize::MAX` is the `cluster` first
-/// encoder.
+/// `on_event(member, event)` reports progress. With `cluster`, member 0 is the first encoder
+/// (all the data, the base seed), trained before the others, and members 1..K are the learners
+/// of K-1 clusters of its training classes.
 pub fn train_ensemble(
     data: &TrainTest,
     cfg: &ImageTrainConfig,
@@ -187,18 +184,16 @@ pub fn train_ensemble(
         v
     };
     // The first encoder and the clusters of its training classes (`cluster` only).
-    let (first, groups) = if ens.by == EnsembleBy::Cluster {
-        if all.len() < 2 * ens.members {
+    let (first, groups) = if ens.by == EnsembleBy::Cluster && ens.members > 1 {
+        let learners = ens.members - 1;
+        if all.len() < 2 * learners {
             return Err(Error::InvalidArgument(format!(
-                "--ensemble-by cluster needs at least 2 training classes per member: {} classes for {} members",
+                "--ensemble-by cluster needs at least 2 training classes per cluster learner: {} classes for {learners} learners (K-1)",
                 all.len(),
-                ens.members
             )));
         }
         let model = ImageModel::new_trainable(mcfg.clone(), cfg.seed)?;
-        let first = train_image_from(data, cfg, model, corpus_name, &mut |ev| {
-            on_event(usize::MAX, ev)
-        })?;
+        let first = train_image_from(data, cfg, model, corpus_name, &mut |ev| on_event(0, ev))?;
         let emb = super::image::embed_set(&first.model, &data.train)?;
         let dim = first.model.config.dim;
         // Each class's mean embedding: classes, not images, are clustered, so that a learner
@@ -220,23 +215,21 @@ pub fn train_ensemble(
                 .iter_mut()
                 .for_each(|v| *v /= *n as f32);
         }
-        let assign = kmeans(&centres, dim, ens.members, 2, cfg.seed);
-        let groups: Vec<Vec<u32>> = (0..ens.members)
-            .map(|g| {
+        let assign = kmeans(&centres, dim, learners, 2, cfg.seed);
+        let groups: Vec<Vec<u32>> = std::iter::once(all.clone())
+            .chain((0..learners).map(|g| {
                 all.iter()
                     .zip(&assign)
                     .filter(|(_, &a)| a == g)
                     .map(|(&l, _)| l)
                     .collect()
-            })
+            }))
             .collect();
         (Some(first), groups)
     } else {
         (None, vec![all.clone(); ens.members])
     };
-    let seeds: Vec<u64> = (0..ens.members)
-        .map(|i| member_seed(cfg.seed, ens.by, i))
-        .collect();
+    let seeds: Vec<u64> = (0..ens.members).map(|i| member_seed(cfg.seed, i)).collect();
     let train_member = |i: usize| -> Result<TrainOutcome> {
         let mut c = cfg.clone();
         c.seed = seeds[i];
@@ -266,8 +259,10 @@ pub fn train_ensemble(
     };
     let results: Mutex<Vec<Option<Result<TrainOutcome>>>> =
         Mutex::new((0..ens.members).map(|_| None).collect());
-    let next = AtomicUsize::new(0);
-    let workers = ens.parallel.clamp(1, ens.members);
+    // With `cluster`, member 0 (the first encoder) is trained already.
+    let start = usize::from(first.is_some());
+    let next = AtomicUsize::new(start);
+    let workers = ens.parallel.clamp(1, (ens.members - start).max(1));
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -286,6 +281,7 @@ pub fn train_ensemble(
         }
     });
     let mut members = Vec::with_capacity(ens.members);
+    members.extend(first);
     for (i, r) in results
         .into_inner()
         .expect("results")
@@ -295,6 +291,7 @@ pub fn train_ensemble(
         match r {
             Some(Ok(o)) => members.push(o),
             Some(Err(e)) => return Err(e),
+            None if i < start => {}
             None => {
                 return Err(Error::Msg(format!(
                     "ensemble member {i} was not trained (another member failed)"
@@ -306,7 +303,6 @@ pub fn train_ensemble(
         members,
         seeds,
         classes: groups,
-        first,
         wall_seconds: sw.wall(),
         cpu_seconds: sw.cpu(),
     })

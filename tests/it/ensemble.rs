@@ -317,12 +317,17 @@ fn bad_ensemble_flags_are_refused_in_one_line() {
         "--ensemble-by",
     );
     fails_with(&with(&["--ensemble=-1"]), "--ensemble");
-    // Cluster learners need 2 classes each: 10 digits cannot feed 6 of them.
+    // Cluster learners need 2 classes each: 10 digits cannot feed 6 of them (K-1 = 6).
     fails_with(
-        &with(&["--ensemble", "6", "--ensemble-by", "cluster"]),
-        "needs at least 2 training classes per member: 10 classes for 6 members",
+        &with(&["--ensemble", "7", "--ensemble-by", "cluster"]),
+        "needs at least 2 training classes per cluster learner: 10 classes for 6 learners",
     );
     assert!(!out.exists(), "nothing written on refusal");
+    // A directory twindex did not make is never written into.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    fails_with(&with(&["--ensemble", "2"]), "refusing to write there");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "untouched");
     // --member on an encoder that is not an ensemble.
     fails_with(
         &[
