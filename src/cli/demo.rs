@@ -40,7 +40,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     eprintln!(
         "encoder {}: {} ({}-d), trained with {} loss{} for {} epochs, threshold distance < {:.4}",
         model_dir.display(),
-        model.config.arch.name(),
+        model.config.arch_label(),
         model.config.dim,
         tr.loss,
         if tr.miner != "none" {

@@ -56,6 +56,10 @@ pub struct EvalArgs {
     pub aggregate: Aggregate,
     #[command(flatten)]
     pub online: super::online::OnlineEvalArgs,
+    /// Evaluate member I of an ensemble encoder alone (0-based), e.g. to compare it with the
+    /// whole ensemble (MNIST-style corpora).
+    #[arg(long, value_name = "I", conflicts_with_all = ["protocol", "pairs"])]
+    pub member: Option<usize>,
     #[arg(long)]
     pub json: bool,
 }
@@ -106,8 +110,19 @@ pub fn run(a: EvalArgs) -> Result<()> {
         Some(m) => m.clone(),
         None => common::default_model_dir()?,
     };
-    let model = ImageModel::load(&model_dir)
+    let mut model = ImageModel::load(&model_dir)
         .with_context(|| format!("loading encoder {}", model_dir.display()))?;
+    if let Some(i) = a.member {
+        model = model
+            .member(i)
+            .with_context(|| format!("--member {i} of {}", model_dir.display()))?;
+        eprintln!(
+            "member {i} of {} alone ({}, {}-d)",
+            model_dir.display(),
+            model.config.arch_label(),
+            model.config.dim
+        );
+    }
     let (_, data) = common::load_corpus(&a.corpus)?;
     let sw = twindex::timing::Stopwatch::start();
     let (report, roc, pairs, dist) =
@@ -115,7 +130,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     eprintln!("evaluated {} in {:.1} s", model_dir.display(), sw.wall());
     common::ensure_dir(&a.plots)?;
     let roc_path = a.plots.join("roc.svg");
-    let name = format!("{} ({})", model.config.arch.name(), model_dir.display());
+    let name = format!("{} ({})", model.config.arch_label(), model_dir.display());
     eval::write_roc_svg(&roc_path, &[(&name, &roc, report.roc_auc)])?;
     // The seed's picture: test pairs with their predicted distances (first 24 pairs).
     let t = &data.test;
@@ -150,7 +165,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     println!(
         "model {} ({}, {}-d)",
         model_dir.display(),
-        model.config.arch.name(),
+        model.config.arch_label(),
         model.config.dim
     );
     println!(

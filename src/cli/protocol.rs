@@ -14,7 +14,9 @@ use twindex::eval::protocol::{
     SIGNATURE_TRAIN_WRITERS,
 };
 use twindex::model::{Arch, ImageModel, ImageModelConfig, Preprocess};
-use twindex::train::{ImageTrainConfig, TrainEvent, TrainOutcome};
+use twindex::train::{
+    EnsembleOutcome, EnsembleTrainConfig, ImageTrainConfig, TrainEvent, TrainOutcome,
+};
 
 /// The evaluation protocols of image folders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,14 +128,114 @@ pub fn is_image_folder(corpus: &str) -> bool {
     !idx
 }
 
+/// One line of an ensemble member's training: every epoch of a 20-epoch run or shorter, else
+/// every 10th and the last.
+pub fn print_member_event(member: usize, ev: &TrainEvent, epochs: usize, eval_set: &str) {
+    let who = format!("member {member}");
+    match ev {
+        TrainEvent::Step(_) => {}
+        TrainEvent::Selected { epoch, score } => {
+            eprintln!("{who}: kept the weights of epoch {epoch} ({eval_set} score {score:.4})")
+        }
+        TrainEvent::Epoch(h) => {
+            if epochs <= 20 || h.epoch % 10 == 0 || h.epoch == epochs {
+                eprintln!(
+                    "{who} epoch {:>3}: loss {:.4}  {eval_set} pair accuracy {:.4} (best threshold){}  {:.1} s, {:.1} CPU-s (process)",
+                    h.epoch,
+                    h.loss,
+                    h.test_best_accuracy,
+                    h.test_roc_auc
+                        .map(|a| format!(", ROC-AUC {a:.4}"))
+                        .unwrap_or_default(),
+                    h.wall_seconds,
+                    h.cpu_seconds
+                );
+            }
+        }
+    }
+}
+
+/// Calibrates an encoder: its threshold, the calibration record and a held-out score.
+pub type Calibrate<'a> = dyn Fn(&ImageModel) -> Result<(f32, serde_json::Value, f64)> + 'a;
+
+/// Calibrate each member of a trained ensemble with `calibrate` (which returns a threshold,
+/// its calibration record and a held-out score, stored under `score_key`), assemble them with
+/// equal weights, and calibrate the ensemble the same way. Returns the ensemble and one JSON
+/// row per member, then one for the ensemble (`"member": "ensemble"`).
+pub fn assemble(
+    outcome: &mut EnsembleOutcome,
+    ens: &EnsembleTrainConfig,
+    class_names: &[String],
+    calibrate: &Calibrate,
+    score_key: &str,
+) -> Result<(ImageModel, Vec<serde_json::Value>)> {
+    let mut rows = Vec::new();
+    for (i, o) in outcome.members.iter_mut().enumerate() {
+        let m = &mut o.model;
+        let (thr, cal, score) = calibrate(m)?;
+        m.config.threshold = thr;
+        m.config.calibration = Some(cal);
+        let classes: Vec<String> = if ens.by == twindex::model::EnsembleBy::Cluster && i > 0 {
+            outcome.classes[i]
+                .iter()
+                .map(|&c| {
+                    class_names
+                        .get(c as usize)
+                        .cloned()
+                        .unwrap_or_else(|| c.to_string())
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        eprintln!(
+            "member {i} (seed {}{}): {score_key} {score:.4}, threshold {thr:.4}",
+            outcome.seeds[i],
+            if classes.is_empty() {
+                String::new()
+            } else {
+                format!(", classes {}", classes.join(","))
+            }
+        );
+        rows.push(json!({
+            "member": i,
+            "seed": outcome.seeds[i],
+            "classes": classes,
+            "selected_epoch": m.config.training.selected_epoch,
+            "threshold": thr,
+            score_key: score,
+        }));
+    }
+    let models: Vec<&ImageModel> = outcome.members.iter().map(|o| &o.model).collect();
+    let classes: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| serde_json::from_value(r["classes"].clone()).unwrap_or_default())
+        .collect();
+    let weights = vec![1.0f32; models.len()];
+    let mut model = ImageModel::ensemble_of(&models, ens.by, &weights, classes)?;
+    let (thr, cal, score) = calibrate(&model)?;
+    model.config.threshold = thr;
+    model.config.calibration = Some(cal);
+    eprintln!(
+        "ensemble of {} ({}-d): {score_key} {score:.4}, threshold {thr:.4}",
+        models.len(),
+        model.config.dim
+    );
+    rows.push(json!({ "member": "ensemble", "threshold": thr, score_key: score }));
+    Ok((model, rows))
+}
+
 /// Train on `train` items, evaluating on `dev` each epoch; calibrate the threshold on the dev
-/// items' pairs; returns the trained model (not saved).
+/// items' pairs; returns the trained model (not saved). With `ens`, an ensemble: the members
+/// trained as `ens` says, each calibrated and scored on the dev items, then assembled (the
+/// outcome's history is then empty, its times the whole ensemble's).
 #[allow(clippy::too_many_arguments)]
 pub fn train_split(
     train_items: &[FolderItem],
     dev_items: &[FolderItem],
     pre: &Preprocess,
     cfg: &ImageTrainConfig,
+    ens: Option<&EnsembleTrainConfig>,
     corpus_name: &str,
     target_far: Option<f64>,
     progress: &str,
@@ -147,6 +249,53 @@ pub fn train_split(
     let mut mcfg = ImageModelConfig::new(cfg.arch, pre.height, pre.width, 1);
     mcfg.preprocess = pre.clone();
     mcfg.class_names = train_classes.clone();
+    if let Some(ens) = ens {
+        eprintln!(
+            "{progress}: training an ensemble of {} {} twins (by {}) on {} images of {} classes, dev {} images of {} classes, input {}x{}, seed {}, {} member(s) at a time on {} threads",
+            ens.members,
+            cfg.arch.name(),
+            ens.by.name(),
+            data.train.n,
+            train_classes.len(),
+            data.test.n,
+            dev_classes.len(),
+            pre.height,
+            pre.width,
+            cfg.seed,
+            ens.parallel,
+            rayon::current_num_threads()
+        );
+        let mut outcome =
+            twindex::train::train_ensemble(&data, cfg, ens, mcfg, corpus_name, &|m, ev| {
+                print_member_event(m, &ev, cfg.epochs, "dev")
+            })?;
+        let calibrate = |m: &ImageModel| -> Result<(f32, serde_json::Value, f64)> {
+            let emb = m.embed_pixels(&data.test.pixels, data.test.n, 256)?;
+            let (thr, cal) =
+                protocol::calibrate_pairs(&emb, m.config.dim, &data.test.labels, target_far)?;
+            let auc = protocol::all_pairs_roc_auc(&emb, m.config.dim, &data.test.labels)?;
+            Ok((thr, serde_json::to_value(&cal)?, auc))
+        };
+        let (mut model, _) =
+            assemble(&mut outcome, ens, &train_classes, &calibrate, "dev_roc_auc")?;
+        model.config.training = twindex::model::TrainingRecord {
+            seed: cfg.seed,
+            ..outcome.members[0].model.config.training.clone()
+        };
+        model.config.training.history = Vec::new();
+        model.config.training.selected_epoch = None;
+        eprintln!(
+            "{progress}: ensemble trained in {:.1} s wall, {:.1} CPU-s",
+            outcome.wall_seconds, outcome.cpu_seconds
+        );
+        return Ok(TrainOutcome {
+            model,
+            history: Vec::new(),
+            wall_seconds: outcome.wall_seconds,
+            cpu_seconds: outcome.cpu_seconds,
+            examples: outcome.members.iter().map(|o| o.examples).sum(),
+        });
+    }
     eprintln!(
         "{progress}: training {} on {} images of {} classes, dev {} images of {} classes, input {}x{}, seed {}",
         cfg.arch.name(),
@@ -213,6 +362,7 @@ pub fn train_folder(
     corpus: &str,
     fa: &FolderArgs,
     cfg: &ImageTrainConfig,
+    ens: Option<&EnsembleTrainConfig>,
     dev_classes: usize,
     target_far: Option<f64>,
     out: &Path,
@@ -225,6 +375,7 @@ pub fn train_folder(
         &f.with_labels(&dv),
         &pre,
         cfg,
+        ens,
         corpus,
         target_far,
         "train",
@@ -246,10 +397,12 @@ pub fn train_folder(
 /// `twindex train image --protocol orl`: one model per fold in `out/fold-F` (F = 0..3), each
 /// trained on the fold's training subjects less `dev_classes` held out for calibration; then
 /// the protocol evaluation.
+#[allow(clippy::too_many_arguments)]
 pub fn train_orl(
     corpus: &str,
     fa: &FolderArgs,
     cfg: &ImageTrainConfig,
+    ens: Option<&EnsembleTrainConfig>,
     dev_classes: usize,
     target_far: Option<f64>,
     only_folds: &[usize],
@@ -262,6 +415,7 @@ pub fn train_orl(
         folds.retain(|x| only_folds.contains(&x.fold));
     }
     let mut reports = Vec::new();
+    let mut member_reports: Vec<Vec<protocol::OrlFoldReport>> = Vec::new();
     let (mut wall, mut cpu) = (0.0, 0.0);
     for fold in &folds {
         let (tr, dv) = split_classes(&fold.train_subjects, dev_classes, cfg.seed)?;
@@ -270,6 +424,7 @@ pub fn train_orl(
             &f.with_labels(&dv),
             &pre,
             cfg,
+            ens,
             corpus,
             target_far,
             &format!("fold {}", fold.fold),
@@ -288,11 +443,39 @@ pub fn train_orl(
             r.open_set_false_accept,
             dir.display()
         );
+        // An ensemble's members, each alone on the same unseen people (reported beside the
+        // ensemble; nothing is chosen on them).
+        if let Some(e) = &o.model.config.ensemble {
+            for i in 0..e.members.len() {
+                let rm = orl_fold_with_model(&f, fold, &o.model.member(i)?)?;
+                eprintln!(
+                    "fold {} member {i}: identification {:.4}, verification ROC-AUC {:.4}",
+                    fold.fold, rm.identification_accuracy, rm.verification_roc_auc
+                );
+                if member_reports.len() <= i {
+                    member_reports.resize_with(i + 1, Vec::new);
+                }
+                member_reports[i].push(rm);
+            }
+        }
         reports.push(r);
     }
     let report = protocol::orl_report(reports);
+    let members: Vec<protocol::OrlReport> = member_reports
+        .into_iter()
+        .map(protocol::orl_report)
+        .collect();
+    for (i, m) in members.iter().enumerate() {
+        eprintln!(
+            "member {i} alone: identification accuracy {:.4}, verification ROC-AUC {:.4}, EER {:.4}",
+            m.identification_accuracy, m.verification_roc_auc, m.verification_eer
+        );
+    }
     print_orl(&report);
     let mut v = serde_json::to_value(&report)?;
+    if !members.is_empty() {
+        v["members"] = serde_json::to_value(&members)?;
+    }
     v["model"] = json!(out.display().to_string());
     v["wall_seconds"] = json!(wall);
     v["cpu_seconds"] = json!(cpu);
@@ -318,6 +501,7 @@ pub fn train_signatures(
     corpus: &str,
     fa: &FolderArgs,
     cfg: &ImageTrainConfig,
+    ens: Option<&EnsembleTrainConfig>,
     target_far: Option<f64>,
     agg: Aggregate,
     out: &Path,
@@ -337,7 +521,7 @@ pub fn train_signatures(
     if tr.is_empty() || dv.is_empty() {
         bail!("{corpus}: the signature protocol needs writers 1-20 and 21-30 in labels.tsv");
     }
-    let mut o = train_split(&tr, &dv, &pre, cfg, corpus, target_far, "signatures")?;
+    let mut o = train_split(&tr, &dv, &pre, cfg, ens, corpus, target_far, "signatures")?;
     // The decision compares a questioned signature with a writer's references: calibrate
     // exactly that on writers 21-30 (the protocol's calibration writers).
     let test: Vec<usize> = SIGNATURE_TEST_WRITERS.collect();
@@ -346,8 +530,24 @@ pub fn train_signatures(
     o.model.config.calibration = Some(cal);
     o.model.config.training.command = Some(super::train::command_line());
     o.model.save(out)?;
+    // An ensemble's members, each alone on the same writers (reported, never chosen on).
+    let mut members = Vec::new();
+    if let Some(e) = &o.model.config.ensemble {
+        for i in 0..e.members.len() {
+            let (rm, _) =
+                signatures_with_model(&sigs, &o.model.member(i)?, agg, None, target_far, &test)?;
+            eprintln!(
+                "member {i} alone: EER {:.4}, ROC-AUC {:.4}, mean per-writer EER {:.4}",
+                rm.eer, rm.roc_auc, rm.mean_writer_eer
+            );
+            members.push(rm);
+        }
+    }
     print_signatures(&report);
     let mut v = serde_json::to_value(&report)?;
+    if !members.is_empty() {
+        v["members"] = serde_json::to_value(&members)?;
+    }
     v["model"] = json!(out.display().to_string());
     v["wall_seconds"] = json!(o.wall_seconds);
     v["cpu_seconds"] = json!(o.cpu_seconds);

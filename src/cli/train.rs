@@ -7,8 +7,10 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
 use twindex::eval::protocol::Aggregate;
-use twindex::model::Arch;
-use twindex::train::{train_image, Augmentation, ImageTrainConfig, LossKind, Miner, TrainEvent};
+use twindex::model::{Arch, EnsembleBy};
+use twindex::train::{
+    train_image, Augmentation, EnsembleTrainConfig, ImageTrainConfig, LossKind, Miner, TrainEvent,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum TrainCmd {
@@ -110,6 +112,17 @@ pub struct ImageArgs {
     /// Train on only the first N training images.
     #[arg(long)]
     pub max_train: Option<usize>,
+    /// Train an ensemble of K twins (K >= 1; 1 = a single encoder), saved as one encoder
+    /// that embeds by concatenating its members' normalised embeddings. Members train side by
+    /// side on up to --threads threads.
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
+    /// How the ensemble's members differ: `seed` (own seeds), `bagging` (own bootstrap
+    /// samples) or `cluster` (a first encoder, then one learner per k-means cluster of its
+    /// training classes, K-1 clusters, each started from it). Needs --ensemble K >= 2.
+    /// Default seed.
+    #[arg(long, value_enum)]
+    pub ensemble_by: Option<EnsembleBy>,
     /// Output model directory (config.json + model.safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -165,6 +178,8 @@ fn run_image(a: ImageArgs) -> Result<()> {
         scale: a.scale,
         dev_score: Some(twindex::eval::protocol::all_pairs_roc_auc),
     };
+    let ens = ensemble_config(a.ensemble, a.ensemble_by)?;
+    check_model_out(&a.out)?;
     let folder = a.protocol.is_some() || protocol::is_image_folder(&a.corpus);
     if a.keep_best && !folder && a.holdout == 0 {
         anyhow::bail!("--keep-best selects on held-out data: image folders (dev classes) or --holdout N (MNIST's test set must not choose the model)");
@@ -184,6 +199,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
                 &corpus,
                 &a.folder,
                 &cfg,
+                ens.as_ref(),
                 a.dev_classes,
                 a.target_far,
                 &a.folder.folds,
@@ -193,6 +209,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
                 &corpus,
                 &a.folder,
                 &cfg,
+                ens.as_ref(),
                 a.target_far,
                 a.aggregate,
                 &a.out,
@@ -204,6 +221,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
                 &corpus,
                 &a.folder,
                 &cfg,
+                ens.as_ref(),
                 a.dev_classes,
                 a.target_far,
                 &a.out,
@@ -238,6 +256,9 @@ fn run_image(a: ImageArgs) -> Result<()> {
     } else {
         "test"
     };
+    if let Some(ens) = &ens {
+        return run_mnist_ensemble(&a, &cfg, ens, &dir, &data, eval_set);
+    }
     eprintln!(
         "training {} with {:?} loss on {} ({} train / {} {eval_set} images), seed {}, {} threads",
         a.arch.name(),
@@ -363,4 +384,163 @@ fn run_image(a: ImageArgs) -> Result<()> {
         common::print_json(&report)?;
     }
     Ok(())
+}
+
+/// The ensemble settings of `--ensemble K --ensemble-by B`: `None` for a single encoder.
+fn ensemble_config(k: usize, by: Option<EnsembleBy>) -> Result<Option<EnsembleTrainConfig>> {
+    if k == 0 {
+        anyhow::bail!(
+            "--ensemble 0: expected the number of members, at least 1 (1 = a single encoder)"
+        );
+    }
+    if k == 1 {
+        if let Some(b) = by {
+            anyhow::bail!(
+                "--ensemble-by {} needs --ensemble K with K >= 2 members",
+                b.name()
+            );
+        }
+        return Ok(None);
+    }
+    Ok(Some(EnsembleTrainConfig {
+        members: k,
+        by: by.unwrap_or(EnsembleBy::Seed),
+        parallel: rayon::current_num_threads().min(k),
+    }))
+}
+
+/// `train image --ensemble K` on MNIST-style data: members trained, each calibrated (best F1
+/// on the seed pairs of the held-out images, else of the training images) and scored on the
+/// held-out (or test) pairs, then the ensemble calibrated the same way and saved.
+fn run_mnist_ensemble(
+    a: &ImageArgs,
+    cfg: &ImageTrainConfig,
+    ens: &EnsembleTrainConfig,
+    dir: &std::path::Path,
+    data: &twindex::corpus::TrainTest,
+    eval_set: &str,
+) -> Result<()> {
+    eprintln!(
+        "training an ensemble of {} {} twins (by {}) with {:?} loss on {} ({} train / {} {eval_set} images), seed {}, {} member(s) at a time on {} threads",
+        ens.members,
+        a.arch.name(),
+        ens.by.name(),
+        a.loss,
+        dir.display(),
+        data.train.n,
+        data.test.n,
+        a.seed,
+        ens.parallel,
+        rayon::current_num_threads()
+    );
+    let mut mcfg =
+        twindex::model::ImageModelConfig::new(a.arch, data.train.rows, data.train.cols, 1);
+    mcfg.class_names = (0..data.train.n_classes()).map(|c| c.to_string()).collect();
+    let mut outcome = twindex::train::train_ensemble(data, cfg, ens, mcfg, &a.corpus, &|m, ev| {
+        protocol::print_member_event(m, &ev, cfg.epochs, eval_set)
+    })?;
+    let cal_set = if a.holdout > 0 {
+        &data.test
+    } else {
+        &data.train
+    };
+    let pairs = twindex::corpus::seed_pairs(&cal_set.labels, a.seed)?;
+    let test_pairs = twindex::corpus::seed_pairs(&data.test.labels, a.seed.wrapping_add(1))?;
+    let calibrate = |m: &twindex::model::ImageModel| -> Result<(f32, serde_json::Value, f64)> {
+        let emb = twindex::train::image::embed_set(m, cal_set)?;
+        let dist = twindex::train::image::pair_distances(&emb, m.config.dim, &pairs);
+        let (scores, labels) = twindex::eval::image::pair_scores(&dist, &pairs);
+        let cal = twindex::eval::calibrate_best_f1(&scores, &labels)?;
+        let temb = twindex::train::image::embed_set(m, &data.test)?;
+        let tdist = twindex::train::image::pair_distances(&temb, m.config.dim, &test_pairs);
+        let (acc, _) = twindex::train::image::best_threshold_accuracy(&tdist, &test_pairs);
+        Ok((
+            twindex::index::Metric::L2.distance_for_similarity(cal.threshold),
+            serde_json::to_value(&cal)?,
+            acc,
+        ))
+    };
+    let score_key = if eval_set == "test" {
+        "test_pair_accuracy"
+    } else {
+        "held_out_pair_accuracy"
+    };
+    let names: Vec<String> = (0..data.train.n_classes()).map(|c| c.to_string()).collect();
+    let (mut model, members) =
+        protocol::assemble(&mut outcome, ens, &names, &calibrate, score_key)?;
+    model.config.training = twindex::model::TrainingRecord {
+        command: Some(command_line()),
+        ..model
+            .config
+            .ensemble
+            .as_ref()
+            .map(|e| e.members[0].training.clone())
+            .unwrap_or_default()
+    };
+    model.config.training.seed = a.seed;
+    model.config.training.history = Vec::new();
+    model.config.training.selected_epoch = None;
+    model.save(&a.out)?;
+    let ens_acc = members
+        .last()
+        .and_then(|m| m[score_key].as_f64())
+        .unwrap_or(0.0);
+    eprintln!(
+        "saved {} ({} members, {}-d; {eval_set} pair accuracy {ens_acc:.4} at the best threshold; training {:.1} s wall, {:.1} CPU-s)",
+        a.out.display(),
+        ens.members,
+        model.config.dim,
+        outcome.wall_seconds,
+        outcome.cpu_seconds
+    );
+    if a.json {
+        common::print_json(&json!({
+            "model": a.out.display().to_string(),
+            "arch": a.arch.name(),
+            "ensemble": ens.members,
+            "ensemble_by": ens.by.name(),
+            "parallel": ens.parallel,
+            "seed": a.seed,
+            "threads": rayon::current_num_threads(),
+            "dim": model.config.dim,
+            "threshold": model.config.threshold,
+            "evaluated_on": eval_set,
+            "holdout": a.holdout,
+            "wall_seconds": outcome.wall_seconds,
+            "cpu_seconds": outcome.cpu_seconds,
+            "members": members,
+        }))?;
+    }
+    Ok(())
+}
+
+/// Refuse an `--out` that twindex did not make: it must be absent, empty, an encoder directory
+/// (`config.json` of an image encoder) or a folder of `fold-N` encoder directories (ORL).
+fn check_model_out(out: &std::path::Path) -> Result<()> {
+    let is_encoder = |d: &std::path::Path| {
+        twindex::fsutil::read_json::<twindex::model::ImageModelConfig>(
+            &d.join(twindex::model::image::CONFIG_FILE),
+        )
+        .is_ok_and(|c| c.format == twindex::model::image::IMAGE_FORMAT)
+    };
+    if !out.exists() || is_encoder(out) {
+        return Ok(());
+    }
+    let entries: Vec<_> = match std::fs::read_dir(out) {
+        Ok(rd) => rd.flatten().collect(),
+        Err(_) => anyhow::bail!(
+            "--out {}: exists and is not a directory twindex made; refusing to write there",
+            out.display()
+        ),
+    };
+    let folds = entries
+        .iter()
+        .all(|e| e.file_name().to_string_lossy().starts_with("fold-") && is_encoder(&e.path()));
+    if entries.is_empty() || folds {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "--out {}: exists and holds files that are not an encoder twindex made (no image encoder config.json); refusing to write there (choose a new directory)",
+        out.display()
+    )
 }

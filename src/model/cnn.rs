@@ -144,6 +144,8 @@ enum Net {
     },
     /// dlib's pretrained face network (`dlib-resnet`).
     Dlib(std::sync::Arc<super::dlib::DlibResNet>),
+    /// Several towers used as one ([`super::ensemble::Ensemble`]).
+    Ensemble(std::sync::Arc<super::ensemble::Ensemble>),
 }
 
 /// Spatial size after `valid 5x5 conv -> pool2` twice.
@@ -241,7 +243,23 @@ impl ImageEncoder {
         }
     }
 
-    /// The architecture.
+    /// Wrap an ensemble of towers; `arch` is its members' network (the first member's).
+    pub fn ensemble(arch: Arch, e: super::ensemble::Ensemble) -> Self {
+        ImageEncoder {
+            arch,
+            net: Net::Ensemble(std::sync::Arc::new(e)),
+        }
+    }
+
+    /// The ensemble behind this encoder, if it is one.
+    pub fn as_ensemble(&self) -> Option<&super::ensemble::Ensemble> {
+        match &self.net {
+            Net::Ensemble(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The architecture (of the members, for an ensemble).
     pub fn arch(&self) -> Arch {
         self.arch
     }
@@ -251,6 +269,7 @@ impl Module for ImageEncoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (convs, fc1, fc2) = match &self.net {
             Net::Dlib(net) => return net.forward(x),
+            Net::Ensemble(e) => return e.forward(x),
             Net::Tower { convs, fc1, fc2 } => (convs, fc1, fc2),
         };
         let mut h = x.clone();

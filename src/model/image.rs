@@ -2,6 +2,7 @@
 
 use super::cnn::{Arch, ImageEncoder};
 use super::dlib::{face_chip, DlibResNet, Grey, Rect, ShapePredictor};
+use super::ensemble::{Ensemble, EnsembleBy, EnsembleConfig, MemberConfig};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use candle_core::{DType, Device, Module, Tensor};
@@ -284,9 +285,21 @@ pub struct ImageModelConfig {
     pub calibration: Option<serde_json::Value>,
     #[serde(default)]
     pub training: TrainingRecord,
+    /// Present when the encoder is an ensemble of towers ([`super::ensemble`]): then `arch` is
+    /// its members' network, `dim` the sum of theirs, and the embeddings are unit length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleConfig>,
 }
 
 impl ImageModelConfig {
+    /// The network as people read it: `cnn`, or `ensemble of 3 cnn` for an ensemble.
+    pub fn arch_label(&self) -> String {
+        match &self.ensemble {
+            Some(e) => format!("ensemble of {} {}", e.members.len(), self.arch.name()),
+            None => self.arch.name().to_string(),
+        }
+    }
+
     /// A config for `arch` on `h x w x c` images with the default preprocessing.
     pub fn new(arch: Arch, height: usize, width: usize, channels: usize) -> Self {
         ImageModelConfig {
@@ -312,6 +325,7 @@ impl ImageModelConfig {
             class_names: Vec::new(),
             calibration: None,
             training: TrainingRecord::default(),
+            ensemble: None,
         }
     }
 }
@@ -410,6 +424,30 @@ impl ImageModel {
         let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu)
             .map_err(|e| Error::corrupt(&wpath, format!("not a readable safetensors file: {e}")))?;
         let p = &config.preprocess;
+        if let Some(ens) = &config.ensemble {
+            ens.validate()
+                .map_err(|e| Error::corrupt(&cfg_path, format!("ensemble: {e}")))?;
+            if config.dim != ens.dim() || !config.normalized {
+                return Err(Error::corrupt(
+                    &cfg_path,
+                    format!(
+                        "an ensemble's dim must be its members' sum ({}) and its embeddings normalised; the config says dim {}, normalized {}",
+                        ens.dim(),
+                        config.dim,
+                        config.normalized
+                    ),
+                ));
+            }
+            let e = Ensemble::new(vb, ens, p.height, p.width, p.channels).map_err(|e| {
+                Error::corrupt(&wpath, format!("weights do not fit the ensemble: {e}"))
+            })?;
+            return Ok(ImageModel {
+                encoder: ImageEncoder::ensemble(ens.members[0].arch, e),
+                config,
+                varmap: None,
+                dir: Some(dir.to_path_buf()),
+            });
+        }
         let encoder =
             ImageEncoder::new(vb, config.arch, p.height, p.width, p.channels).map_err(|e| {
                 Error::corrupt(
@@ -422,6 +460,125 @@ impl ImageModel {
             encoder,
             varmap: None,
             dir: Some(dir.to_path_buf()),
+        })
+    }
+
+    /// One encoder of `members` (trainable models of the same preprocessing; their weights
+    /// are shared, not copied), embedding as [`super::ensemble`] describes with these `weights`
+    /// (one per member, positive). Each member's threshold and training record are kept in the
+    /// config, with `classes[i]`, the classes member `i` was trained on when not all. The
+    /// ensemble's own threshold starts at the members' weighted mean: calibrate it.
+    pub fn ensemble_of(
+        members: &[&ImageModel],
+        by: EnsembleBy,
+        weights: &[f32],
+        classes: Vec<Vec<String>>,
+    ) -> Result<ImageModel> {
+        let first = members.first().ok_or_else(|| {
+            Error::InvalidArgument("an ensemble needs at least one member".into())
+        })?;
+        if weights.len() != members.len() || classes.len() != members.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} members but {} weights and {} class lists",
+                members.len(),
+                weights.len(),
+                classes.len()
+            )));
+        }
+        let mut config = first.config.clone();
+        let varmap = VarMap::new();
+        let mut specs = Vec::with_capacity(members.len());
+        for (i, (m, cls)) in members.iter().zip(classes).enumerate() {
+            if m.config.preprocess != config.preprocess {
+                return Err(Error::InvalidArgument(format!(
+                    "member {i} reads its input differently from member 0 (preprocessing {:?} vs {:?})",
+                    m.config.preprocess, config.preprocess
+                )));
+            }
+            if m.config.ensemble.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "member {i} is itself an ensemble"
+                )));
+            }
+            let vm = m.varmap.as_ref().ok_or_else(|| {
+                Error::InvalidArgument(format!("member {i} has no trainable weights to save"))
+            })?;
+            let mut data = varmap.data().lock().expect("varmap");
+            for (name, var) in vm.data().lock().expect("varmap").iter() {
+                data.insert(format!("{}.{name}", EnsembleConfig::prefix(i)), var.clone());
+            }
+            specs.push(MemberConfig {
+                arch: m.config.arch,
+                dim: m.config.dim,
+                weight: weights[i],
+                threshold: m.config.threshold,
+                classes: cls,
+                training: m.config.training.clone(),
+            });
+        }
+        let ens = EnsembleConfig { by, members: specs };
+        ens.validate().map_err(Error::InvalidArgument)?;
+        let e =
+            Ensemble::from_members(members.iter().map(|m| m.encoder.clone()).collect(), weights);
+        let wsum: f32 = weights.iter().sum();
+        config.threshold = members
+            .iter()
+            .zip(weights)
+            .map(|(m, w)| m.config.threshold * w)
+            .sum::<f32>()
+            / wsum;
+        config.dim = ens.dim();
+        config.normalized = true;
+        config.calibration = None;
+        config.ensemble = Some(ens);
+        Ok(ImageModel {
+            encoder: ImageEncoder::ensemble(first.config.arch, e),
+            config,
+            varmap: Some(varmap),
+            dir: None,
+        })
+    }
+
+    /// Member `i` of an ensemble as an encoder of its own (its network, dimension and
+    /// threshold; the ensemble's preprocessing), e.g. to compare it with the ensemble.
+    pub fn member(&self, i: usize) -> Result<ImageModel> {
+        let (Some(ens), Some(net)) = (&self.config.ensemble, self.encoder.as_ensemble()) else {
+            return Err(Error::InvalidArgument(
+                "this encoder is not an ensemble: it has no members".into(),
+            ));
+        };
+        let (Some(spec), Some(enc)) = (ens.members.get(i), net.member(i)) else {
+            return Err(Error::InvalidArgument(format!(
+                "member {i}: the ensemble has {} members (0..{})",
+                ens.members.len(),
+                ens.members.len().saturating_sub(1)
+            )));
+        };
+        let varmap = self.varmap.as_ref().map(|vm| {
+            let out = VarMap::new();
+            let prefix = format!("{}.", EnsembleConfig::prefix(i));
+            let mut data = out.data().lock().expect("varmap");
+            for (name, var) in vm.data().lock().expect("varmap").iter() {
+                if let Some(rest) = name.strip_prefix(&prefix) {
+                    data.insert(rest.to_string(), var.clone());
+                }
+            }
+            drop(data);
+            out
+        });
+        let mut config = self.config.clone();
+        config.arch = spec.arch;
+        config.dim = spec.dim;
+        config.normalized = spec.arch.normalized();
+        config.threshold = spec.threshold;
+        config.calibration = None;
+        config.training = spec.training.clone();
+        config.ensemble = None;
+        Ok(ImageModel {
+            config,
+            encoder: enc.clone(),
+            varmap,
+            dir: None,
         })
     }
 

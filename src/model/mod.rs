@@ -1,9 +1,10 @@
 //! Encoders as candle modules: image CNNs (with fast custom ops) and their on-disk form, and
-//! the sentence-transformers text encoder (BERT/MiniLM).
+//! the sentence-transformers text encoder (BERT/MiniLM); ensembles of image encoders.
 
 pub mod bert;
 pub mod cnn;
 pub mod dlib;
+pub mod ensemble;
 pub mod fastbert;
 pub mod image;
 pub mod kernels;
@@ -14,6 +15,7 @@ pub mod sequence;
 pub mod text;
 
 pub use cnn::{Arch, ImageEncoder};
+pub use ensemble::{Ensemble, EnsembleBy, EnsembleConfig, MemberConfig};
 pub use fastbert::{FastBert, TextBackend};
 pub use image::{ImageModel, ImageModelConfig, Preprocess, TrainingRecord};
 pub use kernels::Precision;

@@ -25,7 +25,7 @@ pub fn embed_image_encoder(
         crate::fsutil::atomic_write(&dst.join(&f), &bytes)?;
     }
     let sha = ImageModel::content_hash(&dst)?;
-    Ok(json!({
+    let mut rec = json!({
         "kind": "image",
         "path": ENCODER_DIR,
         "sha256": sha,
@@ -33,7 +33,11 @@ pub fn embed_image_encoder(
         "dim": model.config.dim,
         "metric": model.config.metric,
         "source": model_dir.display().to_string(),
-    }))
+    });
+    if let Some(e) = &model.config.ensemble {
+        rec["ensemble_members"] = json!(e.members.len());
+    }
+    Ok(rec)
 }
 
 /// The manifest record for an index of raw vectors (no encoder).

@@ -381,6 +381,22 @@ pub fn train_image_with(
     corpus_name: &str,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainOutcome> {
+    mcfg.arch = cfg.arch;
+    mcfg.dim = cfg.arch.dim();
+    mcfg.normalized = cfg.arch.normalized();
+    let model = ImageModel::new_trainable(mcfg, cfg.seed)?;
+    train_image_from(data, cfg, model, corpus_name, on_event)
+}
+
+/// [`train_image_with`] from the weights `model` has now (a trainable model: fresh, or a copy
+/// of another encoder to fine-tune, as the `cluster` ensembles do); `cfg.arch` is ignored.
+pub fn train_image_from(
+    data: &TrainTest,
+    cfg: &ImageTrainConfig,
+    mut model: ImageModel,
+    corpus_name: &str,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome> {
     if cfg.epochs == 0 || cfg.batch < 2 {
         return Err(Error::InvalidArgument(format!(
             "epochs must be >= 1 and batch >= 2 (got epochs={}, batch={})",
@@ -398,6 +414,7 @@ pub fn train_image_with(
         None => data.train.clone(),
     };
     let test = &data.test;
+    let mcfg = &model.config;
     if (train.rows, train.cols) != (mcfg.preprocess.height, mcfg.preprocess.width)
         || (test.rows, test.cols) != (train.rows, train.cols)
     {
@@ -411,11 +428,10 @@ pub fn train_image_with(
             mcfg.preprocess.width
         )));
     }
-    mcfg.arch = cfg.arch;
-    mcfg.dim = cfg.arch.dim();
-    mcfg.normalized = cfg.arch.normalized();
-    let mut model = ImageModel::new_trainable(mcfg, cfg.seed)?;
-    let varmap = model.varmap.clone().expect("trainable");
+    let varmap = model
+        .varmap
+        .clone()
+        .ok_or_else(|| Error::InvalidArgument("only a trainable model can be trained".into()))?;
     // ArcFace: one proxy per training class, trained with the encoder, not part of it.
     let proxies = match cfg.loss {
         LossKind::Arcface => {

@@ -1,15 +1,17 @@
-//! Training twin encoders: losses, online mining and the training loops (images; text
-//! fine-tuning).
+//! Training twin encoders: losses, online mining and the training loops (images, ensembles of
+//! image encoders; text fine-tuning).
 
+pub mod ensemble;
 pub mod image;
 pub mod loss;
 pub mod mining;
 pub mod sequence;
 pub mod text;
 
+pub use ensemble::{train_ensemble, EnsembleOutcome, EnsembleTrainConfig};
 pub use image::{
-    train_image, train_image_with, Augmentation, ImageTrainConfig, LossKind, TrainEvent,
-    TrainOutcome,
+    train_image, train_image_from, train_image_with, Augmentation, ImageTrainConfig, LossKind,
+    TrainEvent, TrainOutcome,
 };
 pub use mining::{Miner, Triplet};
 pub use text::{train_text, TextLoss, TextTrainConfig, TextTrainEvent, TextTrainOutcome};

@@ -4,6 +4,7 @@ mod cli;
 mod corpus;
 mod dlib_face;
 mod engine;
+mod ensemble;
 mod faces;
 mod index_crash;
 mod index_engine;
