@@ -17,7 +17,7 @@
 #   bash benches/peers/compare_ann.sh
 #
 # Env: DATASETS (default "mnist glosses"), TWINDEX (default target/release/twindex), NICE
-#      (default "nice -n 5"; "" for none), RERANKS (default "10 20 40"), GLOSSES_INDEX (the
+#      (default "nice -n 5"; "" for none), RERANKS (default "10 16 24"), GLOSSES_INDEX (the
 #      index the gloss vectors are read from), LIMIT_QUERIES (default 0: all).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +27,7 @@ PY="$HERE/.venv/bin/python"
 TWINDEX="${TWINDEX:-target/release/twindex}"
 NICE="${NICE-nice -n 5}"
 DATASETS="${DATASETS:-mnist glosses}"
-RERANKS="${RERANKS:-10 20 40}"
+RERANKS="${RERANKS:-10 16 24}"
 LIMIT_QUERIES="${LIMIT_QUERIES:-0}"
 GLOSSES_INDEX="${GLOSSES_INDEX:-/work/main/index/glosses-100k}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -65,7 +65,7 @@ for ds in $DATASETS; do
       queries=corpora/mnist/t10k-images-idx3-ubyte.gz
       gt=../shared/reference/mnist784_gt_k100.ivecs
       peer=(--gt "$gt")
-      efs="10,12,16,20,24,32,48,64" ;;
+      efs="10,12,14,16,20,24,32,48" ;;
     glosses)
       if [ ! -s "$DATA/glosses/queries.fvecs" ]; then
         "$PY" "$HERE/glosses_vectors.py" --index "$GLOSSES_INDEX" --out "$DATA/glosses"
@@ -75,7 +75,7 @@ for ds in $DATASETS; do
       gt="$DATA/glosses/gt_k100.ivecs"
       peer=(--base "$DATA/glosses/base.fvecs" --queries "$queries" --gt "$gt" --metric cosine
             --name glosses-minilm-384-cosine)
-      efs="10,16,24,32,48,64,96,128" ;;
+      efs="10,16,20,24,28,32,48,64" ;;
     *) echo "compare_ann: unknown data set $ds" >&2; exit 2 ;;
   esac
   for q in none sq8; do
@@ -95,7 +95,8 @@ for ds in $DATASETS; do
   fi
   echo "-- peers" >&2
   lim=(); [ "$LIMIT_QUERIES" != 0 ] && lim=(--limit-queries "$LIMIT_QUERIES")
-  $NICE "$PY" "$HERE/ann_mnist784.py" "${peer[@]}" "${lim[@]}" --rss \
+  # The same ef grid for every engine.
+  $NICE "$PY" "$HERE/ann_mnist784.py" "${peer[@]}" "${lim[@]}" --ef "$efs" --rss \
     --json-out "$WORK/$ds.peers.json" > /dev/null
   tlim=(); [ "$LIMIT_QUERIES" != 0 ] && tlim=(--limit "$LIMIT_QUERIES")
   echo "-- twindex bench none" >&2
