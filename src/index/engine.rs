@@ -36,6 +36,8 @@ use super::wal::{self, WalWriter, WriterLock, LOCK_FILE};
 /// are within the threshold).
 const DEDUP_FIRST_K: usize = 16;
 
+// One engine per open index: the size of the enum does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     Hnsw(HnswGraph),
     HnswRs(HnswRsIndex),

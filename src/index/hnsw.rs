@@ -12,6 +12,11 @@
 //!   nothing but its result;
 //! * neighbours are chosen with the paper's heuristic (algorithm 4, as hnswlib does it);
 //!   levels are drawn with `mult = 1/ln(M)`, level 0 keeps `M0 = 2M` links;
+//! * with `quantize = sq8` ([`super::quantize`]) a block holds the links and the node's SQ8
+//!   codes instead of its f32 vector (about a quarter of the bytes); the walk scores the query
+//!   (f32) against codes, neighbour selection while building scores codes against codes, and
+//!   the best `rerank` candidates of a search are re-scored on the f32 vectors, kept apart
+//!   ([`super::rows::Rows`]: memory-mapped from the vectors file when opened from disk);
 //! * a batch is inserted in parallel (rayon) with one lock per node, as hnswlib does; a node
 //!   searches all its levels first and links bottom-up, so no concurrent insertion can reach
 //!   it on a level whose lower lists are still empty.
@@ -31,7 +36,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::distance::{kernels, prefetch, Kernels};
 use super::metric::{check_rows, Metric};
-use super::quantize::{dot_u8_kernel, Quantize, Sq8, U8Kernel};
+use super::quantize::{dot_u8_kernel, dot_u8_u8_kernel, Quantize, Sq8, U8Kernel, U8U8Kernel};
 use super::rows::Rows;
 use super::vector_index::{prepare_query, Hit, Nearest, Progress, Scored, SlotFilter, VectorIndex};
 
@@ -114,7 +119,7 @@ impl HnswParams {
     }
 }
 
-/// One cache line; blocks are whole lines so every vector starts 64-byte aligned.
+/// One cache line; blocks are whole lines so every f32 vector starts 64-byte aligned.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct Line([u32; LINE_WORDS]);
@@ -142,10 +147,8 @@ struct Scratch {
     layers: Vec<Vec<Scored>>,
     selected: Vec<Scored>,
     prune: Vec<Scored>,
-    /// Quantized graphs: the weights of the probe being searched, and of a second one
-    /// (neighbour selection and pruning).
+    /// Quantized graphs: the weights of the probe being searched.
     w: Vec<f32>,
-    w2: Vec<f32>,
 }
 
 /// What a search scores stored nodes against: a prepared f32 vector and, for a quantized
@@ -155,6 +158,8 @@ struct Probe<'a> {
     v: &'a [f32],
     w: &'a [f32],
     c: f32,
+    /// Weight of a stored node's term (1 for l2, 0 for cosine and dot).
+    tw: f32,
 }
 
 impl Scratch {
@@ -235,7 +240,8 @@ pub struct HnswGraph {
     params: HnswParams,
     m0: usize,
     mult: f64,
-    /// Words before the vector in a block: link count + `m0` links, padded to a line.
+    /// Words before the payload in a block: link count + `m0` links (padded to a line when
+    /// the payload is an f32 vector).
     header_words: usize,
     /// Words per block (a multiple of [`LINE_WORDS`]).
     stride_words: usize,
@@ -252,6 +258,7 @@ pub struct HnswGraph {
     pool: Mutex<Vec<Scratch>>,
     kernels: Kernels,
     u8_kernel: U8Kernel,
+    u8u8_kernel: U8U8Kernel,
     /// The trained quantizer of a quantized graph (trained on the first batch added, again
     /// each time the graph has doubled since).
     quant: Option<Sq8>,
@@ -290,11 +297,11 @@ impl HnswGraph {
             ));
         }
         let m0 = 2 * params.m;
-        let header_words = (1 + m0).div_ceil(LINE_WORDS) * LINE_WORDS;
-        // The payload: the vector, or the term t and the codes.
-        let payload_words = match params.quantize {
-            Quantize::None => dim,
-            Quantize::Sq8 => 1 + dim.div_ceil(4),
+        // The payload: the vector (starting on a cache line, for the f32 kernels' loads), or
+        // the term t and the codes, right after the links (fewer lines a node).
+        let (header_words, payload_words) = match params.quantize {
+            Quantize::None => ((1 + m0).div_ceil(LINE_WORDS) * LINE_WORDS, dim),
+            Quantize::Sq8 => (1 + m0, 1 + dim.div_ceil(4)),
         };
         let stride_words = (header_words + payload_words).div_ceil(LINE_WORDS) * LINE_WORDS;
         Ok(HnswGraph {
@@ -316,6 +323,7 @@ impl HnswGraph {
             pool: Mutex::new(Vec::new()),
             kernels: *kernels(),
             u8_kernel: dot_u8_kernel(),
+            u8u8_kernel: dot_u8_u8_kernel(),
             quant: None,
             trained_on: 0,
             exact: Rows::from_vec(dim, Vec::new()),
@@ -452,9 +460,19 @@ impl HnswGraph {
         match &self.quant {
             Some(sq) => {
                 let c = sq.probe(v, w);
-                Probe { v, w, c }
+                Probe {
+                    v,
+                    w,
+                    c,
+                    tw: sq.term_weight(),
+                }
             }
-            None => Probe { v, w: &[], c: 0.0 },
+            None => Probe {
+                v,
+                w: &[],
+                c: 0.0,
+                tw: 0.0,
+            },
         }
     }
 
@@ -463,9 +481,28 @@ impl HnswGraph {
     fn dist(&self, p: &Probe, node: usize) -> f32 {
         if self.is_quantized() {
             let (t, codes) = self.code_of(node);
-            p.c + t + (self.u8_kernel)(p.w, codes)
+            p.c + p.tw * t + (self.u8_kernel)(p.w, codes)
         } else {
             self.key(p.v, self.vec_of(node))
+        }
+    }
+
+    /// The ordering key between two stored nodes (code to code for a quantized graph); for
+    /// unquantized `l2` some value > `bound` when the key is above it.
+    #[inline(always)]
+    fn dist_nodes(&self, a: usize, b: usize, bound: f32) -> f32 {
+        match &self.quant {
+            Some(sq) => {
+                let (ta, ca) = self.code_of(a);
+                let (tb, cb) = self.code_of(b);
+                sq.symmetric(self.u8u8_kernel, ta, ca, tb, cb)
+            }
+            None => match self.metric {
+                Metric::L2 => {
+                    (self.kernels.l2_squared_bounded)(self.vec_of(a), self.vec_of(b), bound)
+                }
+                _ => self.key(self.vec_of(a), self.vec_of(b)),
+            },
         }
     }
 
@@ -603,7 +640,7 @@ impl HnswGraph {
     /// The neighbour-selection heuristic: walk `cands` (sorted nearest first, keys relative to
     /// the base node) and keep a candidate only if it is nearer to the base than to every
     /// candidate already kept; at most `m`.
-    fn select(&self, cands: &[Scored], m: usize, out: &mut Vec<Scored>, w: &mut Vec<f32>) {
+    fn select(&self, cands: &[Scored], m: usize, out: &mut Vec<Scored>) {
         out.clear();
         if cands.len() <= m {
             out.extend_from_slice(cands);
@@ -613,14 +650,9 @@ impl HnswGraph {
             if out.len() >= m {
                 break;
             }
-            if out.is_empty() {
-                out.push(*c);
-                continue;
-            }
-            let pc = self.probe(self.exact(c.slot as usize), w);
             if out
                 .iter()
-                .all(|s| self.dist_bounded(&pc, s.slot as usize, c.key) >= c.key)
+                .all(|s| self.dist_nodes(c.slot as usize, s.slot as usize, c.key) >= c.key)
             {
                 out.push(*c);
             }
@@ -631,7 +663,7 @@ impl HnswGraph {
     fn connect(&self, q: usize, level: usize, s: &mut Scratch) {
         let cap = if level == 0 { self.m0 } else { self.params.m };
         let mut selected = std::mem::take(&mut s.selected);
-        self.select(&s.layers[level], self.params.m, &mut selected, &mut s.w2);
+        self.select(&s.layers[level], self.params.m, &mut selected);
         {
             let _g = lock(&self.locks[q]);
             let p = self.links(q, level);
@@ -654,24 +686,21 @@ impl HnswGraph {
                     *p.add(1 + cnt) = q as u32;
                     *p = (cnt + 1) as u32;
                 } else {
-                    let mut w = std::mem::take(&mut s.w);
-                    let pn = self.probe(self.exact(ni), &mut w);
                     s.prune.clear();
                     s.prune.push(Scored {
-                        key: self.dist(&pn, q),
+                        key: self.dist_nodes(ni, q, f32::INFINITY),
                         slot: q as u32,
                     });
                     for j in 0..cnt {
                         let x = *p.add(1 + j);
                         s.prune.push(Scored {
-                            key: self.dist(&pn, x as usize),
+                            key: self.dist_nodes(ni, x as usize, f32::INFINITY),
                             slot: x,
                         });
                     }
-                    s.w = w;
                     s.prune.sort_unstable();
                     let mut kept = Vec::with_capacity(cap);
-                    self.select(&s.prune, cap, &mut kept, &mut s.w2);
+                    self.select(&s.prune, cap, &mut kept);
                     *p = kept.len() as u32;
                     for (j, k) in kept.iter().enumerate() {
                         *p.add(1 + j) = k.slot;
@@ -1185,6 +1214,7 @@ impl HnswGraph {
             }
             g.exact = vectors;
             g.encode_range(0, n);
+            g.exact.release();
         } else {
             drop(vectors);
         }
@@ -1219,6 +1249,7 @@ impl HnswGraph {
         self.quant = Some(sq);
         self.trained_on = n;
         self.encode_range(0, n);
+        self.exact.release();
         Ok(())
     }
 

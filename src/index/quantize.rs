@@ -16,9 +16,19 @@
 //! ```
 //!
 //! i.e. `c + t(x) + Σ w_d code_d` with the query's constant `c` and weights `w`
-//! ([`Sq8::probe`]) and one number `t` per stored vector ([`Sq8::encode`]; 0 for
-//! cosine and dot). The sum is the one kernel of a quantized search: [`dot_u8`], with AVX-512
-//! and AVX2 versions tested against [`dot_u8_scalar`].
+//! ([`Sq8::probe`]) and one number per stored vector ([`Sq8::encode`]: `t = Σ scale² code²` for
+//! l2; for cosine and dot `u = Σ min·scale·code`, which the asymmetric key does not use). The
+//! sum is the kernel of a quantized search: [`dot_u8`].
+//!
+//! Between two stored vectors (neighbour selection while building) both sides are codes
+//! (symmetric distance), with `K(x, y) = Σ scale_d² x_d y_d` ([`dot_u8_u8`]):
+//!
+//! ```text
+//! l2:          |x̂ - ŷ|² = t(x) + t(y) − 2 K(x, y)
+//! cosine, dot: 1 − x̂·ŷ  = (1 − Σ min²) − u(x) − u(y) − K(x, y)
+//! ```
+//!
+//! Each kernel has AVX-512 and AVX2 versions tested against an f64 loop.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -77,6 +87,10 @@ pub struct Sq8 {
     metric: Metric,
     min: Vec<f32>,
     scale: Vec<f32>,
+    /// scale², the weights of the symmetric kernel.
+    scale2: Vec<f32>,
+    /// 1 − Σ min² (cosine and dot).
+    one_minus_m2: f32,
 }
 
 impl Sq8 {
@@ -119,7 +133,7 @@ impl Sq8 {
             .zip(&max)
             .map(|(lo, hi)| (hi - lo) / 255.0)
             .collect();
-        Ok(Sq8 { metric, min, scale })
+        Ok(Self::with(metric, min, scale))
     }
 
     /// Rebuild from stored parameters (see [`Sq8::min`], [`Sq8::scale`]).
@@ -139,7 +153,19 @@ impl Sq8 {
                 min[d], scale[d]
             )));
         }
-        Ok(Sq8 { metric, min, scale })
+        Ok(Self::with(metric, min, scale))
+    }
+
+    fn with(metric: Metric, min: Vec<f32>, scale: Vec<f32>) -> Self {
+        let scale2 = scale.iter().map(|s| s * s).collect();
+        let m2: f64 = min.iter().map(|&m| m as f64 * m as f64).sum();
+        Sq8 {
+            metric,
+            min,
+            scale,
+            scale2,
+            one_minus_m2: (1.0 - m2) as f32,
+        }
     }
 
     /// The dimension.
@@ -157,10 +183,11 @@ impl Sq8 {
         &self.scale
     }
 
-    /// Encode a prepared vector into `codes` (`dim` bytes); returns its term `t` (Σ scale²·code²
-    /// for `l2`, 0 otherwise). Values outside the trained range are clamped.
+    /// Encode a prepared vector into `codes` (`dim` bytes); returns its term (`t` = Σ
+    /// scale²·code² for `l2`, `u` = Σ min·scale·code otherwise). Values outside the trained
+    /// range are clamped.
     pub fn encode(&self, v: &[f32], codes: &mut [u8]) -> f32 {
-        let mut t = 0.0f64;
+        let (mut t, mut u) = (0.0f64, 0.0f64);
         for d in 0..self.min.len() {
             let s = self.scale[d];
             let c = if s > 0.0 {
@@ -171,10 +198,30 @@ impl Sq8 {
             codes[d] = c;
             let y = s as f64 * c as f64;
             t += y * y;
+            u += self.min[d] as f64 * y;
         }
         match self.metric {
             Metric::L2 => t as f32,
+            Metric::Cosine | Metric::Dot => u as f32,
+        }
+    }
+
+    /// Whether the asymmetric key adds the stored term (`l2`: 1) or not (0).
+    pub fn term_weight(&self) -> f32 {
+        match self.metric {
+            Metric::L2 => 1.0,
             Metric::Cosine | Metric::Dot => 0.0,
+        }
+    }
+
+    /// The key between two stored vectors from their terms and codes, with `kernel` a
+    /// [`dot_u8_u8`] kernel (see the module documentation).
+    #[inline(always)]
+    pub fn symmetric(&self, kernel: U8U8Kernel, ta: f32, a: &[u8], tb: f32, b: &[u8]) -> f32 {
+        let k = kernel(&self.scale2, a, b);
+        match self.metric {
+            Metric::L2 => ta + tb - 2.0 * k,
+            Metric::Cosine | Metric::Dot => self.one_minus_m2 - ta - tb - k,
         }
     }
 
@@ -235,6 +282,77 @@ pub fn dot_u8_kernel() -> U8Kernel {
         }
         dot_u8_portable
     })
+}
+
+/// `Σ w_d · a_d · b_d`: the kernel of a distance between two codes. The slices have the same
+/// length (callers check it).
+pub type U8U8Kernel = fn(&[f32], &[u8], &[u8]) -> f32;
+
+/// The fastest [`dot_u8_u8`] for this CPU, detected once.
+pub fn dot_u8_u8_kernel() -> U8U8Kernel {
+    static K: OnceLock<U8U8Kernel> = OnceLock::new();
+    *K.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("TWINDEX_NO_SIMD").is_none() {
+                if is_x86_feature_detected!("avx512f") {
+                    return x86::dot_u8_u8_avx512;
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    return x86::dot_u8_u8_avx2;
+                }
+            }
+        }
+        dot_u8_u8_portable
+    })
+}
+
+/// `Σ w_d · a_d · b_d` with the fastest kernel for this CPU.
+#[inline]
+pub fn dot_u8_u8(w: &[f32], a: &[u8], b: &[u8]) -> f32 {
+    dot_u8_u8_kernel()(w, a, b)
+}
+
+/// Every [`dot_u8_u8`] kernel this CPU can run, with its name.
+pub fn dot_u8_u8_kernels() -> Vec<(&'static str, U8U8Kernel)> {
+    let mut v: Vec<(&'static str, U8U8Kernel)> = vec![("portable", dot_u8_u8_portable)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(("avx2+fma", x86::dot_u8_u8_avx2));
+        }
+        if is_x86_feature_detected!("avx512f") {
+            v.push(("avx512f", x86::dot_u8_u8_avx512));
+        }
+    }
+    v
+}
+
+/// The oracle of [`dot_u8_u8`]: a sequential loop in `f64`.
+pub fn dot_u8_u8_scalar(w: &[f32], a: &[u8], b: &[u8]) -> f32 {
+    w.iter()
+        .zip(a.iter().zip(b))
+        .map(|(&w, (&x, &y))| w as f64 * x as f64 * y as f64)
+        .sum::<f64>() as f32
+}
+
+/// Portable [`dot_u8_u8`]: eight partial sums.
+pub fn dot_u8_u8_portable(w: &[f32], a: &[u8], b: &[u8]) -> f32 {
+    let n = w.len().min(a.len()).min(b.len());
+    let mut acc = [0.0f32; 8];
+    let mut i = 0;
+    while i + 8 <= n {
+        for j in 0..8 {
+            acc[j] += w[i + j] * (a[i + j] as u32 * b[i + j] as u32) as f32;
+        }
+        i += 8;
+    }
+    let mut s: f32 = acc.iter().sum();
+    while i < n {
+        s += w[i] * (a[i] as u32 * b[i] as u32) as f32;
+        i += 1;
+    }
+    s
 }
 
 /// `Σ w_d · c_d` with the fastest kernel for this CPU.
@@ -299,6 +417,60 @@ mod x86 {
         let n = w.len().min(c.len());
         // SAFETY: chosen only after avx512f was detected; reads stay below n.
         unsafe { avx512(w.as_ptr(), c.as_ptr(), n) }
+    }
+
+    pub fn dot_u8_u8_avx2(w: &[f32], a: &[u8], b: &[u8]) -> f32 {
+        let n = w.len().min(a.len()).min(b.len());
+        // SAFETY: chosen only after avx2 and fma were detected; reads stay below n.
+        unsafe { avx2_u8u8(w.as_ptr(), a.as_ptr(), b.as_ptr(), n) }
+    }
+
+    pub fn dot_u8_u8_avx512(w: &[f32], a: &[u8], b: &[u8]) -> f32 {
+        let n = w.len().min(a.len()).min(b.len());
+        // SAFETY: chosen only after avx512f was detected; reads stay below n.
+        unsafe { avx512_u8u8(w.as_ptr(), a.as_ptr(), b.as_ptr(), n) }
+    }
+
+    // The products a·b are below 2^16: multiplied as 32-bit integers, converted to f32 exactly.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_u8u8(w: *const f32, a: *const u8, b: *const u8, n: usize) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            let x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(a.add(i) as *const __m128i));
+            let y = _mm256_cvtepu8_epi32(_mm_loadl_epi64(b.add(i) as *const __m128i));
+            let p = _mm256_cvtepi32_ps(_mm256_mullo_epi32(x, y));
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(i)), p, acc);
+            i += 8;
+        }
+        let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        let mut sum = _mm_cvtss_f32(s);
+        while i < n {
+            sum += *w.add(i) * (*a.add(i) as u32 * *b.add(i) as u32) as f32;
+            i += 1;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_u8u8(w: *const f32, a: *const u8, b: *const u8, n: usize) -> f32 {
+        let mut acc = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 16 <= n {
+            let x = _mm512_cvtepu8_epi32(_mm_loadu_si128(a.add(i) as *const __m128i));
+            let y = _mm512_cvtepu8_epi32(_mm_loadu_si128(b.add(i) as *const __m128i));
+            let p = _mm512_cvtepi32_ps(_mm512_mullo_epi32(x, y));
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(w.add(i)), p, acc);
+            i += 16;
+        }
+        let mut sum = _mm512_reduce_add_ps(acc);
+        while i < n {
+            sum += *w.add(i) * (*a.add(i) as u32 * *b.add(i) as u32) as f32;
+            i += 1;
+        }
+        sum
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -379,6 +551,16 @@ mod tests {
                 let got = k(&w, &c);
                 assert!((got - want).abs() <= tol, "{name} n={n}: {got} vs {want}");
             }
+            let c2: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            let want = dot_u8_u8_scalar(&w, &c, &c2);
+            let tol = 1e-5 * (1.0 + n as f32 * 65025.0);
+            for (name, k) in dot_u8_u8_kernels() {
+                let got = k(&w, &c, &c2);
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{name} u8u8 n={n}: {got} vs {want}"
+                );
+            }
         }
     }
 
@@ -391,7 +573,7 @@ mod tests {
         let data: Vec<f32> = (0..50 * dim)
             .map(|_| rng.random_range(-3.0f32..5.0))
             .collect();
-        for metric in [Metric::L2, Metric::Dot] {
+        for metric in [Metric::L2, Metric::Dot, Metric::Cosine] {
             let sq = Sq8::train(metric, dim, &data).unwrap();
             let mut codes = vec![0u8; dim];
             let mut w = Vec::new();
@@ -404,7 +586,7 @@ mod tests {
                     assert!((x[d] - row[d]).abs() <= sq.scale()[d] * 0.5 + 1e-5);
                 }
                 let c = sq.probe(&q, &mut w);
-                let got = c + t + dot_u8_scalar(&w, &codes);
+                let got = c + sq.term_weight() * t + dot_u8_scalar(&w, &codes);
                 // Oracle: the metric's key between q and the decoded vector, in f64.
                 let want = match metric {
                     Metric::L2 => q
@@ -423,6 +605,29 @@ mod tests {
                 assert!(
                     (got as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()),
                     "{metric:?}: {got} vs {want}"
+                );
+                // Symmetric: against the first row's decoded vector.
+                let mut c0 = vec![0u8; dim];
+                let t0 = sq.encode(&data[..dim], &mut c0);
+                let x0 = sq.decode(&c0);
+                let got = sq.symmetric(dot_u8_u8_scalar, t, &codes, t0, &c0);
+                let want = match metric {
+                    Metric::L2 => x0
+                        .iter()
+                        .zip(&x)
+                        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                        .sum::<f64>(),
+                    _ => {
+                        1.0 - x0
+                            .iter()
+                            .zip(&x)
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum::<f64>()
+                    }
+                };
+                assert!(
+                    (got as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                    "{metric:?} symmetric: {got} vs {want}"
                 );
             }
         }

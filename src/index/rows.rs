@@ -145,20 +145,27 @@ impl Rows {
                 format!("at byte {}: non-finite value", 4 * i),
             ));
         }
-        if m.len > 0 {
-            // SAFETY: advice on our own mapping: drop the pages the check touched from this
-            // process (they stay in the page cache) and read ahead nothing on later faults.
+        let r = Rows {
+            dim,
+            mapped: Some(m),
+            mapped_rows: rows,
+            tail: Vec::new(),
+        };
+        r.release();
+        Ok(r)
+    }
+
+    /// Drop the mapped pages a pass over every row made resident from this process (they stay
+    /// in the page cache; a later read faults them back in), and ask for no read-ahead on
+    /// later faults: re-ranking reads scattered rows.
+    pub fn release(&self) {
+        if let Some(m) = self.mapped.as_ref().filter(|m| m.len > 0) {
+            // SAFETY: advice on our own read-only mapping; its content is the file's either way.
             unsafe {
                 libc::madvise(m.ptr as *mut libc::c_void, m.len, libc::MADV_DONTNEED);
                 libc::madvise(m.ptr as *mut libc::c_void, m.len, libc::MADV_RANDOM);
             }
         }
-        Ok(Rows {
-            dim,
-            mapped: Some(m),
-            mapped_rows: rows,
-            tail: Vec::new(),
-        })
     }
 
     /// Number of rows.

@@ -132,8 +132,13 @@ fn parallel_build_has_the_recall_of_the_serial_build() {
     let (data, queries) = all.split_at(n * dim);
     let oracle = FlatIndex::from_vectors(dim, Metric::L2, data).unwrap();
     for q in [Quantize::None, Quantize::Sq8] {
-        let serial = build_in_pool(1, dim, Metric::L2, params(q), data);
-        let parallel = build_in_pool(4, dim, Metric::L2, params(q), data);
+        // Re-ranking 10: the walk's breadth is the ef searched with, as for none.
+        let p = HnswParams {
+            rerank: 10,
+            ..params(q)
+        };
+        let serial = build_in_pool(1, dim, Metric::L2, p, data);
+        let parallel = build_in_pool(4, dim, Metric::L2, p, data);
         let rs = recall(&serial, &oracle, queries, 10, 24);
         let rp = recall(&parallel, &oracle, queries, 10, 24);
         println!(
@@ -172,7 +177,11 @@ fn sq8_and_parallel_recall_on_mnist_subset() {
         (Quantize::Sq8, 1),
         (Quantize::Sq8, 2),
     ] {
-        let g = build_in_pool(threads, dim, Metric::L2, params(q), &data);
+        let p = HnswParams {
+            rerank: 10,
+            ..params(q)
+        };
+        let g = build_in_pool(threads, dim, Metric::L2, p, &data);
         let rec = recall(&g, &oracle, &queries, 10, 16);
         println!(
             "{} built with {threads} thread(s): recall@10 at ef 16 = {rec:.4}",
@@ -365,4 +374,117 @@ fn quantized_index_survives_add_delete_checkpoint_replay_and_compact() {
     .to_string();
     assert!(err.contains("needs the hnsw backend"), "{err}");
     assert!(!tmp.path().join("bad").exists());
+}
+
+#[test]
+fn cli_builds_a_quantized_index_writes_ground_truth_and_refuses_bad_values() {
+    use crate::cli::{fails_with, ok_json};
+    let (seed, n, dim) = (20261218, 600, 24);
+    println!("seed {seed}");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = clustered(seed, n + 50, dim, 10, 0.3);
+    let write = |name: &str, rows: &[f32]| {
+        let p = tmp.path().join(name);
+        let m = twindex::index::Matrix {
+            rows: rows.len() / dim,
+            cols: dim,
+            data: rows.to_vec(),
+        };
+        twindex::index::vecio::write_npy(&p, &m).unwrap();
+        p.display().to_string()
+    };
+    let base = write("base.npy", &data[..n * dim]);
+    let queries = write("q.npy", &data[n * dim..]);
+    let out = tmp.path().join("idx").display().to_string();
+    let gt = tmp.path().join("gt.ivecs").display().to_string();
+    ok_json(&[
+        "index",
+        "build",
+        "--vectors",
+        &base,
+        "--out",
+        &out,
+        "--quantize",
+        "sq8",
+        "--rerank",
+        "12",
+        "--json",
+    ]);
+    let b = ok_json(&[
+        "bench",
+        "--index",
+        &out,
+        "--queries",
+        &queries,
+        "--write-gt",
+        &gt,
+        "--k",
+        "10",
+        "--ef",
+        "32",
+        "--json",
+    ]);
+    assert_eq!(b["quantize"], "sq8");
+    assert_eq!(b["rerank"], 12);
+    let recall = b["sweep"][0]["recall"].as_f64().unwrap();
+    println!("sq8 via the CLI: recall@10 at ef 32 = {recall:.4}");
+    assert!(recall >= 0.95, "{recall}");
+    // The ground truth written is the flat oracle's, by item id.
+    let m = twindex::index::vecio::read_ivecs(Path::new(&gt)).unwrap();
+    assert_eq!((m.rows, m.cols), (50, 100));
+    let oracle = FlatIndex::from_vectors(dim, Metric::L2, &data[..n * dim]).unwrap();
+    for (i, q) in data[n * dim..].chunks(dim).enumerate() {
+        let want: Vec<i32> = oracle
+            .search(q, 10, 10)
+            .unwrap()
+            .iter()
+            .map(|h| h.id as i32)
+            .collect();
+        assert_eq!(&m.row(i)[..10], &want[..], "query {i}");
+    }
+    let bad = tmp.path().join("bad").display().to_string();
+    fails_with(
+        &[
+            "index",
+            "build",
+            "--vectors",
+            &base,
+            "--out",
+            &bad,
+            "--quantize",
+            "sq4",
+        ],
+        "--quantize",
+    );
+    fails_with(
+        &[
+            "index",
+            "build",
+            "--vectors",
+            &base,
+            "--out",
+            &bad,
+            "--quantize",
+            "sq8",
+            "--rerank",
+            "0",
+        ],
+        "rerank",
+    );
+    fails_with(
+        &[
+            "index",
+            "build",
+            "--vectors",
+            &base,
+            "--out",
+            &bad,
+            "--quantize",
+            "sq8",
+            "--backend",
+            "flat",
+        ],
+        "needs the hnsw backend",
+    );
+    assert!(!Path::new(&bad).exists());
 }
