@@ -960,6 +960,11 @@ impl HnswGraph {
         if quantized {
             // Re-rank the walk's best candidates on the full-precision vectors.
             out.truncate(self.params.rerank.max(k));
+            // The first line of every row at once (their page walks overlap), then all of the
+            // next row while one is scored.
+            for c in &out {
+                prefetch(self.exact.row_ptr(c.slot as usize));
+            }
             for i in 0..out.len() {
                 if let Some(next) = out.get(i + 1) {
                     let p = self.exact.row_ptr(next.slot as usize) as *const u8;
