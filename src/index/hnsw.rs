@@ -36,7 +36,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::distance::{kernels, prefetch, Kernels};
 use super::metric::{check_rows, Metric};
-use super::quantize::{dot_u8_kernel, dot_u8_u8_kernel, Quantize, Sq8, U8Kernel, U8U8Kernel};
+use super::quantize::{
+    dot_i16_u8_kernel, dot_u8_kernel, dot_u8_u8_kernel, quantize_weights, I16Kernel, Quantize, Sq8,
+    U8Kernel, U8U8Kernel, I16_MAX_DIM,
+};
 use super::rows::Rows;
 use super::vector_index::{prepare_query, Hit, Nearest, Progress, Scored, SlotFilter, VectorIndex};
 
@@ -148,7 +151,14 @@ struct Scratch {
     selected: Vec<Scored>,
     prune: Vec<Scored>,
     /// Quantized graphs: the weights of the probe being searched.
+    w: ProbeBuf,
+}
+
+/// A probe's weights in f32 and rounded to i16.
+#[derive(Default)]
+struct ProbeBuf {
     w: Vec<f32>,
+    w16: Vec<i16>,
 }
 
 /// What a search scores stored nodes against: a prepared f32 vector and, for a quantized
@@ -157,6 +167,9 @@ struct Scratch {
 struct Probe<'a> {
     v: &'a [f32],
     w: &'a [f32],
+    /// `w` rounded to i16 with the scale `ws` (the walk's kernel; see [`super::quantize`]).
+    w16: &'a [i16],
+    ws: f32,
     c: f32,
     /// Weight of a stored node's term (1 for l2, 0 for cosine and dot).
     tw: f32,
@@ -259,6 +272,8 @@ pub struct HnswGraph {
     kernels: Kernels,
     u8_kernel: U8Kernel,
     u8u8_kernel: U8U8Kernel,
+    /// The integer kernel of the walk (dimensions up to `I16_MAX_DIM`; else `u8_kernel`).
+    i16_kernel: Option<I16Kernel>,
     /// The trained quantizer of a quantized graph (trained on the first batch added, again
     /// each time the graph has doubled since).
     quant: Option<Sq8>,
@@ -324,6 +339,7 @@ impl HnswGraph {
             kernels: *kernels(),
             u8_kernel: dot_u8_kernel(),
             u8u8_kernel: dot_u8_u8_kernel(),
+            i16_kernel: (dim <= I16_MAX_DIM).then(dot_i16_u8_kernel),
             quant: None,
             trained_on: 0,
             exact: Rows::from_vec(dim, Vec::new()),
@@ -456,13 +472,20 @@ impl HnswGraph {
 
     /// The probe of a prepared vector `v`; `w` holds its weights when the graph is quantized.
     #[inline(always)]
-    fn probe<'a>(&self, v: &'a [f32], w: &'a mut Vec<f32>) -> Probe<'a> {
+    fn probe<'a>(&self, v: &'a [f32], b: &'a mut ProbeBuf) -> Probe<'a> {
         match &self.quant {
             Some(sq) => {
-                let c = sq.probe(v, w);
+                let c = sq.probe(v, &mut b.w);
+                let ws = if self.i16_kernel.is_some() {
+                    quantize_weights(&b.w, &mut b.w16)
+                } else {
+                    0.0
+                };
                 Probe {
                     v,
-                    w,
+                    w: &b.w,
+                    w16: &b.w16,
+                    ws,
                     c,
                     tw: sq.term_weight(),
                 }
@@ -470,6 +493,8 @@ impl HnswGraph {
             None => Probe {
                 v,
                 w: &[],
+                w16: &[],
+                ws: 0.0,
                 c: 0.0,
                 tw: 0.0,
             },
@@ -481,7 +506,11 @@ impl HnswGraph {
     fn dist(&self, p: &Probe, node: usize) -> f32 {
         if self.is_quantized() {
             let (t, codes) = self.code_of(node);
-            p.c + p.tw * t + (self.u8_kernel)(p.w, codes)
+            let s = match self.i16_kernel {
+                Some(k) => p.ws * k(p.w16, codes) as f32,
+                None => (self.u8_kernel)(p.w, codes),
+            };
+            p.c + p.tw * t + s
         } else {
             self.key(p.v, self.vec_of(node))
         }

@@ -284,6 +284,78 @@ pub fn dot_u8_kernel() -> U8Kernel {
     })
 }
 
+/// `Σ w_d · c_d` over integers: the walk's kernel, with the query's weights rounded to 16 bits
+/// ([`quantize_weights`]). Exact for dimensions up to [`I16_MAX_DIM`].
+pub type I16Kernel = fn(&[i16], &[u8]) -> i64;
+
+/// The largest dimension [`I16Kernel`]s take: a 32-bit lane of the AVX2 kernel sums `dim / 8`
+/// products of at most `32767 · 255` (AVX-512: `dim / 16`), below 2^31 up to here; the lanes
+/// are added in `i64`.
+pub const I16_MAX_DIM: usize = 2000;
+
+/// Round `w` to `i16` with one scale (the largest magnitude maps to 32767); returns the scale
+/// (`w_d ≈ scale · out_d`, each within `scale / 2`).
+pub fn quantize_weights(w: &[f32], out: &mut Vec<i16>) -> f32 {
+    let m = w.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+    out.clear();
+    if m == 0.0 || !m.is_finite() {
+        out.resize(w.len(), 0);
+        return 0.0;
+    }
+    let scale = m / 32767.0;
+    out.extend(
+        w.iter()
+            .map(|&x| (x / scale).round().clamp(-32767.0, 32767.0) as i16),
+    );
+    scale
+}
+
+/// The fastest [`I16Kernel`] for this CPU, detected once.
+pub fn dot_i16_u8_kernel() -> I16Kernel {
+    static K: OnceLock<I16Kernel> = OnceLock::new();
+    *K.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("TWINDEX_NO_SIMD").is_none() {
+                if is_x86_feature_detected!("avx512bw") {
+                    return x86::dot_i16_u8_avx512;
+                }
+                if is_x86_feature_detected!("avx2") {
+                    return x86::dot_i16_u8_avx2;
+                }
+            }
+        }
+        dot_i16_u8_portable
+    })
+}
+
+/// Every [`I16Kernel`] this CPU can run, with its name.
+pub fn dot_i16_u8_kernels() -> Vec<(&'static str, I16Kernel)> {
+    let mut v: Vec<(&'static str, I16Kernel)> = vec![("portable", dot_i16_u8_portable)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") {
+            v.push(("avx2", x86::dot_i16_u8_avx2));
+        }
+        if is_x86_feature_detected!("avx512bw") {
+            v.push(("avx512bw", x86::dot_i16_u8_avx512));
+        }
+    }
+    v
+}
+
+/// The oracle of [`I16Kernel`]: a sequential loop in `i64`.
+pub fn dot_i16_u8_scalar(w: &[i16], c: &[u8]) -> i64 {
+    w.iter().zip(c).map(|(&a, &b)| a as i64 * b as i64).sum()
+}
+
+/// Portable [`I16Kernel`] (the compiler vectorises the `i32` sum).
+pub fn dot_i16_u8_portable(w: &[i16], c: &[u8]) -> i64 {
+    w.iter()
+        .zip(c)
+        .fold(0i64, |s, (&a, &b)| s + (a as i32 * b as i32) as i64)
+}
+
 /// `Σ w_d · a_d · b_d`: the kernel of a distance between two codes. The slices have the same
 /// length (callers check it).
 pub type U8U8Kernel = fn(&[f32], &[u8], &[u8]) -> f32;
@@ -419,6 +491,58 @@ mod x86 {
         unsafe { avx512(w.as_ptr(), c.as_ptr(), n) }
     }
 
+    pub fn dot_i16_u8_avx2(w: &[i16], c: &[u8]) -> i64 {
+        let n = w.len().min(c.len());
+        // SAFETY: chosen only after avx2 was detected; reads stay below n.
+        unsafe { avx2_i16(w.as_ptr(), c.as_ptr(), n) }
+    }
+
+    pub fn dot_i16_u8_avx512(w: &[i16], c: &[u8]) -> i64 {
+        let n = w.len().min(c.len());
+        // SAFETY: chosen only after avx512bw was detected; reads stay below n.
+        unsafe { avx512_i16(w.as_ptr(), c.as_ptr(), n) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2_i16(w: *const i16, c: *const u8, n: usize) -> i64 {
+        let mut acc = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 16 <= n {
+            let x = _mm256_cvtepu8_epi16(_mm_loadu_si128(c.add(i) as *const __m128i));
+            let y = _mm256_loadu_si256(w.add(i) as *const __m256i);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(y, x));
+            i += 16;
+        }
+        let mut lanes = [0i32; 8];
+        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc);
+        let mut sum: i64 = lanes.iter().map(|&x| x as i64).sum();
+        while i < n {
+            sum += (*w.add(i) as i32 * *c.add(i) as i32) as i64;
+            i += 1;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn avx512_i16(w: *const i16, c: *const u8, n: usize) -> i64 {
+        let mut acc = _mm512_setzero_si512();
+        let mut i = 0;
+        while i + 32 <= n {
+            let x = _mm512_cvtepu8_epi16(_mm256_loadu_si256(c.add(i) as *const __m256i));
+            let y = _mm512_loadu_si512(w.add(i) as *const _);
+            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(y, x));
+            i += 32;
+        }
+        let lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc));
+        let hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc, 1));
+        let mut sum = _mm512_reduce_add_epi64(_mm512_add_epi64(lo, hi));
+        while i < n {
+            sum += (*w.add(i) as i32 * *c.add(i) as i32) as i64;
+            i += 1;
+        }
+        sum
+    }
+
     pub fn dot_u8_u8_avx2(w: &[f32], a: &[u8], b: &[u8]) -> f32 {
         let n = w.len().min(a.len()).min(b.len());
         // SAFETY: chosen only after avx2 and fma were detected; reads stay below n.
@@ -550,6 +674,21 @@ mod tests {
             for (name, k) in dot_u8_kernels() {
                 let got = k(&w, &c);
                 assert!((got - want).abs() <= tol, "{name} n={n}: {got} vs {want}");
+            }
+            let mut w16 = Vec::new();
+            let ws = quantize_weights(&w, &mut w16);
+            for (d, (&a, &b)) in w.iter().zip(&w16).enumerate() {
+                assert!((a - ws * b as f32).abs() <= ws * 0.5 + 1e-7, "weight {d}");
+            }
+            let extreme: Vec<i16> = (0..n)
+                .map(|d| if d % 3 == 0 { -32767 } else { 32767 })
+                .collect();
+            let full = vec![255u8; n];
+            for (ww, cc) in [(&w16, &c), (&extreme, &full)] {
+                let want = dot_i16_u8_scalar(ww, cc);
+                for (name, k) in dot_i16_u8_kernels() {
+                    assert_eq!(k(ww, cc), want, "{name} i16 n={n}");
+                }
             }
             let c2: Vec<u8> = (0..n).map(|_| rng.random()).collect();
             let want = dot_u8_u8_scalar(&w, &c, &c2);
