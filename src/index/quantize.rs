@@ -18,7 +18,10 @@
 //! i.e. `c + t(x) + Σ w_d code_d` with the query's constant `c` and weights `w`
 //! ([`Sq8::probe`]) and one number per stored vector ([`Sq8::encode`]: `t = Σ scale² code²` for
 //! l2; for cosine and dot `u = Σ min·scale·code`, which the asymmetric key does not use). The
-//! sum is the kernel of a quantized search: [`dot_u8`].
+//! sum is the kernel of a quantized search: [`dot_u8`], or, for dimensions up to
+//! [`I16_MAX_DIM`], the same sum over integers with `w` rounded to `i16` under one scale
+//! ([`quantize_weights`], [`I16Kernel`]): half the instructions, an error of at most
+//! `scale / 2 · Σ code_d` in the key, which re-ranking on the f32 vectors removes.
 //!
 //! Between two stored vectors (neighbour selection while building) both sides are codes
 //! (symmetric distance), with `K(x, y) = Σ scale_d² x_d y_d` ([`dot_u8_u8`]):
