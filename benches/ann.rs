@@ -76,6 +76,7 @@ fn main() {
         ef_construction: EF_CONSTRUCTION,
         ef_search: 64,
         seed: SEED,
+        ..Default::default()
     };
     eprintln!(
         "mnist: {} base, {nq} queries, k = {K}, M = {M}, ef_construction = {EF_CONSTRUCTION}, simd {}, build threads {}",

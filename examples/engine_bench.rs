@@ -147,6 +147,7 @@ fn adds(args: &[String]) -> Result<serde_json::Value, String> {
                 ef_construction: 100,
                 ef_search: 64,
                 seed: 1,
+                ..Default::default()
             },
         };
         let items: Vec<Item> = (0..size)

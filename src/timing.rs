@@ -22,6 +22,34 @@ pub fn peak_rss_bytes() -> u64 {
     ru.ru_maxrss as u64 * 1024
 }
 
+/// Current resident memory of this process in bytes: total, anonymous (heap) and file-backed
+/// (mapped files), from `/proc/self/status` (`VmRSS`, `RssAnon`, `RssFile`); zeros where that
+/// file is missing (not Linux).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Rss {
+    pub total: u64,
+    pub anon: u64,
+    pub file: u64,
+}
+
+/// See [`Rss`].
+pub fn rss_now() -> Rss {
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return Rss::default();
+    };
+    let field = |name: &str| -> u64 {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    Rss {
+        total: field("VmRSS:"),
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+    }
+}
+
 /// A stopwatch over wall time and process CPU time.
 #[derive(Debug, Clone, Copy)]
 pub struct Stopwatch {

@@ -10,6 +10,15 @@ Libraries (M=16, ef_construction=200, one thread unless said otherwise):
                    (--build-all-threads adds a second, separately reported build using
                    every thread; queries always use the 1-thread-built index)
   * faiss          IndexHNSWFlat(784, 16), efConstruction=200, omp_set_num_threads(1)
+  * faiss_sq8      IndexHNSWSQ(784, QT_8bit, 16): the same graph over per-dimension 8-bit
+                   codes (trained on the base), no re-ranking
+
+Any other data set: --base/--queries .fvecs files and --metric l2|cosine (cosine: hnswlib
+space 'cosine'; FAISS inner product over unit-length vectors).
+
+--rss: each library's index is saved and loaded again in a fresh Python process that has
+imported the library and numpy; rss_load_bytes = its RSS after loading minus before
+(/proc/self/status VmRSS, also RssAnon/RssFile).
 
 For each library: build wall seconds and CPU seconds (time.process_time, all threads),
 index_bytes (hnswlib save_index / faiss write_index file size), then for each ef:
@@ -53,7 +62,14 @@ def parse_args():
     p.add_argument("--m", type=int, default=16)
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--ef", default=DEFAULT_EFS, help="comma-separated ef sweep")
-    p.add_argument("--libs", default="hnswlib,faiss", help="comma-separated: hnswlib,faiss")
+    p.add_argument("--libs", default="hnswlib,faiss,faiss_sq8",
+                   help="comma-separated: hnswlib,faiss,faiss_sq8")
+    p.add_argument("--base", default=None, help=".fvecs base vectors instead of MNIST")
+    p.add_argument("--queries", default=None, help=".fvecs queries (with --base)")
+    p.add_argument("--metric", default="l2", choices=["l2", "cosine"])
+    p.add_argument("--name", default="mnist-784-euclidean", help="benchmark name in the JSON")
+    p.add_argument("--rss", action="store_true",
+                   help="measure each index's resident memory after loading it in a fresh process")
     p.add_argument("--limit-queries", type=int, default=0, help="use only the first N queries")
     p.add_argument("--warmup", type=int, default=200, help="untimed queries before each ef")
     p.add_argument("--build-all-threads", action="store_true",
@@ -163,6 +179,55 @@ def at_target(rows, target):
             "qps_per_cpu_second": r["qps_per_cpu_second"], "p50_us": r["p50_us"]}
 
 
+def read_fvecs(path):
+    import numpy as np
+    raw = np.fromfile(path, dtype="<f4")
+    d = int(raw[:1].view("<i4")[0])
+    return np.ascontiguousarray(raw.reshape(-1, d + 1)[:, 1:])
+
+
+RSS_CHILD = r"""
+import json, sys
+def rss():
+    f = {}
+    for l in open("/proc/self/status"):
+        k, _, v = l.partition(":")
+        if k in ("VmRSS", "RssAnon", "RssFile"):
+            f[k] = int(v.split()[0]) * 1024
+    return f
+import numpy
+lib, path, space, dim = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if lib == "hnswlib":
+    import hnswlib
+    before = rss()
+    idx = hnswlib.Index(space=space, dim=dim)
+    idx.load_index(path)
+else:
+    import faiss
+    before = rss()
+    idx = faiss.read_index(path)
+after = rss()
+print(json.dumps({"before": before, "after": after}))
+"""
+
+
+def rss_after_load(lib, write, space, dim):
+    """RSS of a fresh process after loading the index `write` saves, minus before."""
+    import subprocess
+    fd, path = tempfile.mkstemp(suffix=".idx")
+    os.close(fd)
+    try:
+        write(path)
+        r = json.loads(subprocess.check_output([sys.executable, "-c", RSS_CHILD, lib, path,
+                                                space, str(dim)]))
+    finally:
+        os.unlink(path)
+    b, a = r["before"], r["after"]
+    return {"rss_load_bytes": a["VmRSS"] - b["VmRSS"],
+            "rss_load_anon_bytes": a.get("RssAnon", 0) - b.get("RssAnon", 0),
+            "rss_load_file_bytes": a.get("RssFile", 0) - b.get("RssFile", 0)}
+
+
 def file_size(write):
     fd, path = tempfile.mkstemp(suffix=".idx")
     os.close(fd)
@@ -179,8 +244,10 @@ def bench_hnswlib(args, base, queries, gt, efs):
     n, d = base.shape
     ids = np.arange(n)
 
+    space = "cosine" if args.metric == "cosine" else "l2"
+
     def build(threads):
-        idx = hnswlib.Index(space="l2", dim=d)
+        idx = hnswlib.Index(space=space, dim=d)
         idx.init_index(max_elements=n, M=args.m, ef_construction=args.ef_construction,
                        random_seed=args.seed)
         idx.set_num_threads(threads)
@@ -192,7 +259,7 @@ def bench_hnswlib(args, base, queries, gt, efs):
     idx, bw, bc = build(1)
     log(f"hnswlib: build {bw:.2f}s wall, {bc:.2f}s cpu")
     out = {"library": "hnswlib", "params": {"M": args.m, "ef_construction": args.ef_construction,
-                                            "space": "l2", "random_seed": args.seed},
+                                            "space": space, "random_seed": args.seed},
            "build_threads": 1,
            "build_seconds": round(bw, 3), "build_cpu_seconds": round(bc, 3)}
     if args.build_all_threads:
@@ -204,6 +271,9 @@ def bench_hnswlib(args, base, queries, gt, efs):
         log(f"hnswlib: build all threads {bw2:.2f}s wall, {bc2:.2f}s cpu")
         del idx2
     out["index_bytes"] = file_size(idx.save_index)
+    if args.rss:
+        out.update(rss_after_load("hnswlib", idx.save_index, space, d))
+        log(f"hnswlib: RSS after load {out['rss_load_bytes'] / 1e6:.1f} MB")
     idx.set_num_threads(1)
     k = args.k
     out["sweep"] = sweep(
@@ -214,29 +284,41 @@ def bench_hnswlib(args, base, queries, gt, efs):
     return out
 
 
-def bench_faiss(args, base, queries, gt, efs):
+def bench_faiss(args, base, queries, gt, efs, sq8=False):
     import faiss
     faiss.omp_set_num_threads(1)
     n, d = base.shape
-    idx = faiss.IndexHNSWFlat(d, args.m)  # METRIC_L2
+    # Cosine: unit-length vectors (as given) under inner product.
+    metric = faiss.METRIC_INNER_PRODUCT if args.metric == "cosine" else faiss.METRIC_L2
+    name = "faiss_sq8" if sq8 else "faiss"
+    if sq8:
+        idx = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, args.m, metric)
+    else:
+        idx = faiss.IndexHNSWFlat(d, args.m, metric)
     idx.hnsw.efConstruction = args.ef_construction
-    log(f"faiss: building (1 thread) M={args.m} efC={args.ef_construction} ...")
+    log(f"{name}: building (1 thread) M={args.m} efC={args.ef_construction} ...")
     c0 = time.process_time(); w0 = time.perf_counter()
+    if sq8:
+        idx.train(base)
     idx.add(base)
     bw, bc = time.perf_counter() - w0, time.process_time() - c0
-    log(f"faiss: build {bw:.2f}s wall, {bc:.2f}s cpu")
-    out = {"library": "faiss", "index": "IndexHNSWFlat",
-           "params": {"M": args.m, "efConstruction": args.ef_construction, "metric": "L2"},
+    log(f"{name}: build {bw:.2f}s wall, {bc:.2f}s cpu")
+    out = {"library": name, "index": "IndexHNSWSQ(QT_8bit)" if sq8 else "IndexHNSWFlat",
+           "params": {"M": args.m, "efConstruction": args.ef_construction,
+                      "metric": "inner_product" if args.metric == "cosine" else "L2"},
            "build_threads": 1,
            "build_seconds": round(bw, 3), "build_cpu_seconds": round(bc, 3),
            "index_bytes": file_size(lambda p: faiss.write_index(idx, p))}
+    if args.rss:
+        out.update(rss_after_load("faiss", lambda p: faiss.write_index(idx, p), "", d))
+        log(f"{name}: RSS after load {out['rss_load_bytes'] / 1e6:.1f} MB")
     k = args.k
 
     def set_ef(ef):
         idx.hnsw.efSearch = ef
 
     out["sweep"] = sweep(
-        "faiss",
+        name,
         lambda q: idx.search(q, k)[1][0],
         lambda Q: idx.search(Q, k)[1],
         set_ef, queries, gt, efs, k, args.warmup, not args.no_batch)
@@ -250,15 +332,21 @@ def bench_faiss(args, base, queries, gt, efs):
 def main():
     args = parse_args()
     import numpy as np
-    mnist = find_mnist(args.mnist)
-    gt_path = args.gt or os.path.join(REPO, "..", "shared", "reference",
-                                      "mnist784_gt_k100.ivecs")
-    base = np.ascontiguousarray(
-        read_idx(os.path.join(mnist, "train-images-idx3-ubyte.gz")).reshape(-1, 784),
-        dtype=np.float32)
-    queries = np.ascontiguousarray(
-        read_idx(os.path.join(mnist, "t10k-images-idx3-ubyte.gz")).reshape(-1, 784),
-        dtype=np.float32)
+    if args.base:
+        if not (args.queries and args.gt):
+            sys.exit("ann_mnist784: --base needs --queries and --gt")
+        gt_path = args.gt
+        base, queries = read_fvecs(args.base), read_fvecs(args.queries)
+    else:
+        mnist = find_mnist(args.mnist)
+        gt_path = args.gt or os.path.join(REPO, "..", "shared", "reference",
+                                          "mnist784_gt_k100.ivecs")
+        base = np.ascontiguousarray(
+            read_idx(os.path.join(mnist, "train-images-idx3-ubyte.gz")).reshape(-1, 784),
+            dtype=np.float32)
+        queries = np.ascontiguousarray(
+            read_idx(os.path.join(mnist, "t10k-images-idx3-ubyte.gz")).reshape(-1, 784),
+            dtype=np.float32)
     gt = read_ivecs(gt_path)
     if gt.shape[0] != queries.shape[0]:
         sys.exit(f"ann_mnist784: gt has {gt.shape[0]} rows, queries {queries.shape[0]}")
@@ -279,15 +367,17 @@ def main():
         except md.PackageNotFoundError:
             return None
 
-    out = {"benchmark": "mnist-784-euclidean", "script": "benches/peers/ann_mnist784.py",
+    out = {"benchmark": args.name, "script": "benches/peers/ann_mnist784.py",
            "versions": {"python": platform.python_version(), "numpy": np.__version__,
                         "hnswlib": ver("hnswlib"), "faiss-cpu": ver("faiss-cpu")},
-           "base": int(base.shape[0]), "queries": int(queries.shape[0]), "dim": 784,
+           "base": int(base.shape[0]), "queries": int(queries.shape[0]),
+           "dim": int(base.shape[1]), "metric": args.metric,
            "k": args.k, "gt": os.path.abspath(gt_path), "efs": efs,
            "warmup_queries_per_ef": args.warmup, "cpu_count": os.cpu_count(),
            "loadavg_1m_start": round(os.getloadavg()[0], 2)}
     for lib in libs:
-        fn = {"hnswlib": bench_hnswlib, "faiss": bench_faiss}.get(lib)
+        fn = {"hnswlib": bench_hnswlib, "faiss": bench_faiss,
+              "faiss_sq8": lambda *a: bench_faiss(*a, sq8=True)}.get(lib)
         if fn is None:
             sys.exit(f"ann_mnist784: unknown library {lib}")
         try:

@@ -17,8 +17,16 @@ pub struct BenchArgs {
     #[arg(long)]
     pub queries: PathBuf,
     /// Exact neighbours (`.ivecs`, item ids); computed by brute force when absent.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "write_gt")]
     pub gt: Option<PathBuf>,
+    /// Compute the exact neighbours by brute force over the index's vectors (the flat
+    /// oracle, all threads), write them here (`.ivecs` of item ids, max(k, 100) a query)
+    /// and benchmark against them.
+    #[arg(long)]
+    pub write_gt: Option<PathBuf>,
+    /// Quantized indexes: candidates re-scored exactly per query (default: the index's).
+    #[arg(long)]
+    pub rerank: Option<usize>,
     #[arg(long, default_value_t = 10)]
     pub k: usize,
     /// Search breadths to sweep, comma-separated.
@@ -39,7 +47,13 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    let idx = open(&a.index)?;
+    // Resident memory of the process before and after opening: the index's share.
+    let rss_before_open = twindex::timing::rss_now();
+    let mut idx = open(&a.index)?;
+    let rss_after_open = twindex::timing::rss_now();
+    if let Some(r) = a.rerank {
+        idx.set_search_rerank(r).context("--rerank")?;
+    }
     if idx.manifest().item_count != idx.manifest().slot_count {
         bail!(
             "{} has deleted items: run `twindex index compact` before benchmarking",
@@ -103,7 +117,33 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
             Some(slots)
         }
-        None => None,
+        None => match &a.write_gt {
+            Some(p) => {
+                let k = a.k.max(100).min(idx.slot_count());
+                let sw = twindex::timing::Stopwatch::start();
+                let slots = bench::ground_truth(idx.backend(), &data, k)?;
+                let mut m = twindex::index::Matrix {
+                    rows: slots.len(),
+                    cols: k,
+                    data: Vec::with_capacity(slots.len() * k),
+                };
+                for r in &slots {
+                    for &s in r {
+                        let id = idx.id_of_slot(s as usize).context("ground truth slot")?;
+                        m.data
+                            .push(i32::try_from(id).context("item id above i32 for .ivecs")?);
+                    }
+                }
+                twindex::index::vecio::write_ivecs(p, &m)?;
+                eprintln!(
+                    "wrote the exact {k} nearest of {rows} queries to {} ({:.1} s)",
+                    p.display(),
+                    sw.wall()
+                );
+                Some(slots)
+            }
+            None => None,
+        },
     };
     let build: common::BuildRecord = common::read_build_record(&a.index);
     let stats = BuildStats {
@@ -146,9 +186,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         eprintln!("wrote {}", p.display());
     }
     let peak = twindex::timing::peak_rss_bytes();
+    let rss_after_sweep = twindex::timing::rss_now();
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         v["peak_rss_bytes"] = peak.into();
+        v["rss_before_open"] = serde_json::to_value(rss_before_open)?;
+        v["rss_after_open"] = serde_json::to_value(rss_after_open)?;
+        v["rss_after_sweep"] = serde_json::to_value(rss_after_sweep)?;
+        v["quantize"] = idx.manifest().hnsw.quantize.name().into();
+        v["rerank"] = a.rerank.unwrap_or(idx.manifest().hnsw.rerank).into();
         v["queries"] = rows.into();
         v["k"] = a.k.into();
         return common::print_json(&v);

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use twindex::index::{Backend, HnswParams, Index, IndexConfig, Item, Metric};
+use twindex::index::{Backend, HnswParams, Index, IndexConfig, Item, Metric, Quantize};
 use twindex::model::{ImageModel, TextEncoder};
 use twindex::query::{encoder, NewItem, OpenOptions, Query, Searcher};
 
@@ -80,6 +80,14 @@ pub struct BuildArgs {
     /// Seed for the HNSW level draws.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// What the HNSW walk scores: none (f32 vectors) or sq8 (one byte a dimension, the best
+    /// --rerank candidates re-scored on the f32 vectors, which stay on disk, memory-mapped).
+    #[arg(long, default_value = "none")]
+    pub quantize: String,
+    /// Quantized indexes: candidates re-scored exactly per query. Larger: better recall,
+    /// slower queries.
+    #[arg(long, default_value_t = twindex::index::DEFAULT_RERANK)]
+    pub rerank: usize,
     /// Column holding the label: of labels.tsv (image folders with a labels.tsv; default
     /// `label`), or of the --text TSV (default: no label).
     #[arg(long)]
@@ -263,7 +271,13 @@ fn build(a: BuildArgs) -> Result<()> {
         ef_construction: a.ef_construction,
         ef_search: a.ef_search,
         seed: a.seed,
+        quantize: a
+            .quantize
+            .parse::<Quantize>()
+            .map_err(|e| anyhow::anyhow!("--quantize: {e}"))?,
+        rerank: a.rerank,
     };
+    hnsw.validate().context("index build")?;
     let (idx, wall, cpu) = if !a.parts.is_empty() {
         let mut paths = Vec::new();
         for p in &a.parts {

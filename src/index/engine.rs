@@ -26,6 +26,8 @@ use super::manifest::{
     MANIFEST_FILE,
 };
 use super::metric::{check_rows, check_vector, normalize, Metric};
+use super::quantize::Quantize;
+use super::rows::Rows;
 use super::store::{self, Item};
 use super::vector_index::{Hit, Progress, VectorIndex};
 use super::wal::{self, WalWriter, WriterLock, LOCK_FILE};
@@ -34,6 +36,8 @@ use super::wal::{self, WalWriter, WriterLock, LOCK_FILE};
 /// are within the threshold).
 const DEDUP_FIRST_K: usize = 16;
 
+// One engine per open index: the size of the enum does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     Hnsw(HnswGraph),
     HnswRs(HnswRsIndex),
@@ -42,6 +46,13 @@ enum Engine {
 
 impl Engine {
     fn new(cfg: &IndexConfig, dim: usize, capacity: usize) -> Result<Self> {
+        if cfg.hnsw.quantize != Quantize::None && cfg.backend != Backend::Hnsw {
+            return Err(Error::InvalidArgument(format!(
+                "quantize {} needs the hnsw backend, not {}",
+                cfg.hnsw.quantize.name(),
+                cfg.backend.name()
+            )));
+        }
         Ok(match cfg.backend {
             Backend::Hnsw => Engine::Hnsw(HnswGraph::new(dim, cfg.metric, cfg.hnsw)?),
             Backend::HnswRs => {
@@ -344,12 +355,21 @@ impl Index {
         let m = store::read_manifest(dir)?;
         let files = &m.files;
         let vpath = dir.join(&files.vectors.name);
-        let vectors = store::parse_vectors(
-            &store::read_data_file(dir, &files.vectors)?,
-            m.slot_count,
-            m.dim,
-            &vpath,
-        )?;
+        // A quantized graph keeps the vectors file mapped (re-ranking reads it); the others
+        // hold the vectors in memory.
+        let quantized = m.backend == Backend::Hnsw && m.hnsw.quantize != Quantize::None;
+        let mut mapped = None;
+        let vectors = if quantized {
+            mapped = Some(Rows::map_vectors(dir, &files.vectors, m.slot_count, m.dim)?);
+            Vec::new()
+        } else {
+            store::parse_vectors(
+                &store::read_data_file(dir, &files.vectors)?,
+                m.slot_count,
+                m.dim,
+                &vpath,
+            )?
+        };
         let ipath = dir.join(&files.items.name);
         let (ids, items) = store::parse_items(&store::read_data_file(dir, &files.items)?, &ipath)?;
         if ids.len() != m.slot_count {
@@ -408,11 +428,15 @@ impl Index {
                     Error::corrupt(dir.join(MANIFEST_FILE), "hnsw index without a graph file")
                 })?;
                 let bytes = store::read_data_file(dir, entry)?;
-                Engine::Hnsw(HnswGraph::read_graph(
+                let rows = match mapped.take() {
+                    Some(r) => r,
+                    None => Rows::from_vec(m.dim, vectors),
+                };
+                Engine::Hnsw(HnswGraph::read_graph_rows(
                     m.dim,
                     m.metric,
                     m.hnsw,
-                    &vectors,
+                    rows,
                     &bytes,
                     &dir.join(&entry.name),
                 )?)
@@ -423,7 +447,6 @@ impl Index {
                 e
             }
         };
-        drop(vectors);
         let replay = wal::read(dir, m.generation)?;
         let next_id = m.next_id;
         let mut idx = Index {
@@ -897,6 +920,18 @@ impl Index {
             wal_bytes: w.bytes,
             compacted: Some(Compacted { engine, ids, items }),
         })
+    }
+
+    /// Quantized HNSW indexes: re-score this many candidates per search from now on (a
+    /// search-time setting of this handle; the manifest keeps the built value).
+    pub fn set_search_rerank(&mut self, rerank: usize) -> Result<()> {
+        match &mut self.engine {
+            Engine::Hnsw(g) if g.is_quantized() => g.set_rerank(rerank),
+            _ => Err(Error::InvalidArgument(format!(
+                "rerank {rerank}: {} is not a quantized hnsw index",
+                self.dir.display()
+            ))),
+        }
     }
 
     /// Link graph nodes that no search could reach (see [`HnswGraph::repair_unreachable`]);

@@ -12,6 +12,11 @@
 //!   nothing but its result;
 //! * neighbours are chosen with the paper's heuristic (algorithm 4, as hnswlib does it);
 //!   levels are drawn with `mult = 1/ln(M)`, level 0 keeps `M0 = 2M` links;
+//! * with `quantize = sq8` ([`super::quantize`]) a block holds the links and the node's SQ8
+//!   codes instead of its f32 vector (about a quarter of the bytes); the walk scores the query
+//!   (f32) against codes, neighbour selection while building scores codes against codes, and
+//!   the best `rerank` candidates of a search are re-scored on the f32 vectors, kept apart
+//!   ([`super::rows::Rows`]: memory-mapped from the vectors file when opened from disk);
 //! * a batch is inserted in parallel (rayon) with one lock per node, as hnswlib does; a node
 //!   searches all its levels first and links bottom-up, so no concurrent insertion can reach
 //!   it on a level whose lower lists are still empty.
@@ -31,6 +36,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::distance::{kernels, prefetch, Kernels};
 use super::metric::{check_rows, Metric};
+use super::quantize::{
+    dot_i16_u8_kernel, dot_u8_kernel, dot_u8_u8_kernel, quantize_weights, I16Kernel, Quantize, Sq8,
+    U8Kernel, U8U8Kernel, I16_MAX_DIM,
+};
+use super::rows::Rows;
 use super::vector_index::{prepare_query, Hit, Nearest, Progress, Scored, SlotFilter, VectorIndex};
 
 /// HNSW construction and search parameters.
@@ -49,6 +59,24 @@ pub struct HnswParams {
     /// Seed of the level generator; node levels depend only on the seed and the slot number.
     /// Default 42.
     pub seed: u64,
+    /// What the graph walk scores: `none` (the default) the f32 vectors; `sq8` one byte a
+    /// dimension, with the best `rerank` candidates re-scored on the f32 vectors (kept on
+    /// disk, memory-mapped, once the index is reopened). sq8: about a quarter of the memory
+    /// and of the memory traffic per distance; a slightly worse walk, corrected by re-ranking.
+    #[serde(skip_serializing_if = "Quantize::is_none")]
+    pub quantize: Quantize,
+    /// Quantized graphs only: how many of the walk's best candidates are re-scored exactly
+    /// (the walk's breadth is raised to at least this). Default 32. Larger: better recall,
+    /// one full-precision distance (and likely a page of the vectors file) more per candidate.
+    #[serde(skip_serializing_if = "is_default_rerank")]
+    pub rerank: usize,
+}
+
+/// Default of [`HnswParams::rerank`].
+pub const DEFAULT_RERANK: usize = 32;
+
+fn is_default_rerank(r: &usize) -> bool {
+    *r == DEFAULT_RERANK
 }
 
 impl Default for HnswParams {
@@ -58,6 +86,8 @@ impl Default for HnswParams {
             ef_construction: 200,
             ef_search: 64,
             seed: 42,
+            quantize: Quantize::None,
+            rerank: DEFAULT_RERANK,
         }
     }
 }
@@ -82,11 +112,17 @@ impl HnswParams {
                 "hnsw ef_search must be at least 1".into(),
             ));
         }
+        if self.rerank == 0 || self.rerank > 100_000 {
+            return Err(Error::InvalidArgument(format!(
+                "hnsw rerank = {} is out of range 1..=100000",
+                self.rerank
+            )));
+        }
         Ok(())
     }
 }
 
-/// One cache line; blocks are whole lines so every vector starts 64-byte aligned.
+/// One cache line; blocks are whole lines so every f32 vector starts 64-byte aligned.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct Line([u32; LINE_WORDS]);
@@ -96,7 +132,11 @@ const LINE_WORDS: usize = 16;
 const MAX_LEVEL: usize = 30;
 const EMPTY: u64 = u64::MAX;
 const GRAPH_MAGIC: &[u8; 8] = b"TWXHNSW\0";
+/// Version 1: links only. Version 2: links, then the quantizer (quantized graphs).
 const GRAPH_VERSION: u32 = 1;
+const GRAPH_VERSION_QUANTIZED: u32 = 2;
+/// The quantizer kind in a version-2 graph file.
+const QUANT_SQ8: u32 = 1;
 
 /// Per-search scratch space, pooled so that queries allocate nothing.
 #[derive(Default)]
@@ -110,6 +150,29 @@ struct Scratch {
     layers: Vec<Vec<Scored>>,
     selected: Vec<Scored>,
     prune: Vec<Scored>,
+    /// Quantized graphs: the weights of the probe being searched.
+    w: ProbeBuf,
+}
+
+/// A probe's weights in f32 and rounded to i16.
+#[derive(Default)]
+struct ProbeBuf {
+    w: Vec<f32>,
+    w16: Vec<i16>,
+}
+
+/// What a search scores stored nodes against: a prepared f32 vector and, for a quantized
+/// graph, its weights and constant (see [`super::quantize`]).
+#[derive(Clone, Copy)]
+struct Probe<'a> {
+    v: &'a [f32],
+    w: &'a [f32],
+    /// `w` rounded to i16 with the scale `ws` (the walk's kernel; see [`super::quantize`]).
+    w16: &'a [i16],
+    ws: f32,
+    c: f32,
+    /// Weight of a stored node's term (1 for l2, 0 for cosine and dot).
+    tw: f32,
 }
 
 impl Scratch {
@@ -190,7 +253,8 @@ pub struct HnswGraph {
     params: HnswParams,
     m0: usize,
     mult: f64,
-    /// Words before the vector in a block: link count + `m0` links, padded to a line.
+    /// Words before the payload in a block: link count + `m0` links (padded to a line when
+    /// the payload is an f32 vector).
     header_words: usize,
     /// Words per block (a multiple of [`LINE_WORDS`]).
     stride_words: usize,
@@ -206,6 +270,17 @@ pub struct HnswGraph {
     global: Mutex<()>,
     pool: Mutex<Vec<Scratch>>,
     kernels: Kernels,
+    u8_kernel: U8Kernel,
+    u8u8_kernel: U8U8Kernel,
+    /// The integer kernel of the walk (dimensions up to `I16_MAX_DIM`; else `u8_kernel`).
+    i16_kernel: Option<I16Kernel>,
+    /// The trained quantizer of a quantized graph (trained on the first batch added, again
+    /// each time the graph has doubled since).
+    quant: Option<Sq8>,
+    /// Rows the quantizer was last trained on.
+    trained_on: usize,
+    /// Quantized graphs: the full-precision vectors (the blocks hold the codes).
+    exact: Rows,
 }
 
 // SAFETY: the UnsafeCell data (blocks, upper) is written only (a) through `&mut self`, or
@@ -237,8 +312,13 @@ impl HnswGraph {
             ));
         }
         let m0 = 2 * params.m;
-        let header_words = (1 + m0).div_ceil(LINE_WORDS) * LINE_WORDS;
-        let stride_words = (header_words + dim).div_ceil(LINE_WORDS) * LINE_WORDS;
+        // The payload: the vector (starting on a cache line, for the f32 kernels' loads), or
+        // the term t and the codes, right after the links (fewer lines a node).
+        let (header_words, payload_words) = match params.quantize {
+            Quantize::None => ((1 + m0).div_ceil(LINE_WORDS) * LINE_WORDS, dim),
+            Quantize::Sq8 => (1 + m0, 1 + dim.div_ceil(4)),
+        };
+        let stride_words = (header_words + payload_words).div_ceil(LINE_WORDS) * LINE_WORDS;
         Ok(HnswGraph {
             metric,
             dim,
@@ -257,7 +337,40 @@ impl HnswGraph {
             global: Mutex::new(()),
             pool: Mutex::new(Vec::new()),
             kernels: *kernels(),
+            u8_kernel: dot_u8_kernel(),
+            u8u8_kernel: dot_u8_u8_kernel(),
+            i16_kernel: (dim <= I16_MAX_DIM).then(dot_i16_u8_kernel),
+            quant: None,
+            trained_on: 0,
+            exact: Rows::from_vec(dim, Vec::new()),
         })
+    }
+
+    /// Whether the walk scores quantized codes.
+    pub fn is_quantized(&self) -> bool {
+        self.params.quantize != Quantize::None
+    }
+
+    /// The trained quantizer (quantized graphs with at least one node).
+    pub fn quantizer(&self) -> Option<&Sq8> {
+        self.quant.as_ref()
+    }
+
+    /// How many of the full-precision vectors are memory-mapped (quantized graphs opened from
+    /// disk) rather than in memory.
+    pub fn mapped_rows(&self) -> usize {
+        self.exact.mapped_rows()
+    }
+
+    /// Change how many candidates a quantized search re-ranks (a search-time setting).
+    pub fn set_rerank(&mut self, rerank: usize) -> Result<()> {
+        let p = HnswParams {
+            rerank,
+            ..self.params
+        };
+        p.validate()?;
+        self.params = p;
+        Ok(())
     }
 
     /// The parameters the graph was built with.
@@ -310,6 +423,7 @@ impl HnswGraph {
         unsafe { self.block(node).add(self.header_words) as *const f32 }
     }
 
+    /// Unquantized graphs: node's vector, in its block.
     #[inline(always)]
     fn vec_of(&self, node: usize) -> &[f32] {
         // SAFETY: the dim floats after the header are node's vector, written before the node
@@ -317,18 +431,119 @@ impl HnswGraph {
         unsafe { std::slice::from_raw_parts(self.vec_ptr(node), self.dim) }
     }
 
+    /// Quantized graphs: node's term t and codes, in its block.
+    #[inline(always)]
+    fn code_of(&self, node: usize) -> (f32, &[u8]) {
+        let p = self.vec_ptr(node);
+        // SAFETY: a quantized block's payload is t (one f32) then dim code bytes, written
+        // before the node became reachable (and rewritten only through `&mut self`).
+        unsafe {
+            (
+                *p,
+                std::slice::from_raw_parts(p.add(1) as *const u8, self.dim),
+            )
+        }
+    }
+
+    /// Node's full-precision vector (prepared).
+    #[inline(always)]
+    fn exact(&self, node: usize) -> &[f32] {
+        if self.is_quantized() {
+            self.exact.row(node)
+        } else {
+            self.vec_of(node)
+        }
+    }
+
+    /// Bytes of a node's payload that a distance reads.
+    #[inline(always)]
+    fn payload_bytes(&self) -> usize {
+        if self.is_quantized() {
+            4 + self.dim
+        } else {
+            4 * self.dim
+        }
+    }
+
     #[inline(always)]
     fn key(&self, a: &[f32], b: &[f32]) -> f32 {
         self.metric.key(&self.kernels, a, b)
     }
 
-    /// The key when it is <= `bound`, otherwise some value > `bound` (for `l2` the kernel stops
-    /// early once its growing partial sum passes the bound).
+    /// The probe of a prepared vector `v`; `w` holds its weights when the graph is quantized.
     #[inline(always)]
-    fn key_bounded(&self, a: &[f32], b: &[f32], bound: f32) -> f32 {
+    fn probe<'a>(&self, v: &'a [f32], b: &'a mut ProbeBuf) -> Probe<'a> {
+        match &self.quant {
+            Some(sq) => {
+                let c = sq.probe(v, &mut b.w);
+                let ws = if self.i16_kernel.is_some() {
+                    quantize_weights(&b.w, &mut b.w16)
+                } else {
+                    0.0
+                };
+                Probe {
+                    v,
+                    w: &b.w,
+                    w16: &b.w16,
+                    ws,
+                    c,
+                    tw: sq.term_weight(),
+                }
+            }
+            None => Probe {
+                v,
+                w: &[],
+                w16: &[],
+                ws: 0.0,
+                c: 0.0,
+                tw: 0.0,
+            },
+        }
+    }
+
+    /// The ordering key of `node` to the probe (on the codes for a quantized graph).
+    #[inline(always)]
+    fn dist(&self, p: &Probe, node: usize) -> f32 {
+        if self.is_quantized() {
+            let (t, codes) = self.code_of(node);
+            let s = match self.i16_kernel {
+                Some(k) => p.ws * k(p.w16, codes) as f32,
+                None => (self.u8_kernel)(p.w, codes),
+            };
+            p.c + p.tw * t + s
+        } else {
+            self.key(p.v, self.vec_of(node))
+        }
+    }
+
+    /// The ordering key between two stored nodes (code to code for a quantized graph); for
+    /// unquantized `l2` some value > `bound` when the key is above it.
+    #[inline(always)]
+    fn dist_nodes(&self, a: usize, b: usize, bound: f32) -> f32 {
+        match &self.quant {
+            Some(sq) => {
+                let (ta, ca) = self.code_of(a);
+                let (tb, cb) = self.code_of(b);
+                sq.symmetric(self.u8u8_kernel, ta, ca, tb, cb)
+            }
+            None => match self.metric {
+                Metric::L2 => {
+                    (self.kernels.l2_squared_bounded)(self.vec_of(a), self.vec_of(b), bound)
+                }
+                _ => self.key(self.vec_of(a), self.vec_of(b)),
+            },
+        }
+    }
+
+    /// [`Self::dist`] when it is <= `bound`, otherwise some value > `bound` (for unquantized
+    /// `l2` the kernel stops early once its growing partial sum passes the bound).
+    #[inline(always)]
+    fn dist_bounded(&self, p: &Probe, node: usize, bound: f32) -> f32 {
         match self.metric {
-            Metric::L2 => (self.kernels.l2_squared_bounded)(a, b, bound),
-            _ => self.metric.key(&self.kernels, a, b),
+            Metric::L2 if !self.is_quantized() => {
+                (self.kernels.l2_squared_bounded)(p.v, self.vec_of(node), bound)
+            }
+            _ => self.dist(p, node),
         }
     }
 
@@ -357,7 +572,7 @@ impl HnswGraph {
     /// Greedy descent from `cur` through levels `from` down to `to + 1` (ef = 1).
     fn greedy<const BUILD: bool>(
         &self,
-        q: &[f32],
+        q: &Probe,
         mut cur: Scored,
         from: usize,
         to: usize,
@@ -373,7 +588,7 @@ impl HnswGraph {
                 let cnt = unsafe { *p } as usize;
                 for j in 0..cnt {
                     let n = unsafe { *p.add(1 + j) };
-                    let key = self.key_bounded(q, self.vec_of(n as usize), cur.key);
+                    let key = self.dist_bounded(q, n as usize, cur.key);
                     if key < cur.key {
                         cur = Scored { key, slot: n };
                         changed = true;
@@ -392,7 +607,7 @@ impl HnswGraph {
     /// `s.top`.
     fn search_layer<const BUILD: bool, F: Fn(usize) -> bool + ?Sized>(
         &self,
-        q: &[f32],
+        q: &Probe,
         entry: Scored,
         level: usize,
         ef: usize,
@@ -428,7 +643,7 @@ impl HnswGraph {
                 // prefetcher alone stalls on the first lines of each new vector).
                 if let Some(&next) = s.buf.get(i + 1) {
                     let p = self.vec_ptr(next as usize) as *const u8;
-                    for off in (64..self.dim * 4).step_by(64) {
+                    for off in (64..self.payload_bytes()).step_by(64) {
                         prefetch(p.wrapping_add(off));
                     }
                 }
@@ -436,7 +651,7 @@ impl HnswGraph {
                     Some(w) if s.top.len() >= ef => w.key,
                     _ => f32::INFINITY,
                 };
-                let key = self.key_bounded(q, self.vec_of(n as usize), bound);
+                let key = self.dist_bounded(q, n as usize, bound);
                 if s.top.len() < ef || key < bound {
                     let sc = Scored { key, slot: n };
                     s.cand.push(Nearest(sc));
@@ -464,10 +679,9 @@ impl HnswGraph {
             if out.len() >= m {
                 break;
             }
-            let vc = self.vec_of(c.slot as usize);
             if out
                 .iter()
-                .all(|s| self.key_bounded(vc, self.vec_of(s.slot as usize), c.key) >= c.key)
+                .all(|s| self.dist_nodes(c.slot as usize, s.slot as usize, c.key) >= c.key)
             {
                 out.push(*c);
             }
@@ -490,7 +704,6 @@ impl HnswGraph {
                 }
             }
         }
-        let qv = self.vec_of(q);
         for n in &selected {
             let ni = n.slot as usize;
             let _g = lock(&self.locks[ni]);
@@ -502,16 +715,15 @@ impl HnswGraph {
                     *p.add(1 + cnt) = q as u32;
                     *p = (cnt + 1) as u32;
                 } else {
-                    let nv = self.vec_of(ni);
                     s.prune.clear();
                     s.prune.push(Scored {
-                        key: self.key(nv, qv),
+                        key: self.dist_nodes(ni, q, f32::INFINITY),
                         slot: q as u32,
                     });
                     for j in 0..cnt {
                         let x = *p.add(1 + j);
                         s.prune.push(Scored {
-                            key: self.key(nv, self.vec_of(x as usize)),
+                            key: self.dist_nodes(ni, x as usize, f32::INFINITY),
                             slot: x,
                         });
                     }
@@ -531,7 +743,7 @@ impl HnswGraph {
     /// Insert node `q`, whose vector, level and (empty) link lists already exist.
     fn insert(&self, q: usize, s: &mut Scratch) {
         let level = self.levels[q] as usize;
-        let qv = self.vec_of(q);
+        let qv = self.exact(q);
         let mut global = None;
         let mut ep = self.entry.load(AtOrd::Acquire);
         if ep == EMPTY || level > unpack(ep).1 {
@@ -546,11 +758,13 @@ impl HnswGraph {
             }
         }
         let (ep_node, ep_level) = unpack(ep);
+        let mut w = std::mem::take(&mut s.w);
+        let probe = self.probe(qv, &mut w);
         let start = Scored {
-            key: self.key(qv, self.vec_of(ep_node)),
+            key: self.dist(&probe, ep_node),
             slot: ep_node as u32,
         };
-        let mut cur = self.greedy::<true>(qv, start, ep_level, level);
+        let mut cur = self.greedy::<true>(&probe, start, ep_level, level);
         // Search every level top-down first, then link bottom-up: q becomes reachable on a
         // level only when its lists on all lower levels are set, so a concurrent insertion
         // that reaches q never descends into an empty list (which would leave that node with
@@ -560,7 +774,9 @@ impl HnswGraph {
             s.layers.resize_with(top + 1, Vec::new);
         }
         for lev in (0..=top).rev() {
-            self.search_layer::<true, _>(qv, cur, lev, self.params.ef_construction, s, &|_| true);
+            self.search_layer::<true, _>(&probe, cur, lev, self.params.ef_construction, s, &|_| {
+                true
+            });
             let found = &mut s.layers[lev];
             found.clear();
             found.extend(s.top.drain().filter(|c| c.slot as usize != q));
@@ -569,6 +785,7 @@ impl HnswGraph {
                 cur = *first;
             }
         }
+        s.w = w;
         for lev in 0..=top {
             self.connect(q, lev, s);
         }
@@ -677,7 +894,7 @@ impl HnswGraph {
     /// The nearest node to node `o` (by a search, so among nodes reachable from the entry)
     /// for which `ok` holds.
     fn nearest_where(&self, o: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
-        let ov = self.vec_of(o).to_vec();
+        let ov = self.exact(o).to_vec();
         let ef = self.params.ef_construction.max(32);
         self.knn(&ov, ef, ef, &|s: usize| s != o && ok(s))
             .first()
@@ -686,7 +903,7 @@ impl HnswGraph {
 
     /// [`Self::nearest_where`] with a breadth of 16 x `ef_construction` (at least 512).
     fn nearest_wide(&self, o: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
-        let ov = self.vec_of(o).to_vec();
+        let ov = self.exact(o).to_vec();
         let ef = (16 * self.params.ef_construction).max(512);
         self.knn(&ov, ef, ef, &|s: usize| s != o && ok(s))
             .first()
@@ -750,16 +967,44 @@ impl HnswGraph {
             return Vec::new();
         }
         let (ep_node, ep_level) = unpack(ep);
+        let mut s = self.take_scratch();
+        let mut w = std::mem::take(&mut s.w);
+        let probe = self.probe(q, &mut w);
         let start = Scored {
-            key: self.key(q, self.vec_of(ep_node)),
+            key: self.dist(&probe, ep_node),
             slot: ep_node as u32,
         };
-        let cur = self.greedy::<false>(q, start, ep_level, 0);
-        let mut s = self.take_scratch();
-        self.search_layer::<false, F>(q, cur, 0, ef.max(k), &mut s, keep);
+        let cur = self.greedy::<false>(&probe, start, ep_level, 0);
+        let quantized = self.is_quantized();
+        let breadth = if quantized {
+            ef.max(k).max(self.params.rerank)
+        } else {
+            ef.max(k)
+        };
+        self.search_layer::<false, F>(&probe, cur, 0, breadth, &mut s, keep);
+        s.w = w;
         let mut out: Vec<Scored> = s.top.drain().collect();
         self.put_scratch(s);
         out.sort_unstable();
+        if quantized {
+            // Re-rank the walk's best candidates on the full-precision vectors.
+            out.truncate(self.params.rerank.max(k));
+            // The first line of every row at once (their page walks overlap), then all of the
+            // next row while one is scored.
+            for c in &out {
+                prefetch(self.exact.row_ptr(c.slot as usize));
+            }
+            for i in 0..out.len() {
+                if let Some(next) = out.get(i + 1) {
+                    let p = self.exact.row_ptr(next.slot as usize) as *const u8;
+                    for off in (0..self.dim * 4).step_by(64) {
+                        prefetch(p.wrapping_add(off));
+                    }
+                }
+                out[i].key = self.key(q, self.exact.row(out[i].slot as usize));
+            }
+            out.sort_unstable();
+        }
         out.truncate(k);
         out
     }
@@ -767,8 +1012,13 @@ impl HnswGraph {
     /// Serialise the links (not the vectors) to `w`; read back with [`HnswGraph::read_graph`].
     pub fn write_graph(&self, w: &mut dyn Write) -> std::io::Result<()> {
         w.write_all(GRAPH_MAGIC)?;
+        let version = if self.is_quantized() {
+            GRAPH_VERSION_QUANTIZED
+        } else {
+            GRAPH_VERSION
+        };
         for v in [
-            GRAPH_VERSION,
+            version,
             self.dim as u32,
             self.params.m as u32,
             self.m0 as u32,
@@ -796,6 +1046,21 @@ impl HnswGraph {
                 w.write_all(&unsafe { *cell.get() }.to_le_bytes())?;
             }
         }
+        if self.is_quantized() {
+            // The quantizer (the codes are recomputed from the vectors on load).
+            match &self.quant {
+                None => w.write_all(&0u32.to_le_bytes())?,
+                Some(sq) => {
+                    w.write_all(&QUANT_SQ8.to_le_bytes())?;
+                    w.write_all(&(self.trained_on as u64).to_le_bytes())?;
+                    let mut buf = Vec::with_capacity(8 * self.dim);
+                    for x in sq.min().iter().chain(sq.scale()) {
+                        buf.extend_from_slice(&x.to_le_bytes());
+                    }
+                    w.write_all(&buf)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -810,8 +1075,23 @@ impl HnswGraph {
         bytes: &[u8],
         path: &Path,
     ) -> Result<Self> {
+        check_rows(vectors, dim, "stored vectors")?;
+        let rows = Rows::from_vec(dim, vectors.to_vec());
+        Self::read_graph_rows(dim, metric, params, rows, bytes, path)
+    }
+
+    /// [`HnswGraph::read_graph`] taking the vectors as [`Rows`] (a quantized graph keeps them,
+    /// memory-mapped or not; an unquantized one copies them into its blocks).
+    pub fn read_graph_rows(
+        dim: usize,
+        metric: Metric,
+        params: HnswParams,
+        vectors: Rows,
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<Self> {
         let mut g = HnswGraph::new(dim, metric, params)?;
-        let n = check_rows(vectors, dim, "stored vectors")?;
+        let n = vectors.len();
         let bad = |off: usize, msg: String| Error::corrupt(path, format!("at byte {off}: {msg}"));
         let mut r = Reader { bytes, off: 0 };
         let magic = r
@@ -828,10 +1108,18 @@ impl HnswGraph {
         let gm0 = r.u32().ok_or_else(too_short)? as usize;
         let gn = r.u64().ok_or_else(too_short)?;
         let entry = r.u64().ok_or_else(too_short)?;
-        if version != GRAPH_VERSION {
+        let want_version = if g.is_quantized() {
+            GRAPH_VERSION_QUANTIZED
+        } else {
+            GRAPH_VERSION
+        };
+        if version != want_version {
             return Err(bad(
                 8,
-                format!("graph version {version}, this build reads {GRAPH_VERSION}"),
+                format!(
+                    "graph version {version}, expected {want_version} for quantize = {}",
+                    params.quantize.name()
+                ),
             ));
         }
         if gdim != dim {
@@ -877,7 +1165,13 @@ impl HnswGraph {
             return Err(bad(32, "empty graph with an entry point".into()));
         }
         g.grow(n, &levels);
-        g.copy_vectors(0, vectors);
+        if !g.is_quantized() {
+            for i in 0..n {
+                let p = g.vec_ptr(i) as *mut f32;
+                // SAFETY: `g` is not shared yet; slot i's block holds dim floats.
+                unsafe { std::ptr::copy_nonoverlapping(vectors.row(i).as_ptr(), p, dim) };
+            }
+        }
         let check = |off: usize,
                      node: usize,
                      level: usize,
@@ -926,6 +1220,38 @@ impl HnswGraph {
                 }
             }
         }
+        if g.is_quantized() {
+            let off = r.off;
+            match r.u32().ok_or_else(too_short)? {
+                0 if n == 0 => {}
+                QUANT_SQ8 => {
+                    let trained_on = r.u64().ok_or_else(too_short)? as usize;
+                    let mut f = |count: usize| -> Result<Vec<f32>> {
+                        let b = r.take(4 * count).ok_or_else(too_short)?;
+                        Ok(b.chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect())
+                    };
+                    let min = f(dim)?;
+                    let scale = f(dim)?;
+                    let sq = Sq8::from_parts(metric, min, scale)
+                        .map_err(|e| bad(off, format!("quantizer: {e}")))?;
+                    g.quant = Some(sq);
+                    g.trained_on = trained_on;
+                }
+                k => {
+                    return Err(bad(
+                        off,
+                        format!("quantizer kind {k} is not sq8 ({QUANT_SQ8}), or missing for a graph of {n} nodes"),
+                    ))
+                }
+            }
+            g.exact = vectors;
+            g.encode_range(0, n);
+            g.exact.release();
+        } else {
+            drop(vectors);
+        }
         if r.off != bytes.len() {
             return Err(bad(
                 r.off,
@@ -934,6 +1260,31 @@ impl HnswGraph {
         }
         g.entry.store(entry, AtOrd::Release);
         Ok(g)
+    }
+
+    /// Write the codes of slots `from..to` from their full-precision vectors.
+    fn encode_range(&mut self, from: usize, to: usize) {
+        let Some(sq) = &self.quant else { return };
+        for i in from..to {
+            let p = self.vec_ptr(i) as *mut f32;
+            // SAFETY: `&mut self`; slot i's payload holds t and dim code bytes, and does not
+            // overlap the vectors in `exact`.
+            unsafe {
+                let codes = std::slice::from_raw_parts_mut(p.add(1) as *mut u8, self.dim);
+                *p = sq.encode(self.exact.row(i), codes);
+            }
+        }
+    }
+
+    /// Train the quantizer on every stored vector and re-encode them all.
+    fn retrain(&mut self) -> Result<()> {
+        let n = self.exact.len();
+        let sq = Sq8::train_rows(self.metric, self.dim, (0..n).map(|i| self.exact.row(i)))?;
+        self.quant = Some(sq);
+        self.trained_on = n;
+        self.encode_range(0, n);
+        self.exact.release();
+        Ok(())
     }
 
     /// Append `n_new` nodes with the given levels (links empty, vectors zero).
@@ -1045,13 +1396,31 @@ impl VectorIndex for HnswGraph {
             .map(|i| self.random_level(i) as u8)
             .collect();
         self.grow(rows, &levels);
-        self.copy_vectors(first, vectors);
-        if self.metric.normalizes() {
-            for i in first..first + rows {
-                let p = self.vec_ptr(i) as *mut f32;
-                // SAFETY: `&mut self`; the slice is slot i's vector.
-                self.metric
-                    .prepare(unsafe { std::slice::from_raw_parts_mut(p, self.dim) });
+        if self.is_quantized() {
+            if rows > 0 {
+                let mut v = vectors.to_vec();
+                if self.metric.normalizes() {
+                    v.chunks_mut(self.dim).for_each(|r| self.metric.prepare(r));
+                }
+                self.exact.extend(&v);
+                drop(v);
+                // Retrain when the graph has doubled since the last training (amortised
+                // O(dim) a row): an index begun with a few items gets ranges of its data.
+                if self.quant.is_none() || self.len >= 2 * self.trained_on {
+                    self.retrain()?;
+                } else {
+                    self.encode_range(first, first + rows);
+                }
+            }
+        } else {
+            self.copy_vectors(first, vectors);
+            if self.metric.normalizes() {
+                for i in first..first + rows {
+                    let p = self.vec_ptr(i) as *mut f32;
+                    // SAFETY: `&mut self`; the slice is slot i's vector.
+                    self.metric
+                        .prepare(unsafe { std::slice::from_raw_parts_mut(p, self.dim) });
+                }
             }
         }
         let this = &*self;
@@ -1130,7 +1499,7 @@ impl VectorIndex for HnswGraph {
     }
 
     fn vector(&self, slot: usize) -> Option<&[f32]> {
-        (slot < self.len).then(|| self.vec_of(slot))
+        (slot < self.len).then(|| self.exact(slot))
     }
 
     fn memory_bytes(&self) -> usize {
@@ -1139,6 +1508,8 @@ impl VectorIndex for HnswGraph {
             + self.upper_off.capacity() * 8
             + self.levels.capacity()
             + self.locks.capacity() * std::mem::size_of::<Mutex<()>>()
+            + self.exact.memory_bytes()
+            + self.quant.as_ref().map_or(0, |q| 8 * q.dim())
     }
 }
 

@@ -2,6 +2,8 @@
 //!
 //! * [`VectorIndex`]: the trait of every engine; [`FlatIndex`] (exact, the recall oracle),
 //!   [`HnswGraph`] (our HNSW, the default) and [`HnswRsIndex`] (hnsw_rs) implement it;
+//! * [`quantize`]: SQ8 codes for the graph walk ([`Quantize`]), re-ranked on the full vectors,
+//!   which [`rows`] memory-maps;
 //! * [`Metric`]: distances and the one distance <-> similarity convention;
 //! * [`Index`]: the on-disk index (manifest, vectors, items, tombstones, graph) with atomic
 //!   add / delete / compact, search, dedup and the calibrated threshold;
@@ -18,6 +20,8 @@ pub mod lexical;
 pub mod manifest;
 pub mod metric;
 pub mod parquet;
+pub mod quantize;
+pub mod rows;
 pub mod store;
 pub mod vecio;
 pub mod vector_index;
@@ -27,10 +31,11 @@ pub use bench::{BenchOptions, BenchReport, BuildStats, SweepPoint};
 pub use dedup::{Dedup, DupPair};
 pub use engine::{Index, ItemView, NewGeneration, PendingAdd, PendingDelete, Recovery};
 pub use flat::FlatIndex;
-pub use hnsw::{HnswGraph, HnswParams};
+pub use hnsw::{HnswGraph, HnswParams, DEFAULT_RERANK};
 pub use hnsw_rs_backend::HnswRsIndex;
 pub use manifest::{Backend, Calibration, IndexConfig, Manifest, FORMAT_VERSION};
 pub use metric::Metric;
+pub use quantize::{Quantize, Sq8};
 pub use store::Item;
 pub use vecio::Matrix;
 pub use vector_index::{Hit, Progress, VectorIndex};

@@ -54,6 +54,7 @@ fn build(dir: &Path, n: u64) -> Index {
             ef_construction: 64,
             ef_search: 48,
             seed: 3,
+            ..Default::default()
         },
     };
     Index::create(

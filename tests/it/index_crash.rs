@@ -53,6 +53,7 @@ fn config() -> IndexConfig {
             ef_construction: 40,
             ef_search: 32,
             seed: 1,
+            ..Default::default()
         },
     }
 }

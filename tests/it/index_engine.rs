@@ -37,6 +37,7 @@ fn config(backend: Backend, metric: Metric) -> IndexConfig {
             ef_construction: 100,
             ef_search: 50,
             seed: 3,
+            ..Default::default()
         },
     }
 }

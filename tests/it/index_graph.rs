@@ -129,6 +129,7 @@ fn params() -> HnswParams {
         ef_construction: 200,
         ef_search: 64,
         seed: 42,
+        ..Default::default()
     }
 }
 
@@ -372,6 +373,7 @@ fn every_node_stays_reachable() {
         ef_construction: 16,
         ef_search: 16,
         seed: 3,
+        ..Default::default()
     };
     let mut g = HnswGraph::new(dim, Metric::L2, p).unwrap();
     g.add(&data, &|_| {}).unwrap();

@@ -10,6 +10,7 @@ mod index_crash;
 mod index_engine;
 mod index_graph;
 mod index_io;
+mod index_quant;
 mod online;
 mod scale;
 mod serve;

@@ -54,6 +54,7 @@ fn vector_index(dir: &Path, n: usize, dim: usize, seed: u64, last_label: Option<
             ef_construction: 40,
             ef_search: 32,
             seed: 1,
+            ..Default::default()
         },
     };
     Index::create(
