@@ -14,12 +14,22 @@
 # (sq8: for each re-rank depth in RERANKS). Writes benches/peers/results/compare_ann_<stamp>.json
 # and prints the ratios.
 #
-#   bash benches/peers/compare_ann.sh
+#   bash benches/peers/compare_ann.sh [--plot]
+#
+# --plot: also draw recall@10 against queries per CPU-second for every engine, one SVG per data
+# set, into docs/ (benches/peers/plot_ann.py; it also redraws any earlier results file).
 #
 # Env: DATASETS (default "mnist glosses"), TWINDEX (default target/release/twindex), NICE
 #      (default "nice -n 5"; "" for none), RERANKS (default "10 16 24"), GLOSSES_INDEX (the
 #      index the gloss vectors are read from), LIMIT_QUERIES (default 0: all).
 set -euo pipefail
+PLOT=0
+for a in "$@"; do
+  case "$a" in
+    --plot) PLOT=1 ;;
+    *) echo "compare_ann: unknown argument $a (usage: compare_ann.sh [--plot])" >&2; exit 2 ;;
+  esac
+done
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
@@ -185,3 +195,6 @@ json.dump(res, open(out_p, "w"), indent=2)
 print(f"results: {out_p}")
 PY
 rm -rf "$WORK"
+if [ "$PLOT" = 1 ]; then
+  python3 "$HERE/plot_ann.py" "$COMBINED" "$ROOT/docs"
+fi
