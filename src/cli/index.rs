@@ -207,6 +207,12 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
             println!("index      {}", st.dir);
             println!("items      {} ({} slots)", st.items, st.slots);
             println!("vectors    {} dims, {}, {}", st.dim, st.metric, st.backend);
+            if let Some(r) = st.rerank {
+                println!(
+                    "quantized  {} (the walk), best {r} re-scored on the f32 vectors",
+                    st.quantize
+                );
+            }
             println!("encoder    {}", st.encoder);
             match st.threshold {
                 Some(t) => println!("threshold  distance <= {t:.4}"),

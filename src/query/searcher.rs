@@ -194,6 +194,10 @@ pub struct Stats {
     pub dim: usize,
     pub metric: String,
     pub backend: String,
+    /// What the graph walk scores (`none`, `sq8`); `none` for other engines.
+    pub quantize: String,
+    /// Quantized graphs: candidates re-scored on the f32 vectors.
+    pub rerank: Option<usize>,
     pub encoder: String,
     /// The calibrated threshold as a distance.
     pub threshold: Option<f32>,
@@ -759,6 +763,8 @@ impl Searcher {
                 dim: r.meta().dim,
                 metric: r.metric().name().to_string(),
                 backend: "milvus".into(),
+                quantize: "none".into(),
+                rerank: None,
                 encoder: self.encoder.kind().to_string(),
                 threshold: r.meta().threshold,
                 generation: 0,
@@ -776,6 +782,8 @@ impl Searcher {
             dim: idx.dim(),
             metric: idx.metric().name().to_string(),
             backend: idx.manifest().backend.name().to_string(),
+            quantize: idx.manifest().hnsw.quantize.name().to_string(),
+            rerank: (!idx.manifest().hnsw.quantize.is_none()).then_some(idx.manifest().hnsw.rerank),
             encoder: self.encoder.kind().to_string(),
             threshold: idx.threshold_distance(),
             generation: idx.manifest().generation,

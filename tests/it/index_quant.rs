@@ -426,6 +426,12 @@ fn cli_builds_a_quantized_index_writes_ground_truth_and_refuses_bad_values() {
     ]);
     assert_eq!(b["quantize"], "sq8");
     assert_eq!(b["rerank"], 12);
+    let st = ok_json(&["index", "stats", "--index", &out, "--json"]);
+    assert_eq!(
+        (st["quantize"].as_str(), st["rerank"].as_u64()),
+        (Some("sq8"), Some(12)),
+        "{st}"
+    );
     let recall = b["sweep"][0]["recall"].as_f64().unwrap();
     println!("sq8 via the CLI: recall@10 at ef 32 = {recall:.4}");
     assert!(recall >= 0.95, "{recall}");
