@@ -496,7 +496,9 @@ fn print_orl(r: &protocol::OrlReport) {
 }
 
 /// `twindex train image --protocol signatures`: train on writers 1-20 (each writer's genuine
-/// signatures one class, their skilled forgeries another), calibrate on writers 21-30.
+/// signatures one class, their skilled forgeries another), calibrate on writers 21-30. With
+/// `--keep-best` the epoch is chosen on writers 17-20, held out of training (train on 1-16):
+/// never on the test writers 21-30, whose per-epoch figures are otherwise only reported.
 pub fn train_signatures(
     corpus: &str,
     fa: &FolderArgs,
@@ -514,10 +516,15 @@ pub fn train_signatures(
             .map(|s| s.item.clone())
             .collect()
     };
-    let (tr, dv) = (
-        pick(&SIGNATURE_TRAIN_WRITERS),
-        pick(&SIGNATURE_TEST_WRITERS),
-    );
+    let (tr, dv) = if cfg.keep_best {
+        eprintln!("--keep-best: training on writers 1-16, the epoch chosen on writers 17-20 (held out; never on the test writers 21-30)");
+        (pick(&(1..=16)), pick(&(17..=20)))
+    } else {
+        (
+            pick(&SIGNATURE_TRAIN_WRITERS),
+            pick(&SIGNATURE_TEST_WRITERS),
+        )
+    };
     if tr.is_empty() || dv.is_empty() {
         bail!("{corpus}: the signature protocol needs writers 1-20 and 21-30 in labels.tsv");
     }
