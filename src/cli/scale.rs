@@ -148,15 +148,8 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         let model = ImageModel::load(&model_dir)
             .with_context(|| format!("loading encoder {}", model_dir.display()))?;
         let abs = std::fs::canonicalize(&model_dir)?;
-        let record = json!({
-            "kind": "image",
-            "path": abs.display().to_string(),
-            "sha256": ImageModel::content_hash(&abs)?,
-            "arch": model.config.arch.name(),
-            "dim": model.config.dim,
-            "metric": model.config.metric,
-            "source": abs.display().to_string(),
-        });
+        let record =
+            twindex::query::encoder::image_record(&model, &abs.display().to_string(), &abs, &abs)?;
         let (pixels, labels, sources) = if super::protocol::is_image_folder(corpus) {
             let f = twindex::corpus::folder::ImageFolder::scan(Path::new(corpus), "label")?;
             let set =
@@ -280,13 +273,18 @@ pub fn push(a: PushArgs) -> Result<()> {
         }
     }
     milvus::check_collection_name(&a.collection)?;
-    let (mut meta, source): (CollectionMeta, String) = match &a.index {
+    // The metadata and the rows, part by part (an index is one part); each input opened once.
+    type Parts = Box<dyn Iterator<Item = twindex::Result<parquet::Rows>>>;
+    let (mut meta, source, mut iter): (CollectionMeta, String, Parts) = match &a.index {
         Some(dir) => {
             let idx =
                 Index::open(dir).with_context(|| format!("opening index {}", dir.display()))?;
+            let meta = CollectionMeta::from_part(&parts::index_meta(&idx)?);
+            let rows = parts::index_rows(&idx);
             (
-                CollectionMeta::from_part(&parts::index_meta(&idx)?),
+                meta,
                 dir.display().to_string(),
+                Box::new(std::iter::once(rows)),
             )
         }
         None => {
@@ -314,37 +312,20 @@ pub fn push(a: PushArgs) -> Result<()> {
                     );
                 }
             }
-            (
-                m,
-                paths
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            )
+            let source = paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let rows = paths
+                .into_iter()
+                .map(|p| parquet::read_part(&p).map(|(_, r)| r));
+            (m, source, Box::new(rows))
         }
     };
     if let Some(t) = a.threshold {
         meta.threshold = Some(t);
     }
-    // The rows, part by part (an index is one part).
-    let mut iter: Box<dyn Iterator<Item = twindex::Result<parquet::Rows>>> = match &a.index {
-        Some(dir) => {
-            let idx = Index::open(dir)?;
-            Box::new(std::iter::once(parts::index_rows(&idx)))
-        }
-        None => {
-            let mut paths: Vec<PathBuf> = Vec::new();
-            for p in &a.parts {
-                paths.extend(parts::expand_glob(p)?);
-            }
-            Box::new(
-                paths
-                    .into_iter()
-                    .map(|p| parquet::read_part(&p).map(|(_, r)| r)),
-            )
-        }
-    };
     let pb = common::bar(0, "pushing");
     let rep = milvus::push(
         &uri,

@@ -162,10 +162,18 @@ pub fn sidecar_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Write `rows` with `meta` to `path` (atomically: a temporary file renamed into place) and
-/// the sidecar `PATH.json`.
+/// Write `rows` with `meta` to a new `path` (atomically: a temporary file renamed into place)
+/// and the sidecar `PATH.json`. Neither may exist: a part never replaces a file.
 pub fn write_part(path: &Path, rows: &Rows, meta: &PartMeta) -> Result<()> {
     rows.check()?;
+    for p in [path.to_path_buf(), sidecar_path(path)] {
+        if p.exists() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: already exists; twindex writes parts only to new paths",
+                p.display()
+            )));
+        }
+    }
     if meta.dim != rows.dim || meta.rows != rows.len() {
         return Err(Error::InvalidArgument(format!(
             "{}: metadata says {} rows of dimension {}, the rows are {} of {}",
@@ -404,8 +412,19 @@ mod tests {
         let e = read_part(&p).unwrap_err().to_string();
         assert!(e.contains("x.parquet") && e.contains("Parquet"), "{e}");
         let (rows, mut meta) = sample(3, 4);
-        meta.rows = 5;
+        // A file that is there (ours or not) is never replaced, nor a sidecar name in use.
         let e = write_part(&p, &rows, &meta).unwrap_err().to_string();
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"not parquet at all");
+        let q = dir.path().join("y.parquet");
+        std::fs::write(sidecar_path(&q), b"{}").unwrap();
+        let e = write_part(&q, &rows, &meta).unwrap_err().to_string();
+        assert!(e.contains("y.parquet.json: already exists"), "{e}");
+        assert!(!q.exists());
+        meta.rows = 5;
+        let e = write_part(&dir.path().join("z.parquet"), &rows, &meta)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("metadata says 5 rows"), "{e}");
     }
 }

@@ -657,6 +657,16 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The metric's ordering key between `a` and `b`, in f64: squared distance for l2,
+    /// `1 - a.b` otherwise.
+    fn key_f64(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
+        let it = a.iter().zip(b).map(|(&a, &b)| (a as f64, b as f64));
+        match metric {
+            Metric::L2 => it.map(|(a, b)| (a - b).powi(2)).sum(),
+            _ => 1.0 - it.map(|(a, b)| a * b).sum::<f64>(),
+        }
+    }
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -730,20 +740,7 @@ mod tests {
                 let c = sq.probe(&q, &mut w);
                 let got = c + sq.term_weight() * t + dot_u8_scalar(&w, &codes);
                 // Oracle: the metric's key between q and the decoded vector, in f64.
-                let want = match metric {
-                    Metric::L2 => q
-                        .iter()
-                        .zip(&x)
-                        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-                        .sum::<f64>(),
-                    _ => {
-                        1.0 - q
-                            .iter()
-                            .zip(&x)
-                            .map(|(&a, &b)| a as f64 * b as f64)
-                            .sum::<f64>()
-                    }
-                };
+                let want = key_f64(metric, &q, &x);
                 assert!(
                     (got as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()),
                     "{metric:?}: {got} vs {want}"
@@ -753,20 +750,7 @@ mod tests {
                 let t0 = sq.encode(&data[..dim], &mut c0);
                 let x0 = sq.decode(&c0);
                 let got = sq.symmetric(dot_u8_u8_scalar, t, &codes, t0, &c0);
-                let want = match metric {
-                    Metric::L2 => x0
-                        .iter()
-                        .zip(&x)
-                        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-                        .sum::<f64>(),
-                    _ => {
-                        1.0 - x0
-                            .iter()
-                            .zip(&x)
-                            .map(|(&a, &b)| a as f64 * b as f64)
-                            .sum::<f64>()
-                    }
-                };
+                let want = key_f64(metric, &x0, &x);
                 assert!(
                     (got as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()),
                     "{metric:?} symmetric: {got} vs {want}"

@@ -24,15 +24,20 @@ pub fn embed_image_encoder(
         let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
         crate::fsutil::atomic_write(&dst.join(&f), &bytes)?;
     }
-    let sha = ImageModel::content_hash(&dst)?;
+    image_record(model, ENCODER_DIR, &dst, model_dir)
+}
+
+/// The manifest record of the image encoder `model` whose files are in `dir`, recorded as
+/// `path` (relative to an index, or absolute for a part), with the sha256 of those files.
+pub fn image_record(model: &ImageModel, path: &str, dir: &Path, source: &Path) -> Result<Value> {
     let mut rec = json!({
         "kind": "image",
-        "path": ENCODER_DIR,
-        "sha256": sha,
+        "path": path,
+        "sha256": ImageModel::content_hash(dir)?,
         "arch": model.config.arch.name(),
         "dim": model.config.dim,
         "metric": model.config.metric,
-        "source": model_dir.display().to_string(),
+        "source": source.display().to_string(),
     });
     if let Some(e) = &model.config.ensemble {
         rec["ensemble_members"] = json!(e.members.len());

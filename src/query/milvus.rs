@@ -412,13 +412,13 @@ pub fn push(
         let client = connect_client(endpoint).await?;
         let existing = read_meta(&client, endpoint, collection).await?;
         let created = existing.is_none();
+        let schema = schema_for(collection, meta)?;
         if let Some(have) = &existing {
             check_same_encoder(collection, have, meta)?;
         } else {
-            let schema = schema_for(collection, meta)?;
             client
                 .create_collection(
-                    schema,
+                    schema.clone(),
                     Some(
                         CreateCollectionOptions::with_consistency_level(ConsistencyLevel::Session)
                             .shard_num(opts.shards.unwrap_or(0)),
@@ -427,7 +427,6 @@ pub fn push(
                 .await
                 .map_err(|e| merr(&format!("create collection {collection:?}"), endpoint, e))?;
         }
-        let schema = schema_for(collection, meta)?;
         let t0 = Instant::now();
         let mut inserted = 0usize;
         let mut insert_seconds = 0.0;
@@ -752,17 +751,22 @@ impl Remote {
         self.fetch(&label_expr(label))
     }
 
-    fn fetch(&self, expr: &str) -> Result<Vec<(u64, String, Vec<f32>)>> {
+    /// The `fields` of the rows matching `expr` (at most 16,384, Milvus' limit), read with
+    /// this client's consistency.
+    fn query_fields(&self, expr: &str, fields: &[&str]) -> Result<Vec<FieldColumn>> {
         let mut opts = QueryOptions::default()
-            .output_fields(vec!["id".into(), "label".into(), "vector".into()])
+            .output_fields(fields.iter().map(|f| f.to_string()).collect())
             .limit(16_384);
         if let Some(c) = self.consistency() {
             opts = opts.consistency_level(c);
         }
-        let cols = self
-            .rt
+        self.rt
             .block_on(self.client.query(self.collection.as_str(), expr, &opts))
-            .map_err(|e| merr("query", &self.endpoint, e))?;
+            .map_err(|e| merr("query", &self.endpoint, e))
+    }
+
+    fn fetch(&self, expr: &str) -> Result<Vec<(u64, String, Vec<f32>)>> {
+        let cols = self.query_fields(expr, &["id", "label", "vector"])?;
         let col = |n: &str| cols.iter().find(|c| c.name == n);
         let (Some(ids), Some(labels), Some(vecs)) = (col("id"), col("label"), col("vector")) else {
             return Ok(Vec::new());
@@ -818,16 +822,7 @@ impl Remote {
     }
 
     fn fetch_ids(&self, expr: &str) -> Result<Vec<i64>> {
-        let mut opts = QueryOptions::default()
-            .output_fields(vec!["id".into()])
-            .limit(16_384);
-        if let Some(c) = self.consistency() {
-            opts = opts.consistency_level(c);
-        }
-        let cols = self
-            .rt
-            .block_on(self.client.query(self.collection.as_str(), expr, &opts))
-            .map_err(|e| merr("query", &self.endpoint, e))?;
+        let cols = self.query_fields(expr, &["id"])?;
         Ok(
             match cols.iter().find(|c| c.name == "id").map(|c| &c.value) {
                 Some(ValueVec::Long(v)) => v.clone(),

@@ -8,7 +8,7 @@ use twindex::index::distance::{available_kernels, dot_scalar, l2_squared_scalar}
 use twindex::index::{FlatIndex, HnswGraph, HnswParams, HnswRsIndex, Metric, VectorIndex};
 
 /// `n` points of dimension `dim` around `clusters` random centres (Gaussian noise, sd `spread`).
-fn clustered(seed: u64, n: usize, dim: usize, clusters: usize, spread: f32) -> Vec<f32> {
+pub fn clustered(seed: u64, n: usize, dim: usize, clusters: usize, spread: f32) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let centres: Vec<f32> = (0..clusters * dim)
         .map(|_| rng.random_range(-1.0..1.0))

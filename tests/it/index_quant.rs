@@ -3,6 +3,7 @@
 //! add / delete / checkpoint / log replay / compact, memory-mapped after reopening. Seeds are
 //! fixed and printed.
 
+use crate::index_graph::clustered;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -11,25 +12,6 @@ use twindex::index::{
     Backend, FlatIndex, HnswGraph, HnswParams, Index, IndexConfig, Item, Metric, Quantize,
     VectorIndex,
 };
-
-/// `n` points of dimension `dim` around `clusters` random centres (Gaussian noise, sd `spread`).
-fn clustered(seed: u64, n: usize, dim: usize, clusters: usize, spread: f32) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let centres: Vec<f32> = (0..clusters * dim)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let mut out = Vec::with_capacity(n * dim);
-    for _ in 0..n {
-        let c = rng.random_range(0..clusters);
-        for j in 0..dim {
-            let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-            let u2: f64 = rng.random();
-            let g = ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32;
-            out.push(centres[c * dim + j] + spread * g);
-        }
-    }
-    out
-}
 
 /// recall@k of `engine` against the flat oracle; also checks that every returned distance is
 /// the exact one (re-ranking returns full-precision distances) and that results are sorted.

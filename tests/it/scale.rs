@@ -549,13 +549,15 @@ fn milvus_backend_answers_like_the_local_index_and_refuses_bad_pushes() {
 
         // The same queries through Milvus and through the local index: same neighbours, same
         // distances, same decisions; with a label filter too.
+        let qfile = t("queries.txt");
+        let qqp_uri = format!("{URI}/qqp");
         for extra in [&[][..], &["--label", "odd"][..]] {
             let mut local_args = vec![
                 "query",
                 "--index",
                 idx.to_str().unwrap(),
                 "--text-file",
-                t("queries.txt").to_str().unwrap().to_string().leak(),
+                qfile.to_str().unwrap(),
                 "--k",
                 "5",
                 "--json",
@@ -563,7 +565,6 @@ fn milvus_backend_answers_like_the_local_index_and_refuses_bad_pushes() {
             local_args.extend_from_slice(extra);
             let mut remote_args = local_args.clone();
             remote_args[1] = "--milvus";
-            let qqp_uri = format!("{URI}/qqp");
             remote_args[2] = &qqp_uri;
             let local = query_json_lines(&local_args);
             let remote = query_json_lines(&remote_args);
