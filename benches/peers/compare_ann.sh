@@ -90,8 +90,7 @@ for ds in $DATASETS; do
   esac
   for q in none sq8; do
     for t in 1 2; do
-      dir="index/ann-$ds-$q-t$t"
-      rm -rf "$dir"   # a fresh build each run (`index build` refuses to overwrite)
+      dir="$WORK/ann-$ds-$q-t$t"   # inside this run's own folder, removed at the end
       echo "-- twindex build $q, $t thread(s)" >&2
       timed "$WORK/$ds.build.$q.t$t.json" "$TWINDEX" --threads "$t" index build "${base[@]}" \
         --out "$dir" --m 16 --ef-construction 200 --quantize "$q"
@@ -100,7 +99,7 @@ for ds in $DATASETS; do
   done
   if [ ! -s "$gt" ]; then
     echo "-- exact ground truth (flat oracle) -> $gt" >&2
-    $NICE "$TWINDEX" bench --index "index/ann-$ds-none-t1" --queries "$queries" \
+    $NICE "$TWINDEX" bench --index "$WORK/ann-$ds-none-t1" --queries "$queries" \
       --write-gt "$gt" --k 10 --ef 10 > /dev/null
   fi
   echo "-- peers" >&2
@@ -110,11 +109,11 @@ for ds in $DATASETS; do
     --json-out "$WORK/$ds.peers.json" > /dev/null
   tlim=(); [ "$LIMIT_QUERIES" != 0 ] && tlim=(--limit "$LIMIT_QUERIES")
   echo "-- twindex bench none" >&2
-  $NICE "$TWINDEX" --threads 1 bench --index "index/ann-$ds-none-t1" --queries "$queries" \
+  $NICE "$TWINDEX" --threads 1 bench --index "$WORK/ann-$ds-none-t1" --queries "$queries" \
     --gt "$gt" --k 10 --ef "$efs" "${tlim[@]}" --json > "$WORK/$ds.bench.none.json"
   for r in $RERANKS; do
     echo "-- twindex bench sq8, rerank $r" >&2
-    $NICE "$TWINDEX" --threads 1 bench --index "index/ann-$ds-sq8-t1" --queries "$queries" \
+    $NICE "$TWINDEX" --threads 1 bench --index "$WORK/ann-$ds-sq8-t1" --queries "$queries" \
       --gt "$gt" --k 10 --ef "$efs" --rerank "$r" "${tlim[@]}" --json \
       > "$WORK/$ds.bench.sq8.r$r.json"
   done
