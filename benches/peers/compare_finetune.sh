@@ -7,8 +7,8 @@
 #   bash benches/peers/compare_finetune.sh [LOSS] [EPOCHS] [BATCH]     # default mnrl 1 32
 #
 # Env: TWINDEX (default target/release/twindex), ST_PYTHON (a Python with sentence-transformers,
-#      datasets, accelerate, scikit-learn; default /work/scratch/stvenv/bin/python, else
-#      benches/peers/.venv/bin/python), THREADS (default 1, both sides), MAX_TRAIN (default: all
+#      datasets, accelerate, scikit-learn; default benches/peers/.venv-st/bin/python, made by
+#      st_setup.sh, then `pip install datasets accelerate scikit-learn` in it), THREADS (default 1, both sides), MAX_TRAIN (default: all
 #      pairs), NICE (default "nice -n 5"), SHARED (default ../shared), LR (default 2e-5, both),
 #      SEED (default 42, both),
 #      SIDE (both | twindex | st; default both: one after the other. Two runs with SIDE=twindex
@@ -20,8 +20,7 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
 LOSS="${1:-mnrl}"; EPOCHS="${2:-1}"; BATCH="${3:-32}"
 TWINDEX="${TWINDEX:-target/release/twindex}"
-PY="${ST_PYTHON:-/work/scratch/stvenv/bin/python}"
-[ -x "$PY" ] || PY="$HERE/.venv/bin/python"
+PY="${ST_PYTHON:-$HERE/.venv-st/bin/python}"
 THREADS="${THREADS:-1}"
 LR="${LR:-2e-5}"
 SEED="${SEED:-42}"

@@ -1,4 +1,6 @@
-//! A trainable BERT encoder for fine-tuning sentence-transformers models.
+//! A BERT encoder differentiable through candle's autograd: the reference that
+//! [`super::gradbert::GradBert`] (which `train text` runs, at a fraction of the CPU) is tested
+//! against, and a BERT for anyone composing their own candle training graph.
 //!
 //! Inference uses candle-transformers' `BertModel` ([`super::text::TextEncoder`]), but that
 //! model cannot be trained: its layer norm is a fused custom op without a backward pass
@@ -61,15 +63,44 @@ fn dropout(x: &Tensor, p: f64, rng: Option<&Mutex<ChaCha8Rng>>) -> candle_core::
     x * Tensor::from_vec(mask, x.shape(), x.device())?
 }
 
+/// A dense layer applied to `[n, len, in]` as one `[n * len, in]` matrix product:
+/// candle's `Linear` broadcasts its weight to `[n, in, out]` for a 3-d input, so its backward
+/// computes `n` weight gradients and then sums them.
+#[derive(Debug, Clone)]
+struct Dense(Linear);
+
+impl Dense {
+    fn new(i: usize, o: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Dense(candle_nn::linear(i, o, vb)?))
+    }
+}
+
+impl Module for Dense {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (last, lead) = dims.split_last().expect("a dense input has a dimension");
+        let rows: usize = lead.iter().product();
+        let w = self.0.weight();
+        let y = x.reshape((rows, *last))?.matmul(&w.t()?)?;
+        let y = match self.0.bias() {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = lead.to_vec();
+        out.push(w.dim(0)?);
+        y.reshape(out)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attn_out: Dense,
     attn_norm: Norm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     out_norm: Norm,
 }
 
@@ -111,17 +142,13 @@ impl TrainableBert {
             let l = vb.pp(format!("encoder.layer.{i}"));
             let a = l.pp("attention");
             layers.push(Layer {
-                query: candle_nn::linear(h, h, a.pp("self.query"))?,
-                key: candle_nn::linear(h, h, a.pp("self.key"))?,
-                value: candle_nn::linear(h, h, a.pp("self.value"))?,
-                attn_out: candle_nn::linear(h, h, a.pp("output.dense"))?,
+                query: Dense::new(h, h, a.pp("self.query"))?,
+                key: Dense::new(h, h, a.pp("self.key"))?,
+                value: Dense::new(h, h, a.pp("self.value"))?,
+                attn_out: Dense::new(h, h, a.pp("output.dense"))?,
                 attn_norm: Norm::new(h, cfg.layer_norm_eps, a.pp("output.LayerNorm"))?,
-                intermediate: candle_nn::linear(
-                    h,
-                    cfg.intermediate_size,
-                    l.pp("intermediate.dense"),
-                )?,
-                output: candle_nn::linear(cfg.intermediate_size, h, l.pp("output.dense"))?,
+                intermediate: Dense::new(h, cfg.intermediate_size, l.pp("intermediate.dense"))?,
+                output: Dense::new(cfg.intermediate_size, h, l.pp("output.dense"))?,
                 out_norm: Norm::new(h, cfg.layer_norm_eps, l.pp("output.LayerNorm"))?,
             });
         }

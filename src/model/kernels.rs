@@ -324,6 +324,34 @@ impl Linear {
         }
     }
 
+    /// `y = x B + b` with `B` given as a `k x n` row-major matrix (instead of `W = Bᵀ`), for
+    /// [`Kernel::Avx512F32`]: each panel is a run of `B`'s rows, so packing copies contiguous
+    /// slices (the text trainer packs activations and gradients this way every step). `None`
+    /// when this CPU lacks AVX-512F.
+    pub fn f32_from_kn(b: &[f32], k: usize, n: usize, bias: Vec<f32>) -> Option<Self> {
+        if !Kernel::Avx512F32.available() {
+            return None;
+        }
+        assert_eq!(b.len(), k * n, "matrix is not {k} x {n}");
+        assert_eq!(bias.len(), n, "bias is not {n}");
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0f32; panels * k * NR];
+        for p in 0..panels {
+            let cols = p * NR..n.min((p + 1) * NR);
+            let dst = &mut data[p * k * NR..(p + 1) * k * NR];
+            for (kk, row) in b.chunks_exact(n).enumerate() {
+                dst[kk * NR..kk * NR + cols.len()].copy_from_slice(&row[cols.clone()]);
+            }
+        }
+        Some(Linear {
+            n,
+            k,
+            bias,
+            kernel: Kernel::Avx512F32,
+            packed: Packed::F32(data),
+        })
+    }
+
     /// Output features.
     pub fn n(&self) -> usize {
         self.n

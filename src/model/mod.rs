@@ -1,11 +1,55 @@
 //! Encoders as candle modules: image CNNs (with fast custom ops) and their on-disk form, and
 //! the sentence-transformers text encoder (BERT/MiniLM); ensembles of image encoders.
 
+// Before the modules, so that they can use `simd_fn!`.
+/// Whether the CPU has AVX2 and FMA (checked once, cached by std).
+#[inline]
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Define a function whose body is compiled twice: for AVX2+FMA (chosen at run time when the
+/// CPU has them; LLVM then vectorises the plain loops 8 floats wide) and for the baseline target
+/// (SSE2 on x86-64). The crate is built for the baseline, so this is how the hot loops of the
+/// image ops and the text trainer get the wide registers without `-C target-cpu`.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn wide($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if $crate::model::has_avx2_fma() {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
 pub mod bert;
 pub mod cnn;
 pub mod dlib;
 pub mod ensemble;
 pub mod fastbert;
+pub mod gradbert;
 pub mod image;
 pub mod kernels;
 pub mod ops;

@@ -62,47 +62,7 @@ pub fn fast_tanh(x: f32) -> f32 {
     p / q
 }
 
-/// Whether the CPU has AVX2 and FMA (checked once, cached by std).
-#[inline]
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Define a function whose body is compiled twice: for AVX2+FMA (chosen at run time when the
-/// CPU has them; LLVM then vectorises the plain loops 8 floats wide) and for the baseline target
-/// (SSE2 on x86-64). The crate is built for the baseline, so this is how the hot loops of the
-/// image ops get the wide registers without `-C target-cpu`.
-macro_rules! simd_fn {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                fn wide($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
-                }
-                if has_avx2_fma() {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
+use super::has_avx2_fma;
 
 simd_fn! {
     fn act_in_place(act: Act, v: &mut [f32]) {
@@ -699,6 +659,69 @@ fn sgemm(
     rhs_rs: usize,
     rhs_cs: usize,
 ) {
+    sgemm_with(
+        m,
+        n,
+        k,
+        dst,
+        dst_rs,
+        accumulate,
+        (lhs, lhs_rs, lhs_cs),
+        (rhs, rhs_rs, rhs_cs),
+        gemm::Parallelism::None,
+    )
+}
+
+/// [`sgemm`] on all of rayon's threads (the `--threads` of the run) when there are several.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_threads(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    sgemm_with(
+        m,
+        n,
+        k,
+        dst,
+        dst_rs,
+        accumulate,
+        (lhs, lhs_rs, lhs_cs),
+        (rhs, rhs_rs, rhs_cs),
+        par,
+    )
+}
+
+/// An operand of [`sgemm_with`]: data, row stride, column stride.
+type Operand<'a> = (&'a [f32], usize, usize);
+
+#[allow(clippy::too_many_arguments)]
+fn sgemm_with(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    (lhs, lhs_rs, lhs_cs): Operand,
+    (rhs, rhs_rs, rhs_cs): Operand,
+    par: gemm::Parallelism,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -727,7 +750,7 @@ fn sgemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         )
     }
 }

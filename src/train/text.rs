@@ -1,27 +1,24 @@
 //! Fine-tuning a sentence-transformers text encoder with twin losses (STYLE habit 5): the base
-//! folder's weights become candle `Var`s under their own names, the [`TrainableBert`] runs with
-//! dropout, mean pooling and L2 norm as sentence-transformers does, and AdamW follows the
-//! Hugging Face trainer's recipe (linear warm-up then linear decay, weight decay on every
-//! tensor but biases and LayerNorm weights, gradient norm clipped at 1). A caller-supplied dev
-//! score (e.g. average precision) is computed after each epoch and the best epoch is kept.
+//! folder's weights load into a [`GradBert`] (the same network with a hand-written backward,
+//! dropout, mean pooling and L2 norm as sentence-transformers does), the loss is taken on its
+//! embeddings with candle's autograd and its gradient handed back to the encoder, and AdamW
+//! follows the Hugging Face trainer's recipe (linear warm-up then linear decay, weight decay on
+//! every tensor but biases and LayerNorm weights, gradient norm clipped at 1). A caller-supplied
+//! dev score (e.g. average precision) is computed after each epoch and the best epoch is kept.
 
 use super::loss;
 use crate::corpus::pairs::TextPair;
 use crate::error::{Error, Result};
-use crate::model::bert::TrainableBert;
-use crate::model::text::{
-    mean_pool_normalize, model_tensor_name, pad_rows, TextEncoder, TextModelParts,
-};
+use crate::model::gradbert::{AdamW, GradBert, Tape};
+use crate::model::text::{model_tensor_name, TextEncoder, TextModelParts};
 use crate::timing::Stopwatch;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// Which loss to fine-tune with (sentence-transformers' names and definitions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -308,112 +305,69 @@ pub fn group_batches(labels: &[u32], batch: usize, seed: u64) -> Result<Vec<Vec<
     Ok(out)
 }
 
-/// Texts through the network at once inside a step (length-sorted chunks pad less).
-const FORWARD_CHUNK: usize = 32;
-
-/// The base model as trainable variables.
+/// The base model as a trainable [`GradBert`].
 struct Trainable {
     parts: TextModelParts,
-    bert: TrainableBert,
-    /// (stored name, model name, var)
-    vars: Vec<(String, String, Var)>,
+    bert: GradBert,
+    /// Stored name of each of the model's tensors (by model name).
+    stored: HashMap<String, String>,
     /// All tensors of the base file, stored names.
     base: HashMap<String, Tensor>,
 }
 
 impl Trainable {
-    fn load(dir: &Path, device: &Device) -> Result<Self> {
+    fn load(dir: &Path) -> Result<Self> {
         let parts = TextModelParts::read(dir)?;
-        let base = parts.read_weights(device)?;
-        // The base tensors become the variables, under the model's names; the model then finds
-        // them (a shape mismatch is an error there). A name it asks for that the file lacks
-        // would be freshly initialised: that is an error too.
-        let varmap = VarMap::new();
-        let mut from_base: HashMap<String, String> = HashMap::new();
-        {
-            let mut data = varmap.data().lock().expect("varmap");
-            for (stored, t) in &base {
-                if !t.dtype().is_float() {
-                    continue;
-                }
-                let name = model_tensor_name(stored).to_string();
-                data.insert(name.clone(), Var::from_tensor(&t.to_dtype(DType::F32)?)?);
-                from_base.insert(name, stored.clone());
+        let base = parts.read_weights(&Device::Cpu)?;
+        let mut tensors = HashMap::new();
+        let mut stored = HashMap::new();
+        for (name, t) in &base {
+            if !t.dtype().is_float() {
+                continue;
             }
+            let model = model_tensor_name(name).to_string();
+            tensors.insert(model.clone(), t.to_dtype(DType::F32)?);
+            stored.insert(model, name.clone());
         }
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        let bert = TrainableBert::new(vb, &parts.config, parts.attention_dropout)
+        let bert = GradBert::new(&tensors, &parts.config, parts.attention_dropout)
             .map_err(|e| Error::corrupt(&parts.weights_path, format!("not a BERT model: {e}")))?;
-        let mut vars = Vec::new();
-        let data = varmap.data().lock().expect("varmap");
-        for (name, var) in data.iter() {
-            let stored = from_base.get(name).ok_or_else(|| {
-                Error::corrupt(
-                    &parts.weights_path,
-                    format!("no tensor {name:?} (nor bert.{name}) in the base weights"),
-                )
-            })?;
-            vars.push((stored.clone(), name.clone(), var.clone()));
-        }
-        drop(data);
-        vars.sort_by(|a, b| a.1.cmp(&b.1));
         Ok(Trainable {
             parts,
             bert,
-            vars,
+            stored,
             base,
         })
     }
 
     /// Copies of the current weights under model names.
     fn snapshot(&self) -> Result<HashMap<String, Tensor>> {
-        self.vars
-            .iter()
-            .map(|(_, m, v)| Ok((m.clone(), v.as_tensor().copy()?)))
-            .collect()
+        self.bert.tensors(&Device::Cpu)
     }
 
     /// An inference encoder on a copy of the current weights.
     fn encoder(&self) -> Result<TextEncoder> {
-        let dev = self.base.values().next().map(|t| t.device().clone());
-        TextEncoder::from_tensors(&self.parts, self.snapshot()?, &dev.unwrap_or(Device::Cpu))
+        TextEncoder::from_tensors(&self.parts, self.snapshot()?, &Device::Cpu)
     }
 
-    /// Unit embeddings `[n, dim]` of token rows, differentiable; dropout when `seed` is given.
-    fn embed(&self, rows: &[&[u32]], seed: Option<u64>) -> Result<Tensor> {
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| rows[i].len());
-        let dev = self
-            .base
-            .values()
-            .next()
-            .map(|t| t.device().clone())
-            .unwrap_or(Device::Cpu);
-        let mut parts = Vec::new();
-        for (c, chunk) in order.chunks(FORWARD_CHUNK).enumerate() {
-            let r: Vec<&[u32]> = chunk.iter().map(|&i| rows[i]).collect();
-            let (ids, mask, len) = pad_rows(&r, self.parts.pad_id);
-            let ids = Tensor::from_vec(ids, (r.len(), len), &dev)?;
-            let mask = Tensor::from_vec(mask, (r.len(), len), &dev)?;
-            let rng = seed.map(|s| Mutex::new(ChaCha8Rng::seed_from_u64(s ^ (c as u64) << 48)));
-            let hidden = self.bert.forward(&ids, &mask, rng.as_ref())?;
-            parts.push(mean_pool_normalize(&hidden, &mask)?);
-        }
-        let sorted = Tensor::cat(&parts, 0)?;
-        // Row order[k] of the input sits at row k: invert to put rows back.
-        let mut inv = vec![0u32; rows.len()];
-        for (k, &i) in order.iter().enumerate() {
-            inv[i] = k as u32;
-        }
-        Ok(sorted.index_select(&Tensor::from_vec(inv, rows.len(), &dev)?, 0)?)
+    /// Forward `rows` (dropout when `seed` is given): the tape, and its unit embeddings
+    /// `[n, dim]` as a candle variable for the loss to differentiate.
+    fn embed(&self, rows: &[&[u32]], seed: Option<u64>) -> Result<(Tape, Var)> {
+        let tape = self.bert.forward(rows, seed)?;
+        let emb = Tensor::from_slice(
+            &tape.embeddings,
+            (rows.len(), self.bert.dim()),
+            &Device::Cpu,
+        )?;
+        Ok((tape, Var::from_tensor(&emb)?))
     }
 
     /// The base file's tensors with the trained ones (from `snap`, model names) put in.
     fn weights(&self, snap: &HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
         let mut out = self.base.clone();
-        for (stored, model, _) in &self.vars {
+        for (model, t) in snap {
+            let stored = &self.stored[model];
             let dtype = self.base[stored].dtype();
-            out.insert(stored.clone(), snap[model].to_dtype(dtype)?);
+            out.insert(stored.clone(), t.to_dtype(dtype)?);
         }
         Ok(out)
     }
@@ -468,7 +422,7 @@ pub fn train_text(
         )));
     }
     let train = &train[..cfg.max_train.unwrap_or(train.len()).min(train.len())];
-    let model = Trainable::load(base, &Device::Cpu)?;
+    let mut model = Trainable::load(base)?;
 
     // Examples of this loss.
     let pair_pool: Vec<usize> = match cfg.loss {
@@ -542,21 +496,13 @@ pub fn train_text(
 
     // AdamW as the Hugging Face trainer: no weight decay on biases and LayerNorm weights.
     let no_decay = |name: &str| name.ends_with("bias") || name.contains("LayerNorm");
-    let params = |wd: f64| ParamsAdamW {
-        lr: cfg.lr,
-        weight_decay: wd,
-        ..Default::default()
-    };
-    let split = |decay: bool| -> Vec<Var> {
-        model
-            .vars
-            .iter()
-            .filter(|(_, m, _)| no_decay(m) != decay)
-            .map(|(_, _, v)| v.clone())
-            .collect()
-    };
-    let mut opt_decay = AdamW::new(split(true), params(cfg.weight_decay))?;
-    let mut opt_plain = AdamW::new(split(false), params(0.0))?;
+    let mut opt = AdamW::new(&model.bert, |name| {
+        if no_decay(name) {
+            0.0
+        } else {
+            cfg.weight_decay
+        }
+    });
 
     let margin = cfg.margin();
     let mut history = Vec::new();
@@ -570,14 +516,26 @@ pub fn train_text(
             let dropout_seed = cfg
                 .dropout
                 .then(|| cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ global as u64);
-            let l = match b {
+            let (tape, emb_var) = match b {
                 Batch::Pairs(idx) => {
                     let rows: Vec<&[u32]> = idx
                         .iter()
                         .map(|&i| tok[train[i].a.as_str()].as_slice())
                         .chain(idx.iter().map(|&i| tok[train[i].b.as_str()].as_slice()))
                         .collect();
-                    let emb = model.embed(&rows, dropout_seed)?;
+                    model.embed(&rows, dropout_seed)?
+                }
+                Batch::Items(idx) => {
+                    let rows: Vec<&[u32]> = idx
+                        .iter()
+                        .map(|&i| tok[group_texts[i].as_str()].as_slice())
+                        .collect();
+                    model.embed(&rows, dropout_seed)?
+                }
+            };
+            let emb = emb_var.as_tensor();
+            let l = match b {
+                Batch::Pairs(idx) => {
                     let n = idx.len();
                     let (a, p) = (emb.narrow(0, 0, n)?, emb.narrow(0, n, n)?);
                     n_ex += n;
@@ -602,40 +560,28 @@ pub fn train_text(
                     }
                 }
                 Batch::Items(idx) => {
-                    let rows: Vec<&[u32]> = idx
-                        .iter()
-                        .map(|&i| tok[group_texts[i].as_str()].as_slice())
-                        .collect();
-                    let emb = model.embed(&rows, dropout_seed)?;
                     let labels: Vec<u32> = idx.iter().map(|&i| group_labels[i]).collect();
                     n_ex += idx.len();
                     n_texts += idx.len();
-                    loss::batch_hard_triplet(&emb, &labels, margin)?
+                    loss::batch_hard_triplet(emb, &labels, margin)?
                 }
             };
-            let mut grads = l.backward()?;
+            // The loss's gradient with respect to the embeddings (none when no term of the
+            // batch depends on them: zero), then back through the encoder.
+            let d_emb = match l.backward()?.get(&emb_var) {
+                Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0f32; emb.elem_count()],
+            };
+            model.bert.backward(&tape, &d_emb)?;
             if cfg.max_grad_norm > 0.0 {
                 // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when below 1.
-                let mut sq = 0f64;
-                for (_, _, v) in &model.vars {
-                    if let Some(g) = grads.get(v) {
-                        sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-                    }
-                }
-                let coef = cfg.max_grad_norm / (sq.sqrt() + 1e-6);
+                let coef = cfg.max_grad_norm / (model.bert.grad_norm() + 1e-6);
                 if coef < 1.0 {
-                    for (_, _, v) in &model.vars {
-                        if let Some(g) = grads.remove(v) {
-                            grads.insert(v, (g * coef)?);
-                        }
-                    }
+                    model.bert.scale_grads(coef as f32);
                 }
             }
             let lr = linear_warmup_decay(cfg.lr, global, warmup, total);
-            opt_decay.set_learning_rate(lr);
-            opt_plain.set_learning_rate(lr);
-            opt_decay.step(&grads)?;
-            opt_plain.step(&grads)?;
+            opt.step(&mut model.bert, lr);
             let lv = l.to_scalar::<f32>()? as f64;
             loss_sum += lv;
             global += 1;
