@@ -12,6 +12,7 @@
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +22,7 @@ use super::dedup::{clusters, Dedup, DupPair};
 use super::flat::FlatIndex;
 use super::hnsw::HnswGraph;
 use super::hnsw_rs_backend::HnswRsIndex;
+use super::items::Items;
 use super::manifest::{
     Backend, Calibration, DataFiles, FileEntry, IndexConfig, Manifest, FORMAT_VERSION,
     MANIFEST_FILE,
@@ -96,10 +98,11 @@ const ALL: Changed = Changed {
 };
 
 /// A stored item with its id and vector, as returned by [`Index::get`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ItemView<'a> {
     pub id: u64,
-    pub item: &'a Item,
+    /// Read from the mapped items file (owned) or borrowed from memory.
+    pub item: Cow<'a, Item>,
     /// The stored vector (normalised if the index normalises).
     pub vector: &'a [f32],
 }
@@ -157,7 +160,7 @@ pub struct NewGeneration {
 struct Compacted {
     engine: Engine,
     ids: Vec<u64>,
-    items: Vec<Item>,
+    items: Items,
 }
 
 /// When a write checkpoints by itself: once the log exceeds both this many bytes and
@@ -181,7 +184,7 @@ pub struct Index {
     dir: PathBuf,
     manifest: Manifest,
     engine: Engine,
-    items: Vec<Item>,
+    items: Items,
     ids: Vec<u64>,
     slot_of: HashMap<u64, u32>,
     deleted: Vec<bool>,
@@ -289,7 +292,7 @@ impl Index {
                 dir: dir.to_path_buf(),
                 manifest,
                 engine,
-                items,
+                items: Items::from_vec(items)?,
                 ids: (0..rows as u64).collect(),
                 slot_of: (0..rows as u32).map(|s| (s as u64, s)).collect(),
                 deleted: vec![false; rows],
@@ -371,7 +374,7 @@ impl Index {
             )?
         };
         let ipath = dir.join(&files.items.name);
-        let (ids, items) = store::parse_items(&store::read_data_file(dir, &files.items)?, &ipath)?;
+        let (ids, items) = Items::map(dir, &files.items)?;
         if ids.len() != m.slot_count {
             return Err(Error::corrupt(
                 &ipath,
@@ -642,7 +645,7 @@ impl Index {
             .iter()
             .enumerate()
             .filter(|&(s, _)| !self.deleted[s])
-            .map(|(s, _)| self.items[s].label.as_str())
+            .map(|(s, _)| self.items.label(s))
             .filter(|l| !l.is_empty())
             .collect();
         labels.sort_unstable();
@@ -661,7 +664,7 @@ impl Index {
         let vector = self.engine.get().vector(slot).ok_or(Error::UnknownId(id))?;
         Ok(ItemView {
             id,
-            item: &self.items[slot],
+            item: self.items.get(slot)?,
             vector,
         })
     }
@@ -695,13 +698,14 @@ impl Index {
         self.search_where(query, k, ef, None)
     }
 
-    /// As [`Index::search`], keeping only items for which `keep` (given the item) is true.
+    /// As [`Index::search`], keeping only items for which `keep` (given the item's label) is
+    /// true.
     pub fn search_where(
         &self,
         query: &[f32],
         k: usize,
         ef: Option<usize>,
-        keep: Option<&(dyn Fn(&Item) -> bool + Sync)>,
+        keep: Option<&(dyn Fn(&str) -> bool + Sync)>,
     ) -> Result<Vec<Hit>> {
         check_vector(query, self.dim(), "query")?;
         let ef = ef.unwrap_or(self.manifest.hnsw.ef_search).max(1);
@@ -720,9 +724,9 @@ impl Index {
         let hits = match keep {
             None if self.n_deleted == 0 => e.search(query, k, ef)?,
             None => e.search_filtered(query, k, ef, &|s| !self.deleted[s])?,
-            Some(f) => {
-                e.search_filtered(query, k, ef, &|s| !self.deleted[s] && f(&self.items[s]))?
-            }
+            Some(f) => e.search_filtered(query, k, ef, &|s| {
+                !self.deleted[s] && f(self.items.label(s))
+            })?,
         };
         Ok(hits
             .into_iter()
@@ -831,7 +835,7 @@ impl Index {
             self.slot_of.insert(id, (self.ids.len() + i) as u32);
         }
         self.ids.extend_from_slice(&new_ids);
-        self.items.extend(p.items);
+        self.items.extend(p.items)?;
         self.deleted.resize(self.ids.len(), false);
         self.manifest.next_id += rows as u64;
         self.dirty = self.dirty.or(Changed {
@@ -912,7 +916,7 @@ impl Index {
         engine.get_mut().add(&vectors, progress)?;
         drop(vectors);
         let ids: Vec<u64> = live.iter().map(|&s| self.ids[s]).collect();
-        let items: Vec<Item> = live.iter().map(|&s| self.items[s].clone()).collect();
+        let items = self.items.select(&live)?;
         let deleted = vec![false; ids.len()];
         let manifest = self.write_generation(&engine, &ids, &items, &deleted, ALL)?;
         Ok(NewGeneration {
@@ -1004,8 +1008,18 @@ impl Index {
             self.deleted = vec![false; self.ids.len()];
             self.n_deleted = 0;
         }
+        let items_written = self.manifest.files.items.name != g.manifest.files.items.name;
         self.manifest = g.manifest;
         self.dirty = CLEAN;
+        if items_written {
+            // Read the items from the file just written again, so that the ones added since
+            // opening leave memory. Should that fail, the ones in memory are just as right.
+            if let Ok((ids, items)) = Items::map(&self.dir, &self.manifest.files.items) {
+                if ids == self.ids {
+                    self.items = items;
+                }
+            }
+        }
         store::remove_unreferenced(&self.dir, &self.manifest);
     }
 
@@ -1212,7 +1226,7 @@ impl Index {
         &self,
         engine: &Engine,
         ids: &[u64],
-        items: &[Item],
+        items: &Items,
         deleted: &[bool],
         changed: Changed,
     ) -> Result<Manifest> {
@@ -1237,7 +1251,7 @@ impl Index {
         &self,
         engine: &Engine,
         ids: &[u64],
-        items: &[Item],
+        items: &Items,
         deleted: &[bool],
         changed: Changed,
         gen: u64,
@@ -1252,7 +1266,7 @@ impl Index {
         }
         if changed.items {
             files.items = store::write_data_file(dir, &format!("items.{gen}.jsonl"), |w| {
-                store::write_items(w, ids.iter().copied().zip(items.iter()))
+                items.write(w, ids)
             })?;
         }
         if changed.tombstones {

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod flat;
 pub mod hnsw;
 pub mod hnsw_rs_backend;
+pub mod items;
 pub mod lexical;
 pub mod manifest;
 pub mod metric;

@@ -13,7 +13,7 @@ use super::manifest::FileEntry;
 use super::store::sha256_hex;
 
 /// A read-only mapping of a whole file.
-struct Mapped {
+pub(super) struct Mapped {
     ptr: *const u8,
     len: usize,
 }
@@ -33,7 +33,45 @@ impl Drop for Mapped {
 }
 
 impl Mapped {
-    fn bytes(&self) -> &[u8] {
+    /// Map the data file `path` after checking its size and sha256 against `entry` (a pass
+    /// over the mapping: call [`Self::release`] once done with the pages).
+    pub(super) fn open_checked(path: &Path, entry: &FileEntry) -> Result<Mapped> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        if len != entry.bytes {
+            return Err(Error::corrupt(
+                path,
+                format!("file is {len} bytes, the manifest says {}", entry.bytes),
+            ));
+        }
+        let m = map_file(path, len as usize)?;
+        let got = sha256_hex(m.bytes());
+        if got != entry.sha256 {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "checksum mismatch: sha256 is {got}, the manifest says {} (the file is damaged)",
+                    entry.sha256
+                ),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Drop the pages a pass made resident from this process (they stay in the page cache; a
+    /// later read faults them back in), and ask for no read-ahead on later faults.
+    pub(super) fn release(&self) {
+        if self.len > 0 {
+            // SAFETY: advice on our own read-only mapping; its content is the file's either way.
+            unsafe {
+                libc::madvise(self.ptr as *mut libc::c_void, self.len, libc::MADV_DONTNEED);
+                libc::madvise(self.ptr as *mut libc::c_void, self.len, libc::MADV_RANDOM);
+            }
+        }
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
         if self.len == 0 {
             return &[];
         }
@@ -124,18 +162,8 @@ impl Rows {
                 ),
             ));
         }
-        let m = map_file(&path, len as usize)?;
+        let m = Mapped::open_checked(&path, entry)?;
         let bytes = m.bytes();
-        let got = sha256_hex(bytes);
-        if got != entry.sha256 {
-            return Err(Error::corrupt(
-                &path,
-                format!(
-                    "checksum mismatch: sha256 is {got}, the manifest says {} (the file is damaged)",
-                    entry.sha256
-                ),
-            ));
-        }
         if let Some(i) = bytes
             .chunks_exact(4)
             .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
@@ -159,12 +187,8 @@ impl Rows {
     /// in the page cache; a later read faults them back in), and ask for no read-ahead on
     /// later faults: re-ranking reads scattered rows.
     pub fn release(&self) {
-        if let Some(m) = self.mapped.as_ref().filter(|m| m.len > 0) {
-            // SAFETY: advice on our own read-only mapping; its content is the file's either way.
-            unsafe {
-                libc::madvise(m.ptr as *mut libc::c_void, m.len, libc::MADV_DONTNEED);
-                libc::madvise(m.ptr as *mut libc::c_void, m.len, libc::MADV_RANDOM);
-            }
+        if let Some(m) = &self.mapped {
+            m.release();
         }
     }
 

@@ -342,16 +342,25 @@ pub fn parse_items(bytes: &[u8], path: &Path) -> Result<(Vec<u64>, Vec<Item>)> {
         if line.is_empty() {
             continue;
         }
-        let l: ItemLine = serde_json::from_str(line)
+        let (id, item) = parse_item_line(line)
             .map_err(|e| Error::corrupt(path, format!("line {}: {e}", i + 1)))?;
-        ids.push(l.id);
-        items.push(Item {
+        ids.push(id);
+        items.push(item);
+    }
+    Ok((ids, items))
+}
+
+/// One line of the items file: its id and item.
+pub fn parse_item_line(line: &str) -> std::result::Result<(u64, Item), String> {
+    let l: ItemLine = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    Ok((
+        l.id,
+        Item {
             label: l.label,
             source: l.source,
             payload: l.payload,
-        });
-    }
-    Ok((ids, items))
+        },
+    ))
 }
 
 /// Tombstones as sorted little-endian u64.

@@ -62,8 +62,8 @@ fn search_filtered(
 ) -> Result<Vec<QueryHit>> {
     let thr = threshold_distance.or_else(|| index.threshold_distance());
     let metric = index.metric();
-    let keep = |it: &Item| Some(it.label.as_str()) == label;
-    let filter: Option<&(dyn Fn(&Item) -> bool + Sync)> = match label {
+    let keep = |l: &str| Some(l) == label;
+    let filter: Option<&(dyn Fn(&str) -> bool + Sync)> = match label {
         Some(_) => Some(&keep),
         None => None,
     };

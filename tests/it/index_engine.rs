@@ -98,7 +98,7 @@ fn round_trip_every_backend() {
                 }
             }
             let g = again.get(17).unwrap();
-            assert_eq!(g.item, &items(17, 1)[0]);
+            assert_eq!(&*g.item, &items(17, 1)[0]);
             if metric == Metric::L2 || metric == Metric::Dot {
                 assert_eq!(g.vector, &v[17 * DIM..18 * DIM]);
             }
