@@ -152,9 +152,24 @@ fn add_delete_compact_persist() {
         }
     };
     check(&idx);
+    // Items come back whole: read from the mapped file (opened), from memory (added), and
+    // filtered on by label.
+    let same_items = |idx: &Index, ids: &[u64]| {
+        for &id in ids {
+            let it = idx.get(id).unwrap().item.into_owned();
+            assert_eq!(it, items(id as usize, 1)[0], "item {id}");
+        }
+    };
+    same_items(&idx, &[1, 2, 499, 500, 549]);
     let reopened = Index::open(&dir).unwrap();
     assert_eq!(reopened.len(), 546);
     check(&reopened);
+    same_items(&reopened, &[1, 2, 499, 500, 549]);
+    let q = &all[2 * DIM..3 * DIM];
+    let only = |l: &str| l == "class-2";
+    let hits = reopened.search_where(q, 5, Some(100), Some(&only)).unwrap();
+    assert_eq!(hits[0].id, 2);
+    assert!(hits.iter().all(|h| h.id % 7 == 2), "{hits:?}");
     drop(reopened);
     // Compact: same live ids, same answers for exact-match queries, no tombstones left.
     let before_ids: Vec<u64> = idx.ids().collect();
@@ -168,6 +183,7 @@ fn add_delete_compact_persist() {
         assert_eq!(idx.search(&q, 1, None).unwrap()[0].id, id);
         assert_eq!(idx.get(id).unwrap().vector, &q[..]);
     }
+    same_items(&idx, &[1, 2, 499, 500, 549]);
     // New ids continue after compaction; nothing is reused.
     let more = idx
         .add(&random_vectors(seed + 6, 2, DIM), items(0, 2), &|_| {})
@@ -176,6 +192,8 @@ fn add_delete_compact_persist() {
     let reopened = Index::open(&dir).unwrap();
     assert_eq!(reopened.len(), 548);
     check(&reopened);
+    same_items(&reopened, &[1, 499, 549]);
+    assert_eq!(reopened.get(550).unwrap().item.source, "/data/0.png");
     // Only the current generation's files remain.
     let files = data_files(&dir);
     let gen = reopened.manifest().generation;
