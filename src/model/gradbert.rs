@@ -1063,11 +1063,13 @@ impl GradBert {
 
     /// Global L2 norm of the gradients (float64 sums).
     pub fn grad_norm(&self) -> f64 {
-        self.grads
+        // Per-tensor sums in parallel, added in tensor order: the same on any thread count.
+        let sums: Vec<f64> = self
+            .grads
             .par_iter()
             .map(|g| g.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
-            .sum::<f64>()
-            .sqrt()
+            .collect();
+        sums.iter().sum::<f64>().sqrt()
     }
 
     /// Scale every gradient by `c` (gradient-norm clipping).
