@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use twindex::eval::protocol::Aggregate;
 use twindex::model::{Arch, EnsembleBy};
 use twindex::train::{
-    train_image, Augmentation, EnsembleTrainConfig, ImageTrainConfig, LossKind, Miner, TrainEvent,
+    train_image, Augmentation, EnsembleTrainConfig, ImageTrainConfig, LossKind, Miner, Schedule,
+    TrainEvent,
 };
 
 #[derive(Debug, Subcommand)]
@@ -47,8 +48,9 @@ pub struct ImageArgs {
     /// Signatures: how a questioned signature's distances to the references are combined.
     #[arg(long, value_enum, default_value_t = Aggregate::Min)]
     pub aggregate: Aggregate,
-    /// Network: `lenet` (the seed's), `cnn` (stronger, 64-d normalised) or `deep` (3x3
-    /// convolutions for larger inputs: faces, signatures).
+    /// Network: `lenet` (the seed's), `cnn` (stronger, 64-d normalised), `deep` (3x3
+    /// convolutions for larger inputs: faces, signatures) or `resnet` (residual blocks with
+    /// batch normalisation, 128-d normalised).
     #[arg(long, value_enum, default_value_t = Arch::Lenet)]
     pub arch: Arch,
     /// Loss: `contrastive` on the seed's pairs, `triplet` on P x K batches, or `arcface`
@@ -79,9 +81,16 @@ pub struct ImageArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
-    /// Learning-rate multiplier applied after each epoch.
+    /// Learning-rate multiplier applied after each epoch (constant schedule only).
     #[arg(long, default_value_t = 1.0)]
     pub lr_decay: f64,
+    /// Learning-rate schedule, per step: `constant` (times --lr-decay after each epoch) or
+    /// `cosine` (half a cosine from --lr down to 0 at the last step).
+    #[arg(long, value_enum, default_value_t = Schedule::Constant)]
+    pub schedule: Schedule,
+    /// Epochs of linear learning-rate warm-up from 0 to --lr, before the schedule.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_epochs: usize,
     /// Seed for weights, pairs, batch order and augmentation.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -151,7 +160,7 @@ pub fn run(cmd: TrainCmd) -> Result<()> {
 fn run_image(a: ImageArgs) -> Result<()> {
     if a.arch == Arch::DlibResnet {
         anyhow::bail!(
-            "--arch dlib-resnet is dlib's pretrained face network: `twindex import dlib-face` makes it; it is not trained here (train lenet, cnn or deep, optionally on aligned faces with --align-faces)"
+            "--arch dlib-resnet is dlib's pretrained face network: `twindex import dlib-face` makes it; it is not trained here (train lenet, cnn, deep or resnet, optionally on aligned faces with --align-faces)"
         );
     }
     let cfg = ImageTrainConfig {
@@ -168,6 +177,8 @@ fn run_image(a: ImageArgs) -> Result<()> {
         augment: a.augment,
         max_train: a.max_train,
         lr_decay: a.lr_decay,
+        schedule: a.schedule,
+        warmup_epochs: a.warmup_epochs,
         augmentation: Augmentation {
             shift: a.aug_shift,
             scale: a.aug_scale,
@@ -178,6 +189,12 @@ fn run_image(a: ImageArgs) -> Result<()> {
         scale: a.scale,
         dev_score: Some(twindex::eval::protocol::all_pairs_roc_auc),
     };
+    if a.schedule == Schedule::Cosine && a.lr_decay != 1.0 {
+        anyhow::bail!(
+            "--schedule cosine sets the learning rate per step down to 0: drop --lr-decay {} (it is for --schedule constant)",
+            a.lr_decay
+        );
+    }
     let ens = ensemble_config(a.ensemble, a.ensemble_by)?;
     check_model_out(&a.out)?;
     let folder = a.protocol.is_some() || protocol::is_image_folder(&a.corpus);

@@ -19,6 +19,10 @@ pub enum Arch {
     /// Conv(32)-Conv(32)-MaxPool-Conv(64)-Conv(64)-MaxPool-Conv(128)-MaxPool, ReLU, then
     /// Dense(128), L2-normalised. Inputs of at least 32x32.
     Deep,
+    /// A small ResNet with batch normalisation ([`super::resnet`]): 3x3 stem, three residual
+    /// blocks of 32, 64 and 128 channels between 2x2 max-pools, global average pooling,
+    /// Dense(128), L2-normalised. For faces and signatures; inputs of at least 8x8.
+    Resnet,
     /// dlib's pretrained face ResNet-29 (128-d, Euclidean, not normalised) on aligned 150x150
     /// face chips. Inference only: made by `twindex import dlib-face`, not by `train`.
     #[value(name = "dlib-resnet")]
@@ -33,12 +37,13 @@ impl Arch {
             Arch::Lenet => 10,
             Arch::Cnn => 64,
             Arch::Deep => 128,
+            Arch::Resnet => super::resnet::DIM,
             Arch::DlibResnet => 128,
         }
     }
     /// Whether the output is L2-normalised.
     pub fn normalized(self) -> bool {
-        matches!(self, Arch::Cnn | Arch::Deep)
+        matches!(self, Arch::Cnn | Arch::Deep | Arch::Resnet)
     }
     /// The name used in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -46,6 +51,7 @@ impl Arch {
             Arch::Lenet => "lenet",
             Arch::Cnn => "cnn",
             Arch::Deep => "deep",
+            Arch::Resnet => "resnet",
             Arch::DlibResnet => "dlib-resnet",
         }
     }
@@ -90,6 +96,14 @@ impl Conv {
             act,
             input_grad,
         })
+    }
+}
+
+impl Conv {
+    /// The same convolution with another fused activation (e.g. `Identity` before a batch
+    /// norm, with weights initialised for the ReLU that follows it).
+    pub fn with_act(self, act: Act) -> Self {
+        Conv { act, ..self }
     }
 }
 
@@ -142,6 +156,8 @@ enum Net {
         fc1: Linear,
         fc2: Option<Linear>,
     },
+    /// The residual network with batch normalisation (`resnet`).
+    Resnet(super::resnet::ResNet),
     /// dlib's pretrained face network (`dlib-resnet`).
     Dlib(std::sync::Arc<super::dlib::DlibResNet>),
     /// Several towers used as one ([`super::ensemble::Ensemble`]).
@@ -172,6 +188,12 @@ impl ImageEncoder {
             candle_core::bail!(
                 "dlib-resnet is a pretrained network: `twindex import dlib-face` makes it, it cannot be initialised or trained here"
             );
+        }
+        if arch == Arch::Resnet {
+            return Ok(ImageEncoder {
+                arch,
+                net: Net::Resnet(super::resnet::ResNet::new(vb, height, width, channels)?),
+            });
         }
         let min = if arch == Arch::Deep { 32 } else { 16 };
         if height < min || width < min {
@@ -231,7 +253,7 @@ impl ImageEncoder {
                     },
                 }
             }
-            Arch::DlibResnet => unreachable!("refused above"),
+            Arch::DlibResnet | Arch::Resnet => unreachable!("handled above"),
         })
     }
 
@@ -259,6 +281,23 @@ impl ImageEncoder {
         }
     }
 
+    /// Embed `x`; `train` switches batch normalisation (`resnet`) to the batch's statistics
+    /// and updates its running ones. The other networks behave the same either way.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match &self.net {
+            Net::Resnet(r) => r.forward_t(x, train),
+            _ => self.forward(x),
+        }
+    }
+
+    /// The residual network behind this encoder, if it is one.
+    pub fn as_resnet(&self) -> Option<&super::resnet::ResNet> {
+        match &self.net {
+            Net::Resnet(r) => Some(r),
+            _ => None,
+        }
+    }
+
     /// The architecture (of the members, for an ensemble).
     pub fn arch(&self) -> Arch {
         self.arch
@@ -269,6 +308,7 @@ impl Module for ImageEncoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (convs, fc1, fc2) = match &self.net {
             Net::Dlib(net) => return net.forward(x),
+            Net::Resnet(r) => return r.forward_t(x, false),
             Net::Ensemble(e) => return e.forward(x),
             Net::Tower { convs, fc1, fc2 } => (convs, fc1, fc2),
         };

@@ -238,7 +238,7 @@ pub fn standardize(v: &mut [f32]) {
 }
 
 /// How the encoder was trained (for the record; not needed to run it).
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainingRecord {
     pub corpus: String,
     pub loss: String,
@@ -250,6 +250,16 @@ pub struct TrainingRecord {
     pub selected_epoch: Option<usize>,
     pub batch: usize,
     pub lr: f64,
+    /// Learning-rate multiplier applied after each epoch (1: none).
+    #[serde(default = "one")]
+    pub lr_decay: f64,
+    /// Learning-rate schedule: `constant` (the default, and what older records mean) or
+    /// `cosine`.
+    #[serde(default = "constant")]
+    pub schedule: String,
+    /// Epochs of linear learning-rate warm-up from 0.
+    #[serde(default)]
+    pub warmup_epochs: usize,
     pub seed: u64,
     #[serde(default)]
     pub squared: bool,
@@ -258,6 +268,36 @@ pub struct TrainingRecord {
     pub command: Option<String>,
     #[serde(default)]
     pub history: Vec<serde_json::Value>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn constant() -> String {
+    "constant".into()
+}
+
+impl Default for TrainingRecord {
+    fn default() -> Self {
+        TrainingRecord {
+            corpus: String::new(),
+            loss: String::new(),
+            miner: String::new(),
+            margin: 0.0,
+            epochs: 0,
+            selected_epoch: None,
+            batch: 0,
+            lr: 0.0,
+            lr_decay: one(),
+            schedule: constant(),
+            warmup_epochs: 0,
+            seed: 0,
+            squared: false,
+            command: None,
+            history: Vec::new(),
+        }
+    }
 }
 
 /// Everything needed to rebuild and use an image encoder.
@@ -618,6 +658,12 @@ impl ImageModel {
     /// Embed a batch of preprocessed inputs `[B, H, W, C]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.encoder.forward(x)?)
+    }
+
+    /// [`ImageModel::forward`] for training (`train`: batch normalisation on the batch's
+    /// statistics, updating the running ones; see [`ImageEncoder::forward_t`]).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.encoder.forward_t(x, train)?)
     }
 
     /// Turn raw 0..255 pixels of `n` images (each `H*W*C`, already at the model's size) into

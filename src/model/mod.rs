@@ -54,6 +54,7 @@ pub mod image;
 pub mod kernels;
 pub mod ops;
 pub mod pen;
+pub mod resnet;
 pub mod seeded;
 pub mod sequence;
 pub mod text;

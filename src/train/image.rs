@@ -27,6 +27,53 @@ pub enum LossKind {
     Arcface,
 }
 
+/// How the learning rate moves over training (per step).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// The base rate throughout (after any warm-up), times `lr_decay` after each epoch.
+    #[default]
+    Constant,
+    /// Half a cosine from the base rate (at the end of the warm-up) down to 0 at the last step.
+    Cosine,
+}
+
+impl Schedule {
+    /// The name used on the command line and in the training record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Cosine => "cosine",
+        }
+    }
+}
+
+/// The learning rate at `progress` epochs into training (fractional: 2.5 is half-way through
+/// the third epoch) of `epochs`, with base rate `lr` and `warmup` epochs of linear warm-up from
+/// 0: `lr * progress / warmup` during the warm-up, then `lr` (constant) or
+/// `lr * (1 + cos(pi * (progress - warmup) / (epochs - warmup))) / 2` (cosine; 0 at the end).
+/// `lr_decay` is applied by the training loop, not here.
+pub fn scheduled_lr(
+    schedule: Schedule,
+    lr: f64,
+    warmup: usize,
+    epochs: usize,
+    progress: f64,
+) -> f64 {
+    let w = warmup as f64;
+    if progress < w {
+        return lr * progress / w;
+    }
+    match schedule {
+        Schedule::Constant => lr,
+        Schedule::Cosine => {
+            let span = (epochs as f64 - w).max(f64::MIN_POSITIVE);
+            let t = ((progress - w) / span).clamp(0.0, 1.0);
+            lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+        }
+    }
+}
+
 /// Scores a dev set's embeddings over all its pairs, `(embeddings, dim, labels)`, greater is
 /// better (e.g. `eval::protocol::all_pairs_roc_auc`); given by the caller, so that training
 /// does not depend on evaluation.
@@ -59,8 +106,17 @@ pub struct ImageTrainConfig {
     pub augment: bool,
     /// Use only the first N training items (tests, quick runs). Default: all.
     pub max_train: Option<usize>,
-    /// Multiply the learning rate by this after each epoch. Default 1.0 (constant).
+    /// Multiply the learning rate by this after each epoch. Default 1.0 (constant). Only with
+    /// the `constant` schedule.
     pub lr_decay: f64,
+    /// Learning-rate schedule, set per step. Default `constant`. `cosine` anneals to 0 by the
+    /// last step: no step-size tuning of a decay, but the last epochs barely move the weights.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Epochs of linear warm-up from 0 to `lr` before the schedule (either one). Default 0.
+    /// Larger: gentler first steps of fresh weights, fewer steps at the full rate.
+    #[serde(default)]
+    pub warmup_epochs: usize,
     /// What `augment` does: random shifts, scalings, rotations, mirror images.
     pub augmentation: Augmentation,
     /// Logit scale `s` of the angular-margin loss. Default 30.
@@ -122,6 +178,8 @@ impl Default for ImageTrainConfig {
             augment: false,
             max_train: None,
             lr_decay: 1.0,
+            schedule: Schedule::Constant,
+            warmup_epochs: 0,
             augmentation: Augmentation::default(),
             keep_best: false,
             scale: default_scale(),
@@ -409,6 +467,24 @@ pub fn train_image_from(
             cfg.lr, cfg.margin
         )));
     }
+    if cfg.schedule == Schedule::Cosine && cfg.lr_decay != 1.0 {
+        return Err(Error::InvalidArgument(format!(
+            "the cosine schedule sets the learning rate itself: drop the per-epoch decay (got lr_decay={})",
+            cfg.lr_decay
+        )));
+    }
+    if cfg.lr_decay.is_nan() || cfg.lr_decay <= 0.0 {
+        return Err(Error::InvalidArgument(format!(
+            "the learning-rate decay must be positive (got {})",
+            cfg.lr_decay
+        )));
+    }
+    if cfg.warmup_epochs > 0 && cfg.warmup_epochs >= cfg.epochs {
+        return Err(Error::InvalidArgument(format!(
+            "the warm-up must end before training does (got {} warm-up epochs of {})",
+            cfg.warmup_epochs, cfg.epochs
+        )));
+    }
     let train = match cfg.max_train {
         Some(n) => take(&data.train, n),
         None => data.train.clone(),
@@ -492,6 +568,8 @@ pub fn train_image_from(
     let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
     let (mut wall, mut cpu, mut examples) = (0.0, 0.0, 0usize);
     let dim = model.config.dim;
+    // The constant schedule's rate, times `lr_decay` after each epoch.
+    let mut base_lr = cfg.lr;
     for epoch in 1..=cfg.epochs {
         let sw = Stopwatch::start();
         let (mut loss_sum, mut n_steps, mut n_ex) = (0.0f64, 0usize, 0usize);
@@ -501,6 +579,13 @@ pub fn train_image_from(
                 crate::corpus::sampler::shuffle(&mut pairs, cfg.seed.wrapping_add(epoch as u64));
                 let steps = pairs.len().div_ceil(cfg.batch);
                 for (s, chunk) in pairs.chunks(cfg.batch).enumerate() {
+                    opt.set_learning_rate(scheduled_lr(
+                        cfg.schedule,
+                        base_lr,
+                        cfg.warmup_epochs,
+                        cfg.epochs,
+                        (epoch - 1) as f64 + s as f64 / steps as f64,
+                    ));
                     let idx: Vec<usize> = chunk
                         .iter()
                         .map(|p| p.a)
@@ -513,7 +598,7 @@ pub fn train_image_from(
                         &cfg.augmentation,
                         cfg.augment.then_some(&mut aug_rng),
                     )?;
-                    let e = model.forward(&x)?;
+                    let e = model.forward_t(&x, true)?;
                     let b = chunk.len();
                     let d = loss::euclidean_distance(&e.narrow(0, 0, b)?, &e.narrow(0, b, b)?)?;
                     let y = Tensor::from_vec(
@@ -540,6 +625,13 @@ pub fn train_image_from(
                 let batches = sampler.epoch(cfg.seed.wrapping_add(epoch as u64));
                 let steps = batches.len();
                 for (s, idx) in batches.iter().enumerate() {
+                    opt.set_learning_rate(scheduled_lr(
+                        cfg.schedule,
+                        base_lr,
+                        cfg.warmup_epochs,
+                        cfg.epochs,
+                        (epoch - 1) as f64 + s as f64 / steps as f64,
+                    ));
                     let x = batch_tensor(
                         &model,
                         &train,
@@ -547,7 +639,7 @@ pub fn train_image_from(
                         &cfg.augmentation,
                         cfg.augment.then_some(&mut aug_rng),
                     )?;
-                    let e = model.forward(&x)?;
+                    let e = model.forward_t(&x, true)?;
                     let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();
                     if let Some(p) = &proxies {
                         let l = loss::additive_angular_margin(
@@ -607,7 +699,7 @@ pub fn train_image_from(
         wall += ew;
         cpu += ec;
         examples += n_ex;
-        opt.set_learning_rate(opt.learning_rate() * cfg.lr_decay);
+        base_lr *= cfg.lr_decay;
         let emb = embed_set(&model, test)?;
         let dist = pair_distances(&emb, dim, &test_pairs);
         let acc = pair_accuracy(&dist, &test_pairs, model.config.threshold);
@@ -665,6 +757,9 @@ pub fn train_image_from(
         selected_epoch: cfg.keep_best.then_some(chosen_epoch),
         batch: cfg.batch,
         lr: cfg.lr,
+        lr_decay: cfg.lr_decay,
+        schedule: cfg.schedule.name().into(),
+        warmup_epochs: cfg.warmup_epochs,
         seed: cfg.seed,
         squared: cfg.squared,
         command: None,
@@ -685,6 +780,34 @@ pub fn train_image_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Oracle, by hand: base 0.01, 10 epochs, 2 of warm-up. Warm-up: 0.01 * p / 2, so 0.0025
+    /// at p = 0.5 and 0.01 at its end (p = 2). Cosine over the 8 epochs left: at p = 6
+    /// (half-way) 0.01 * (1 + cos(pi/2)) / 2 = 0.005; at p = 4, 0.01 * (1 + cos(pi/4)) / 2 =
+    /// 0.01 * (1 + 0.70710678) / 2 = 0.0085355339; at p = 10 (the end) 0.01 * (1 + cos pi) / 2
+    /// = 0. The constant schedule stays at 0.01 after the same warm-up.
+    #[test]
+    fn cosine_schedule_hits_its_landmarks() {
+        let lr = |s, p| scheduled_lr(s, 0.01, 2, 10, p);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(lr(Schedule::Cosine, 0.0), 0.0));
+        assert!(close(lr(Schedule::Cosine, 0.5), 0.0025));
+        assert!(close(lr(Schedule::Cosine, 2.0), 0.01), "warm-up end");
+        assert!(
+            close(lr(Schedule::Cosine, 4.0), 0.0085355339059327),
+            "quarter"
+        );
+        assert!(close(lr(Schedule::Cosine, 6.0), 0.005), "mid-way");
+        assert!(close(lr(Schedule::Cosine, 10.0), 0.0), "end");
+        assert!(close(lr(Schedule::Constant, 0.5), 0.0025));
+        assert!(close(lr(Schedule::Constant, 9.75), 0.01));
+        // No warm-up: the cosine starts at the base rate.
+        assert!(close(scheduled_lr(Schedule::Cosine, 0.01, 0, 4, 0.0), 0.01));
+        assert!(close(
+            scheduled_lr(Schedule::Cosine, 0.01, 0, 4, 2.0),
+            0.005
+        ));
+    }
 
     /// Oracle: try every candidate threshold (each distance, and just past the largest).
     #[test]

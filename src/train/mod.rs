@@ -10,8 +10,8 @@ pub mod text;
 
 pub use ensemble::{train_ensemble, EnsembleOutcome, EnsembleTrainConfig};
 pub use image::{
-    train_image, train_image_from, train_image_with, Augmentation, ImageTrainConfig, LossKind,
-    TrainEvent, TrainOutcome,
+    scheduled_lr, train_image, train_image_from, train_image_with, Augmentation, ImageTrainConfig,
+    LossKind, Schedule, TrainEvent, TrainOutcome,
 };
 pub use mining::{Miner, Triplet};
 pub use text::{train_text, TextLoss, TextTrainConfig, TextTrainEvent, TextTrainOutcome};
