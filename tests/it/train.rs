@@ -173,3 +173,25 @@ fn loading_a_missing_or_corrupt_model_names_the_file() {
     let e = ImageModel::load(dir.path()).err().unwrap().to_string();
     assert!(e.contains("model.safetensors"), "{e}");
 }
+
+/// Schedule flags that cannot work are refused in one line, before anything is written.
+#[test]
+fn bad_schedule_flags_are_refused_in_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("m");
+    let out_s = out.to_str().unwrap();
+    let base = ["train", "image", "--max-train", "200", "--out", out_s];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        base.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    super::cli::fails_with(
+        &with(&["--schedule", "cosine", "--lr-decay", "0.9"]),
+        "--schedule cosine sets the learning rate per step down to 0: drop --lr-decay 0.9",
+    );
+    super::cli::fails_with(
+        &with(&["--epochs", "2", "--warmup-epochs", "2"]),
+        "the warm-up must end before training does (got 2 warm-up epochs of 2)",
+    );
+    super::cli::fails_with(&with(&["--schedule", "linear"]), "--schedule");
+    assert!(!out.exists(), "nothing written on refusal");
+}
