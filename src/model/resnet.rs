@@ -117,7 +117,7 @@ impl ConvBn {
     fn new(vb: VarBuilder, c_in: usize, c_out: usize, k: usize, input_grad: bool) -> Result<Self> {
         Ok(ConvBn {
             // He-uniform weights (ReLU follows); the bias is redundant before batch norm but
-            // kept by the fused op (it stays 0-mean-neutral).
+            // kept by the fused op (batch norm subtracts it again).
             conv: Conv::new(vb.pp("conv"), c_in, c_out, k, Act::Relu, input_grad)?
                 .with_act(Act::Identity),
             bn: BatchNorm2d::new(vb.pp("bn"), c_out)?,
