@@ -194,7 +194,7 @@ impl Sq8 {
         for d in 0..self.min.len() {
             let s = self.scale[d];
             let c = if s > 0.0 {
-                ((v[d] - self.min[d]) / s).round().clamp(0.0, 255.0) as u8
+                round_to_u8((v[d] - self.min[d]) / s)
             } else {
                 0
             };
@@ -306,11 +306,22 @@ pub fn quantize_weights(w: &[f32], out: &mut Vec<i16>) -> f32 {
         return 0.0;
     }
     let scale = m / 32767.0;
-    out.extend(
-        w.iter()
-            .map(|&x| (x / scale).round().clamp(-32767.0, 32767.0) as i16),
-    );
+    out.extend(w.iter().map(|&x| round_to_i16(x / scale)));
     scale
+}
+
+/// `x` rounded half away from zero, then clamped to `0..=255`. The float-to-integer cast
+/// truncates (SSE2's `cvttps2dq`, vectorisable), where `f32::round` is a libm call on the
+/// baseline target (it needs SSE4.1): a query's weights are rounded on every search.
+#[inline(always)]
+fn round_to_u8(x: f32) -> u8 {
+    ((x + 0.5f32.copysign(x)) as i32).clamp(0, 255) as u8
+}
+
+/// `x` rounded half away from zero, then clamped to `-32767..=32767` (see [`round_to_u8`]).
+#[inline(always)]
+fn round_to_i16(x: f32) -> i16 {
+    ((x + 0.5f32.copysign(x)) as i32).clamp(-32767, 32767) as i16
 }
 
 /// The fastest [`I16Kernel`] for this CPU, detected once.
@@ -656,6 +667,26 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+
+    /// The cast-based rounding equals `f32::round` then clamping, exact halves included.
+    #[test]
+    fn rounding_matches_std() {
+        let mut x = -40000.0f32;
+        while x < 40000.0 {
+            for v in [x, x.floor() + 0.5, -(x.floor() + 0.5)] {
+                assert_eq!(
+                    round_to_i16(v),
+                    v.round().clamp(-32767.0, 32767.0) as i16,
+                    "{v}"
+                );
+                assert_eq!(
+                    round_to_u8(v / 100.0),
+                    (v / 100.0).round().clamp(0.0, 255.0) as u8
+                );
+            }
+            x += 0.37;
+        }
+    }
     use super::*;
 
     /// The metric's ordering key between `a` and `b`, in f64: squared distance for l2,
