@@ -7,7 +7,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use twindex::corpus::pairs::read_pairs_tsv;
 use twindex::eval;
-use twindex::train::text::{save_text_model, TRAINING_FILE};
+use twindex::train::text::{check_text_out, save_text_model, TRAINING_FILE};
 use twindex::train::{train_text, TextLoss, TextTrainConfig, TextTrainEvent};
 
 #[derive(Debug, Args)]
@@ -73,7 +73,8 @@ pub fn run(a: TextArgs) -> Result<()> {
         Some(b) => b.clone(),
         None => super::eval::default_text_model()?,
     };
-    // Check the base folder and the TSVs before spending time.
+    // Check the output folder, the base folder and the TSVs before spending time.
+    check_text_out(&a.out)?;
     twindex::model::TextModelParts::read(&base)
         .with_context(|| format!("base model {}", base.display()))?;
     let train = read_pairs_tsv(&a.pairs)?;

@@ -1012,13 +1012,9 @@ impl Index {
         self.manifest = g.manifest;
         self.dirty = CLEAN;
         if items_written {
-            // Read the items from the file just written again, so that the ones added since
-            // opening leave memory. Should that fail, the ones in memory are just as right.
-            if let Ok((ids, items)) = Items::map(&self.dir, &self.manifest.files.items) {
-                if ids == self.ids {
-                    self.items = items;
-                }
-            }
+            // Map the file just written, so that the items added since opening leave memory.
+            // Should that fail, the ones in memory are just as right.
+            let _ = self.items.remap(&self.dir, &self.manifest.files.items);
         }
         store::remove_unreferenced(&self.dir, &self.manifest);
     }

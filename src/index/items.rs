@@ -18,6 +18,7 @@ use super::rows::Mapped;
 use super::store::{self, Item};
 
 /// The items of every slot: a mapped prefix, then items in memory.
+#[derive(Default)]
 pub struct Items {
     mapped: Option<Mapped>,
     /// Byte offset of each mapped line, then the end of the last (`mapped_len + 1` entries, or
@@ -42,13 +43,7 @@ impl std::fmt::Debug for Items {
 impl Items {
     /// Items held in memory.
     pub fn from_vec(items: Vec<Item>) -> Result<Self> {
-        let mut out = Items {
-            mapped: None,
-            starts: Vec::new(),
-            label_bytes: String::new(),
-            label_ends: Vec::with_capacity(items.len()),
-            tail: Vec::new(),
-        };
+        let mut out = Items::default();
         out.extend(items)?;
         Ok(out)
     }
@@ -66,13 +61,7 @@ impl Items {
         let text = std::str::from_utf8(bytes).map_err(|e| {
             Error::corrupt(&path, format!("at byte {}: not UTF-8", e.valid_up_to()))
         })?;
-        let mut out = Items {
-            mapped: None,
-            starts: Vec::new(),
-            label_bytes: String::new(),
-            label_ends: Vec::new(),
-            tail: Vec::new(),
-        };
+        let mut out = Items::default();
         let mut ids = Vec::new();
         let mut at = 0usize;
         for (i, line) in text.split_inclusive('\n').enumerate() {
@@ -96,6 +85,43 @@ impl Items {
             out.mapped = Some(m);
         }
         Ok((ids, out))
+    }
+
+    /// Map the items file just written from these items by [`Self::write`] (the next
+    /// generation's), so that the items in memory leave it. Only the line starts are read
+    /// again: the labels are these, and every line was parsed when it was opened or added.
+    /// On an error (the file's size, checksum or line count) nothing changes.
+    pub fn remap(&mut self, dir: &Path, entry: &FileEntry) -> Result<()> {
+        if cfg!(not(unix)) {
+            return Ok(());
+        }
+        let path = dir.join(&entry.name);
+        let m = Mapped::open_checked(&path, entry)?;
+        let bytes = m.bytes();
+        let mut starts = Vec::with_capacity(self.len() + 1);
+        let mut at = 0usize;
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            if line != b"\n" {
+                starts.push(at as u64);
+            }
+            at += line.len();
+        }
+        if starts.len() != self.len() {
+            return Err(Error::corrupt(
+                &path,
+                format!("{} lines for {} items", starts.len(), self.len()),
+            ));
+        }
+        starts.push(at as u64);
+        m.release();
+        self.mapped = (!bytes.is_empty()).then_some(m);
+        self.starts = if self.mapped.is_some() {
+            starts
+        } else {
+            Vec::new()
+        };
+        self.tail.clear();
+        Ok(())
     }
 
     fn push_label(&mut self, label: &str) -> Result<()> {
@@ -246,6 +272,19 @@ mod tests {
             .write(&mut fresh, &all_ids)
             .unwrap();
         assert_eq!(from_map, fresh);
+        // The next generation's file, written from them, is mapped in their place.
+        let next =
+            store::write_data_file(dir.path(), "items.2.jsonl", |w| mapped.write(w, &all_ids))
+                .unwrap();
+        mapped.remap(dir.path(), &next).unwrap();
+        assert_eq!((mapped.mapped_len(), mapped.len()), (4, 4));
+        for (s, it) in all.iter().enumerate() {
+            assert_eq!(&*mapped.get(s).unwrap(), it);
+            assert_eq!(mapped.label(s), it.label);
+        }
+        // A file of another length is refused and changes nothing.
+        assert!(mapped.remap(dir.path(), &entry).is_err());
+        assert_eq!(mapped.get(3).unwrap().source, "added");
         let sel = mapped.select(&[3, 0]).unwrap();
         assert_eq!(&*sel.get(0).unwrap(), &all[3]);
         assert_eq!(sel.label(1), "a");

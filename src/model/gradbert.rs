@@ -30,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::kernels::{erf_approx, Kernel, Linear, Scratch};
-use super::ops::sgemm_threads;
+use super::ops::{rayon_parallelism, sgemm_with};
 use crate::error::{Error, Result};
 
 /// Tensors per encoder layer, in this order.
@@ -138,11 +138,8 @@ struct LayerTape {
 /// The forward pass of one batch, kept for [`GradBert::backward`].
 pub struct Tape {
     ids: Vec<u32>,
-    /// Token count and first token of each sentence.
-    lens: Vec<usize>,
-    offs: Vec<usize>,
-    /// First probability of each sentence in [`LayerTape::probs`].
-    att_offs: Vec<usize>,
+    /// Where each sentence's tokens and attention probabilities are.
+    sents: Vec<Sent>,
     emb_xhat: Vec<f32>,
     emb_rstd: Vec<f32>,
     emb_mask: Vec<f32>,
@@ -151,18 +148,6 @@ pub struct Tape {
     pooled: Vec<f32>,
     /// The output: unit embeddings, `n x hidden`.
     pub embeddings: Vec<f32>,
-}
-
-impl Tape {
-    /// Number of sentences.
-    pub fn len(&self) -> usize {
-        self.lens.len()
-    }
-
-    /// Whether the batch was empty.
-    pub fn is_empty(&self) -> bool {
-        self.lens.is_empty()
-    }
 }
 
 /// Look up a tensor by model name (or its `gamma`/`beta` alias for layer norms) as float32.
@@ -255,8 +240,28 @@ fn product_with(
         return;
     }
     match rhs {
-        Rhs::Transposed(w) => sgemm_threads(m, n, k, y, n, false, x, k, 1, w, 1, k),
-        Rhs::Plain(b) => sgemm_threads(m, n, k, y, n, false, x, k, 1, b, n, 1),
+        Rhs::Transposed(w) => sgemm_with(
+            m,
+            n,
+            k,
+            y,
+            n,
+            false,
+            (x, k, 1),
+            (w, 1, k),
+            rayon_parallelism(),
+        ),
+        Rhs::Plain(b) => sgemm_with(
+            m,
+            n,
+            k,
+            y,
+            n,
+            false,
+            (x, k, 1),
+            (b, n, 1),
+            rayon_parallelism(),
+        ),
     }
     if let Some(bias) = bias {
         for row in y.chunks_exact_mut(n) {
@@ -273,7 +278,7 @@ fn linear_fwd(x: &[f32], m: usize, w: &[f32], b: &[f32], n: usize, k: usize, y: 
 }
 
 /// Backward of [`linear_fwd`] for `dy` (`m x n`): writes `dw` (`n x k`) and `db` (`n`), and
-/// adds `dy W` to `dx` (`m x k`) when given. `tmp` is scratch.
+/// adds `dy W` to `dx` (`m x k`). `tmp` is scratch.
 #[allow(clippy::too_many_arguments)]
 fn linear_bwd(
     dy: &[f32],
@@ -284,7 +289,7 @@ fn linear_bwd(
     k: usize,
     dw: &mut [f32],
     db: &mut [f32],
-    dx: Option<&mut [f32]>,
+    dx: &mut [f32],
     tmp: &mut Vec<f32>,
 ) {
     // dW = dyᵀ x: (n x m) (m x k), with dyᵀ made row-major.
@@ -296,13 +301,11 @@ fn linear_bwd(
     for row in dy.chunks_exact(n) {
         db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
     }
-    if let Some(dx) = dx {
-        // dx += dy W: (m x n) (n x k).
-        tmp.clear();
-        tmp.resize(m * k, 0.0);
-        product(dy, m, n, Rhs::Plain(w), k, None, tmp);
-        dx.iter_mut().zip(tmp.iter()).for_each(|(d, t)| *d += t);
-    }
+    // dx += dy W: (m x n) (n x k).
+    tmp.clear();
+    tmp.resize(m * k, 0.0);
+    product(dy, m, n, Rhs::Plain(w), k, None, tmp);
+    dx.iter_mut().zip(tmp.iter()).for_each(|(d, t)| *d += t);
 }
 
 /// `out` (`cols x rows`) = `a`ᵀ for `a` (`rows x cols`), in cache-sized blocks.
@@ -625,11 +628,6 @@ impl GradBert {
         self.hidden
     }
 
-    /// Model tensor names, in parameter order.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
     /// The current weights as tensors under their model names.
     pub fn tensors(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
         self.names
@@ -644,10 +642,11 @@ impl GradBert {
         &self.values[FIRST_LAYER + l * PER_LAYER + j]
     }
 
-    fn sentences(&self, seqs: &[&[u32]]) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+    /// Where each sentence's tokens and attention probabilities go (after checking them).
+    fn sentences(&self, seqs: &[&[u32]]) -> Result<Vec<Sent>> {
         let vocab = self.shapes[WORD][0];
         let max_pos = self.shapes[POS][0];
-        let (mut lens, mut offs, mut att) = (Vec::new(), Vec::new(), Vec::new());
+        let mut sents = Vec::with_capacity(seqs.len());
         let (mut t, mut a) = (0, 0);
         for (i, s) in seqs.iter().enumerate() {
             if s.is_empty() || s.len() > max_pos {
@@ -661,22 +660,23 @@ impl GradBert {
                     "sequence {i}: token id {bad} outside the vocabulary of {vocab}"
                 )));
             }
-            lens.push(s.len());
-            offs.push(t);
-            att.push(a);
+            sents.push(Sent {
+                off: t,
+                len: s.len(),
+                att: a,
+            });
             t += s.len();
             a += self.heads * s.len() * s.len();
         }
-        att.push(a);
-        Ok((lens, offs, att))
+        Ok(sents)
     }
 
     /// Forward `seqs` (token ids with special tokens): unit mean-pooled embeddings in
     /// [`Tape::embeddings`]. `seed`: dropout on (training, masks drawn from it) or off.
     pub fn forward(&self, seqs: &[&[u32]], seed: Option<u64>) -> Result<Tape> {
-        let (lens, offs, att_offs) = self.sentences(seqs)?;
+        let sents = self.sentences(seqs)?;
         let h = self.hidden;
-        let t: usize = lens.iter().sum();
+        let t: usize = sents.iter().map(|s| s.len).sum();
         let mut rng = ChaCha8Rng::seed_from_u64(seed.unwrap_or(0));
         let (p_hidden, p_att) = match seed {
             Some(_) => (self.hidden_dropout, self.attention_dropout),
@@ -714,14 +714,9 @@ impl GradBert {
         let emb_mask = dropout_mask(&mut rng, t * h, p_hidden);
         apply_mask(&mut x, &emb_mask);
 
-        let sents: Vec<Sent> = (0..lens.len())
-            .map(|i| Sent {
-                off: offs[i],
-                len: lens[i],
-                att: att_offs[i],
-            })
-            .collect();
-        let n_probs = *att_offs.last().unwrap_or(&0);
+        let n_probs = sents
+            .last()
+            .map_or(0, |s| s.att + self.heads * s.len * s.len);
         let mut layers = Vec::with_capacity(self.layers);
         for l in 0..self.layers {
             let mut lt = LayerTape::default();
@@ -786,17 +781,18 @@ impl GradBert {
         }
 
         // Mean pooling, then L2 normalisation (sentence-transformers' Pooling + Normalize).
-        let n = lens.len();
+        let n = sents.len();
         let mut pooled = vec![0f32; n * h];
         let mut embeddings = vec![0f32; n * h];
         for i in 0..n {
             let dst = &mut pooled[i * h..(i + 1) * h];
-            for r in offs[i]..offs[i] + lens[i] {
+            let Sent { off, len, .. } = sents[i];
+            for r in off..off + len {
                 dst.iter_mut()
                     .zip(&x[r * h..(r + 1) * h])
                     .for_each(|(d, v)| *d += v);
             }
-            let inv = 1.0 / lens[i] as f32;
+            let inv = 1.0 / len as f32;
             dst.iter_mut().for_each(|d| *d *= inv);
             let norm = dst.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             embeddings[i * h..(i + 1) * h]
@@ -806,9 +802,7 @@ impl GradBert {
         }
         Ok(Tape {
             ids,
-            lens,
-            offs,
-            att_offs,
+            sents,
             emb_xhat,
             emb_rstd,
             emb_mask,
@@ -816,6 +810,27 @@ impl GradBert {
             pooled,
             embeddings,
         })
+    }
+
+    /// [`linear_bwd`] of layer `l`'s dense layer `w` (`n x k`; its bias is tensor `w + 1`):
+    /// its gradients into `g`, `dy W` added to `dx`.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_bwd(
+        &self,
+        g: &mut [Vec<f32>],
+        l: usize,
+        w: usize,
+        dy: &[f32],
+        x: &[f32],
+        n: usize,
+        k: usize,
+        dx: &mut [f32],
+        tmp: &mut Vec<f32>,
+    ) {
+        let base = FIRST_LAYER + l * PER_LAYER;
+        let [dw, db] = pick2(g, base + w, base + w + 1);
+        let m = dy.len() / n;
+        linear_bwd(dy, x, self.p(l, w), m, n, k, dw, db, dx, tmp);
     }
 
     /// Scaled dot-product attention of every sentence and head (parallel over sentences).
@@ -879,21 +894,15 @@ impl GradBert {
     /// to [`Tape::embeddings`]; readable with [`Self::grads`] until the next backward.
     pub fn backward(&mut self, tape: &Tape, d_emb: &[f32]) -> Result<()> {
         let h = self.hidden;
-        let n = tape.lens.len();
+        let sents = &tape.sents;
+        let n = sents.len();
         if d_emb.len() != n * h {
             return Err(Error::Shape(format!(
                 "embedding gradient of {} values for {n} x {h} embeddings",
                 d_emb.len()
             )));
         }
-        let t: usize = tape.lens.iter().sum();
-        let sents: Vec<Sent> = (0..n)
-            .map(|i| Sent {
-                off: tape.offs[i],
-                len: tape.lens[i],
-                att: tape.att_offs[i],
-            })
-            .collect();
+        let t: usize = sents.iter().map(|s| s.len).sum();
 
         // Normalisation and mean pooling.
         let mut dx = vec![0f32; t * h];
@@ -903,7 +912,8 @@ impl GradBert {
             let g = &d_emb[i * h..(i + 1) * h];
             let norm = u.iter().map(|v| v * v).sum::<f32>().sqrt();
             let ed: f32 = e.iter().zip(g).map(|(a, b)| a * b).sum();
-            let inv_len = 1.0 / tape.lens[i] as f32;
+            let Sent { off, len, .. } = sents[i];
+            let inv_len = 1.0 / len as f32;
             let du: Vec<f32> = if norm > 1e-12 {
                 g.iter()
                     .zip(e)
@@ -912,7 +922,7 @@ impl GradBert {
             } else {
                 g.iter().map(|g| g / 1e-12 * inv_len).collect()
             };
-            for r in tape.offs[i]..tape.offs[i] + tape.lens[i] {
+            for r in off..off + len {
                 dx[r * h..(r + 1) * h].copy_from_slice(&du);
             }
         }
@@ -938,37 +948,9 @@ impl GradBert {
             let mut dout = dx;
             apply_mask(&mut dout, &lt.m2);
             di.iter_mut().for_each(|v| *v = 0.0);
-            {
-                let [dw, db] = pick2(&mut g, base + OW, base + OB);
-                linear_bwd(
-                    &dout,
-                    &lt.iact,
-                    self.p(l, OW),
-                    t,
-                    h,
-                    inter,
-                    dw,
-                    db,
-                    Some(&mut di),
-                    &mut tmp,
-                );
-            }
+            self.dense_bwd(&mut g, l, OW, &dout, &lt.iact, h, inter, &mut di, &mut tmp);
             act_bwd_slice(act, &lt.ipre, &mut di);
-            {
-                let [dw, db] = pick2(&mut g, base + IW, base + IB);
-                linear_bwd(
-                    &di,
-                    &lt.a,
-                    self.p(l, IW),
-                    t,
-                    inter,
-                    h,
-                    dw,
-                    db,
-                    Some(&mut da),
-                    &mut tmp,
-                );
-            }
+            self.dense_bwd(&mut g, l, IW, &di, &lt.a, inter, h, &mut da, &mut tmp);
             {
                 let [dg1, db1] = pick2(&mut g, base + LN1G, base + LN1B);
                 layer_norm_bwd(&mut da, h, self.p(l, LN1G), &lt.xhat1, &lt.rstd1, dg1, db1);
@@ -978,36 +960,10 @@ impl GradBert {
             let mut dattn = da;
             apply_mask(&mut dattn, &lt.m1);
             dctx.iter_mut().for_each(|v| *v = 0.0);
-            {
-                let [dw, db] = pick2(&mut g, base + AOW, base + AOB);
-                linear_bwd(
-                    &dattn,
-                    &lt.ctx,
-                    self.p(l, AOW),
-                    t,
-                    h,
-                    h,
-                    dw,
-                    db,
-                    Some(&mut dctx),
-                    &mut tmp,
-                );
-            }
-            self.attention_bwd(&sents, lt, &dctx, &mut dq, &mut dk, &mut dv);
-            for (dy, w, b) in [(&dq, QW, QB), (&dk, KW, KB), (&dv, VW, VB)] {
-                let [dw, db] = pick2(&mut g, base + w, base + b);
-                linear_bwd(
-                    dy,
-                    &lt.x,
-                    self.p(l, w),
-                    t,
-                    h,
-                    h,
-                    dw,
-                    db,
-                    Some(&mut dxin),
-                    &mut tmp,
-                );
+            self.dense_bwd(&mut g, l, AOW, &dattn, &lt.ctx, h, h, &mut dctx, &mut tmp);
+            self.attention_bwd(sents, lt, &dctx, &mut dq, &mut dk, &mut dv);
+            for (dy, w) in [(&dq, QW), (&dk, KW), (&dv, VW)] {
+                self.dense_bwd(&mut g, l, w, dy, &lt.x, h, h, &mut dxin, &mut tmp);
             }
             self.grads = g;
             dx = dxin;
@@ -1036,7 +992,7 @@ impl GradBert {
             g[TYPE].fill(0.0);
             let mut touched = Vec::new();
             let mut row = 0;
-            for &len in &tape.lens {
+            for &Sent { len, .. } in sents {
                 for p in 0..len {
                     let id = tape.ids[row] as usize;
                     let d = &dx[row * h..(row + 1) * h];
@@ -1054,11 +1010,6 @@ impl GradBert {
             self.grads = g;
         }
         Ok(())
-    }
-
-    /// The gradients of the last [`Self::backward`], in [`Self::names`] order.
-    pub fn grads(&self) -> &[Vec<f32>] {
-        &self.grads
     }
 
     /// Global L2 norm of the gradients (float64 sums).

@@ -672,46 +672,21 @@ fn sgemm(
     )
 }
 
-/// [`sgemm`] on all of rayon's threads (the `--threads` of the run) when there are several.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm_threads(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: &[f32],
-    rhs_rs: usize,
-    rhs_cs: usize,
-) {
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    sgemm_with(
-        m,
-        n,
-        k,
-        dst,
-        dst_rs,
-        accumulate,
-        (lhs, lhs_rs, lhs_cs),
-        (rhs, rhs_rs, rhs_cs),
-        par,
-    )
+/// All of rayon's threads (the `--threads` of the run) for the `gemm` crate when there are
+/// several, else none.
+pub(crate) fn rayon_parallelism() -> gemm::Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        t => gemm::Parallelism::Rayon(t),
+    }
 }
 
 /// An operand of [`sgemm_with`]: data, row stride, column stride.
-type Operand<'a> = (&'a [f32], usize, usize);
+pub(crate) type Operand<'a> = (&'a [f32], usize, usize);
 
+/// [`sgemm`] with the operands as [`Operand`]s and a choice of parallelism.
 #[allow(clippy::too_many_arguments)]
-fn sgemm_with(
+pub(crate) fn sgemm_with(
     m: usize,
     n: usize,
     k: usize,

@@ -573,19 +573,18 @@ pub fn train_image_from(
     for epoch in 1..=cfg.epochs {
         let sw = Stopwatch::start();
         let (mut loss_sum, mut n_steps, mut n_ex) = (0.0f64, 0usize, 0usize);
+        // The rate of step `s` of `steps` in this epoch.
+        let lr_at = |s: usize, steps: usize| {
+            let at = (epoch - 1) as f64 + s as f64 / steps as f64;
+            scheduled_lr(cfg.schedule, base_lr, cfg.warmup_epochs, cfg.epochs, at)
+        };
         match cfg.loss {
             LossKind::Contrastive => {
                 let mut pairs = train_pairs.clone();
                 crate::corpus::sampler::shuffle(&mut pairs, cfg.seed.wrapping_add(epoch as u64));
                 let steps = pairs.len().div_ceil(cfg.batch);
                 for (s, chunk) in pairs.chunks(cfg.batch).enumerate() {
-                    opt.set_learning_rate(scheduled_lr(
-                        cfg.schedule,
-                        base_lr,
-                        cfg.warmup_epochs,
-                        cfg.epochs,
-                        (epoch - 1) as f64 + s as f64 / steps as f64,
-                    ));
+                    opt.set_learning_rate(lr_at(s, steps));
                     let idx: Vec<usize> = chunk
                         .iter()
                         .map(|p| p.a)
@@ -625,13 +624,7 @@ pub fn train_image_from(
                 let batches = sampler.epoch(cfg.seed.wrapping_add(epoch as u64));
                 let steps = batches.len();
                 for (s, idx) in batches.iter().enumerate() {
-                    opt.set_learning_rate(scheduled_lr(
-                        cfg.schedule,
-                        base_lr,
-                        cfg.warmup_epochs,
-                        cfg.epochs,
-                        (epoch - 1) as f64 + s as f64 / steps as f64,
-                    ));
+                    opt.set_learning_rate(lr_at(s, steps));
                     let x = batch_tensor(
                         &model,
                         &train,

@@ -654,10 +654,25 @@ const COPIED: [&str; 10] = [
 /// The training record written beside the weights.
 pub const TRAINING_FILE: &str = "twindex_training.json";
 
+/// Refuse an output folder twindex did not make: `out` must be absent, an empty directory, or a
+/// fine-tuned model of an earlier run (it holds [`TRAINING_FILE`]); only then may
+/// [`save_text_model`] replace it.
+pub fn check_text_out(out: &Path) -> Result<()> {
+    let empty_dir = || std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_none());
+    if !out.exists() || out.join(TRAINING_FILE).is_file() || empty_dir() {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "--out {}: exists and is not a model twindex fine-tuned (no {TRAINING_FILE}); refusing to replace it (choose a new folder)",
+        out.display()
+    )))
+}
+
 /// Write a fine-tuned model to `out` in the sentence-transformers layout: `weights` as
 /// `model.safetensors`, the base folder's config, tokenizer and module files, and `record` as
 /// [`TRAINING_FILE`]. Atomic: everything is written and fsynced in a sibling temporary folder
-/// that is then renamed to `out` (an existing `out` is moved aside first and removed after).
+/// that is then renamed to `out` (an existing `out`, which [`check_text_out`] must accept, is
+/// moved aside first and removed after).
 pub fn save_text_model(
     base: &Path,
     weights: &HashMap<String, Tensor>,
@@ -673,6 +688,7 @@ pub fn save_text_model(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    check_text_out(out)?;
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
     if tmp.exists() {

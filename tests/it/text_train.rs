@@ -325,6 +325,40 @@ fn bad_input_is_a_clear_error() {
     }
     assert!(!Path::new(out).exists(), "no output on failure");
 
+    // A folder twindex did not make is never replaced: refused before any work, untouched.
+    let user = dir.path().join("mine");
+    std::fs::create_dir(&user).unwrap();
+    std::fs::write(user.join("notes.txt"), "keep me").unwrap();
+    let e = run(&[
+        "train",
+        "text",
+        "--pairs",
+        tsv.to_str().unwrap(),
+        "--base",
+        missing.to_str().unwrap(),
+        "--out",
+        user.to_str().unwrap(),
+    ]);
+    assert!(e.contains("mine") && e.contains("refusing"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(user.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+    let e = twindex::train::text::save_text_model(
+        dir.path(),
+        &Default::default(),
+        &serde_json::json!({}),
+        &user,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("refusing"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(user.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+    assert!(twindex::train::text::check_text_out(&dir.path().join("fresh")).is_ok());
+
     // MNRL on pairs without a duplicate has nothing to train on.
     if present(&[MODEL]) {
         let none = vec![TextPair {
