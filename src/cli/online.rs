@@ -516,7 +516,7 @@ pub fn run_verify(
     )?;
     if let Some(t) = threshold {
         d.threshold = t;
-        d.accepted = d.distance <= t;
+        d.accepted = twindex::index::is_duplicate(d.distance, t);
     }
     if json_out {
         let mut v = serde_json::to_value(&d)?;

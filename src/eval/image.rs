@@ -14,11 +14,11 @@ use serde::Serialize;
 /// What `twindex eval --corpus` reports (keys per ../shared/CLI.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageEvalReport {
-    /// Pair accuracy at the model's threshold (`distance < threshold` means similar).
+    /// Pair accuracy at the model's threshold (`distance <= threshold` means similar).
     pub pair_accuracy: f64,
     /// The model's distance threshold.
     pub threshold: f32,
-    /// Pair accuracy at the seed's fixed threshold, distance < 0.5.
+    /// Pair accuracy at the seed's fixed threshold, distance <= 0.5.
     pub pair_accuracy_at_0_5: f64,
     /// Best pair accuracy over thresholds on these test pairs, and that distance threshold.
     pub best_accuracy: f64,
@@ -101,15 +101,13 @@ pub fn evaluate_image_model(
     let dist = crate::train::image::pair_distances(&test_emb, dim, &pairs);
     let (scores, labels) = pair_scores(&dist, &pairs);
     let thr = model.config.threshold;
-    let sim_at = |d: f32| Metric::L2.similarity(d);
-    // `distance < t` is `similarity > 1 - t`; the metrics use `>=`, so nudge by one ulp.
-    let acc_at = |t: f32| metrics::accuracy_at(&scores, &labels, next_up(sim_at(t)));
+    // Decided on the distances themselves, by the one rule (`distance <= t`).
+    let acc_at = |t: f32| crate::train::image::pair_accuracy(&dist, &pairs, t);
     let rep = metrics::pair_report(&scores, &labels)?;
     let (best_acc, best_acc_s) = metrics::best_accuracy(&scores, &labels)?;
     let train_pairs = seed_pairs(&data.train.labels, pairs_seed)?;
     let tdist = crate::train::image::pair_distances(&train_emb, dim, &train_pairs);
-    let (ts, tl) = pair_scores(&tdist, &train_pairs);
-    let train_acc = metrics::accuracy_at(&ts, &tl, next_up(sim_at(thr)))?;
+    let train_acc = crate::train::image::pair_accuracy(&tdist, &train_pairs, thr);
     let (rel, r) = ranked_relevance(
         &test_emb,
         &data.test.labels,
@@ -122,9 +120,9 @@ pub fn evaluate_image_model(
         .map(|(f, t, _)| (f, t))
         .collect();
     let report = ImageEvalReport {
-        pair_accuracy: acc_at(thr)?,
+        pair_accuracy: acc_at(thr),
         threshold: thr,
-        pair_accuracy_at_0_5: acc_at(0.5)?,
+        pair_accuracy_at_0_5: acc_at(0.5),
         best_accuracy: best_acc,
         best_accuracy_threshold: Metric::L2.distance_for_similarity(best_acc_s),
         roc_auc: rep.roc_auc,
@@ -140,16 +138,4 @@ pub fn evaluate_image_model(
         pairs_seed,
     };
     Ok((report, roc, pairs, dist))
-}
-
-/// The smallest f32 greater than `x` (for turning `<` into `>=`).
-fn next_up(x: f32) -> f32 {
-    if x.is_nan() || x == f32::INFINITY {
-        return x;
-    }
-    if x == 0.0 {
-        return f32::from_bits(1);
-    }
-    let b = x.to_bits();
-    f32::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
 }

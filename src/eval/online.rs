@@ -776,7 +776,7 @@ pub fn verify_online(
     };
     Ok(OnlineDecision {
         scorer,
-        accepted: distance <= threshold,
+        accepted: crate::index::is_duplicate(distance, threshold),
         distance,
         threshold,
         twin_distance,

@@ -98,7 +98,7 @@ pub struct OrlFoldReport {
     /// ROC-AUC of all pairs of the unseen subjects' images (same person vs not).
     pub verification_roc_auc: f64,
     pub verification_eer: f64,
-    /// The distance threshold used for decisions (`distance < threshold`: same person).
+    /// The distance threshold used for decisions (`distance <= threshold`: same person).
     pub threshold: f32,
     /// FAR and FRR of the verification pairs at `threshold`.
     pub far: f64,
@@ -166,7 +166,7 @@ pub fn orl_fold_report(
                     .copied()
                     .min_by(|&a, &b| d[q * n + a].total_cmp(&d[q * n + b]))
                     .expect("at least one enrolled");
-                let accepted = d[q * n + nearest] < threshold;
+                let accepted = crate::index::is_duplicate(d[q * n + nearest], threshold);
                 if subj(q) == stranger {
                     stranger_probes += 1;
                     fa += usize::from(accepted);

@@ -1,7 +1,7 @@
 //! Distance kernels over `f32` slices: squared Euclidean distance and inner product.
 //!
 //! Each kernel exists as a portable scalar loop and, on x86_64, as AVX2+FMA and AVX-512F
-//! versions chosen once at run time (`is_x86_feature_detected!`). The SIMD versions are tested
+//! versions chosen once at run time ([`crate::cpu`]). The SIMD versions are tested
 //! against the scalar ones (`tests/index_graph.rs`). Callers on the hot path take the function
 //! pointers from [`kernels`] once and call them directly.
 
@@ -38,7 +38,7 @@ fn detect() -> Kernels {
     #[cfg(target_arch = "x86_64")]
     {
         if std::env::var_os("TWINDEX_NO_SIMD").is_none() {
-            if is_x86_feature_detected!("avx512f") {
+            if crate::cpu::has_avx512f() {
                 return Kernels {
                     l2_squared: x86::l2_squared_avx512,
                     dot: x86::dot_avx512,
@@ -46,7 +46,7 @@ fn detect() -> Kernels {
                     level: "avx512f",
                 };
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if crate::cpu::has_avx2_fma() {
                 return Kernels {
                     l2_squared: x86::l2_squared_avx2,
                     dot: x86::dot_avx2,
@@ -360,7 +360,7 @@ mod x86 {
     /// Every kernel set available on this CPU, for the tests.
     pub fn available() -> Vec<super::Kernels> {
         let mut v = Vec::new();
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if crate::cpu::has_avx2_fma() {
             v.push(super::Kernels {
                 l2_squared: l2_squared_avx2,
                 dot: dot_avx2,
@@ -368,7 +368,7 @@ mod x86 {
                 level: "avx2+fma",
             });
         }
-        if is_x86_feature_detected!("avx512f") {
+        if crate::cpu::has_avx512f() {
             v.push(super::Kernels {
                 l2_squared: l2_squared_avx512,
                 dot: dot_avx512,

@@ -1085,11 +1085,7 @@ impl Index {
         threshold_distance: f32,
         progress: &Progress,
     ) -> Result<Dedup> {
-        if !threshold_distance.is_finite() {
-            return Err(Error::InvalidArgument(format!(
-                "dedup threshold {threshold_distance} is not finite"
-            )));
-        }
+        self.metric().check_threshold(threshold_distance)?;
         let e = self.engine.get();
         let live = self.len();
         let ef = self.manifest.hnsw.ef_search;
@@ -1110,12 +1106,15 @@ impl Index {
                     let all_within = hits.len() == k
                         && hits
                             .last()
-                            .is_some_and(|h| h.distance <= threshold_distance);
+                            .is_some_and(|h| super::is_duplicate(h.distance, threshold_distance));
                     if !all_within || k >= live {
                         let me = self.ids[s];
                         return Ok(hits
                             .into_iter()
-                            .filter(|h| h.distance <= threshold_distance && h.id as usize != s)
+                            .filter(|h| {
+                                super::is_duplicate(h.distance, threshold_distance)
+                                    && h.id as usize != s
+                            })
                             .map(|h| {
                                 let other = self.ids[h.id as usize];
                                 DupPair {

@@ -14,6 +14,11 @@
 //! invertible; [`Metric::similarity`] and [`Metric::distance_for_similarity`] are the only
 //! places in the crate that convert between the two.
 //!
+//! **Decision**: a pair is a duplicate (the same person, writer or question) when its distance is
+//! *at most* the threshold: [`is_duplicate`] is the crate's one decision rule, and every layer
+//! (training, evaluation, query, serve, verify, dedup) decides through it. A threshold given by a
+//! user is checked by [`Metric::check_threshold`].
+//!
 //! Inside the graphs the metrics compare an *ordering key* that is cheaper than the distance
 //! (squared Euclidean distance for `l2`); [`Metric::key_to_distance`] turns it into the distance.
 
@@ -101,6 +106,25 @@ impl Metric {
         }
     }
 
+    /// Check a duplicate threshold (a distance) given for this metric: it must be finite, and not
+    /// negative for `l2` and `cosine`, whose distances never are (nothing would be a duplicate,
+    /// not even an item compared with itself). `dot` distances may be negative, so any finite
+    /// threshold is taken there.
+    pub fn check_threshold(self, threshold: f32) -> Result<f32> {
+        if !threshold.is_finite() {
+            return Err(Error::InvalidArgument(format!(
+                "threshold {threshold} is not a finite distance"
+            )));
+        }
+        if threshold < 0.0 && self != Metric::Dot {
+            return Err(Error::InvalidArgument(format!(
+                "threshold {threshold}: {self} distances are never negative, so nothing would be \
+                 a duplicate; expected a distance >= 0"
+            )));
+        }
+        Ok(threshold)
+    }
+
     /// Prepare a vector for storage or search under this metric (normalise for `cosine`).
     pub fn prepare(self, v: &mut [f32]) {
         if self.normalizes() {
@@ -128,6 +152,13 @@ impl std::str::FromStr for Metric {
             ))),
         }
     }
+}
+
+/// The one decision rule: a pair at `distance` is a duplicate (the same person, writer or
+/// question) iff `distance <= threshold`. A pair exactly at the threshold is a duplicate.
+#[inline]
+pub fn is_duplicate(distance: f32, threshold: f32) -> bool {
+    distance <= threshold
 }
 
 /// Scale `v` to unit Euclidean length in place. A zero vector, and a vector already of unit

@@ -35,7 +35,7 @@ pub use flat::FlatIndex;
 pub use hnsw::{HnswGraph, HnswParams, DEFAULT_RERANK};
 pub use hnsw_rs_backend::HnswRsIndex;
 pub use manifest::{Backend, Calibration, IndexConfig, Manifest, FORMAT_VERSION};
-pub use metric::Metric;
+pub use metric::{is_duplicate, Metric};
 pub use quantize::{Quantize, Sq8};
 pub use store::Item;
 pub use vecio::Matrix;

@@ -275,10 +275,10 @@ pub fn dot_u8_kernel() -> U8Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             if std::env::var_os("TWINDEX_NO_SIMD").is_none() {
-                if is_x86_feature_detected!("avx512f") {
+                if crate::cpu::has_avx512f() {
                     return x86::dot_u8_avx512;
                 }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                if crate::cpu::has_avx2_fma() {
                     return x86::dot_u8_avx2;
                 }
             }
@@ -331,10 +331,10 @@ pub fn dot_i16_u8_kernel() -> I16Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             if std::env::var_os("TWINDEX_NO_SIMD").is_none() {
-                if is_x86_feature_detected!("avx512bw") {
+                if crate::cpu::has_avx512bw() {
                     return x86::dot_i16_u8_avx512;
                 }
-                if is_x86_feature_detected!("avx2") {
+                if crate::cpu::has_avx2() {
                     return x86::dot_i16_u8_avx2;
                 }
             }
@@ -348,10 +348,10 @@ pub fn dot_i16_u8_kernels() -> Vec<(&'static str, I16Kernel)> {
     let mut v: Vec<(&'static str, I16Kernel)> = vec![("portable", dot_i16_u8_portable)];
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") {
+        if crate::cpu::has_avx2() {
             v.push(("avx2", x86::dot_i16_u8_avx2));
         }
-        if is_x86_feature_detected!("avx512bw") {
+        if crate::cpu::has_avx512bw() {
             v.push(("avx512bw", x86::dot_i16_u8_avx512));
         }
     }
@@ -381,10 +381,10 @@ pub fn dot_u8_u8_kernel() -> U8U8Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             if std::env::var_os("TWINDEX_NO_SIMD").is_none() {
-                if is_x86_feature_detected!("avx512f") {
+                if crate::cpu::has_avx512f() {
                     return x86::dot_u8_u8_avx512;
                 }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                if crate::cpu::has_avx2_fma() {
                     return x86::dot_u8_u8_avx2;
                 }
             }
@@ -404,10 +404,10 @@ pub fn dot_u8_u8_kernels() -> Vec<(&'static str, U8U8Kernel)> {
     let mut v: Vec<(&'static str, U8U8Kernel)> = vec![("portable", dot_u8_u8_portable)];
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if crate::cpu::has_avx2_fma() {
             v.push(("avx2+fma", x86::dot_u8_u8_avx2));
         }
-        if is_x86_feature_detected!("avx512f") {
+        if crate::cpu::has_avx512f() {
             v.push(("avx512f", x86::dot_u8_u8_avx512));
         }
     }
@@ -452,10 +452,10 @@ pub fn dot_u8_kernels() -> Vec<(&'static str, U8Kernel)> {
     let mut v: Vec<(&'static str, U8Kernel)> = vec![("portable", dot_u8_portable)];
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if crate::cpu::has_avx2_fma() {
             v.push(("avx2+fma", x86::dot_u8_avx2));
         }
-        if is_x86_feature_detected!("avx512f") {
+        if crate::cpu::has_avx512f() {
             v.push(("avx512f", x86::dot_u8_avx512));
         }
     }

@@ -246,7 +246,7 @@ impl FastBert {
         WORK.with(|work| {
             let work = &mut work.borrow_mut();
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if crate::cpu::has_avx512f() {
                 // SAFETY: the CPU has AVX-512F (checked just above).
                 unsafe { self.forward_avx512(seqs, &mut out, work) };
                 return;

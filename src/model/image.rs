@@ -315,7 +315,7 @@ pub struct ImageModelConfig {
     pub normalized: bool,
     /// The distance the encoder was trained for (`l2`).
     pub metric: String,
-    /// Default duplicate threshold on that distance (`distance < threshold` means duplicate).
+    /// Default duplicate threshold on that distance (`distance <= threshold` means duplicate).
     pub threshold: f32,
     /// Class names by label id, when known (MNIST: "0".."9").
     #[serde(default)]

@@ -101,14 +101,7 @@ impl Kernel {
 }
 
 fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::cpu::has_avx512f()
 }
 
 /// AMX-BF16 and AMX-TILE in CPUID, AVX-512F for the epilogue, and (Linux) permission from the
@@ -148,14 +141,7 @@ fn has_amx() -> bool {
 }
 
 fn has_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        has_avx512() && std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::cpu::has_avx512bf16()
 }
 
 /// Round a float32 to bfloat16 bits, to nearest even (as `vcvtneps2bf16`; NaN stays NaN).

@@ -2,17 +2,10 @@
 //! the sentence-transformers text encoder (BERT/MiniLM); ensembles of image encoders.
 
 // Before the modules, so that they can use `simd_fn!`.
-/// Whether the CPU has AVX2 and FMA (checked once, cached by std).
+/// Whether the CPU has AVX2 and FMA ([`crate::cpu`]).
 #[inline]
 pub(crate) fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::cpu::has_avx2_fma()
 }
 
 /// Define a function whose body is compiled twice: for AVX2+FMA (chosen at run time when the

@@ -429,9 +429,7 @@ mod x86 {
     /// Whether [`wgrad_taps`] can run: AVX-512 (F and VL, for 32 vector registers) besides
     /// AVX2 and FMA.
     pub fn has_avx512vl() -> bool {
-        super::has_avx2_fma()
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
+        super::has_avx2_fma() && crate::cpu::has_avx512f_vl()
     }
 
     /// The weight-gradient block sums of all `KW` taps of one kernel row at once: each 4-channel

@@ -1,6 +1,7 @@
 //! Answering queries: the [`Searcher`] (an index opened with its encoder), k nearest
 //! neighbours with the duplicate decision, identification and verification.
 
+mod backend;
 pub mod encoder;
 pub mod milvus;
 pub mod parts;

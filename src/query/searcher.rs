@@ -14,15 +14,16 @@
 //! write lock only to insert into the in-memory graph. A reader always sees whole writes.
 
 use crate::error::{Error, Result};
-use crate::index::{Calibration, Dedup, Index, Item};
+use crate::index::{is_duplicate, Calibration, Dedup, Index, Item};
 use crate::model::{ImageModel, TextEncoder};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, RwLockReadGuard};
 
+use super::backend::{Backend, Local};
 use super::encoder;
-use super::milvus::{MilvusUri, Remote, RemoteHit};
+use super::milvus::{MilvusUri, Remote};
 use super::verify::{self, Aggregate, Verification};
 
 /// One neighbour of a query (the `query --json` `results` entries of ../shared/CLI.md).
@@ -78,7 +79,7 @@ fn search_filtered(
                 source: v.item.source.clone(),
                 distance: h.distance,
                 similarity: metric.similarity(h.distance),
-                duplicate: thr.is_some_and(|t| h.distance <= t),
+                duplicate: thr.is_some_and(|t| is_duplicate(h.distance, t)),
             })
         })
         .collect()
@@ -222,18 +223,10 @@ pub struct OpenOptions {
 pub struct Searcher {
     dir: PathBuf,
     encoder: Encoder,
-    store: Store,
+    /// Where the vectors are: the local index or a Milvus collection.
+    store: Box<dyn Backend>,
     writer: Mutex<()>,
     writable: bool,
-}
-
-/// Where the vectors are. (One per searcher, so the size difference costs nothing.)
-#[allow(clippy::large_enum_variant)]
-enum Store {
-    /// An index directory on this machine.
-    Local(RwLock<Index>),
-    /// A Milvus collection.
-    Milvus(Box<Remote>),
 }
 
 impl std::fmt::Debug for Searcher {
@@ -273,7 +266,7 @@ impl Searcher {
         Ok(Searcher {
             dir: dir.to_path_buf(),
             encoder,
-            store: Store::Local(RwLock::new(index)),
+            store: Box::new(Local::new(index)),
             writer: Mutex::new(()),
             writable: opts.writable,
         })
@@ -303,7 +296,7 @@ impl Searcher {
         Ok(Searcher {
             dir: name,
             encoder,
-            store: Store::Milvus(Box::new(remote)),
+            store: Box::new(remote),
             writer: Mutex::new(()),
             writable: opts.writable,
         })
@@ -316,7 +309,7 @@ impl Searcher {
 
     /// Whether the vectors live in Milvus.
     pub fn is_remote(&self) -> bool {
-        matches!(self.store, Store::Milvus(_))
+        self.store.local().is_none()
     }
 
     /// The encoder.
@@ -328,40 +321,27 @@ impl Searcher {
     /// writers wait for it to be dropped before their in-memory step). An error for a Milvus
     /// collection, which has no local index.
     pub fn index(&self) -> Result<RwLockReadGuard<'_, Index>> {
-        match &self.store {
-            Store::Local(i) => Ok(i.read().unwrap_or_else(|p| p.into_inner())),
-            Store::Milvus(_) => Err(self.not_remote("this operation")),
-        }
+        Ok(self.local("this operation")?.read())
     }
 
-    fn local(&self) -> Option<RwLockReadGuard<'_, Index>> {
-        match &self.store {
-            Store::Local(i) => Some(i.read().unwrap_or_else(|p| p.into_inner())),
-            Store::Milvus(_) => None,
-        }
-    }
-
-    fn not_remote(&self, what: &str) -> Error {
-        Error::InvalidArgument(format!(
-            "{}: {what} needs a local index; a Milvus collection does it in Milvus itself",
-            self.dir.display()
-        ))
+    /// The local index, or an error naming `what` needs it.
+    fn local(&self, what: &str) -> Result<&Local> {
+        self.store.local().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: {what} needs a local index; a Milvus collection does it in Milvus itself",
+                self.dir.display()
+            ))
+        })
     }
 
     /// The index's dimension.
     pub fn dim(&self) -> usize {
-        match &self.store {
-            Store::Local(_) => self.local().expect("local").dim(),
-            Store::Milvus(r) => r.meta().dim,
-        }
+        self.store.dim()
     }
 
     /// Live items (for a Milvus collection, its row count; 0 when Milvus does not answer).
     pub fn len(&self) -> usize {
-        match &self.store {
-            Store::Local(_) => self.local().expect("local").len(),
-            Store::Milvus(r) => r.count().unwrap_or(0),
-        }
+        self.store.len()
     }
 
     /// Whether there are no live items.
@@ -371,26 +351,19 @@ impl Searcher {
 
     /// The metric.
     pub fn metric(&self) -> crate::index::Metric {
-        match &self.store {
-            Store::Local(_) => self.local().expect("local").metric(),
-            Store::Milvus(r) => r.metric(),
-        }
+        self.store.metric()
     }
 
     /// The calibrated threshold as a distance.
     pub fn threshold(&self) -> Option<f32> {
-        match &self.store {
-            Store::Local(_) => self.local().expect("local").threshold_distance(),
-            Store::Milvus(r) => r.meta().threshold,
-        }
+        self.store.threshold()
     }
 
     /// Embed one query.
     pub fn embed(&self, q: &Query) -> Result<Vec<f32>> {
-        Ok(self
-            .embed_many(std::slice::from_ref(q))?
+        self.embed_many(std::slice::from_ref(q))?
             .pop()
-            .expect("one"))
+            .ok_or_else(|| Error::Empty("no embedding for the query".into()))
     }
 
     /// Embed many queries, texts in shared forward passes and images likewise (what a server's
@@ -402,6 +375,11 @@ impl Searcher {
         let mut pixels: Vec<u8> = Vec::new();
         let mut image_at: Vec<usize> = Vec::new();
         let mut idx_cache = HashMap::new();
+        let (text_enc, image_enc) = match &self.encoder {
+            Encoder::Text(t) => (Some(&**t), None),
+            Encoder::Image(m) => (None, Some(&**m)),
+            Encoder::Vectors => (None, None),
+        };
         let at = |i: usize, e: Error| -> Error {
             if qs.len() == 1 {
                 e
@@ -418,24 +396,21 @@ impl Searcher {
                             Error::Empty("the query text is empty (or only spaces)".into()),
                         ));
                     }
-                    match &self.encoder {
-                        Encoder::Text(_) => texts.push((i, t)),
-                        _ => return Err(at(i, self.wrong_kind("a text"))),
+                    if text_enc.is_none() {
+                        return Err(at(i, self.wrong_kind("a text")));
                     }
+                    texts.push((i, t));
                 }
-                Query::ImageBytes(..) | Query::Image(_) => {
-                    let Encoder::Image(m) = &self.encoder else {
-                        return Err(at(i, self.wrong_kind("an image")));
-                    };
-                    let px = match *q {
-                        Query::ImageBytes(b, name) => {
-                            m.config.preprocess.load_query_bytes(b, Path::new(name))
-                        }
-                        Query::Image(spec) => load_image_spec(m, spec, &mut idx_cache),
-                        _ => unreachable!("image arms"),
-                    }
-                    .map_err(|e| at(i, e))?;
-                    pixels.extend(px);
+                Query::ImageBytes(b, name) => {
+                    let m = image_enc.ok_or_else(|| at(i, self.wrong_kind("an image")))?;
+                    let px = m.config.preprocess.load_query_bytes(b, Path::new(name));
+                    pixels.extend(px.map_err(|e| at(i, e))?);
+                    image_at.push(i);
+                }
+                Query::Image(spec) => {
+                    let m = image_enc.ok_or_else(|| at(i, self.wrong_kind("an image")))?;
+                    let px = load_image_spec(m, spec, &mut idx_cache);
+                    pixels.extend(px.map_err(|e| at(i, e))?);
                     image_at.push(i);
                 }
                 Query::Vector(v) => {
@@ -454,44 +429,26 @@ impl Searcher {
                     out[i] = Some(v.to_vec());
                 }
                 Query::Id(id) => {
-                    out[i] = Some(self.stored_vector(id).map_err(|e| at(i, e))?);
+                    out[i] = Some(self.store.stored_vector(id).map_err(|e| at(i, e))?);
                 }
             }
         }
-        if !texts.is_empty() {
-            let Encoder::Text(enc) = &self.encoder else {
-                unreachable!("checked above")
-            };
+        if let (Some(enc), false) = (text_enc, texts.is_empty()) {
             let strs: Vec<&str> = texts.iter().map(|(_, t)| *t).collect();
             let v = enc.encode(&strs, TEXT_BATCH)?;
             for ((i, _), row) in texts.iter().zip(v.chunks(enc.dim())) {
                 out[*i] = Some(row.to_vec());
             }
         }
-        if !image_at.is_empty() {
-            let Encoder::Image(m) = &self.encoder else {
-                unreachable!("checked above")
-            };
+        if let (Some(m), false) = (image_enc, image_at.is_empty()) {
             let v = m.embed_pixels(&pixels, image_at.len(), IMAGE_BATCH)?;
             for (&i, row) in image_at.iter().zip(v.chunks(m.config.dim)) {
                 out[i] = Some(row.to_vec());
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|v| v.expect("every query embedded"))
-            .collect())
-    }
-
-    fn stored_vector(&self, id: u64) -> Result<Vec<f32>> {
-        match &self.store {
-            Store::Local(_) => Ok(self.local().expect("local").get(id)?.vector.to_vec()),
-            Store::Milvus(r) => r
-                .get(&[id])?
-                .pop()
-                .map(|(_, _, v)| v)
-                .ok_or(Error::UnknownId(id)),
-        }
+        out.into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::Empty("a query was left unembedded".into()))
     }
 
     fn wrong_kind(&self, what: &str) -> Error {
@@ -510,47 +467,9 @@ impl Searcher {
 
     /// The neighbours of an embedded query, with decisions.
     pub fn search_vector(&self, v: &[f32], o: &SearchOptions) -> Result<Answer> {
-        match &self.store {
-            Store::Local(_) => answer(&self.local().expect("local"), v, o),
-            Store::Milvus(_) => Ok(self
-                .remote_answers(std::slice::from_ref(&v.to_vec()), o)?
-                .pop()
-                .expect("one")),
-        }
-    }
-
-    /// Search Milvus for all vectors in one call and decide as [`answer`] does.
-    fn remote_answers(&self, vs: &[Vec<f32>], o: &SearchOptions) -> Result<Vec<Answer>> {
-        let Store::Milvus(r) = &self.store else {
-            unreachable!("remote store")
-        };
-        check_threshold(o)?;
-        for v in vs {
-            if v.len() != r.meta().dim {
-                return Err(Error::dim(r.meta().dim, v.len(), "query vector"));
-            }
-        }
-        let k = if o.k == 0 { 10 } else { o.k };
-        let thr = o.threshold.or(r.meta().threshold);
-        let metric = r.metric();
-        let hits = r.search_many(vs, k, o.ef, o.label.as_deref())?;
-        Ok(hits
-            .into_iter()
-            .map(|hs| {
-                let results: Vec<QueryHit> = hs
-                    .into_iter()
-                    .map(|h: RemoteHit| QueryHit {
-                        id: h.id,
-                        label: h.label,
-                        source: h.source,
-                        distance: h.distance,
-                        similarity: metric.similarity(h.distance),
-                        duplicate: thr.is_some_and(|t| h.distance <= t),
-                    })
-                    .collect();
-                decided(results, thr)
-            })
-            .collect())
+        let mut a = self.store.answers(std::slice::from_ref(&v.to_vec()), o)?;
+        a.pop()
+            .ok_or_else(|| Error::Empty("the backend gave no answer".into()))
     }
 
     /// Embed and search one query.
@@ -561,15 +480,8 @@ impl Searcher {
 
     /// Embed many queries together, then search each (in parallel) under one snapshot.
     pub fn query_many(&self, qs: &[Query], o: &SearchOptions) -> Result<Vec<Answer>> {
-        use rayon::prelude::*;
         let vs = self.embed_many(qs)?;
-        match &self.store {
-            Store::Local(_) => {
-                let idx = self.local().expect("local");
-                vs.par_iter().map(|v| answer(&idx, v, o)).collect()
-            }
-            Store::Milvus(_) => self.remote_answers(&vs, o),
-        }
+        self.store.answers(&vs, o)
     }
 
     /// Accept or reject the claim that `q` is the enrolled `label` (see [`verify::verify`]).
@@ -592,32 +504,7 @@ impl Searcher {
         threshold: Option<f32>,
         aggregate: Aggregate,
     ) -> Result<Verification> {
-        let Store::Milvus(r) = &self.store else {
-            return verify::verify(
-                &self.local().expect("local"),
-                v,
-                label,
-                threshold,
-                aggregate,
-            );
-        };
-        let threshold = threshold.or(r.meta().threshold).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "{}: no calibrated threshold; pass one",
-                self.dir.display()
-            ))
-        })?;
-        if v.len() != r.meta().dim {
-            return Err(Error::dim(r.meta().dim, v.len(), "query vector"));
-        }
-        let refs = r.references(label)?;
-        let refs: Vec<(u64, &[f32])> = refs.iter().map(|(id, _, v)| (*id, v.as_slice())).collect();
-        verify::verify_among(v, &refs, r.metric(), label, threshold, aggregate).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "{}: nobody is enrolled as {label:?}",
-                self.dir.display()
-            ))
-        })
+        self.store.verify(&self.dir, v, label, threshold, aggregate)
     }
 
     /// Enrol items: embedded with the index's encoder (no lock held), then logged durably and
@@ -648,57 +535,22 @@ impl Searcher {
     pub fn add_vectors(&self, vectors: &[f32], items: Vec<Item>) -> Result<Vec<u64>> {
         self.check_writable()?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Store::Milvus(r) = &self.store {
-            let dim = r.meta().dim;
-            if vectors.len() != items.len() * dim {
-                return Err(Error::dim(
-                    dim,
-                    vectors.len() / items.len().max(1),
-                    "vectors added",
-                ));
-            }
-            let mut vectors = vectors.to_vec();
-            if r.meta().normalize {
-                for row in vectors.chunks_mut(dim) {
-                    crate::index::metric::normalize(row);
-                }
-            }
-            let first = r.next_id()?;
-            let ids: Vec<u64> = (first..first + items.len() as u64).collect();
-            let (labels, texts) = items.into_iter().map(|i| (i.label, i.source)).unzip();
-            r.insert(&crate::index::parquet::Rows {
-                ids: ids.iter().map(|&i| i as i64).collect(),
-                labels,
-                texts,
-                vectors,
-                dim,
-            })?;
-            return Ok(ids);
-        }
-        let pending = self.index()?.log_add(vectors, items)?;
-        let ids = self.write_index().apply_add(pending, &|_| {})?;
-        self.maybe_checkpoint()?;
-        Ok(ids)
+        self.store.add_vectors(vectors, items)
     }
 
     /// Delete items by id (all live and distinct, or nothing is deleted). Durable on return.
     pub fn delete(&self, ids: &[u64]) -> Result<()> {
         self.check_writable()?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Store::Milvus(r) = &self.store {
-            return r.delete(ids);
-        }
-        let pending = self.index()?.log_delete(ids)?;
-        self.write_index().apply_delete(pending);
-        self.maybe_checkpoint()
+        self.store.delete(ids)
     }
 
     /// Store a calibration (a checkpoint).
     pub fn set_calibration(&self, c: Option<Calibration>) -> Result<()> {
         self.check_writable()?;
-        drop(self.index()?);
+        let local = self.local("storing a calibration")?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.write_index().set_calibration(c)
+        local.write().set_calibration(c)
     }
 
     /// Distances between the two sides of labelled pairs, embedded with the index's encoder
@@ -721,20 +573,18 @@ impl Searcher {
     /// Write the log into the next generation (readers keep searching meanwhile).
     pub fn checkpoint(&self) -> Result<()> {
         self.check_writable()?;
+        let local = self.local("a checkpoint")?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        drop(self.index()?);
-        self.write_index().repair_graph();
-        let g = self.index()?.write_checkpoint()?;
-        self.write_index().install(g);
-        Ok(())
+        local.checkpoint()
     }
 
     /// Rebuild without deleted items (readers keep searching the old graph meanwhile).
     pub fn compact(&self) -> Result<()> {
         self.check_writable()?;
+        let local = self.local("compaction")?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let g = self.index()?.write_compacted(&|_| {})?;
-        self.write_index().install(g);
+        let g = local.read().write_compacted(&|_| {})?;
+        local.write().install(g);
         Ok(())
     }
 
@@ -754,43 +604,8 @@ impl Searcher {
 
     /// Figures about the index: constant time (a server's `GET /v1/indexes` calls it).
     pub fn stats(&self) -> Stats {
-        if let Store::Milvus(r) = &self.store {
-            let items = r.count().unwrap_or(0);
-            return Stats {
-                dir: self.dir.display().to_string(),
-                items,
-                slots: items,
-                dim: r.meta().dim,
-                metric: r.metric().name().to_string(),
-                backend: "milvus".into(),
-                quantize: "none".into(),
-                rerank: None,
-                encoder: self.encoder.kind().to_string(),
-                threshold: r.meta().threshold,
-                generation: 0,
-                log_bytes: 0,
-                log_records: 0,
-                memory_bytes: 0,
-            };
-        }
-        let idx = self.local().expect("local");
-        let (log_bytes, log_records) = idx.log_size();
-        Stats {
-            dir: self.dir.display().to_string(),
-            items: idx.len(),
-            slots: idx.slot_count(),
-            dim: idx.dim(),
-            metric: idx.metric().name().to_string(),
-            backend: idx.manifest().backend.name().to_string(),
-            quantize: idx.manifest().hnsw.quantize.name().to_string(),
-            rerank: (!idx.manifest().hnsw.quantize.is_none()).then_some(idx.manifest().hnsw.rerank),
-            encoder: self.encoder.kind().to_string(),
-            threshold: idx.threshold_distance(),
-            generation: idx.manifest().generation,
-            log_bytes,
-            log_records,
-            memory_bytes: idx.backend().memory_bytes(),
-        }
+        self.store
+            .stats(&self.dir.display().to_string(), self.encoder.kind())
     }
 
     /// The distinct labels of the live items, sorted (a scan of every item; local indexes).
@@ -800,22 +615,7 @@ impl Searcher {
 
     /// Checkpoint what the log holds (when writable) and release the index.
     pub fn close(self) -> Result<()> {
-        let Store::Local(index) = self.store else {
-            return Ok(());
-        };
-        let idx = index.into_inner().unwrap_or_else(|p| p.into_inner());
-        if self.writable {
-            idx.close()?;
-        }
-        Ok(())
-    }
-
-    /// Only called after `self.index()?` succeeded (a local store).
-    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        match &self.store {
-            Store::Local(i) => i.write().unwrap_or_else(|p| p.into_inner()),
-            Store::Milvus(_) => unreachable!("writes to the local index only"),
-        }
+        self.store.close(self.writable)
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -825,16 +625,6 @@ impl Searcher {
                 self.dir.display()
             )));
         }
-        Ok(())
-    }
-
-    fn maybe_checkpoint(&self) -> Result<()> {
-        if !self.index()?.wants_checkpoint() {
-            return Ok(());
-        }
-        self.write_index().repair_graph();
-        let g = self.index()?.write_checkpoint()?;
-        self.write_index().install(g);
         Ok(())
     }
 }
@@ -864,25 +654,24 @@ fn load_recorded_encoder(
 }
 
 /// Search `idx` for `v` and decide.
-fn answer(idx: &Index, v: &[f32], o: &SearchOptions) -> Result<Answer> {
-    check_threshold(o)?;
+pub(super) fn answer(idx: &Index, v: &[f32], o: &SearchOptions) -> Result<Answer> {
+    check_threshold(o, idx.metric())?;
     let k = if o.k == 0 { 10 } else { o.k };
     let results = search_filtered(idx, v, k, o.ef, o.threshold, o.label.as_deref())?;
     let threshold = o.threshold.or_else(|| idx.threshold_distance());
     Ok(decided(results, threshold))
 }
 
-fn check_threshold(o: &SearchOptions) -> Result<()> {
+/// A threshold given with the query must be a valid distance for `metric`.
+pub(super) fn check_threshold(o: &SearchOptions, metric: crate::index::Metric) -> Result<()> {
     match o.threshold {
-        Some(t) if !t.is_finite() => Err(Error::InvalidArgument(format!(
-            "threshold {t} is not a finite distance"
-        ))),
-        _ => Ok(()),
+        Some(t) => metric.check_threshold(t).map(|_| ()),
+        None => Ok(()),
     }
 }
 
 /// The answer for hits already decided at `threshold`, with the identity for labelled ones.
-fn decided(results: Vec<QueryHit>, threshold: Option<f32>) -> Answer {
+pub(super) fn decided(results: Vec<QueryHit>, threshold: Option<f32>) -> Answer {
     let labelled = results.iter().any(|h| !h.label.is_empty());
     let identity = labelled.then(|| verify::identify(&results));
     Answer {

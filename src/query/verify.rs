@@ -39,6 +39,7 @@ pub fn verify(
                 index.dir().display()
             ))
         })?;
+    index.metric().check_threshold(threshold)?;
     if query.len() != index.dim() {
         return Err(Error::dim(index.dim(), query.len(), "query vector"));
     }
@@ -96,7 +97,7 @@ pub fn verify_among(
     let distance = aggregate.apply(&dist, &among);
     Some(Verification {
         label: label.to_string(),
-        accepted: distance <= threshold,
+        accepted: crate::index::is_duplicate(distance, threshold),
         distance,
         threshold,
         aggregate,

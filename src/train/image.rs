@@ -367,8 +367,9 @@ pub fn pair_distances(emb: &[f32], dim: usize, pairs: &[Pair]) -> Vec<f32> {
         .collect()
 }
 
-/// The best accuracy over all thresholds of "similar iff distance < t", and that `t` (the
-/// midpoint between consecutive sorted distances).
+/// The best accuracy over all thresholds of "similar iff distance <= t" (the crate's one rule,
+/// [`crate::index::is_duplicate`]), and that `t`: the midpoint between the last distance taken
+/// and the next one (kept strictly below the next one where f32 rounds the midpoint up to it).
 pub fn best_threshold_accuracy(dist: &[f32], pairs: &[Pair]) -> (f64, f32) {
     let mut v: Vec<(f32, bool)> = dist
         .iter()
@@ -378,14 +379,30 @@ pub fn best_threshold_accuracy(dist: &[f32], pairs: &[Pair]) -> (f64, f32) {
     v.sort_by(|a, b| a.0.total_cmp(&b.0));
     let n_neg = v.iter().filter(|x| !x.1).count();
     // threshold below everything: all predicted dissimilar
-    let (mut correct, mut best, mut best_t) = (n_neg, n_neg, v.first().map_or(0.0, |x| x.0 - 1e-6));
+    let (mut correct, mut best, mut best_t) = (
+        n_neg,
+        n_neg,
+        v.first().map_or(0.0, |x| {
+            let t = x.0 - 1e-6;
+            if t < x.0 {
+                t
+            } else {
+                x.0.next_down()
+            }
+        }),
+    );
     for i in 0..v.len() {
         correct = if v[i].1 { correct + 1 } else { correct - 1 };
         let distinct = i + 1 == v.len() || v[i + 1].0 > v[i].0;
         if distinct && correct > best {
             best = correct;
             best_t = if i + 1 < v.len() {
-                0.5 * (v[i].0 + v[i + 1].0)
+                let m = 0.5 * (v[i].0 + v[i + 1].0);
+                if m < v[i + 1].0 {
+                    m
+                } else {
+                    v[i].0
+                }
             } else {
                 v[i].0 + 1e-6
             };
@@ -394,12 +411,13 @@ pub fn best_threshold_accuracy(dist: &[f32], pairs: &[Pair]) -> (f64, f32) {
     (best as f64 / v.len().max(1) as f64, best_t)
 }
 
-/// Share of pairs classified right with "similar iff distance < threshold".
+/// Share of pairs classified right with "similar iff distance <= threshold"
+/// ([`crate::index::is_duplicate`]).
 pub fn pair_accuracy(dist: &[f32], pairs: &[Pair], threshold: f32) -> f64 {
     let ok = dist
         .iter()
         .zip(pairs)
-        .filter(|(&d, p)| (d < threshold) == (p.y == 1.0))
+        .filter(|(&d, p)| crate::index::is_duplicate(d, threshold) == (p.y == 1.0))
         .count();
     ok as f64 / pairs.len().max(1) as f64
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod corpus;
+mod decision;
 mod dlib_face;
 mod engine;
 mod ensemble;
