@@ -7,7 +7,9 @@ use std::collections::BinaryHeap;
 
 use super::distance::{kernels, Kernels};
 use super::metric::{check_rows, Metric};
-use super::vector_index::{prepare_query, Hit, Progress, Scored, SlotFilter, VectorIndex};
+use super::vector_index::{
+    append_rows, prepare_query, Hit, Progress, Scored, SlotFilter, VectorIndex,
+};
 
 /// Brute-force exact nearest-neighbour search.
 #[derive(Debug, Clone)]
@@ -74,20 +76,7 @@ impl VectorIndex for FlatIndex {
     }
 
     fn add(&mut self, vectors: &[f32], progress: &Progress) -> Result<()> {
-        let rows = check_rows(vectors, self.dim, "vectors")?;
-        if self.len() + rows > u32::MAX as usize {
-            return Err(Error::InvalidArgument(format!(
-                "an index holds at most {} vectors",
-                u32::MAX
-            )));
-        }
-        let start = self.data.len();
-        self.data.extend_from_slice(vectors);
-        if self.metric.normalizes() {
-            self.data[start..]
-                .chunks_mut(self.dim)
-                .for_each(|v| self.metric.prepare(v));
-        }
+        let rows = append_rows(&mut self.data, vectors, self.dim, self.metric)?;
         progress(rows);
         Ok(())
     }

@@ -15,8 +15,8 @@ use hnsw_rs::prelude::{Distance, FilterT, Hnsw};
 
 use super::distance::{kernels, Kernels};
 use super::hnsw::HnswParams;
-use super::metric::{check_rows, Metric};
-use super::vector_index::{prepare_query, Hit, Progress, SlotFilter, VectorIndex};
+use super::metric::Metric;
+use super::vector_index::{append_rows, prepare_query, Hit, Progress, SlotFilter, VectorIndex};
 
 /// Layers hnsw_rs may use (its own maximum).
 const MAX_LAYERS: usize = 16;
@@ -148,21 +148,9 @@ impl VectorIndex for HnswRsIndex {
     }
 
     fn add(&mut self, vectors: &[f32], progress: &Progress) -> Result<()> {
-        let rows = check_rows(vectors, self.dim, "vectors")?;
-        if self.len() + rows >= u32::MAX as usize {
-            return Err(Error::InvalidArgument(format!(
-                "an index holds fewer than {} vectors",
-                u32::MAX
-            )));
-        }
         let first = self.len();
         let start = self.data.len();
-        self.data.extend_from_slice(vectors);
-        if self.metric.normalizes() {
-            self.data[start..]
-                .chunks_mut(self.dim)
-                .for_each(|v| self.metric.prepare(v));
-        }
+        append_rows(&mut self.data, vectors, self.dim, self.metric)?;
         let dim = self.dim;
         let rows_data: Vec<(&[f32], usize)> = self.data[start..]
             .chunks_exact(dim)

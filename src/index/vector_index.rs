@@ -1,12 +1,12 @@
 //! The trait every vector index implements (exact flat scan, our HNSW graph, hnsw_rs), and the
 //! search result type.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use super::metric::{check_vector, Metric};
+use super::metric::{check_rows, check_vector, Metric};
 
 /// One search result: the id of a stored vector and its distance to the query (see
 /// [`Metric`] for what the distance means; convert to a similarity with
@@ -128,4 +128,30 @@ impl Ord for Nearest {
     fn cmp(&self, o: &Self) -> Ordering {
         o.0.cmp(&self.0)
     }
+}
+
+/// Append `vectors` (rows of `dim`) to `data`, prepared for `metric` (normalised for cosine),
+/// after checking that they are finite whole rows and that the slots still fit in a `u32`
+/// (`u32::MAX` itself is reserved). Returns the number of rows appended.
+pub(crate) fn append_rows(
+    data: &mut Vec<f32>,
+    vectors: &[f32],
+    dim: usize,
+    metric: Metric,
+) -> Result<usize> {
+    let rows = check_rows(vectors, dim, "vectors")?;
+    if data.len() / dim + rows >= u32::MAX as usize {
+        return Err(Error::InvalidArgument(format!(
+            "an index holds fewer than {} vectors",
+            u32::MAX
+        )));
+    }
+    let start = data.len();
+    data.extend_from_slice(vectors);
+    if metric.normalizes() {
+        data[start..]
+            .chunks_mut(dim)
+            .for_each(|v| metric.prepare(v));
+    }
+    Ok(rows)
 }

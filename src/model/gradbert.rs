@@ -322,6 +322,22 @@ fn transpose(a: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
     }
 }
 
+/// After a projection `y` (tokens x hidden): dropout (`mask`), the residual, then layer norm
+/// with `(gamma, beta, eps)`, keeping what the backward needs (BERT's `SelfOutput`/`Output`).
+fn dropout_add_norm(
+    y: &mut [f32],
+    mask: &[f32],
+    residual: &[f32],
+    ln: (&[f32], &[f32], f32),
+    xhat: &mut Vec<f32>,
+    rstd: &mut Vec<f32>,
+) {
+    let (g, b, eps) = ln;
+    apply_mask(y, mask);
+    y.iter_mut().zip(residual).for_each(|(y, r)| *y += r);
+    layer_norm_fwd(y, g.len(), g, b, eps, xhat, rstd);
+}
+
 simd_fn! {
 /// Layer norm of each `h`-wide row of `x` in place; keeps the normalised rows and 1/std.
 fn layer_norm_fwd(
@@ -730,14 +746,12 @@ impl GradBert {
             let mut a = Vec::new();
             linear_fwd(&lt.ctx, t, self.p(l, AOW), self.p(l, AOB), h, h, &mut a);
             lt.m1 = dropout_mask(&mut rng, t * h, p_hidden);
-            apply_mask(&mut a, &lt.m1);
-            a.iter_mut().zip(&x).for_each(|(a, x)| *a += x);
-            layer_norm_fwd(
+            let (ln_g, ln_b) = (self.p(l, LN1G), self.p(l, LN1B));
+            dropout_add_norm(
                 &mut a,
-                h,
-                self.p(l, LN1G),
-                self.p(l, LN1B),
-                self.eps,
+                &lt.m1,
+                &x,
+                (ln_g, ln_b, self.eps),
                 &mut lt.xhat1,
                 &mut lt.rstd1,
             );
@@ -764,14 +778,12 @@ impl GradBert {
                 &mut o,
             );
             lt.m2 = dropout_mask(&mut rng, t * h, p_hidden);
-            apply_mask(&mut o, &lt.m2);
-            o.iter_mut().zip(&a).for_each(|(o, a)| *o += a);
-            layer_norm_fwd(
+            let (ln_g, ln_b) = (self.p(l, LN2G), self.p(l, LN2B));
+            dropout_add_norm(
                 &mut o,
-                h,
-                self.p(l, LN2G),
-                self.p(l, LN2B),
-                self.eps,
+                &lt.m2,
+                &a,
+                (ln_g, ln_b, self.eps),
                 &mut lt.xhat2,
                 &mut lt.rstd2,
             );

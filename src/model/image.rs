@@ -13,10 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-/// The config file name inside a model directory.
-pub const CONFIG_FILE: &str = "config.json";
-/// The weights file name inside a model directory.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub use super::encoder_dir::{CONFIG_FILE, WEIGHTS_FILE};
 /// Format tag of image encoder configs.
 pub const IMAGE_FORMAT: &str = "twindex-image-encoder";
 
@@ -624,21 +621,7 @@ impl ImageModel {
 
     /// Save config and weights into `dir` (created if needed), each file written atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let varmap = self
-            .varmap
-            .as_ref()
-            .ok_or_else(|| Error::Msg("only a trainable model can be saved".into()))?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let wpath = dir.join(WEIGHTS_FILE);
-        let tmp = fsutil::temp_path(&wpath);
-        varmap.save(&tmp).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::corrupt(&wpath, format!("cannot write weights: {e}"))
-        })?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &wpath).map_err(|e| Error::io(&wpath, e))?;
+        super::encoder_dir::save_weights(self.varmap.as_ref(), dir)?;
         // A face-aligning encoder carries its landmark predictor.
         if let Some(fa) = &self.config.preprocess.face_align {
             let src = fa
@@ -652,7 +635,7 @@ impl ImageModel {
                 fsutil::atomic_write(&dst, &bytes)?;
             }
         }
-        fsutil::atomic_write_json(&dir.join(CONFIG_FILE), &self.config)
+        super::encoder_dir::save_config(&self.config, dir)
     }
 
     /// Embed a batch of preprocessed inputs `[B, H, W, C]`.

@@ -1378,6 +1378,11 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
+    /// The gradients of `sum(t * proj)`: a random projection makes every element of `t` matter.
+    fn grads_of(t: Tensor, proj: &Tensor) -> candle_core::backprop::GradStore {
+        (t * proj).unwrap().sum_all().unwrap().backward().unwrap()
+    }
+
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
@@ -1442,18 +1447,8 @@ mod tests {
             let slow = generic(&x, &w, &b, act);
             assert!(max_abs_diff(&fast, &slow) < 1e-5, "{act:?} forward");
             let proj = rand_tensor(fast.dims(), seed + 30);
-            let gf = (fast * &proj)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gs = (slow * &proj)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let gf = grads_of(fast, &proj);
+            let gs = grads_of(slow, &proj);
             for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
                 let (a, bb) = (gf.get(v).unwrap(), gs.get(v).unwrap());
                 let d = max_abs_diff(a, bb);
@@ -1461,12 +1456,7 @@ mod tests {
             }
             // Without the input gradient, x gets none and w still gets the same.
             let fast = conv2d_act(&x, &w, &b, act, false).unwrap();
-            let g = (fast * &proj)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let g = grads_of(fast, &proj);
             assert!(g.get(&x).is_none());
             assert!(max_abs_diff(g.get(&w).unwrap(), gs.get(&w).unwrap()) < 1e-4);
         }
@@ -1494,18 +1484,8 @@ mod tests {
                 "{act:?} {pool:?} forward"
             );
             let proj = rand_tensor(fused.dims(), seed + 3);
-            let gf = (fused * &proj)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gs = (slow * &proj)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let gf = grads_of(fused, &proj);
+            let gs = grads_of(slow, &proj);
             for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
                 let d = max_abs_diff(gf.get(v).unwrap(), gs.get(v).unwrap());
                 assert!(d < 1e-4, "{act:?} {pool:?} grad {name}: max diff {d}");
@@ -1535,12 +1515,7 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        let gs = (slow * &proj)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let gs = grads_of(slow, &proj);
         let d = max_abs_diff(gf.get(&x).unwrap(), gs.get(&x).unwrap());
         assert!(d < 1e-6, "avg backward: max diff {d}");
         // Max pooling: candle's forward is the oracle; its backward scales by 1/4 (it multiplies
@@ -1599,18 +1574,8 @@ mod tests {
         let fast = tanh(&x).unwrap();
         let slow = x.tanh().unwrap();
         assert!(max_abs_diff(&fast, &slow) < 2e-6);
-        let gf = (fast * &proj)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gs = (slow * &proj)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let gf = grads_of(fast, &proj);
+        let gs = grads_of(slow, &proj);
         assert!(max_abs_diff(gf.get(&x).unwrap(), gs.get(&x).unwrap()) < 1e-5);
     }
 }

@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// The `format` of a sequence encoder's config.json.
 pub const SEQUENCE_FORMAT: &str = "twindex-sequence-encoder";
-/// File names inside an encoder directory.
-pub const CONFIG_FILE: &str = "config.json";
-pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub use super::encoder_dir::{CONFIG_FILE, WEIGHTS_FILE};
 
 /// The network's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,22 +324,8 @@ impl SequenceModel {
 
     /// Save config and weights into `dir` (created if needed), each file written atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let varmap = self
-            .varmap
-            .as_ref()
-            .ok_or_else(|| Error::Msg("only a trainable model can be saved".into()))?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let wpath = dir.join(WEIGHTS_FILE);
-        let tmp = fsutil::temp_path(&wpath);
-        varmap.save(&tmp).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::corrupt(&wpath, format!("cannot write weights: {e}"))
-        })?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &wpath).map_err(|e| Error::io(&wpath, e))?;
-        fsutil::atomic_write_json(&dir.join(CONFIG_FILE), &self.config)
+        super::encoder_dir::save_weights(self.varmap.as_ref(), dir)?;
+        super::encoder_dir::save_config(&self.config, dir)
     }
 
     /// Stack feature sequences (each `points x channels`) into the input `[B, T, C]`.
