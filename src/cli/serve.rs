@@ -78,7 +78,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         limits: Limits {
             max_body_bytes: a.max_body_bytes,
             max_batch_request: a.max_batch_request.max(1),
-            request_timeout: Duration::from_millis(a.timeout_ms.max(1)),
+            request_timeout: Duration::from_millis(a.timeout_ms),
             max_batch: a.max_batch.max(1),
             max_wait: Duration::from_millis(a.batch_wait_ms),
             queue_capacity: a.queue_capacity.max(1),

@@ -674,6 +674,19 @@ impl ImageModel {
     pub fn embed_pixels(&self, pixels: &[u8], n: usize, batch: usize) -> Result<Vec<f32>> {
         let p = &self.config.preprocess;
         let per = p.height * p.width * p.channels;
+        if pixels.len() != n * per {
+            return Err(Error::Shape(format!(
+                "{n} images of the encoder's input size {}x{}x{} are {} values, got {}: the \
+                 images are another size than the encoder expects (preprocess them to {}x{})",
+                p.height,
+                p.width,
+                p.channels,
+                n * per,
+                pixels.len(),
+                p.height,
+                p.width
+            )));
+        }
         let mut out = Vec::with_capacity(n * self.config.dim);
         // The face ResNet's first convolution unfolds 150x150 chips into 3 MB of patches each
         // (candle's im2col): small batches keep that in cache and the memory bounded.

@@ -43,6 +43,30 @@ pub struct Limits {
     pub queue_capacity: usize,
 }
 
+impl Limits {
+    /// Refuse limits under which the server could answer nothing (a zero timeout, batch or
+    /// queue): one line naming the limit.
+    pub fn check(&self) -> crate::Result<()> {
+        let zero = [
+            (
+                "the request timeout (--timeout-ms)",
+                self.request_timeout.is_zero(),
+            ),
+            ("the body limit", self.max_body_bytes == 0),
+            ("the batch size", self.max_batch == 0),
+            ("the request batch limit", self.max_batch_request == 0),
+            ("the queue capacity", self.queue_capacity == 0),
+            ("the text length limit", self.max_text_chars == 0),
+        ];
+        match zero.iter().find(|(_, z)| *z) {
+            Some((what, _)) => Err(crate::Error::InvalidArgument(format!(
+                "{what} is 0: every request would be refused; expected at least 1"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

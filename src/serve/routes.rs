@@ -147,13 +147,15 @@ async fn auth(State(st): St, req: Request, next: Next) -> Response {
 
 // ---- extractors ----
 
-/// A JSON body: content type checked, size limited, parsed with errors naming the place.
+/// A JSON body: content type checked, size limited, read within the request timeout (a body
+/// shorter than its `Content-Length`, or a client that stalls, gets 408 and the connection is
+/// closed), parsed with errors naming the place.
 pub struct JsonBody(pub Value);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl FromRequest<Arc<AppState>> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
             if !ct.contains("json") {
@@ -164,7 +166,20 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 ));
             }
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        let limit = state.limits.request_timeout;
+        let read = tokio::time::timeout(limit, Bytes::from_request(req, state)).await;
+        let read = read.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "body: the request body did not arrive within {} ms (shorter than its \
+                     Content-Length?)",
+                    limit.as_millis()
+                ),
+            )
+        })?;
+        let bytes = read.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,

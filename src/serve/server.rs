@@ -104,8 +104,10 @@ impl Server {
                 return Err(Error::Empty("the bearer token is empty".into()));
             }
         }
+        cfg.limits.check()?;
         let metrics = Arc::new(Metrics::default());
         let mut indexes = BTreeMap::new();
+        let mut dirs: Vec<(std::path::PathBuf, &str)> = Vec::new();
         for spec in &cfg.indexes {
             if !valid_name(&spec.name) {
                 return Err(Error::InvalidArgument(format!(
@@ -134,7 +136,27 @@ impl Server {
                     })?;
                     Searcher::open_milvus(&uri, &coll, &oo)?
                 }
-                _ => Searcher::open(&spec.dir, &oo)?,
+                _ => {
+                    if !spec.dir.join("manifest.json").is_file() {
+                        return Err(Error::InvalidArgument(format!(
+                            "--index {}={}: no twindex index there (no manifest.json)",
+                            spec.name,
+                            spec.dir.display()
+                        )));
+                    }
+                    let real =
+                        std::fs::canonicalize(&spec.dir).map_err(|e| Error::io(&spec.dir, e))?;
+                    if let Some((_, other)) = dirs.iter().find(|(d, _)| *d == real) {
+                        return Err(Error::InvalidArgument(format!(
+                            "--index {}={}: the same index is already served as {other:?}; \
+                             serve each index once",
+                            spec.name,
+                            spec.dir.display()
+                        )));
+                    }
+                    dirs.push((real, &spec.name));
+                    Searcher::open(&spec.dir, &oo)?
+                }
             });
             let queue = match searcher.encoder().kind() {
                 "vectors" => None,

@@ -7,6 +7,7 @@ mod dlib_face;
 mod engine;
 mod ensemble;
 mod faces;
+mod hostile;
 mod index_crash;
 mod index_engine;
 mod index_graph;

@@ -132,6 +132,11 @@ impl Server {
         http(&self.addr, method, path, headers, body)
     }
 
+    /// The address it listens on (`127.0.0.1:PORT`).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
         self.call("GET", path, &[], b"")
     }

@@ -1,0 +1,143 @@
+//! Inputs a hostile user tried (issue 25's sweep): each is a clear one-line error or a right
+//! answer, never a panic (exit 101) or a hang.
+
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use twindex::index::vecio::{write_npy, Matrix};
+
+fn twindex(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_twindex"))
+        .args(args)
+        .output()
+        .expect("run twindex")
+}
+
+/// The command fails with exit code 1 (not a panic's 101) and says why in its first line,
+/// which contains every one of `words`.
+fn refused(args: &[&str], words: &[&str]) {
+    let o = twindex(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    let first = err.lines().next().unwrap_or("");
+    for w in words {
+        assert!(first.contains(w), "{args:?}: {first:?} lacks {w:?}");
+    }
+}
+
+fn vector_index(root: &Path) -> String {
+    let npy = root.join("v.npy");
+    write_npy(
+        &npy,
+        &Matrix {
+            rows: 3,
+            cols: 2,
+            data: vec![0.0, 1.0, 1.0, 0.0, 1.0, 1.0],
+        },
+    )
+    .unwrap();
+    let dir = root.join("idx");
+    let o = twindex(&[
+        "index",
+        "build",
+        "--vectors",
+        npy.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir.to_str().unwrap().to_string()
+}
+
+#[test]
+fn serve_refuses_settings_that_would_refuse_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vector_index(tmp.path());
+    refused(
+        &["serve", "--index", &format!("t={d}"), "--timeout-ms", "0"],
+        &["timeout", "0"],
+    );
+    refused(
+        &[
+            "serve",
+            "--index",
+            &format!("a={d}"),
+            "--index",
+            &format!("b={d}"),
+        ],
+        &["already served", "\"a\""],
+    );
+    let nope = tmp.path().join("nope");
+    refused(
+        &["serve", "--index", &format!("t={}", nope.display())],
+        &["no twindex index there"],
+    );
+}
+
+#[test]
+fn serve_answers_a_body_shorter_than_its_content_length_and_closes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vector_index(tmp.path());
+    let srv = crate::serve::Server::start(&["--index", &format!("t={d}"), "--timeout-ms", "500"]);
+    let addr = srv.addr().to_string();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = json!({"vector": [0.0, 1.0]}).to_string();
+    // announce 100 bytes more than are sent, then wait
+    write!(
+        s,
+        "POST /v1/indexes/t/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len() + 100
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer); // ends when the server closes the connection
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    srv.stop();
+}
+
+/// A folder of uncompressed IDX files (train and t10k) of `n` images of `side x side`.
+fn idx_corpus(dir: &Path, n: usize, side: usize) {
+    use twindex::corpus::idx::encode_idx;
+    std::fs::create_dir_all(dir).unwrap();
+    for set in ["train", "t10k"] {
+        let px = vec![7u8; n * side * side];
+        let images = encode_idx(&[n, side, side], &px);
+        std::fs::write(dir.join(format!("{set}-images-idx3-ubyte")), images).unwrap();
+        let mut labels = vec![0, 0, 8, 1];
+        labels.extend((n as u32).to_be_bytes());
+        labels.extend((0..n).map(|i| (i % 10) as u8));
+        std::fs::write(dir.join(format!("{set}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+#[test]
+fn images_of_another_size_than_the_encoder_are_an_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("small");
+    idx_corpus(&corpus, 5, 10);
+    let out = tmp.path().join("idx");
+    let o = twindex(&[
+        "index",
+        "build",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("another size"), "{err}");
+    assert!(
+        !out.join("manifest.json").exists(),
+        "a half-built index was left"
+    );
+}
