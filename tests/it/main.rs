@@ -13,6 +13,7 @@ mod index_graph;
 mod index_io;
 mod index_quant;
 mod online;
+mod props;
 mod scale;
 mod serve;
 mod text;
