@@ -1,7 +1,9 @@
 //! Property-based tests (proptest) of the invariants: the persistent index agrees with a plain
 //! model through any sequence of adds, deletes, checkpoints, compactions and reopenings; the
 //! write-ahead log replays exactly the whole records before any cut and survives any damage;
-//! every file reader returns an error, never a panic, on arbitrary or damaged bytes.
+//! every file reader (IDX, PGM/PNG, pair and text TSV, pen trajectories, manifests, items,
+//! npy/fvecs/ivecs, Parquet parts) returns an error naming the file, never a panic, on arbitrary
+//! or damaged bytes.
 //!
 //! Cases are few (32 to 256 a property) so the suite stays fast; a failure prints the shrunk
 //! input, and `PROPTEST_CASES=10000 cargo test --release --test it props::` searches harder.
@@ -516,6 +518,87 @@ proptest! {
             prop_assert!(e.to_string().contains("items.jsonl"), "{}", e);
         }
         let _ = Index::open(d);
+    }
+}
+
+/// A small `.npy`, `.fvecs`, `.ivecs` and Parquet part, as twindex writes them.
+fn vector_files() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+    use twindex::index::parquet::{write_part, PartMeta, Rows};
+    use twindex::index::vecio::{write_fvecs, write_ivecs, write_npy};
+    use twindex::index::Matrix;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let m = Matrix {
+        rows: 3,
+        cols: 2,
+        data: vec![0.5, -1.0, 2.0, 0.0, 1.5, -2.5],
+    };
+    write_npy(&d.join("v.npy"), &m).unwrap();
+    write_fvecs(&d.join("v.fvecs"), &m).unwrap();
+    let ints = Matrix {
+        rows: 2,
+        cols: 3,
+        data: vec![1, 2, 3, -4, 5, 6],
+    };
+    write_ivecs(&d.join("v.ivecs"), &ints).unwrap();
+    let rows = Rows {
+        ids: vec![0, 1, 2],
+        labels: vec!["a".into(), "b".into(), "".into()],
+        texts: vec!["x".into(), "y".into(), "z".into()],
+        vectors: m.data.clone(),
+        dim: 2,
+    };
+    let meta = PartMeta {
+        twindex: "test".into(),
+        encoder: serde_json::json!({"kind": "vectors"}),
+        dim: 2,
+        metric: "l2".into(),
+        normalize: false,
+        threshold: None,
+        calibration: None,
+        hnsw: None,
+        rows: 3,
+        shard: None,
+        source: "props".into(),
+    };
+    write_part(&d.join("v.parquet"), &rows, &meta).unwrap();
+    let r = |n: &str| std::fs::read(d.join(n)).unwrap();
+    (r("v.npy"), r("v.fvecs"), r("v.ivecs"), r("v.parquet"))
+}
+
+#[test]
+fn vector_file_samples_are_valid() {
+    let (npy, fvecs, ivecs, part) = vector_files();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str, b: &[u8]| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    use twindex::index::vecio::{read_fvecs, read_ivecs, read_npy};
+    assert_eq!(read_npy(&p("v.npy", &npy)).unwrap().rows, 3);
+    assert_eq!(read_fvecs(&p("v.fvecs", &fvecs)).unwrap().rows, 3);
+    assert_eq!(read_ivecs(&p("v.ivecs", &ivecs)).unwrap().rows, 2);
+    let (meta, rows) = twindex::index::parquet::read_part(&p("v.parquet", &part)).unwrap();
+    assert_eq!((meta.rows, rows.len()), (3, 3));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The vector files an index is built from or exported to.
+    #[test]
+    fn vector_file_readers_never_panic(
+        (npy, fvecs, ivecs, part) in {
+            let (npy, fvecs, ivecs, part) = vector_files();
+            (damaged(npy), damaged(fvecs), damaged(ivecs), damaged(part))
+        },
+    ) {
+        use twindex::index::vecio::{read_fvecs, read_ivecs, read_npy};
+        reads_or_names("x.npy", &npy, read_npy);
+        reads_or_names("x.fvecs", &fvecs, read_fvecs);
+        reads_or_names("x.ivecs", &ivecs, read_ivecs);
+        reads_or_names("x.parquet", &part, twindex::index::parquet::read_part);
     }
 }
 
