@@ -17,6 +17,8 @@ pub mod index;
 pub mod model;
 pub mod query;
 pub mod serve;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod timing;
 pub mod train;
 

@@ -112,10 +112,12 @@ impl Record {
                 let first_id = u64_at(1)?;
                 let rows = u32_at(9)? as usize;
                 let dim = u32_at(13)? as usize;
-                let vend = 17 + rows * dim * 4;
-                let vb = p
-                    .get(17..vend)
+                let vb = rows
+                    .checked_mul(dim)
+                    .and_then(|n| n.checked_mul(4))
+                    .and_then(|n| p.get(17..n.checked_add(17)?))
                     .ok_or_else(|| bad(format!("{rows} vectors of dimension {dim} do not fit")))?;
+                let vend = 17 + vb.len();
                 let vectors: Vec<f32> = vb
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))

@@ -1115,22 +1115,20 @@ mod amx {
 mod tests {
     use super::*;
 
-    /// A deterministic pseudo-random fill in [-1, 1) (xorshift), seed printed by the caller.
+    /// A deterministic pseudo-random fill in [-1, 1) (xorshift from state `seed`).
     fn fill(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.max(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        crate::testutil::XorShift::from_state(seed).take(n)
     }
 
-    /// The vector attention against the plain loops, on lengths around the 16-lane vectors.
+    /// The AVX-512 attention (what [`attention`] runs on this CPU) against the plain loops, on
+    /// lengths around the 16-lane vectors.
     #[test]
+    #[cfg_attr(
+        not(cpu_avx512f),
+        ignore = "needs AVX-512F: this CPU runs the plain-loop attention only"
+    )]
     fn attention_matches_reference() {
+        assert!(has_avx512(), "build.rs saw AVX-512F, this CPU has none");
         let (h, heads) = (64, 2);
         let lens = [1, 15, 16, 17, 40];
         let t: usize = lens.iter().sum();
@@ -1138,7 +1136,11 @@ mod tests {
         let mut want = vec![0f32; t * h];
         attention_reference(&qkv, &mut want, &lens, h, heads, &mut Vec::new());
         let mut got = vec![0f32; t * h];
-        attention(&qkv, &mut got, &lens, h, heads, &mut Vec::new());
+        // SAFETY: AVX-512F checked above; the head size 32 is a multiple of 16, at most 64.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx512::attention(&qkv, &mut got, &lens, h, heads, &mut Vec::new())
+        };
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!((g - w).abs() < 1e-5, "ctx[{i}] = {g}, want {w}");
         }
@@ -1146,18 +1148,20 @@ mod tests {
 
     /// The AVX512-BF16 conversion to AMX A tiles against the scalar one.
     #[test]
+    #[cfg_attr(not(cpu_avx512bf16), ignore = "needs AVX512-BF16")]
     fn bf16_tiles_match_scalar() {
+        assert!(has_bf16(), "build.rs saw AVX512-BF16, this CPU has none");
         let (m, k) = (37usize, 70usize);
         let nkc = k.div_ceil(32);
         let x = fill(m * k, 5);
         let mut want = vec![Tile([1; 512]); m.next_multiple_of(32) / 16 * nkc];
         to_bf16_tiles_scalar(&x, m, k, nkc, &mut want);
-        if !has_bf16() {
-            return;
-        }
         let mut got = vec![Tile([1; 512]); want.len()];
-        // SAFETY: AVX512-BF16 detected just above.
-        unsafe { avx512::to_bf16_tiles(&x, m, k, nkc, &mut got) };
+        // SAFETY: AVX512-BF16 checked above.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx512::to_bf16_tiles(&x, m, k, nkc, &mut got)
+        };
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(g.0, w.0, "tile {i}");
         }
@@ -1184,10 +1188,13 @@ mod tests {
         assert_eq!(bf16_to_f32(f32_to_bf16(-2.5)), -2.5);
     }
 
-    /// Every kernel this CPU has, on awkward shapes (rows not a multiple of 6 or 48, columns
-    /// not a multiple of 64, odd depth, depth over one block), against the float64 oracle.
-    #[test]
-    fn linear_kernels_match_reference() {
+    /// `kernel` on awkward shapes (rows not a multiple of 6 or 48, columns not a multiple of
+    /// 64, odd depth, depth over one block), against the float64 oracle.
+    fn linear_kernel_matches_reference(kernel: Kernel) {
+        assert!(
+            kernel.available(),
+            "{kernel:?}: build.rs saw it on this CPU, but it is not available here"
+        );
         for &(m, n, k, gelu) in &[
             (1, 1, 1, false),
             (7, 70, 33, true),
@@ -1199,30 +1206,45 @@ mod tests {
             let x = fill(m * k, seed);
             let w = fill(n * k, seed + 1);
             let b = fill(n, seed + 2);
-            for kernel in [
-                Kernel::Amx,
-                Kernel::Avx512Bf16,
-                Kernel::Avx512F32,
-                Kernel::Portable,
-            ] {
-                if !kernel.available() {
-                    println!("{kernel:?}: not on this CPU, skipped");
-                    continue;
-                }
-                let lin = Linear::with_kernel(&w, b.clone(), n, k, kernel);
-                let want = linear_reference(&x, &w, &b, m, n, k, gelu, lin.precision());
-                let mut got = vec![0f32; m * n];
-                lin.forward(&x, m, &mut got, gelu, &mut Scratch::default());
-                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-                    // float32 accumulation of k terms of size <= 1.
-                    let tol = 1e-5 * (k as f32).sqrt() + 1e-5;
-                    assert!(
-                        (g - e).abs() <= tol,
-                        "{kernel:?} m {m} n {n} k {k} seed {seed}: y[{i}] = {g}, want {e}"
-                    );
-                }
+            let lin = Linear::with_kernel(&w, b.clone(), n, k, kernel);
+            let want = linear_reference(&x, &w, &b, m, n, k, gelu, lin.precision());
+            let mut got = vec![0f32; m * n];
+            lin.forward(&x, m, &mut got, gelu, &mut Scratch::default());
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                // float32 accumulation of k terms of size <= 1.
+                let tol = 1e-5 * (k as f32).sqrt() + 1e-5;
+                assert!(
+                    (g - e).abs() <= tol,
+                    "{kernel:?} m {m} n {n} k {k} seed {seed}: y[{i}] = {g}, want {e}"
+                );
             }
         }
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(cpu_amx),
+        ignore = "needs AMX-BF16 and AMX-TILE (Sapphire Rapids or later)"
+    )]
+    fn amx_kernel_matches_reference() {
+        linear_kernel_matches_reference(Kernel::Amx);
+    }
+
+    #[test]
+    #[cfg_attr(not(cpu_avx512bf16), ignore = "needs AVX512-BF16")]
+    fn avx512_bf16_kernel_matches_reference() {
+        linear_kernel_matches_reference(Kernel::Avx512Bf16);
+    }
+
+    #[test]
+    #[cfg_attr(not(cpu_avx512f), ignore = "needs AVX-512F")]
+    fn avx512_f32_kernel_matches_reference() {
+        linear_kernel_matches_reference(Kernel::Avx512F32);
+    }
+
+    #[test]
+    fn portable_kernel_matches_reference() {
+        linear_kernel_matches_reference(Kernel::Portable);
     }
 }
 

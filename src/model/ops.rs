@@ -1364,17 +1364,8 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
-        // xorshift in [-1, 1)
         let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect();
+        let v = crate::testutil::XorShift::new(seed).take(n);
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 

@@ -9,17 +9,13 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The dlib model files, or `None` (with the reason printed) where they were not fetched.
-pub fn dlib_models() -> Option<PathBuf> {
+/// The dlib model files (the tests that call this are ignored by build.rs's `has_dlib_models`
+/// where they were not fetched).
+pub fn dlib_models() -> PathBuf {
     let d = root().join("corpora/dlib-models");
-    let why = "dlib's models: bash benches/peers/fetch_dlib_models.sh fetches them";
-    if crate::input_present(&d.join("dlib_face_recognition_resnet_model_v1.dat"), why)
-        && crate::input_present(&d.join("shape_predictor_5_face_landmarks.dat"), why)
-    {
-        Some(d)
-    } else {
-        None
-    }
+    crate::require_input(&d.join("dlib_face_recognition_resnet_model_v1.dat"));
+    crate::require_input(&d.join("shape_predictor_5_face_landmarks.dat"));
+    d
 }
 
 /// `twindex import dlib-face` from `models` into `dir/dlib-face`; returns that directory.
@@ -45,8 +41,12 @@ fn grey(path: &Path) -> (Vec<u8>, usize, usize) {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_dlib_models),
+    ignore = "needs dlib's models in corpora/dlib-models: bash benches/peers/fetch_dlib_models.sh"
+)]
 fn landmarks_and_descriptors_match_dlib() {
-    let Some(d) = dlib_models() else { return };
+    let d = dlib_models();
     let sp = ShapePredictor::load(&d.join("shape_predictor_5_face_landmarks.dat")).unwrap();
     let net = DlibResNet::load_dat(&d.join("dlib_face_recognition_resnet_model_v1.dat")).unwrap();
     assert_eq!((sp.num_parts(), net.side(), net.dim()), (5, 150, 128));
@@ -124,8 +124,12 @@ fn landmarks_and_descriptors_match_dlib() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_dlib_models),
+    ignore = "needs dlib's models in corpora/dlib-models: bash benches/peers/fetch_dlib_models.sh"
+)]
 fn truncated_or_foreign_dlib_files_are_named_errors() {
-    let Some(d) = dlib_models() else { return };
+    let d = dlib_models();
     let t = tempfile::tempdir().unwrap();
     let sp = std::fs::read(d.join("shape_predictor_5_face_landmarks.dat")).unwrap();
     let net = std::fs::read(d.join("dlib_face_recognition_resnet_model_v1.dat")).unwrap();
@@ -152,9 +156,13 @@ fn truncated_or_foreign_dlib_files_are_named_errors() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_dlib_models),
+    ignore = "needs dlib's models in corpora/dlib-models: bash benches/peers/fetch_dlib_models.sh"
+)]
 fn imported_face_encoder_enrols_identifies_and_verifies() {
     use super::cli::{fails_with, ok_json, twindex};
-    let Some(d) = dlib_models() else { return };
+    let d = dlib_models();
     let t = tempfile::tempdir().unwrap();
     let model = t.path().join("dlib-face");
     let (m, ds) = (model.to_str().unwrap(), d.to_str().unwrap());
@@ -235,9 +243,13 @@ fn imported_face_encoder_enrols_identifies_and_verifies() {
 /// The ORL protocol on one fold (10 unseen people, 10 enrolment images each) with
 /// dlib's pretrained descriptor: identification >= 0.97 and verification ROC-AUC >= 0.99.
 #[test]
+#[cfg_attr(
+    not(has_dlib_models),
+    ignore = "needs dlib's models in corpora/dlib-models: bash benches/peers/fetch_dlib_models.sh"
+)]
 fn orl_fold_with_the_pretrained_face_descriptor() {
     use super::cli::ok_json;
-    let Some(d) = dlib_models() else { return };
+    let d = dlib_models();
     let t = tempfile::tempdir().unwrap();
     let model = import(&d, t.path());
     let m = model.to_str().unwrap();
@@ -278,9 +290,13 @@ fn reader_decodes_packed_ints_floats_and_names_truncation() {
 /// An encoder trained on aligned chips (`--align-faces DIR`) carries the landmark predictor it
 /// was trained with and reads query files through the same alignment.
 #[test]
+#[cfg_attr(
+    not(has_dlib_models),
+    ignore = "needs dlib's models in corpora/dlib-models: bash benches/peers/fetch_dlib_models.sh"
+)]
 fn encoder_trained_on_aligned_faces_is_self_contained() {
     use twindex::model::{Arch, ImageModel, ImageModelConfig};
-    let Some(d) = dlib_models() else { return };
+    let d = dlib_models();
     let t = tempfile::tempdir().unwrap();
     let dlib = import(&d, t.path());
     let fa = ImageModel::load(&dlib)

@@ -20,8 +20,7 @@ const READERS: usize = 4;
 
 /// The vector of item `i`: a function of `i` only.
 fn vector_of(i: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(i ^ 0x5eed);
-    (0..DIM).map(|_| rng.random_range(-1.0..1.0)).collect()
+    crate::data::vectors(i ^ 0x5eed, 1, DIM)
 }
 
 /// Write the vectors of items `ids` (see [`vector_of`]) as a `.npy` file.
@@ -308,13 +307,10 @@ fn processes_query_while_one_writes_and_a_second_writer_is_refused() {
     assert_eq!(idx.len() as u64, i - deleted.len() as u64, "nothing lost");
 }
 
-fn minilm() -> Option<PathBuf> {
+fn minilm() -> PathBuf {
     let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/all-MiniLM-L6-v2");
-    crate::input_present(
-        &m.join("model.safetensors"),
-        "the MiniLM model in ../shared",
-    )
-    .then_some(m)
+    crate::require_input(&m.join("model.safetensors"));
+    m
 }
 
 fn lines(v: &std::process::Output) -> Vec<Value> {
@@ -325,8 +321,9 @@ fn lines(v: &std::process::Output) -> Vec<Value> {
 }
 
 #[test]
+#[cfg_attr(not(has_minilm), ignore = "needs ../shared/models/all-MiniLM-L6-v2")]
 fn a_text_index_grows_answers_many_queries_and_refuses_bad_input() {
-    let Some(model) = minilm() else { return };
+    let model = minilm();
     let tmp = tempfile::tempdir().unwrap();
     let p = |x: &Path| x.to_str().unwrap().to_string();
     let texts = tmp.path().join("q.tsv");
@@ -607,9 +604,6 @@ fn a_text_index_grows_answers_many_queries_and_refuses_bad_input() {
 #[test]
 fn blank_and_huge_images_and_fifos_are_refused() {
     let enc = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/encoders/mnist-cnn");
-    if !crate::input_present(&enc.join("config.json"), "the shipped MNIST encoder") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let p = |x: &Path| x.to_str().unwrap().to_string();
     // A small image index: 30 MNIST training digits as PNG files in class folders.
@@ -798,10 +792,6 @@ fn bench_ground_truth_is_item_ids_after_compaction() {
 /// reports the headline figures, and leaves an index it did not make alone.
 #[test]
 fn demo_runs_the_main_job_and_never_replaces_a_foreign_index() {
-    let enc = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/encoders/mnist-cnn");
-    if !crate::input_present(&enc.join("config.json"), "the shipped MNIST encoder") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let idx = tmp.path().join("demo");
     let idx_s = idx.to_str().unwrap();

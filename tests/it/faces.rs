@@ -100,11 +100,13 @@ fn orl_protocol_reproduces_raw_pixel_figures() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_signatures),
+    ignore = "needs ../shared/corpora/signatures-svc2004"
+)]
 fn signature_protocol_runs_on_raw_pixels() {
     let sig = root().join("../shared/corpora/signatures-svc2004");
-    if !crate::input_present(&sig.join("labels.tsv"), "signatures stay in ../shared") {
-        return;
-    }
+    crate::require_input(&sig.join("labels.tsv"));
     let v = ok_json(&[
         "eval",
         "--protocol",

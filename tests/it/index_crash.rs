@@ -27,8 +27,7 @@ const SEED: u64 = 20250101;
 
 /// The vector of item `i`: a function of `i` only, so the parent can check it.
 fn vector_of(i: usize) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
-    (0..DIM).map(|_| rng.random_range(-1.0..1.0)).collect()
+    crate::data::vectors(i as u64, 1, DIM)
 }
 
 fn batch(first: usize) -> (Vec<f32>, Vec<Item>) {

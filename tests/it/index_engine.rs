@@ -1,8 +1,7 @@
 //! The persistent index: round trips, add / delete / compact, corruption detection, errors,
 //! dedup and calibration. Seeds are fixed and printed.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use crate::data::vectors as random_vectors;
 use serde_json::json;
 use std::path::Path;
 use twindex::error::Error;
@@ -11,11 +10,6 @@ use twindex::index::{
 };
 
 const DIM: usize = 16;
-
-fn random_vectors(seed: u64, n: usize, dim: usize) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n * dim).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
 
 fn items(first: usize, n: usize) -> Vec<Item> {
     (first..first + n)

@@ -1,34 +1,12 @@
 //! The fast paths against their slow oracles: SIMD distances against scalar loops, HNSW
 //! (ours and hnsw_rs) recall against the exact flat index. Seeds are fixed and printed.
 
+use crate::data::clustered;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use twindex::error::Error;
 use twindex::index::distance::{available_kernels, dot_scalar, l2_squared_scalar};
 use twindex::index::{FlatIndex, HnswGraph, HnswParams, HnswRsIndex, Metric, VectorIndex};
-
-/// `n` points of dimension `dim` around `clusters` random centres (Gaussian noise, sd `spread`).
-pub fn clustered(seed: u64, n: usize, dim: usize, clusters: usize, spread: f32) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let centres: Vec<f32> = (0..clusters * dim)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let mut out = Vec::with_capacity(n * dim);
-    for _ in 0..n {
-        let c = rng.random_range(0..clusters);
-        for j in 0..dim {
-            out.push(centres[c * dim + j] + spread * gauss(&mut rng));
-        }
-    }
-    out
-}
-
-fn gauss(rng: &mut ChaCha8Rng) -> f32 {
-    // Box-Muller.
-    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.random();
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-}
 
 fn recall(
     engine: &dyn VectorIndex,

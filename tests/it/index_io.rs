@@ -1,7 +1,5 @@
 //! Vector file formats and the benchmark report.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use twindex::error::Error;
 use twindex::index::bench::{self, BenchOptions, BuildStats};
 use twindex::index::vecio::{
@@ -10,14 +8,7 @@ use twindex::index::vecio::{
 use twindex::index::{HnswGraph, HnswParams, Matrix, Metric, VectorIndex};
 
 fn random_matrix(seed: u64, rows: usize, cols: usize) -> Matrix<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    Matrix {
-        rows,
-        cols,
-        data: (0..rows * cols)
-            .map(|_| rng.random_range(-5.0..5.0))
-            .collect(),
-    }
+    crate::data::matrix(seed, rows, cols, -5.0..5.0)
 }
 
 fn format_msg(e: Error) -> String {
@@ -147,14 +138,16 @@ fn npy_round_trip_and_errors() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_minilm_reference),
+    ignore = "needs ../shared/reference/minilm_ref_100.npy"
+)]
 fn the_shipped_reference_npy_reads_if_present() {
     let p = std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/reference/minilm_ref_100.npy"
     ));
-    if !crate::input_present(p, "reference embeddings in ../shared") {
-        return;
-    }
+    crate::require_input(p);
     let m = read_npy(p).unwrap();
     assert_eq!((m.rows, m.cols), (100, 384));
     // The reference embeddings are L2-normalised.

@@ -3,9 +3,7 @@
 //! add / delete / checkpoint / log replay / compact, memory-mapped after reopening. Seeds are
 //! fixed and printed.
 
-use crate::index_graph::clustered;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use crate::data::clustered;
 use serde_json::json;
 use std::path::Path;
 use twindex::index::{
@@ -140,9 +138,6 @@ fn parallel_build_has_the_recall_of_the_serial_build() {
 fn sq8_and_parallel_recall_on_mnist_subset() {
     let base = Path::new("corpora/mnist/train-images-idx3-ubyte.gz");
     let test = Path::new("corpora/mnist/t10k-images-idx3-ubyte.gz");
-    if !crate::input_present(base, "shipped MNIST") {
-        return;
-    }
     let (n, nq, dim) = (6000, 300, 784);
     println!("MNIST: first {n} train images as base, first {nq} test images as queries");
     let px = |p: &Path, rows: usize| -> Vec<f32> {
@@ -221,8 +216,7 @@ fn sq8_graph_file_round_trip_and_version_checks() {
 const DIM: usize = 16;
 
 fn vector_of(i: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(i ^ 0xabc);
-    (0..DIM).map(|_| rng.random_range(-1.0..1.0)).collect()
+    crate::data::vectors(i ^ 0xabc, 1, DIM)
 }
 
 fn item(i: u64) -> Item {

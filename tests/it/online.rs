@@ -1,7 +1,7 @@
 //! Online signatures: the trajectory reader on malformed files, banded DTW against a
 //! hand-computed case, the protocol on a synthetic corpus, and a short training run of the
-//! sequence twin on SVC2004 writers (needs ../shared; skipped with a reason when absent,
-//! a failure when `CI` is set).
+//! sequence twin on SVC2004 writers (needs ../shared: ignored with the reason when absent, a
+//! failure when `CI` is set).
 
 use std::path::{Path, PathBuf};
 use twindex::corpus::trajectory::{read_trajectory, OnlineSignature};
@@ -14,10 +14,11 @@ use twindex::model::pen::{PenPreprocess, ALL_FEATURES};
 use twindex::model::sequence::{SequenceModel, SequenceModelConfig, SequenceNetConfig};
 use twindex::train::sequence::{train_sequence, SequenceItem, SequenceTrainConfig};
 
-fn shared_corpus() -> Option<PathBuf> {
+fn shared_corpus() -> PathBuf {
     let p =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora/signatures-svc2004-online");
-    crate::input_present(&p.join("U1S1.TXT"), "the online signature tests need it").then_some(p)
+    crate::require_input(&p.join("U1S1.TXT"));
+    p
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -151,8 +152,12 @@ fn protocol_counts_and_perfect_separation() {
 /// and beats the untrained network (which already sits below 0.5: its random features of
 /// the standardised trajectory carry some signal).
 #[test]
+#[cfg_attr(
+    not(has_online_signatures),
+    ignore = "needs ../shared/corpora/signatures-svc2004-online"
+)]
 fn short_training_run_beats_chance() {
-    let Some(dir) = shared_corpus() else { return };
+    let dir = shared_corpus();
     let corpus = OnlineCorpus::load(&dir).unwrap();
     assert_eq!(
         corpus.sigs.len(),

@@ -21,15 +21,7 @@ use twindex::query::{NewItem, OpenOptions, Query, SearchOptions, Searcher};
 const MODEL: &str = "../shared/models/all-MiniLM-L6-v2";
 
 fn vectors(seed: u64, n: usize, dim: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n * dim)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    crate::data::uniform(seed, n, dim, -0.5..0.5)
 }
 
 /// A raw-vector index of `n` items of `dim`, labelled `l0..l3`; the last item's label is
@@ -167,12 +159,13 @@ fn export_round_trips_parquet_and_npy_and_refuses_to_overwrite() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(has_minilm, has_qqp)),
+    ignore = "needs ../shared: models/all-MiniLM-L6-v2 and corpora/pairs/qqp-10k.tsv"
+)]
 fn embed_shards_concatenate_to_the_single_run_and_parts_of_two_encoders_are_refused() {
-    if !crate::input_present(Path::new(MODEL), "the MiniLM text model")
-        || !crate::input_present(Path::new(crate::serve::QQP), "QQP questions")
-    {
-        return;
-    }
+    crate::require_input(Path::new(MODEL));
+    crate::require_input(Path::new(crate::serve::QQP));
     let tmp = tempfile::tempdir().unwrap();
     // 2,100 texts: three blocks of 1,024, so three shards get one block each.
     let (texts, _) = questions(2100, 0);
@@ -416,21 +409,17 @@ fn healthy() -> bool {
     out.starts_with("HTTP/1.") && out.contains(" 200 ") && out.trim_end().ends_with("OK")
 }
 
-/// Whether this machine can run the Milvus tests (skips with a reason outside CI).
-fn milvus_available() -> Option<PathBuf> {
+/// The Milvus server (the tests that call this are ignored by build.rs's `has_milvus` where it is
+/// not installed or this is not root: they need a network namespace).
+fn milvus_server() -> PathBuf {
     let bin = milvus_server_bin();
-    if !crate::input_present(&bin, "the Milvus standalone server; .ci/run installs it") {
-        return None;
-    }
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the Milvus tests need root (a network namespace) under CI"
-        );
-        println!("skipped: not root, so no network namespace for Milvus");
-        return None;
-    }
-    Some(bin)
+    crate::require_input(&bin);
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the Milvus tests need root (a network namespace)"
+    );
+    bin
 }
 
 const URI: &str = "milvus://127.0.0.1:19530";
@@ -449,15 +438,14 @@ fn query_json_lines(args: &[&str]) -> Vec<Value> {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(has_milvus, has_minilm, has_qqp)),
+    ignore = "needs root, the Milvus server (bash benches/peers/milvus_setup.sh target/milvus-venv) and ../shared's MiniLM and QQP"
+)]
 fn milvus_backend_answers_like_the_local_index_and_refuses_bad_pushes() {
-    let Some(bin) = milvus_available() else {
-        return;
-    };
-    if !crate::input_present(Path::new(MODEL), "the MiniLM text model")
-        || !crate::input_present(Path::new(crate::serve::QQP), "QQP questions")
-    {
-        return;
-    }
+    let bin = milvus_server();
+    crate::require_input(Path::new(MODEL));
+    crate::require_input(Path::new(crate::serve::QQP));
     let manifest = env!("CARGO_MANIFEST_DIR").to_string();
     in_netns(move || {
         std::env::set_current_dir(&manifest).unwrap();

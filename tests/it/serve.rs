@@ -3,6 +3,7 @@
 //! of malformed requests all answered 4xx with a JSON error naming the field, the bearer token,
 //! and the search page in headless Chromium.
 
+use crate::data::vectors;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -27,18 +28,10 @@ const N: usize = 400;
 const DIM: usize = 16;
 const SEED: u64 = 12;
 
-/// Absent inputs: skip with a reason, except under CI, where they must be there
-/// ([`crate::input_present`]).
-fn require(what: &str) -> bool {
-    crate::input_present(Path::new(what), "a serve test needs it")
-}
-
-fn vectors(seed: u64, n: usize, dim: usize) -> Vec<f32> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..n * dim)
-        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
-        .collect()
+/// An input from ../shared; a test that calls this is ignored by build.rs where it is absent
+/// ([`crate::require_input`]).
+fn require(what: &str) {
+    crate::require_input(Path::new(what));
 }
 
 fn twindex_ok(args: &[&str]) {
@@ -618,10 +611,13 @@ pub fn questions(n: usize, m: usize) -> (Vec<String>, Vec<String>) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(has_minilm, has_qqp)),
+    ignore = "needs ../shared: models/all-MiniLM-L6-v2 and corpora/pairs/qqp-10k.tsv"
+)]
 fn serve_text_index_batches_concurrent_queries_like_the_library() {
-    if !require(MODEL) || !require(QQP) {
-        return;
-    }
+    require(MODEL);
+    require(QQP);
     let tmp = tempfile::tempdir().unwrap();
     let (corpus, others) = questions(300, 24);
     let file = tmp.path().join("q.txt");
@@ -826,40 +822,17 @@ fn chromium_run(bin: &Path, profile: &Path, extra: &[&str], url: &str) -> String
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-#[test]
-fn serve_search_page_in_headless_chromium() {
-    let Some(bin) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is absent and CI is set: apt-get install -y chromium"
-        );
-        println!("skipped: chromium is absent (apt-get install -y chromium)");
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = vector_index(tmp.path());
-    let mut specs = vec![format!("vec={}", dir.display())];
-    // Under CI the text index part is mandatory too.
-    let text = require(MODEL) && require(QQP);
-    if text {
-        let (corpus, _) = questions(300, 0);
-        let file = tmp.path().join("q.txt");
-        std::fs::write(&file, corpus.join("\n")).unwrap();
-        let tdir = tmp.path().join("qqp");
-        twindex_ok(&[
-            "index",
-            "build",
-            "--model",
-            MODEL,
-            "--text",
-            file.to_str().unwrap(),
-            "--out",
-            tdir.to_str().unwrap(),
-        ]);
-        specs.push(format!("qqp={}", tdir.display()));
-    }
+/// Headless Chromium (the tests that call this are ignored by build.rs's `has_chromium` where it
+/// is not on PATH).
+fn chromium_bin() -> PathBuf {
+    chromium()
+        .expect("chromium on PATH (build.rs saw it or CI is set): apt-get install -y chromium")
+}
+
+/// `twindex serve` over `specs` (`NAME=DIR`); its page loads nothing from elsewhere.
+fn page_server(specs: &[String]) -> Server {
     let mut args = Vec::new();
-    for s in &specs {
+    for s in specs {
         args.extend(["--index", s.as_str()]);
     }
     let srv = Server::start(&args);
@@ -871,6 +844,19 @@ fn serve_search_page_in_headless_chromium() {
         !page.contains("http://") && !page.contains("https://"),
         "the page loads nothing from elsewhere"
     );
+    srv
+}
+
+#[test]
+#[cfg_attr(
+    not(has_chromium),
+    ignore = "needs chromium on PATH: apt-get install -y chromium"
+)]
+fn serve_search_page_in_headless_chromium() {
+    let bin = chromium_bin();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = vector_index(tmp.path());
+    let srv = page_server(&[format!("vec={}", dir.display())]);
 
     // Load the page, query item 7 by id, read the result rows from the DOM.
     let dom = chromium_run(
@@ -886,27 +872,56 @@ fn serve_search_page_in_headless_chromium() {
         "item 7 is its own nearest neighbour: {dom}"
     );
     assert!(dom.contains("5 neighbours in"), "{dom}");
+    srv.stop();
+}
 
-    if text {
-        let url = format!(
-            "http://{}/?index=qqp&q={}&k=5",
-            srv.addr, "How%20can%20I%20learn%20to%20invest%20in%20the%20share%20market%3F"
-        );
-        let dom = chromium_run(&bin, &tmp.path().join("p2"), &["--dump-dom"], &url);
-        assert_eq!(dom.matches("class=\"hit").count(), 5, "{dom}");
-        assert!(dom.contains("share market"), "{dom}");
-        let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve-page.png");
-        let _ = std::fs::remove_file(&shot);
-        chromium_run(
-            &bin,
-            &tmp.path().join("p3"),
-            &[&format!("--screenshot={}", shot.display())],
-            &url,
-        );
-        let png = std::fs::read(&shot).expect("a screenshot");
-        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-        println!("screenshot: {}", shot.display());
-    }
+#[test]
+#[cfg_attr(
+    not(all(has_chromium, has_minilm, has_qqp)),
+    ignore = "needs chromium on PATH (apt-get install -y chromium) and ../shared's MiniLM and QQP"
+)]
+fn serve_text_search_page_in_headless_chromium() {
+    let bin = chromium_bin();
+    require(MODEL);
+    require(QQP);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = vector_index(tmp.path());
+    let (corpus, _) = questions(300, 0);
+    let file = tmp.path().join("q.txt");
+    std::fs::write(&file, corpus.join("\n")).unwrap();
+    let tdir = tmp.path().join("qqp");
+    twindex_ok(&[
+        "index",
+        "build",
+        "--model",
+        MODEL,
+        "--text",
+        file.to_str().unwrap(),
+        "--out",
+        tdir.to_str().unwrap(),
+    ]);
+    let srv = page_server(&[
+        format!("vec={}", dir.display()),
+        format!("qqp={}", tdir.display()),
+    ]);
+    let url = format!(
+        "http://{}/?index=qqp&q={}&k=5",
+        srv.addr, "How%20can%20I%20learn%20to%20invest%20in%20the%20share%20market%3F"
+    );
+    let dom = chromium_run(&bin, &tmp.path().join("p2"), &["--dump-dom"], &url);
+    assert_eq!(dom.matches("class=\"hit").count(), 5, "{dom}");
+    assert!(dom.contains("share market"), "{dom}");
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve-page.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium_run(
+        &bin,
+        &tmp.path().join("p3"),
+        &[&format!("--screenshot={}", shot.display())],
+        &url,
+    );
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    println!("screenshot: {}", shot.display());
     srv.stop();
 }
 

@@ -31,17 +31,21 @@ const QQP: &str = concat!(
 /// Every reference sentence within this cosine of sentence-transformers' embedding.
 const MIN_COSINE: f32 = 0.9999;
 
-fn present(paths: &[&str]) -> bool {
-    paths
-        .iter()
-        .all(|p| crate::input_present(Path::new(p), "an input in ../shared"))
+/// Inputs from ../shared; a test that calls this is ignored by build.rs where they are absent
+/// ([`crate::require_input`]).
+fn require(paths: &[&str]) {
+    for p in paths {
+        crate::require_input(Path::new(p));
+    }
 }
 
 #[test]
+#[cfg_attr(
+    not(all(has_minilm, has_minilm_reference)),
+    ignore = "needs ../shared: models/all-MiniLM-L6-v2 and reference/minilm_ref_100.*"
+)]
 fn minilm_matches_sentence_transformers() {
-    if !present(&[MODEL, REF_TXT, REF_NPY, REF_TOKENS]) {
-        return;
-    }
+    require(&[MODEL, REF_TXT, REF_NPY, REF_TOKENS]);
     let enc = TextEncoder::load(Path::new(MODEL)).unwrap();
     assert_eq!(enc.dim(), 384);
     let text = std::fs::read_to_string(REF_TXT).unwrap();
@@ -117,10 +121,12 @@ fn min_cosine(a: &[f32], b: &[f32], dim: usize) -> (f32, usize) {
 /// checked in `minilm_matches_sentence_transformers`): the candle reference, the packed
 /// float32 forward and the bfloat16 one (on CPUs without bfloat16 support, float32 again).
 #[test]
+#[cfg_attr(
+    not(all(has_minilm, has_minilm_reference)),
+    ignore = "needs ../shared: models/all-MiniLM-L6-v2 and reference/minilm_ref_100.*"
+)]
 fn every_backend_matches_sentence_transformers() {
-    if !present(&[MODEL, REF_TXT, REF_NPY]) {
-        return;
-    }
+    require(&[MODEL, REF_TXT, REF_NPY]);
     let mut enc = TextEncoder::load(Path::new(MODEL)).unwrap();
     let text = std::fs::read_to_string(REF_TXT).unwrap();
     let sentences: Vec<&str> = text.lines().collect();
@@ -145,10 +151,9 @@ fn every_backend_matches_sentence_transformers() {
 }
 
 #[test]
+#[cfg_attr(not(has_minilm), ignore = "needs ../shared/models/all-MiniLM-L6-v2")]
 fn missing_tokenizer_is_named() {
-    if !present(&[MODEL]) {
-        return;
-    }
+    require(&[MODEL]);
     let dir = tempfile::tempdir().unwrap();
     for f in ["config.json", "model.safetensors"] {
         std::os::unix::fs::symlink(Path::new(MODEL).join(f), dir.path().join(f)).unwrap();
@@ -171,9 +176,7 @@ fn missing_tokenizer_is_named() {
 fn encode_speed() {
     const N: usize = 2000;
     const BATCH: usize = 32;
-    if !present(&[MODEL, QQP]) {
-        return;
-    }
+    require(&[MODEL, QQP]);
     let tsv = std::fs::read_to_string(QQP).unwrap();
     let questions: Vec<&str> = tsv
         .lines()

@@ -21,10 +21,12 @@ const QQP_TRAIN: &str = concat!(
     "/../shared/corpora/pairs/qqp-10k.train.tsv"
 );
 
-fn present(paths: &[&str]) -> bool {
-    paths
-        .iter()
-        .all(|p| crate::input_present(Path::new(p), "an input in ../shared"))
+/// Inputs from ../shared; a test that calls this is ignored by build.rs where they are absent
+/// ([`crate::require_input`]).
+fn require(paths: &[&str]) {
+    for p in paths {
+        crate::require_input(Path::new(p));
+    }
 }
 
 fn t2(rows: &[[f64; 2]]) -> Tensor {
@@ -146,10 +148,12 @@ fn some_pairs(n: usize) -> Vec<TextPair> {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(has_minilm, has_qqp)),
+    ignore = "needs ../shared: models/all-MiniLM-L6-v2 and corpora/pairs/qqp-10k.train.tsv"
+)]
 fn trainable_bert_matches_inference_bert() {
-    if !present(&[MODEL, QQP_TRAIN]) {
-        return;
-    }
+    require(&[MODEL, QQP_TRAIN]);
     let parts = TextModelParts::read(Path::new(MODEL)).unwrap();
     let dev = Device::Cpu;
     let tensors: HashMap<String, Tensor> = parts
@@ -190,10 +194,12 @@ fn trainable_bert_matches_inference_bert() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(has_minilm, has_qqp)),
+    ignore = "needs ../shared: models/all-MiniLM-L6-v2 and corpora/pairs/qqp-10k.train.tsv"
+)]
 fn tiny_fine_tune_learns_saves_and_reloads() {
-    if !present(&[MODEL, QQP_TRAIN]) {
-        return;
-    }
+    require(&[MODEL, QQP_TRAIN]);
     let pairs = some_pairs(8);
     let cfg = TextTrainConfig {
         loss: TextLoss::Contrastive,
@@ -299,30 +305,6 @@ fn bad_input_is_a_clear_error() {
         out,
     ]);
     assert!(e.contains("nope/config.json"), "{e}");
-    if present(&[MODEL]) {
-        let e = run(&[
-            "train",
-            "text",
-            "--pairs",
-            tsv.to_str().unwrap(),
-            "--base",
-            MODEL,
-            "--out",
-            out,
-        ]);
-        assert!(e.contains("p.tsv") && e.contains("line 2"), "{e}");
-        let e = run(&[
-            "train",
-            "text",
-            "--pairs",
-            "/nonexistent.tsv",
-            "--base",
-            MODEL,
-            "--out",
-            out,
-        ]);
-        assert!(e.contains("/nonexistent.tsv"), "{e}");
-    }
     assert!(!Path::new(out).exists(), "no output on failure");
 
     // A folder twindex did not make is never replaced: refused before any work, untouched.
@@ -358,20 +340,60 @@ fn bad_input_is_a_clear_error() {
         "keep me"
     );
     assert!(twindex::train::text::check_text_out(&dir.path().join("fresh")).is_ok());
+}
+
+/// The refusals of `bad_input_is_a_clear_error` that need a real base model.
+#[test]
+#[cfg_attr(not(has_minilm), ignore = "needs ../shared/models/all-MiniLM-L6-v2")]
+fn bad_input_with_a_real_base_model_is_a_clear_error() {
+    require(&[MODEL]);
+    let dir = tempfile::tempdir().unwrap();
+    let tsv = dir.path().join("p.tsv");
+    std::fs::write(&tsv, "q1\tq2\tis_duplicate\nx\ty\t2\n").unwrap();
+    let bin = env!("CARGO_BIN_EXE_twindex");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(bin).args(args).output().unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let e = run(&[
+        "train",
+        "text",
+        "--pairs",
+        tsv.to_str().unwrap(),
+        "--base",
+        MODEL,
+        "--out",
+        out,
+    ]);
+    assert!(e.contains("p.tsv") && e.contains("line 2"), "{e}");
+    let e = run(&[
+        "train",
+        "text",
+        "--pairs",
+        "/nonexistent.tsv",
+        "--base",
+        MODEL,
+        "--out",
+        out,
+    ]);
+    assert!(e.contains("/nonexistent.tsv"), "{e}");
+    assert!(!Path::new(out).exists(), "no output on failure");
 
     // MNRL on pairs without a duplicate has nothing to train on.
-    if present(&[MODEL]) {
-        let none = vec![TextPair {
-            a: "a".into(),
-            b: "b".into(),
-            duplicate: false,
-        }];
-        let err = train_text(Path::new(MODEL), &none, &cfg, None, &mut |_| {})
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("no training batches"), "{err}");
-    }
+    let cfg = TextTrainConfig::default();
+    let none = vec![TextPair {
+        a: "a".into(),
+        b: "b".into(),
+        duplicate: false,
+    }];
+    let err = train_text(Path::new(MODEL), &none, &cfg, None, &mut |_| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("no training batches"), "{err}");
 }
 
 /// sentence-transformers loads a fine-tuned folder and embeds as twindex does. Needs a folder
@@ -390,9 +412,7 @@ fn st_loads_fine_tuned_model() {
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/reference/minilm_ref_100.txt"
     );
-    if !present(&[&model, &py, reference]) {
-        return;
-    }
+    require(&[&model, &py, reference]);
     let dir = tempfile::tempdir().unwrap();
     let npy = dir.path().join("st.npy");
     let script = "import sys, numpy as np\nfrom sentence_transformers import SentenceTransformer\n\
