@@ -27,7 +27,7 @@ use super::manifest::{
     Backend, Calibration, DataFiles, FileEntry, IndexConfig, Manifest, FORMAT_VERSION,
     MANIFEST_FILE,
 };
-use super::metric::{check_rows, check_vector, normalize, Metric};
+use super::metric::{check_directions, check_rows, check_vector, normalize, Metric};
 use super::quantize::Quantize;
 use super::rows::Rows;
 use super::store::{self, Item};
@@ -251,6 +251,9 @@ impl Index {
             return Err(Error::Empty("no vectors to index".into()));
         }
         let rows = check_batch(vectors, dim, items.len(), "index vectors")?;
+        if config.normalize || config.metric.normalizes() {
+            check_directions(vectors, dim, "index vectors")?;
+        }
         check_new_dir(dir)?;
         let existed = dir.exists();
         let res = (|| {
@@ -708,6 +711,9 @@ impl Index {
         keep: Option<&(dyn Fn(&str) -> bool + Sync)>,
     ) -> Result<Vec<Hit>> {
         check_vector(query, self.dim(), "query")?;
+        if self.manifest.normalize {
+            check_directions(query, self.dim(), "query")?;
+        }
         let ef = ef.unwrap_or(self.manifest.hnsw.ef_search).max(1);
         let q;
         let query = if self.manifest.normalize && !self.metric().normalizes() {
@@ -780,6 +786,9 @@ impl Index {
     pub fn log_add(&self, vectors: &[f32], items: Vec<Item>) -> Result<PendingAdd> {
         self.check_writable()?;
         let rows = check_batch(vectors, self.dim(), items.len(), "added vectors")?;
+        if self.manifest.normalize {
+            check_directions(vectors, self.dim(), "added vectors")?;
+        }
         let prepared = prepare_rows(vectors, self.dim(), self.manifest.normalize);
         let mut w = self.writer()?;
         let first_id = w.next_id;

@@ -185,6 +185,24 @@ pub fn check_vector(v: &[f32], dim: usize, context: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuse a row of zeros where vectors are normalised (cosine, or an index made with
+/// `normalize`): it has no direction, so its distance to everything would be an arbitrary 1.
+pub fn check_directions(data: &[f32], dim: usize, context: &str) -> Result<()> {
+    if dim == 0 {
+        return Ok(());
+    }
+    match data
+        .chunks(dim)
+        .position(|row| row.iter().all(|&x| x == 0.0))
+    {
+        Some(r) => Err(Error::InvalidArgument(format!(
+            "{context}: row {r} is all zeros, which has no direction: this index normalises \
+             vectors (cosine), so it cannot compare it"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Check that `data` is a whole number of finite rows of `dim`; returns the row count.
 pub fn check_rows(data: &[f32], dim: usize, context: &str) -> Result<usize> {
     if dim == 0 {

@@ -528,17 +528,21 @@ fn a_text_index_grows_answers_many_queries_and_refuses_bad_input() {
         ],
         "not a finite",
     );
-    let neg = ok_json(&[
-        "query",
-        "--index",
-        &p(&idx),
-        "--text",
-        "sky",
-        "--threshold",
-        "-1",
-        "--json",
-    ]);
-    assert_eq!(neg["results"][0]["duplicate"], false);
+    // a negative threshold on a cosine index would call nothing a duplicate, not even an exact
+    // self-match: refused in one line (issue 21: one decision rule)
+    fails_with(
+        &[
+            "query",
+            "--index",
+            &p(&idx),
+            "--text",
+            "sky",
+            "--threshold",
+            "-1",
+            "--json",
+        ],
+        "never negative",
+    );
     fails_with(
         &["index", "delete", "--index", &p(&idx), "7", "7"],
         "named twice",

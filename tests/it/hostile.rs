@@ -16,13 +16,13 @@ fn twindex(args: &[&str]) -> std::process::Output {
         .expect("run twindex")
 }
 
-/// The command fails with exit code 1 (not a panic's 101) and says why in its first line,
-/// which contains every one of `words`.
+/// The command fails with exit code 1 (not a panic's 101) and says why in one error line (after
+/// any progress lines), which contains every one of `words`.
 fn refused(args: &[&str], words: &[&str]) {
     let o = twindex(args);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
-    let first = err.lines().next().unwrap_or("");
+    let first = err.lines().find(|l| l.contains("error")).unwrap_or("");
     for w in words {
         assert!(first.contains(w), "{args:?}: {first:?} lacks {w:?}");
     }
@@ -140,4 +140,84 @@ fn images_of_another_size_than_the_encoder_are_an_error_not_a_panic() {
         !out.join("manifest.json").exists(),
         "a half-built index was left"
     );
+}
+
+#[test]
+fn all_zero_vectors_are_refused_where_vectors_are_normalised() {
+    use twindex::query::{OpenOptions, Query, SearchOptions, Searcher};
+    let tmp = tempfile::tempdir().unwrap();
+    let npy = |name: &str, data: Vec<f32>| {
+        let p = tmp.path().join(name);
+        let rows = data.len() / 2;
+        write_npy(
+            &p,
+            &Matrix {
+                rows,
+                cols: 2,
+                data,
+            },
+        )
+        .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let with_zero = npy("z.npy", vec![1.0, 0.0, 0.0, 0.0]);
+    let out = tmp.path().join("cos");
+    let o = out.to_str().unwrap();
+    refused(
+        &[
+            "index",
+            "build",
+            "--vectors",
+            &with_zero,
+            "--metric",
+            "cosine",
+            "--out",
+            o,
+        ],
+        &["row 1 is all zeros"],
+    );
+    assert!(!out.exists(), "a refused build left {o}");
+    // an l2 index takes it: the origin is a point like any other
+    let l2 = tmp.path().join("l2");
+    let o2 = twindex(&[
+        "index",
+        "build",
+        "--vectors",
+        &with_zero,
+        "--out",
+        l2.to_str().unwrap(),
+    ]);
+    assert!(
+        o2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
+    // a cosine index refuses a zero vector added or queried
+    let fine = npy("f.npy", vec![1.0, 0.0, 0.0, 1.0]);
+    let o3 = twindex(&[
+        "index",
+        "build",
+        "--vectors",
+        &fine,
+        "--metric",
+        "cosine",
+        "--out",
+        o,
+    ]);
+    assert!(
+        o3.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o3.stderr)
+    );
+    let zero = npy("zero.npy", vec![0.0, 0.0]);
+    refused(
+        &["index", "add", "--index", o, "--vectors", &zero],
+        &["all zeros"],
+    );
+    let s = Searcher::open(&out, &OpenOptions::default()).unwrap();
+    assert_eq!(s.len(), 2, "the refused add left an item");
+    let e = s
+        .query(&Query::Vector(&[0.0, 0.0]), &SearchOptions::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("all zeros"), "{e}");
 }
