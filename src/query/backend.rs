@@ -256,6 +256,7 @@ impl Backend for Remote {
         }
         let refs = self.references(label)?;
         let refs: Vec<(u64, &[f32])> = refs.iter().map(|(id, _, v)| (*id, v.as_slice())).collect();
+        verify::check_references(aggregate, label, refs.len())?;
         verify::verify_among(v, &refs, metric, label, threshold, aggregate).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{}: nobody is enrolled as {label:?}",

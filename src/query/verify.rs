@@ -51,6 +51,7 @@ pub fn verify(
             refs.push((id, v.vector));
         }
     }
+    check_references(aggregate, label, refs.len())?;
     verify_among(query, &refs, metric, label, threshold, aggregate).ok_or_else(|| {
         let labels = index.labels();
         let shown: Vec<String> = labels.iter().take(10).cloned().collect();
@@ -62,6 +63,19 @@ pub fn verify(
             shown.join(", ")
         ))
     })
+}
+
+/// The normalised aggregates divide by the spread among the references, so they need two of
+/// them: refused in one line when `label` has exactly one (none is the caller's "not enrolled").
+pub fn check_references(aggregate: Aggregate, label: &str, n: usize) -> Result<()> {
+    if aggregate.normalized() && n == 1 {
+        return Err(Error::InvalidArgument(format!(
+            "aggregate {}: needs at least 2 references of {label:?} to measure their spread, \
+             and {label:?} has 1; use min or mean, or enrol more",
+            aggregate.name()
+        )));
+    }
+    Ok(())
 }
 
 /// The verification decision of `query` against the references `(id, vector)` of `label`
@@ -159,6 +173,16 @@ impl Aggregate {
     /// Whether the figure is normalised by the references' spread.
     pub fn normalized(self) -> bool {
         matches!(self, Aggregate::MinNorm | Aggregate::MeanNorm)
+    }
+
+    /// The name on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Min => "min",
+            Aggregate::Mean => "mean",
+            Aggregate::MinNorm => "min-norm",
+            Aggregate::MeanNorm => "mean-norm",
+        }
     }
 
     /// A word for the figure, as printed.

@@ -221,3 +221,43 @@ fn all_zero_vectors_are_refused_where_vectors_are_normalised() {
         .unwrap_err();
     assert!(e.to_string().contains("all zeros"), "{e}");
 }
+
+#[test]
+fn a_normalised_aggregate_with_one_reference_is_refused() {
+    use twindex::query::{Aggregate, OpenOptions, Query, Searcher};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vector_index(tmp.path());
+    let one = tmp.path().join("one.npy");
+    write_npy(
+        &one,
+        &Matrix {
+            rows: 1,
+            cols: 2,
+            data: vec![2.0, 2.0],
+        },
+    )
+    .unwrap();
+    let o = twindex(&[
+        "index",
+        "add",
+        "--index",
+        &d,
+        "--label",
+        "ann",
+        "--vectors",
+        one.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = Searcher::open(Path::new(&d), &OpenOptions::default()).unwrap();
+    let q = Query::Vector(&[2.0, 2.0]);
+    let e = s
+        .verify(&q, "ann", Some(0.5), Aggregate::MinNorm)
+        .unwrap_err();
+    assert!(e.to_string().contains("needs at least 2 references"), "{e}");
+    // plain min with one reference is fine
+    assert!(
+        s.verify(&q, "ann", Some(0.5), Aggregate::Min)
+            .unwrap()
+            .accepted
+    );
+}
