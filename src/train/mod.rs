@@ -14,7 +14,10 @@ pub use image::{
     LossKind, Schedule, TrainEvent, TrainOutcome,
 };
 pub use mining::{Miner, Triplet};
-pub use text::{train_text, TextLoss, TextTrainConfig, TextTrainEvent, TextTrainOutcome};
+pub use text::{
+    fine_tune_text, train_text, TextLoss, TextTrainConfig, TextTrainEvent, TextTrainOutcome,
+    TextTrainReport, TextTrainRun,
+};
 
 /// Training allocates and frees large tensors every step: keep freed memory in the heap instead
 /// of returning it to the kernel (measured: a third less system time, from page faults, in text
