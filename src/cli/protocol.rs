@@ -6,9 +6,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use twindex::eval::protocol::{self, Aggregate, Progress, Scored};
+use twindex::eval::protocol::{self, Aggregate, Scored};
 use twindex::model::{Arch, ImageModelConfig, Preprocess};
-use twindex::train::TrainEvent;
+use twindex::train::Progress;
 
 /// The evaluation protocols of image folders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,78 +120,38 @@ pub fn is_image_folder(corpus: &str) -> bool {
     !idx
 }
 
-/// One line of an ensemble member's training: every epoch of a 20-epoch run or shorter, else
-/// every 10th and the last.
-pub fn print_member_event(member: usize, ev: &TrainEvent, epochs: usize, eval_set: &str) {
-    let who = format!("member {member}");
-    match ev {
-        TrainEvent::Step(_) => {}
-        TrainEvent::Selected { epoch, score } => {
-            eprintln!("{who}: kept the weights of epoch {epoch} ({eval_set} score {score:.4})")
-        }
-        TrainEvent::Epoch(h) => {
-            if epochs <= 20 || h.epoch % 10 == 0 || h.epoch == epochs {
-                eprintln!(
-                    "{who} epoch {:>3}: loss {:.4}  {eval_set} pair accuracy {:.4} (best threshold){}  {:.1} s, {:.1} CPU-s (process)",
-                    h.epoch,
-                    h.loss,
-                    h.test_best_accuracy,
-                    h.test_roc_auc
-                        .map(|a| format!(", ROC-AUC {a:.4}"))
-                        .unwrap_or_default(),
-                    h.wall_seconds,
-                    h.cpu_seconds
-                );
-            }
-        }
-    }
-}
-
-/// Prints a protocol run's progress on stderr: lines as they come, ensemble members' events
-/// as [`print_member_event`], a single encoder's as a progress bar with a line every 10th
-/// epoch (the bar is cleared by the next line).
+/// Prints a run's progress on stderr: lines as they come (clearing the bar), one progress bar
+/// per label, quiet lines only where no bar shows (stderr not a terminal).
 pub fn progress() -> impl Fn(Progress) + Sync {
-    let bar: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar: Mutex<Option<(String, indicatif::ProgressBar)>> = Mutex::new(None);
     move |p| {
-        let mut pb = bar.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cur = bar.lock().unwrap_or_else(|e| e.into_inner());
         match p {
             Progress::Line(s) => {
-                if let Some(b) = pb.take() {
+                if let Some((_, b)) = cur.take() {
                     b.finish_and_clear();
                 }
                 eprintln!("{s}");
             }
-            Progress::Member {
-                member,
-                epochs,
-                eval_set,
-                event,
-            } => print_member_event(member, &event, epochs, eval_set),
-            Progress::Train { who, epochs, event } => match event {
-                TrainEvent::Step(s) => {
-                    let b = pb.get_or_insert_with(|| common::bar((s.steps * epochs) as u64, who));
-                    b.inc(1);
-                    b.set_prefix(format!("epoch {} loss {:.4}", s.epoch, s.loss));
+            Progress::Quiet(s) if !tty => eprintln!("{s}"),
+            Progress::Quiet(_) => {}
+            Progress::Bar {
+                label,
+                len,
+                pos,
+                prefix,
+            } => {
+                let b = match cur.take() {
+                    Some((l, b)) if l == label => b,
+                    _ => common::bar(len, &label),
+                };
+                b.set_position(pos);
+                if let Some(x) = prefix {
+                    b.set_prefix(x);
                 }
-                TrainEvent::Selected { epoch, score } => {
-                    eprintln!("{who}: kept the weights of epoch {epoch} (dev ROC-AUC {score:.4})")
-                }
-                TrainEvent::Epoch(h) if h.epoch % 10 == 0 || h.epoch == epochs => {
-                    if let Some(b) = pb.as_ref() {
-                        b.suspend(|| {
-                            eprintln!(
-                                "{who} epoch {:>3}: loss {:.4}  dev pair accuracy {:.4} (best threshold), ROC-AUC {:.4}  {:.0} images/s",
-                                h.epoch,
-                                h.loss,
-                                h.test_best_accuracy,
-                                h.test_roc_auc.unwrap_or(f64::NAN),
-                                h.examples as f64 / h.wall_seconds
-                            )
-                        });
-                    }
-                }
-                TrainEvent::Epoch(_) => {}
-            },
+                *cur = Some((label, b));
+            }
         }
     }
 }

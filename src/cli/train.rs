@@ -5,11 +5,10 @@ use super::protocol::{self, FolderArgs, Protocol};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
-use std::sync::Mutex;
-use twindex::eval::protocol::{train_idx, Aggregate, IdxRun, Progress};
+use twindex::eval::protocol::{train_idx, Aggregate, IdxRun};
 use twindex::model::{Arch, EnsembleBy};
 use twindex::train::{
-    Augmentation, EnsembleTrainConfig, ImageTrainConfig, LossKind, Miner, Schedule, TrainEvent,
+    Augmentation, EnsembleTrainConfig, ImageTrainConfig, LossKind, Miner, Schedule,
 };
 
 #[derive(Debug, Subcommand)]
@@ -271,73 +270,9 @@ fn run_image(a: ImageArgs) -> Result<()> {
         command: &command_line(),
         out: &a.out,
     };
-    let report = train_idx(data, &cfg, ens.as_ref(), &run, &idx_progress())?;
+    let report = train_idx(data, &cfg, ens.as_ref(), &run, &protocol::progress())?;
     if a.json {
         common::print_json(&serde_json::to_value(&report)?)?;
     }
     Ok(())
-}
-
-/// Prints an MNIST-style training run's progress on stderr: a progress bar per epoch and a line
-/// per epoch for a single encoder, [`protocol::print_member_event`] for ensemble members.
-fn idx_progress() -> impl Fn(Progress) + Sync {
-    let bar: Mutex<(usize, Option<indicatif::ProgressBar>)> = Mutex::new((0, None));
-    move |p| {
-        let mut state = bar.lock().unwrap_or_else(|e| e.into_inner());
-        let (cur_epoch, pb) = &mut *state;
-        match p {
-            Progress::Line(s) => eprintln!("{s}"),
-            Progress::Member {
-                member,
-                epochs,
-                eval_set,
-                event,
-            } => protocol::print_member_event(member, &event, epochs, eval_set),
-            Progress::Train {
-                who: eval_set,
-                epochs,
-                event,
-            } => match event {
-                TrainEvent::Step(s) => {
-                    if s.epoch != *cur_epoch {
-                        *cur_epoch = s.epoch;
-                        *pb = Some(common::bar(
-                            s.steps as u64,
-                            &format!("epoch {}/{epochs}", s.epoch),
-                        ));
-                    }
-                    if let Some(p) = pb {
-                        p.set_position(s.step as u64);
-                        if s.step % 20 == 0 {
-                            p.set_prefix(format!("loss {:.4}", s.loss));
-                        }
-                    }
-                }
-                TrainEvent::Selected { epoch, score } => {
-                    eprintln!("kept epoch {epoch} (best {eval_set} score {score:.4})");
-                }
-                TrainEvent::Epoch(h) => {
-                    if let Some(p) = pb.take() {
-                        p.finish_and_clear();
-                    }
-                    eprintln!(
-                        "epoch {:>2}: loss {:.5}  {eval_set} pair accuracy {}{:.4} (best threshold)  {:.0} examples/s ({:.1} s wall, {:.1} s CPU)",
-                        h.epoch,
-                        h.loss,
-                        // A fixed distance means nothing for L2-normalised encoders (their
-                        // threshold lands near 1.3): only the best-threshold figure then.
-                        if h.normalized {
-                            String::new()
-                        } else {
-                            format!("{:.4} (at d < {:.2}), ", h.test_pair_accuracy, h.pair_threshold)
-                        },
-                        h.test_best_accuracy,
-                        h.examples as f64 / h.wall_seconds,
-                        h.wall_seconds,
-                        h.cpu_seconds
-                    );
-                }
-            },
-        }
-    }
 }

@@ -5,8 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 use twindex::eval;
-use twindex::train::text::TRAINING_FILE;
-use twindex::train::{fine_tune_text, TextLoss, TextTrainConfig, TextTrainEvent, TextTrainRun};
+use twindex::train::{fine_tune_text, TextLoss, TextTrainConfig, TextTrainRun};
 
 #[derive(Debug, Args)]
 pub struct TextArgs {
@@ -97,70 +96,8 @@ pub fn run(a: TextArgs) -> Result<()> {
         let s = eval::text::pair_similarities(enc, dev, 32)?;
         Ok(eval::text::text_pair_report(&s, dev)?.average_precision)
     };
-    let mut pb: Option<indicatif::ProgressBar> = None;
-    // Without a terminal the bar is hidden: a line every 25 steps instead.
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut cur_epoch = 0;
-    let report = fine_tune_text(&run, &cfg, dev_ap, &mut |ev| {
-        match ev {
-        TextTrainEvent::Started { pairs, duplicates } => eprintln!(
-            "fine-tuning {} with {} on {} ({pairs} pairs, {duplicates} duplicates), {} epoch(s), batch {}, lr {}, seed {}, {} threads",
-            base.display(),
-            a.loss.name(),
-            a.pairs.display(),
-            a.epochs,
-            a.batch,
-            a.lr,
-            a.seed,
-            rayon::current_num_threads()
-        ),
-        TextTrainEvent::Step(s) => {
-            if s.epoch != cur_epoch {
-                cur_epoch = s.epoch;
-                pb = Some(common::bar(
-                    s.steps as u64,
-                    &format!("epoch {}/{}", s.epoch, a.epochs),
-                ));
-            }
-            if !tty && (s.step % 25 == 0 || s.step == s.steps) {
-                eprintln!(
-                    "epoch {} step {}/{}: loss {:.4} lr {:.2e} {:.2} examples/s",
-                    s.epoch, s.step, s.steps, s.loss, s.lr, s.examples_per_second
-                );
-            }
-            if let Some(p) = &pb {
-                p.set_position(s.step as u64);
-                p.set_prefix(format!(
-                    "loss {:.4} lr {:.2e} {:.1} ex/s",
-                    s.loss, s.lr, s.examples_per_second
-                ));
-            }
-        }
-        TextTrainEvent::Epoch(h) => {
-            if let Some(p) = pb.take() {
-                p.finish_and_clear();
-            }
-            let dev = h
-                .dev_score
-                .map(|d| format!("  dev AP {d:.4} ({:.0} s)", h.dev_seconds))
-                .unwrap_or_default();
-            eprintln!(
-                "epoch {:>2}: loss {:.5}  {} steps  {:.2} examples/s ({:.0} s wall, {:.0} s CPU){dev}",
-                h.epoch,
-                h.loss,
-                h.steps,
-                h.examples as f64 / h.wall_seconds,
-                h.wall_seconds,
-                h.cpu_seconds
-            );
-        }
-    }
-    })?;
-    eprintln!(
-        "saved {} (epoch {}; training record in {TRAINING_FILE})",
-        a.out.display(),
-        report.best_epoch
-    );
+    let on = super::protocol::progress();
+    let report = fine_tune_text(&run, &cfg, dev_ap, &on)?;
     if a.json {
         common::print_json(&serde_json::to_value(&report)?)?;
     }

@@ -5,6 +5,7 @@ pub mod ensemble;
 pub mod image;
 pub mod loss;
 pub mod mining;
+pub mod progress;
 pub mod sequence;
 pub mod text;
 
@@ -14,6 +15,7 @@ pub use image::{
     LossKind, Schedule, TrainEvent, TrainOutcome,
 };
 pub use mining::{Miner, Triplet};
+pub use progress::{Observer, Progress};
 pub use text::{
     fine_tune_text, train_text, TextLoss, TextTrainConfig, TextTrainEvent, TextTrainOutcome,
     TextTrainReport, TextTrainRun,

@@ -7,6 +7,7 @@
 //! dev score (e.g. average precision) is computed after each epoch and the best epoch is kept.
 
 use super::loss;
+use super::progress::{Observer, Progress};
 use crate::corpus::pairs::TextPair;
 use crate::error::{Error, Result};
 use crate::model::gradbert::{AdamW, GradBert, Tape};
@@ -148,12 +149,6 @@ pub struct TextStepInfo {
 /// What the loop reports as it goes.
 #[derive(Debug, Clone)]
 pub enum TextTrainEvent {
-    /// [`fine_tune_text`] read its data and starts training on `pairs` pairs, `duplicates` of
-    /// them duplicates ([`train_text`] itself does not send it).
-    Started {
-        pairs: usize,
-        duplicates: usize,
-    },
     Step(TextStepInfo),
     Epoch(TextEpochStats),
 }
@@ -791,6 +786,45 @@ pub struct TextTrainReport {
     pub history: Vec<TextEpochStats>,
 }
 
+/// The progress of fine-tuning: a bar per epoch (a line every 25 steps where no bar shows), a
+/// line per epoch.
+fn text_progress(ev: TextTrainEvent, epochs: usize, on: &Observer) {
+    match ev {
+        TextTrainEvent::Step(s) => {
+            if s.step % 25 == 0 || s.step == s.steps {
+                on(Progress::Quiet(format!(
+                    "epoch {} step {}/{}: loss {:.4} lr {:.2e} {:.2} examples/s",
+                    s.epoch, s.step, s.steps, s.loss, s.lr, s.examples_per_second
+                )));
+            }
+            on(Progress::Bar {
+                label: format!("epoch {}/{epochs}", s.epoch),
+                len: s.steps as u64,
+                pos: s.step as u64,
+                prefix: Some(format!(
+                    "loss {:.4} lr {:.2e} {:.1} ex/s",
+                    s.loss, s.lr, s.examples_per_second
+                )),
+            });
+        }
+        TextTrainEvent::Epoch(h) => {
+            let dev = h
+                .dev_score
+                .map(|d| format!("  dev AP {d:.4} ({:.0} s)", h.dev_seconds))
+                .unwrap_or_default();
+            on(Progress::Line(format!(
+                "epoch {:>2}: loss {:.5}  {} steps  {:.2} examples/s ({:.0} s wall, {:.0} s CPU){dev}",
+                h.epoch,
+                h.loss,
+                h.steps,
+                h.examples as f64 / h.wall_seconds,
+                h.wall_seconds,
+                h.cpu_seconds
+            )));
+        }
+    }
+}
+
 /// Fine-tune `run.base` on the pairs of `run.pairs` (scored each epoch on `run.dev` with
 /// `dev_score`, the best epoch kept) and save it to `run.out` with its training record. The
 /// output folder, the base folder and the TSVs are checked before any training.
@@ -798,7 +832,7 @@ pub fn fine_tune_text(
     run: &TextTrainRun,
     cfg: &TextTrainConfig,
     dev_score: DevPairScore,
-    on_event: &mut dyn FnMut(TextTrainEvent),
+    on: &Observer,
 ) -> Result<TextTrainReport> {
     check_text_out(run.out)?;
     TextModelParts::read(run.base)
@@ -809,10 +843,19 @@ pub fn fine_tune_text(
         .map(crate::corpus::pairs::read_pairs_tsv)
         .transpose()?;
     let n_train = cfg.max_train.unwrap_or(train.len()).min(train.len());
-    on_event(TextTrainEvent::Started {
-        pairs: n_train,
-        duplicates: train[..n_train].iter().filter(|p| p.duplicate).count(),
-    });
+    on(Progress::Line(format!(
+        "fine-tuning {} with {} on {} ({} pairs, {} duplicates), {} epoch(s), batch {}, lr {}, seed {}, {} threads",
+        run.base.display(),
+        cfg.loss.name(),
+        run.pairs.display(),
+        n_train,
+        train[..n_train].iter().filter(|p| p.duplicate).count(),
+        cfg.epochs,
+        cfg.batch,
+        cfg.lr,
+        cfg.seed,
+        rayon::current_num_threads()
+    )));
     let mut score =
         |enc: &TextEncoder| -> Result<f64> { dev_score(enc, dev.as_deref().expect("dev pairs")) };
     let sw = Stopwatch::start();
@@ -825,7 +868,7 @@ pub fn fine_tune_text(
         } else {
             None
         },
-        on_event,
+        &mut |ev| text_progress(ev, cfg.epochs, on),
     )?;
     let total_wall = sw.wall();
     let eps = outcome.examples as f64;
@@ -857,6 +900,11 @@ pub fn fine_tune_text(
     // A plain struct of numbers and strings always serialises.
     let record = serde_json::to_value(&report).expect("a training record serialises");
     save_text_model(run.base, &outcome.weights, &record, run.out)?;
+    on(Progress::Line(format!(
+        "saved {} (epoch {}; training record in {TRAINING_FILE})",
+        run.out.display(),
+        report.best_epoch
+    )));
     Ok(report)
 }
 

@@ -10,9 +10,10 @@ use super::{
 };
 use crate::corpus::trajectory::read_trajectory;
 use crate::error::{Error, Result};
-use crate::eval::protocol::{Aggregate, Observer, Progress};
+use crate::eval::protocol::Aggregate;
 use crate::model::sequence::{SequenceModel, SequenceModelConfig};
 use crate::train::sequence::{train_sequence, SequenceEpoch, SequenceItem, SequenceTrainConfig};
+use crate::train::{Observer, Progress};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! The evaluation runs of the image-folder protocols (`eval --protocol orl|signatures`): with a
 //! trained encoder, a folder of per-fold encoders, or raw pixels as the baseline.
 
-use super::train::{orl_summary, signature_summary, Observer, Progress};
+use super::train::{orl_summary, signature_summary};
 use super::{
     calibrate_pairs, orl_fold_report, orl_fold_with_model, orl_folds, orl_report, raw_embeddings,
     read_signatures, signature_test_set, signatures_from_embeddings, signatures_with_model,
@@ -11,6 +11,7 @@ use crate::corpus::folder::ImageFolder;
 use crate::error::{Error, Result};
 use crate::model::image::{load_set, CONFIG_FILE};
 use crate::model::{ImageModel, Preprocess};
+use crate::train::{Observer, Progress};
 use serde::Serialize;
 use std::path::Path;
 

@@ -15,35 +15,68 @@ use crate::error::{Error, Result};
 use crate::model::{EnsembleBy, ImageModel, ImageModelConfig, Preprocess, TrainingRecord};
 use crate::train::image::EpochStats;
 use crate::train::{
-    EnsembleOutcome, EnsembleTrainConfig, ImageTrainConfig, TrainEvent, TrainOutcome,
+    EnsembleOutcome, EnsembleTrainConfig, ImageTrainConfig, Observer, Progress, TrainEvent,
+    TrainOutcome,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-/// What a protocol run reports while it works; the binary prints it on stderr.
-#[derive(Debug)]
-pub enum Progress<'a> {
-    /// One finished line of progress text.
-    Line(String),
-    /// A training event of a single encoder; `who` names the run ("fold 2", "signatures").
-    Train {
-        who: &'a str,
-        epochs: usize,
-        event: TrainEvent,
-    },
-    /// A training event of ensemble member `member`, scored each epoch on `eval_set`.
-    Member {
-        member: usize,
-        epochs: usize,
-        eval_set: &'a str,
-        event: TrainEvent,
-    },
+/// The line of an ensemble member's training event, if it has one: every epoch of a 20-epoch
+/// run or shorter, else every 10th and the last; the epoch kept.
+pub fn member_line(
+    member: usize,
+    ev: &TrainEvent,
+    epochs: usize,
+    eval_set: &str,
+) -> Option<String> {
+    let who = format!("member {member}");
+    match ev {
+        TrainEvent::Step(_) => None,
+        TrainEvent::Selected { epoch, score } => Some(format!(
+            "{who}: kept the weights of epoch {epoch} ({eval_set} score {score:.4})"
+        )),
+        TrainEvent::Epoch(h) => (epochs <= 20 || h.epoch % 10 == 0 || h.epoch == epochs).then(|| {
+            format!(
+                "{who} epoch {:>3}: loss {:.4}  {eval_set} pair accuracy {:.4} (best threshold){}  {:.1} s, {:.1} CPU-s (process)",
+                h.epoch,
+                h.loss,
+                h.test_best_accuracy,
+                h.test_roc_auc
+                    .map(|a| format!(", ROC-AUC {a:.4}"))
+                    .unwrap_or_default(),
+                h.wall_seconds,
+                h.cpu_seconds
+            )
+        }),
+    }
 }
 
-/// Where a run's [`Progress`] goes (called from the training threads too).
-pub type Observer<'a> = dyn Fn(Progress) + Sync + 'a;
+/// The progress of a single encoder trained on a dev split: one bar over all epochs, a line
+/// every 10th epoch and for the last, the epoch kept.
+fn split_progress(who: &str, epochs: usize, ev: TrainEvent) -> Option<Progress> {
+    Some(match ev {
+        TrainEvent::Step(s) => Progress::Bar {
+            label: who.to_string(),
+            len: (s.steps * epochs) as u64,
+            pos: ((s.epoch - 1) * s.steps + s.step) as u64,
+            prefix: Some(format!("epoch {} loss {:.4}", s.epoch, s.loss)),
+        },
+        TrainEvent::Selected { epoch, score } => Progress::Line(format!(
+            "{who}: kept the weights of epoch {epoch} (dev ROC-AUC {score:.4})"
+        )),
+        TrainEvent::Epoch(h) if h.epoch % 10 == 0 || h.epoch == epochs => Progress::Line(format!(
+            "{who} epoch {:>3}: loss {:.4}  dev pair accuracy {:.4} (best threshold), ROC-AUC {:.4}  {:.0} images/s",
+            h.epoch,
+            h.loss,
+            h.test_best_accuracy,
+            h.test_roc_auc.unwrap_or(f64::NAN),
+            h.examples as f64 / h.wall_seconds
+        )),
+        TrainEvent::Epoch(_) => return None,
+    })
+}
 
 /// One row of an assembled ensemble: a member (its seed, its classes for the `cluster`
 /// learners, the epoch kept) or the ensemble itself (`"member": "ensemble"`), each with its
@@ -193,12 +226,9 @@ pub fn train_split(
         )));
         let mut outcome =
             crate::train::train_ensemble(&data, cfg, ens, mcfg, corpus_name, &|m, ev| {
-                on(Progress::Member {
-                    member: m,
-                    epochs: cfg.epochs,
-                    eval_set: "dev",
-                    event: ev,
-                })
+                if let Some(l) = member_line(m, &ev, cfg.epochs, "dev") {
+                    on(Progress::Line(l))
+                }
             })?;
         let calibrate = |m: &mut ImageModel| -> Result<f64> {
             calibrate_encoder(m, &data.test, CalibrationPairs::All, target_far)?;
@@ -243,11 +273,9 @@ pub fn train_split(
         cfg.seed
     )));
     let mut outcome = crate::train::train_image_with(&data, cfg, mcfg, corpus_name, &mut |ev| {
-        on(Progress::Train {
-            who,
-            epochs: cfg.epochs,
-            event: ev,
-        })
+        if let Some(p) = split_progress(who, cfg.epochs, ev) {
+            on(p)
+        }
     })?;
     let cal = calibrate_encoder(
         &mut outcome.model,

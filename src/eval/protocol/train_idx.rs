@@ -2,14 +2,16 @@
 //! the threshold on the seed pairs of held-out images (else of the training images; never the
 //! test images), save, and report.
 
-use super::train::{assemble, AssembledRow, Observer, Progress};
+use super::train::{assemble, member_line, AssembledRow};
 use super::{calibrate_encoder, CalibrationPairs};
 use crate::corpus::{seed_pairs, TrainTest};
 use crate::error::{Error, Result};
 use crate::model::{ImageModel, ImageModelConfig, TrainingRecord};
 use crate::train::image::EpochStats;
 use crate::train::image::{best_threshold_accuracy, embed_set, pair_distances};
-use crate::train::{EnsembleTrainConfig, ImageTrainConfig, LossKind};
+use crate::train::{
+    EnsembleTrainConfig, ImageTrainConfig, LossKind, Observer, Progress, TrainEvent,
+};
 use serde::Serialize;
 use std::path::Path;
 
@@ -86,10 +88,41 @@ pub enum IdxTrainReport {
     Ensemble(IdxEnsembleReport),
 }
 
+/// The progress of a single encoder: a bar per epoch, a line per epoch (`eval_set`: what its
+/// pair accuracy is measured on), the epoch kept.
+fn idx_progress(eval_set: &str, epochs: usize, ev: TrainEvent) -> Option<Progress> {
+    Some(match ev {
+        TrainEvent::Step(s) => Progress::Bar {
+            label: format!("epoch {}/{epochs}", s.epoch),
+            len: s.steps as u64,
+            pos: s.step as u64,
+            prefix: (s.step % 20 == 0).then(|| format!("loss {:.4}", s.loss)),
+        },
+        TrainEvent::Selected { epoch, score } => Progress::Line(format!(
+            "kept epoch {epoch} (best {eval_set} score {score:.4})"
+        )),
+        TrainEvent::Epoch(h) => Progress::Line(format!(
+            "epoch {:>2}: loss {:.5}  {eval_set} pair accuracy {}{:.4} (best threshold)  {:.0} examples/s ({:.1} s wall, {:.1} s CPU)",
+            h.epoch,
+            h.loss,
+            // A fixed distance means nothing for L2-normalised encoders (their threshold
+            // lands near 1.3): only the best-threshold figure then.
+            if h.normalized {
+                String::new()
+            } else {
+                format!("{:.4} (at d < {:.2}), ", h.test_pair_accuracy, h.pair_threshold)
+            },
+            h.test_best_accuracy,
+            h.examples as f64 / h.wall_seconds,
+            h.wall_seconds,
+            h.cpu_seconds
+        )),
+    })
+}
+
 /// Train an image encoder (or with `ens` an ensemble) on an MNIST-style corpus, calibrate its
 /// threshold (best F1 on the seed pairs of the held-out images, else of the training images),
-/// save it to `run.out` and report. Training events come to `on` as [`Progress::Train`] (`who`:
-/// the evaluation set, `test` or `held-out`) or [`Progress::Member`].
+/// save it to `run.out` and report.
 pub fn train_idx(
     mut data: TrainTest,
     cfg: &ImageTrainConfig,
@@ -130,11 +163,9 @@ pub fn train_idx(
         rayon::current_num_threads()
     )));
     let mut outcome = crate::train::train_image(&data, cfg, run.corpus_name, &mut |ev| {
-        on(Progress::Train {
-            who: eval_set,
-            epochs: cfg.epochs,
-            event: ev,
-        })
+        if let Some(p) = idx_progress(eval_set, cfg.epochs, ev) {
+            on(p)
+        }
     })?;
     // The duplicate threshold: best F1 on the held-out pairs, else on the training pairs
     // (never the test pairs).
@@ -229,12 +260,9 @@ fn train_idx_ensemble(
     mcfg.class_names = names.clone();
     let mut outcome =
         crate::train::train_ensemble(data, cfg, ens, mcfg, run.corpus_name, &|m, ev| {
-            on(Progress::Member {
-                member: m,
-                epochs: cfg.epochs,
-                eval_set,
-                event: ev,
-            })
+            if let Some(l) = member_line(m, &ev, cfg.epochs, eval_set) {
+                on(Progress::Line(l))
+            }
         })?;
     let cal_set = if run.holdout > 0 {
         &data.test
