@@ -120,6 +120,14 @@ pub fn is_image_folder(corpus: &str) -> bool {
     !idx
 }
 
+/// This process's command line, program name as `twindex` (for the training record).
+pub fn command_line() -> String {
+    std::iter::once("twindex".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Prints a run's progress on stderr: lines as they come (clearing the bar), one progress bar
 /// per label, quiet lines only where no bar shows (stderr not a terminal).
 pub fn progress() -> impl Fn(Progress) + Sync {

@@ -1,11 +1,15 @@
 //! `twindex train image|text`.
 
 use super::common;
+/// The command line for training records (`import` uses it too).
+pub use super::protocol::command_line;
 use super::protocol::{self, FolderArgs, Protocol};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
-use twindex::eval::protocol::{train_idx, Aggregate, IdxRun};
+use twindex::eval::protocol::{
+    train_idx, train_image_folder, Aggregate, FolderProtocol, FolderRun, IdxRun,
+};
 use twindex::model::{Arch, EnsembleBy};
 use twindex::train::{
     Augmentation, EnsembleTrainConfig, ImageTrainConfig, LossKind, Miner, Schedule,
@@ -19,7 +23,7 @@ pub enum TrainCmd {
     Text(super::train_text::TextArgs),
     /// Train the sequence twin (time-delay network) on pen trajectories:
     /// `--protocol signatures-online`.
-    Sequence(super::online::SequenceArgs),
+    Sequence(super::train_sequence::SequenceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -138,20 +142,12 @@ pub struct ImageArgs {
     pub json: bool,
 }
 
-/// This process's command line, program name as `twindex` (for the training record).
-pub fn command_line() -> String {
-    std::iter::once("twindex".to_string())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 pub fn run(cmd: TrainCmd) -> Result<()> {
     twindex::train::keep_freed_memory();
     match cmd {
         TrainCmd::Image(a) => run_image(a),
         TrainCmd::Text(a) => super::train_text::run(a),
-        TrainCmd::Sequence(a) => super::online::run_train(a),
+        TrainCmd::Sequence(a) => super::train_sequence::run(a),
     }
 }
 
@@ -209,56 +205,28 @@ fn run_image(a: ImageArgs) -> Result<()> {
             }
             _ => a.corpus.clone(),
         };
-        if a.protocol == Some(Protocol::SignaturesOnline) {
-            anyhow::bail!(
+        let p = match a.protocol {
+            Some(Protocol::Orl) => FolderProtocol::Orl,
+            Some(Protocol::Signatures) => FolderProtocol::Signatures,
+            Some(Protocol::SignaturesOnline) => anyhow::bail!(
                 "--protocol signatures-online trains a sequence twin: use `twindex train sequence --protocol signatures-online`"
-            );
-        }
-        let (fa, on, cmd) = (&a.folder, protocol::progress(), command_line());
-        let pre = protocol::folder_preprocess(fa, a.protocol)?;
-        let (e, far) = (ens.as_ref(), a.target_far);
-        let report = match a.protocol {
-            Some(Protocol::Orl) => serde_json::to_value(twindex::eval::protocol::train_orl(
-                &corpus,
-                &fa.label_column,
-                &pre,
-                &cfg,
-                e,
-                a.dev_classes,
-                far,
-                &fa.folds,
-                &cmd,
-                &a.out,
-                &on,
-            )?)?,
-            Some(Protocol::Signatures) => {
-                serde_json::to_value(twindex::eval::protocol::train_signatures(
-                    &corpus,
-                    &pre,
-                    &cfg,
-                    e,
-                    far,
-                    a.aggregate,
-                    &cmd,
-                    &a.out,
-                    &on,
-                )?)?
-            }
-            _ => serde_json::to_value(twindex::eval::protocol::train_folder(
-                &corpus,
-                &fa.label_column,
-                &pre,
-                &cfg,
-                e,
-                a.dev_classes,
-                far,
-                &cmd,
-                &a.out,
-                &on,
-            )?)?,
+            ),
+            None => FolderProtocol::ClassHoldOut,
         };
+        let run = FolderRun {
+            corpus: &corpus,
+            label_column: &a.folder.label_column,
+            preprocess: protocol::folder_preprocess(&a.folder, a.protocol)?,
+            dev_classes: a.dev_classes,
+            target_far: a.target_far,
+            folds: &a.folder.folds,
+            aggregate: a.aggregate,
+            command: &command_line(),
+            out: &a.out,
+        };
+        let r = train_image_folder(p, &run, &cfg, ens.as_ref(), &protocol::progress())?;
         if a.json {
-            common::print_json(&report)?;
+            common::print_json(&serde_json::to_value(&r)?)?;
         }
         return Ok(());
     }

@@ -335,6 +335,23 @@ pub struct SignatureVerdict {
     pub model: Option<String>,
 }
 
+impl SignatureVerdict {
+    /// One line: the file, ACCEPTED or REJECTED, the scorer's distance against the threshold.
+    pub fn summary(&self) -> String {
+        let d = &self.decision;
+        format!(
+            "{}: {} ({} distance {:.4} {} threshold {:.4}, {} reference(s))",
+            self.signature,
+            if d.accepted { "ACCEPTED" } else { "REJECTED" },
+            d.scorer.name(),
+            d.distance,
+            if d.accepted { "<=" } else { ">" },
+            d.threshold,
+            d.references
+        )
+    }
+}
+
 /// Decide whether the trajectory file `signature` is by the writer of the `references` files:
 /// with the encoder in `model` (its calibration: scorer settings and thresholds) or, without
 /// one, DTW at its default settings (`threshold`, else [`DEFAULT_DTW_THRESHOLD`]). `scorer`:

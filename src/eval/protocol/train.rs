@@ -570,6 +570,98 @@ pub fn train_signatures(
     })
 }
 
+/// Which run `train image` makes on a folder of images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderProtocol {
+    /// Hold dev classes out for calibration ([`train_folder`]).
+    ClassHoldOut,
+    /// The ORL folds ([`train_orl`]).
+    Orl,
+    /// The signature writers ([`train_signatures`]).
+    Signatures,
+}
+
+/// Where a folder training run reads and writes, and its protocol's settings.
+#[derive(Debug, Clone)]
+pub struct FolderRun<'a> {
+    /// The image folder.
+    pub corpus: &'a str,
+    /// The column of `labels.tsv` holding the class.
+    pub label_column: &'a str,
+    /// How images become network input.
+    pub preprocess: Preprocess,
+    /// Class hold-out and ORL: classes held out of training for calibration.
+    pub dev_classes: usize,
+    /// Calibrate at the lowest threshold with at most this false-accept rate (default best F1).
+    pub target_far: Option<f64>,
+    /// ORL: only these folds (empty: all four).
+    pub folds: &'a [usize],
+    /// Signatures: how a questioned signature's distances to the references are combined.
+    pub aggregate: Aggregate,
+    /// The command line, for the training record.
+    pub command: &'a str,
+    /// The encoder directory written (ORL: a folder of `fold-F` encoders).
+    pub out: &'a Path,
+}
+
+/// The report of [`train_image_folder`]: the run's own report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum FolderRunReport {
+    ClassHoldOut(FolderTrainReport),
+    Orl(ProtocolTrainReport<OrlReport>),
+    Signatures(ProtocolTrainReport<SignatureReport>),
+}
+
+/// `train image` on a folder of images: the run `protocol` names, with `run`'s settings.
+pub fn train_image_folder(
+    protocol: FolderProtocol,
+    run: &FolderRun,
+    cfg: &ImageTrainConfig,
+    ens: Option<&EnsembleTrainConfig>,
+    on: &Observer,
+) -> Result<FolderRunReport> {
+    let (pre, far) = (&run.preprocess, run.target_far);
+    Ok(match protocol {
+        FolderProtocol::Orl => FolderRunReport::Orl(train_orl(
+            run.corpus,
+            run.label_column,
+            pre,
+            cfg,
+            ens,
+            run.dev_classes,
+            far,
+            run.folds,
+            run.command,
+            run.out,
+            on,
+        )?),
+        FolderProtocol::Signatures => FolderRunReport::Signatures(train_signatures(
+            run.corpus,
+            pre,
+            cfg,
+            ens,
+            far,
+            run.aggregate,
+            run.command,
+            run.out,
+            on,
+        )?),
+        FolderProtocol::ClassHoldOut => FolderRunReport::ClassHoldOut(train_folder(
+            run.corpus,
+            run.label_column,
+            pre,
+            cfg,
+            ens,
+            run.dev_classes,
+            far,
+            run.command,
+            run.out,
+            on,
+        )?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
