@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use twindex::eval::protocol::{self, Aggregate, Scored};
-use twindex::model::{Arch, ImageModelConfig, Preprocess};
+use twindex::model::Preprocess;
 use twindex::train::Progress;
 
 /// The evaluation protocols of image folders.
@@ -73,36 +73,16 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
 
 /// The preprocessing for a folder corpus.
 pub fn folder_preprocess(a: &FolderArgs, protocol: Option<Protocol>) -> Result<Preprocess> {
-    let sigs = protocol == Some(Protocol::Signatures);
-    let (h, w) = match &a.size {
-        Some(s) => parse_size(s)?,
-        None if sigs => (64, 128),
-        None => (56, 46),
+    let opts = protocol::FolderOptions {
+        size: a.size.as_deref().map(parse_size).transpose()?,
+        invert: a.invert,
+        pad: a.pad,
+        standardize: a.standardize,
+        mirror_average: a.mirror_average,
+        align_faces: a.align_faces.clone(),
     };
-    let invert = a.invert || sigs;
-    let mut p = ImageModelConfig::new(Arch::Deep, h, w, 1).preprocess;
-    p.invert = invert;
-    p.pad = a.pad.unwrap_or(if invert { 255 } else { 0 });
-    p.standardize = a.standardize;
-    p.mirror_average = a.mirror_average;
-    p.auto_invert = false;
-    if let Some(dir) = &a.align_faces {
-        let cfg = dir.join(twindex::model::image::CONFIG_FILE);
-        let c: ImageModelConfig = twindex::fsutil::read_json(&cfg)
-            .with_context(|| format!("--align-faces {}", dir.display()))?;
-        let mut fa = c.preprocess.face_align.with_context(|| {
-            format!(
-                "{}: not a face-aligning encoder (no preprocess.face_align)",
-                cfg.display()
-            )
-        })?;
-        if h != w {
-            bail!("--align-faces makes square chips: --size must be HxH, got {h}x{w}");
-        }
-        fa.model_dir = Some(dir.clone());
-        p.face_align = Some(fa);
-    }
-    Ok(p)
+    let sigs = protocol == Some(Protocol::Signatures);
+    Ok(protocol::folder_preprocess(&opts, sigs)?)
 }
 
 /// Whether `corpus` names a folder of image files (not MNIST or an IDX folder).

@@ -570,6 +570,61 @@ pub fn train_signatures(
     })
 }
 
+/// How the image files of a folder corpus become network input, as chosen by the user.
+#[derive(Debug, Clone, Default)]
+pub struct FolderOptions {
+    /// Input size (height, width); default 56x46 for ORL-like faces, 64x128 for signatures.
+    /// Images are resized keeping their aspect ratio and padded.
+    pub size: Option<(usize, usize)>,
+    /// Dark-on-light images (ink on paper): invert so the background is 0 (always for
+    /// signatures).
+    pub invert: bool,
+    /// Background value used to pad resized images (default 255 when inverting, else 0).
+    pub pad: Option<u8>,
+    /// Standardise each image (zero mean, unit variance).
+    pub standardize: bool,
+    /// Embed each image and its mirror image and average them.
+    pub mirror_average: bool,
+    /// Align faces as the face-aligning encoder in this directory does (square sizes only).
+    pub align_faces: Option<std::path::PathBuf>,
+}
+
+/// The preprocessing of a folder corpus for `opts`; `signatures`: the signature protocol's
+/// defaults (64x128, inverted).
+pub fn folder_preprocess(opts: &FolderOptions, signatures: bool) -> Result<Preprocess> {
+    let (h, w) = match opts.size {
+        Some(s) => s,
+        None if signatures => (64, 128),
+        None => (56, 46),
+    };
+    let invert = opts.invert || signatures;
+    let mut p = ImageModelConfig::new(crate::model::Arch::Deep, h, w, 1).preprocess;
+    p.invert = invert;
+    p.pad = opts.pad.unwrap_or(if invert { 255 } else { 0 });
+    p.standardize = opts.standardize;
+    p.mirror_average = opts.mirror_average;
+    p.auto_invert = false;
+    if let Some(dir) = &opts.align_faces {
+        let cfg = dir.join(crate::model::image::CONFIG_FILE);
+        let c: ImageModelConfig = crate::fsutil::read_json(&cfg)
+            .map_err(|e| Error::Msg(format!("--align-faces {}: {e}", dir.display())))?;
+        let mut fa = c.preprocess.face_align.ok_or_else(|| {
+            Error::Msg(format!(
+                "{}: not a face-aligning encoder (no preprocess.face_align)",
+                cfg.display()
+            ))
+        })?;
+        if h != w {
+            return Err(Error::Msg(format!(
+                "--align-faces makes square chips: --size must be HxH, got {h}x{w}"
+            )));
+        }
+        fa.model_dir = Some(dir.clone());
+        p.face_align = Some(fa);
+    }
+    Ok(p)
+}
+
 /// Which run `train image` makes on a folder of images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FolderProtocol {
@@ -730,6 +785,38 @@ mod tests {
         t.members.push(r(0.5));
         want["members"] = serde_json::to_value(vec![r(0.5)]).unwrap();
         assert_eq!(serde_json::to_value(&t).unwrap(), want);
+    }
+
+    /// Folder preprocessing: the protocol's defaults, the user's choices over them, and a
+    /// folder that is not a face-aligning encoder refused by name.
+    #[test]
+    fn folder_preprocess_defaults_and_choices() {
+        let faces = folder_preprocess(&FolderOptions::default(), false).unwrap();
+        assert_eq!(
+            (faces.height, faces.width, faces.invert, faces.pad),
+            (56, 46, false, 0)
+        );
+        let sigs = folder_preprocess(&FolderOptions::default(), true).unwrap();
+        assert_eq!(
+            (sigs.height, sigs.width, sigs.invert, sigs.pad),
+            (64, 128, true, 255)
+        );
+        let o = FolderOptions {
+            size: Some((32, 32)),
+            pad: Some(7),
+            standardize: true,
+            ..Default::default()
+        };
+        let p = folder_preprocess(&o, true).unwrap();
+        assert_eq!((p.height, p.width, p.invert, p.pad), (32, 32, true, 7));
+        assert!(p.standardize && !p.auto_invert && p.face_align.is_none());
+        let tmp = tempfile::tempdir().unwrap();
+        let o = FolderOptions {
+            align_faces: Some(tmp.path().to_path_buf()),
+            ..Default::default()
+        };
+        let e = folder_preprocess(&o, false).unwrap_err().to_string();
+        assert!(e.starts_with("--align-faces "), "{e}");
     }
 
     /// The writer-split rule: training, dev and test writers are disjoint and cover 1-30.
