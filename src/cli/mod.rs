@@ -14,6 +14,7 @@ mod query;
 mod scale;
 mod serve;
 mod train;
+mod train_sequence;
 mod train_text;
 mod verify;
 

@@ -1,16 +1,18 @@
 //! `twindex train image|text`.
 
 use super::common;
+/// The command line for training records (`import` uses it too).
+pub use super::protocol::command_line;
 use super::protocol::{self, FolderArgs, Protocol};
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde_json::json;
 use std::path::PathBuf;
-use twindex::eval::protocol::Aggregate;
+use twindex::eval::protocol::{
+    train_idx, train_image_folder, Aggregate, FolderProtocol, FolderRun, IdxRun,
+};
 use twindex::model::{Arch, EnsembleBy};
 use twindex::train::{
-    train_image, Augmentation, EnsembleTrainConfig, ImageTrainConfig, LossKind, Miner, Schedule,
-    TrainEvent,
+    Augmentation, EnsembleTrainConfig, ImageTrainConfig, LossKind, Miner, Schedule,
 };
 
 #[derive(Debug, Subcommand)]
@@ -21,7 +23,7 @@ pub enum TrainCmd {
     Text(super::train_text::TextArgs),
     /// Train the sequence twin (time-delay network) on pen trajectories:
     /// `--protocol signatures-online`.
-    Sequence(super::online::SequenceArgs),
+    Sequence(super::train_sequence::SequenceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -140,20 +142,12 @@ pub struct ImageArgs {
     pub json: bool,
 }
 
-/// This process's command line, program name as `twindex` (for the training record).
-pub fn command_line() -> String {
-    std::iter::once("twindex".to_string())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 pub fn run(cmd: TrainCmd) -> Result<()> {
     twindex::train::keep_freed_memory();
     match cmd {
         TrainCmd::Image(a) => run_image(a),
         TrainCmd::Text(a) => super::train_text::run(a),
-        TrainCmd::Sequence(a) => super::online::run_train(a),
+        TrainCmd::Sequence(a) => super::train_sequence::run(a),
     }
 }
 
@@ -195,8 +189,8 @@ fn run_image(a: ImageArgs) -> Result<()> {
             a.lr_decay
         );
     }
-    let ens = ensemble_config(a.ensemble, a.ensemble_by)?;
-    check_model_out(&a.out)?;
+    let ens = EnsembleTrainConfig::for_members(a.ensemble, a.ensemble_by)?;
+    twindex::train::image::check_image_out(&a.out)?;
     let folder = a.protocol.is_some() || protocol::is_image_folder(&a.corpus);
     if a.keep_best && !folder && a.holdout == 0 {
         anyhow::bail!("--keep-best selects on held-out data: image folders (dev classes) or --holdout N (MNIST's test set must not choose the model)");
@@ -211,353 +205,42 @@ fn run_image(a: ImageArgs) -> Result<()> {
             }
             _ => a.corpus.clone(),
         };
-        let report = match a.protocol {
-            Some(Protocol::Orl) => protocol::train_orl(
-                &corpus,
-                &a.folder,
-                &cfg,
-                ens.as_ref(),
-                a.dev_classes,
-                a.target_far,
-                &a.folder.folds,
-                &a.out,
-            )?,
-            Some(Protocol::Signatures) => protocol::train_signatures(
-                &corpus,
-                &a.folder,
-                &cfg,
-                ens.as_ref(),
-                a.target_far,
-                a.aggregate,
-                &a.out,
-            )?,
+        let p = match a.protocol {
+            Some(Protocol::Orl) => FolderProtocol::Orl,
+            Some(Protocol::Signatures) => FolderProtocol::Signatures,
             Some(Protocol::SignaturesOnline) => anyhow::bail!(
                 "--protocol signatures-online trains a sequence twin: use `twindex train sequence --protocol signatures-online`"
             ),
-            None => protocol::train_folder(
-                &corpus,
-                &a.folder,
-                &cfg,
-                ens.as_ref(),
-                a.dev_classes,
-                a.target_far,
-                &a.out,
-            )?,
+            None => FolderProtocol::ClassHoldOut,
         };
+        let run = FolderRun {
+            corpus: &corpus,
+            label_column: &a.folder.label_column,
+            preprocess: protocol::folder_preprocess(&a.folder, a.protocol)?,
+            dev_classes: a.dev_classes,
+            target_far: a.target_far,
+            folds: &a.folder.folds,
+            aggregate: a.aggregate,
+            command: &command_line(),
+            out: &a.out,
+        };
+        let r = train_image_folder(p, &run, &cfg, ens.as_ref(), &protocol::progress())?;
         if a.json {
-            common::print_json(&report)?;
+            common::print_json(&serde_json::to_value(&r)?)?;
         }
         return Ok(());
     }
-    let (dir, mut data) = common::load_corpus(&a.corpus)?;
-    if a.holdout > 0 {
-        if a.holdout * 10 > data.train.n * 5 {
-            anyhow::bail!(
-                "--holdout {} would hold out more than half of the {} training images of {}",
-                a.holdout,
-                data.train.n,
-                dir.display()
-            );
-        }
-        // The test split plays no part in training then: the held-out images stand in for it.
-        let (rest, held) = data.train.split_holdout(a.holdout, a.seed);
-        data = twindex::corpus::TrainTest {
-            train: rest,
-            test: held,
-        };
-    }
-    // Image folders evaluate on dev classes held out of the training people; --holdout on
-    // training items held out: neither is a test set.
-    let eval_set = if a.holdout > 0 || folder {
-        "held-out"
-    } else {
-        "test"
+    let (dir, data) = common::load_corpus(&a.corpus)?;
+    let run = IdxRun {
+        corpus_name: &a.corpus,
+        corpus_dir: &dir,
+        holdout: a.holdout,
+        command: &command_line(),
+        out: &a.out,
     };
-    if let Some(ens) = &ens {
-        return run_mnist_ensemble(&a, &cfg, ens, &dir, &data, eval_set);
-    }
-    eprintln!(
-        "training {} with {:?} loss on {} ({} train / {} {eval_set} images), seed {}, {} threads",
-        a.arch.name(),
-        a.loss,
-        dir.display(),
-        data.train.n,
-        data.test.n,
-        a.seed,
-        rayon::current_num_threads()
-    );
-    let mut pb: Option<indicatif::ProgressBar> = None;
-    let mut cur_epoch = 0;
-    let mut outcome = train_image(&data, &cfg, &a.corpus, &mut |ev| match ev {
-        TrainEvent::Step(s) => {
-            if s.epoch != cur_epoch {
-                cur_epoch = s.epoch;
-                pb = Some(common::bar(
-                    s.steps as u64,
-                    &format!("epoch {}/{}", s.epoch, cfg.epochs),
-                ));
-            }
-            if let Some(p) = &pb {
-                p.set_position(s.step as u64);
-                if s.step % 20 == 0 {
-                    p.set_prefix(format!("loss {:.4}", s.loss));
-                }
-            }
-        }
-        TrainEvent::Selected { epoch, score } => {
-            eprintln!("kept epoch {epoch} (best {eval_set} score {score:.4})");
-        }
-        TrainEvent::Epoch(h) => {
-            if let Some(p) = pb.take() {
-                p.finish_and_clear();
-            }
-            eprintln!(
-                "epoch {:>2}: loss {:.5}  {eval_set} pair accuracy {}{:.4} (best threshold)  {:.0} examples/s ({:.1} s wall, {:.1} s CPU)",
-                h.epoch,
-                h.loss,
-                // A fixed distance means nothing for L2-normalised encoders (their
-                // threshold lands near 1.3): only the best-threshold figure then.
-                if h.normalized {
-                    String::new()
-                } else {
-                    format!("{:.4} (at d < {:.2}), ", h.test_pair_accuracy, h.pair_threshold)
-                },
-                h.test_best_accuracy,
-                h.examples as f64 / h.wall_seconds,
-                h.wall_seconds,
-                h.cpu_seconds
-            );
-        }
-    })?;
-    // The duplicate threshold: best F1 on the held-out pairs, else on the training pairs
-    // (never the test pairs).
-    let model = &mut outcome.model;
-    model.config.training.command = Some(command_line());
-    let cal_set = if a.holdout > 0 {
-        &data.test
-    } else {
-        &data.train
-    };
-    let emb = twindex::train::image::embed_set(model, cal_set)?;
-    let pairs = twindex::corpus::seed_pairs(&cal_set.labels, a.seed)?;
-    let dist = twindex::train::image::pair_distances(&emb, model.config.dim, &pairs);
-    let (scores, labels) = twindex::eval::image::pair_scores(&dist, &pairs);
-    let cal = twindex::eval::calibrate_best_f1(&scores, &labels)?;
-    model.config.threshold = twindex::index::Metric::L2.distance_for_similarity(cal.threshold);
-    model.config.calibration = Some(serde_json::to_value(&cal)?);
-    eprintln!(
-        "threshold: distance < {:.4} (best F1 {:.4} on {} {} pairs)",
-        model.config.threshold,
-        cal.f1,
-        pairs.len(),
-        if a.holdout > 0 {
-            "held-out"
-        } else {
-            "training"
-        }
-    );
-    outcome.model.save(&a.out)?;
-    // The figure of the epoch kept: the selected one with --keep-best, else the last.
-    let kept = match outcome.model.config.training.selected_epoch {
-        Some(e) => outcome.history.iter().find(|h| h.epoch == e),
-        None => outcome.history.last(),
-    };
-    let last = kept.map(|h| h.test_best_accuracy).unwrap_or(0.0);
-    let kept_epoch = kept.map(|h| h.epoch);
-    let eps = outcome.examples as f64;
-    let report = json!({
-        "model": a.out.display().to_string(),
-        "arch": a.arch.name(),
-        "loss": outcome.model.config.training.loss,
-        "miner": outcome.model.config.training.miner,
-        "epochs": a.epochs,
-        "batch": a.batch,
-        "seed": a.seed,
-        "threads": rayon::current_num_threads(),
-        "train_examples": outcome.examples,
-        "wall_seconds": outcome.wall_seconds,
-        "cpu_seconds": outcome.cpu_seconds,
-        "pairs_per_second": if a.loss == LossKind::Contrastive { Some(eps / outcome.wall_seconds) } else { None },
-        "pairs_per_cpu_second": if a.loss == LossKind::Contrastive { Some(eps / outcome.cpu_seconds) } else { None },
-        "examples_per_second": eps / outcome.wall_seconds,
-        // Pair accuracy at the best threshold for those pairs, of the epoch kept, on the
-        // test set (MNIST without --holdout) or on held-out training data (never both keys).
-        "test_pair_accuracy": (eval_set == "test").then_some(last),
-        "held_out_pair_accuracy": (eval_set != "test").then_some(last),
-        "pair_accuracy_epoch": kept_epoch,
-        "evaluated_on": eval_set,
-        "holdout": a.holdout,
-        "selected_epoch": outcome.model.config.training.selected_epoch,
-        "threshold": outcome.model.config.threshold,
-        "history": outcome.history,
-    });
-    eprintln!(
-        "saved {} ({eval_set} pair accuracy {:.4} at the best threshold, epoch {})",
-        a.out.display(),
-        last,
-        kept_epoch.unwrap_or(0)
-    );
+    let report = train_idx(data, &cfg, ens.as_ref(), &run, &protocol::progress())?;
     if a.json {
-        common::print_json(&report)?;
+        common::print_json(&serde_json::to_value(&report)?)?;
     }
     Ok(())
-}
-
-/// The ensemble settings of `--ensemble K --ensemble-by B`: `None` for a single encoder.
-fn ensemble_config(k: usize, by: Option<EnsembleBy>) -> Result<Option<EnsembleTrainConfig>> {
-    if k == 0 {
-        anyhow::bail!(
-            "--ensemble 0: expected the number of members, at least 1 (1 = a single encoder)"
-        );
-    }
-    if k == 1 {
-        if let Some(b) = by {
-            anyhow::bail!(
-                "--ensemble-by {} needs --ensemble K with K >= 2 members",
-                b.name()
-            );
-        }
-        return Ok(None);
-    }
-    Ok(Some(EnsembleTrainConfig {
-        members: k,
-        by: by.unwrap_or(EnsembleBy::Seed),
-        parallel: rayon::current_num_threads().min(k),
-    }))
-}
-
-/// `train image --ensemble K` on MNIST-style data: members trained, each calibrated (best F1
-/// on the seed pairs of the held-out images, else of the training images) and scored on the
-/// held-out (or test) pairs, then the ensemble calibrated the same way and saved.
-fn run_mnist_ensemble(
-    a: &ImageArgs,
-    cfg: &ImageTrainConfig,
-    ens: &EnsembleTrainConfig,
-    dir: &std::path::Path,
-    data: &twindex::corpus::TrainTest,
-    eval_set: &str,
-) -> Result<()> {
-    eprintln!(
-        "training an ensemble of {} {} twins (by {}) with {:?} loss on {} ({} train / {} {eval_set} images), seed {}, {} member(s) at a time on {} threads",
-        ens.members,
-        a.arch.name(),
-        ens.by.name(),
-        a.loss,
-        dir.display(),
-        data.train.n,
-        data.test.n,
-        a.seed,
-        ens.parallel,
-        rayon::current_num_threads()
-    );
-    let mut mcfg =
-        twindex::model::ImageModelConfig::new(a.arch, data.train.rows, data.train.cols, 1);
-    mcfg.class_names = (0..data.train.n_classes()).map(|c| c.to_string()).collect();
-    let mut outcome = twindex::train::train_ensemble(data, cfg, ens, mcfg, &a.corpus, &|m, ev| {
-        protocol::print_member_event(m, &ev, cfg.epochs, eval_set)
-    })?;
-    let cal_set = if a.holdout > 0 {
-        &data.test
-    } else {
-        &data.train
-    };
-    let pairs = twindex::corpus::seed_pairs(&cal_set.labels, a.seed)?;
-    let test_pairs = twindex::corpus::seed_pairs(&data.test.labels, a.seed.wrapping_add(1))?;
-    let calibrate = |m: &twindex::model::ImageModel| -> Result<(f32, serde_json::Value, f64)> {
-        let emb = twindex::train::image::embed_set(m, cal_set)?;
-        let dist = twindex::train::image::pair_distances(&emb, m.config.dim, &pairs);
-        let (scores, labels) = twindex::eval::image::pair_scores(&dist, &pairs);
-        let cal = twindex::eval::calibrate_best_f1(&scores, &labels)?;
-        let temb = twindex::train::image::embed_set(m, &data.test)?;
-        let tdist = twindex::train::image::pair_distances(&temb, m.config.dim, &test_pairs);
-        let (acc, _) = twindex::train::image::best_threshold_accuracy(&tdist, &test_pairs);
-        Ok((
-            twindex::index::Metric::L2.distance_for_similarity(cal.threshold),
-            serde_json::to_value(&cal)?,
-            acc,
-        ))
-    };
-    let score_key = if eval_set == "test" {
-        "test_pair_accuracy"
-    } else {
-        "held_out_pair_accuracy"
-    };
-    let names: Vec<String> = (0..data.train.n_classes()).map(|c| c.to_string()).collect();
-    let (mut model, members) =
-        protocol::assemble(&mut outcome, ens, &names, &calibrate, score_key)?;
-    model.config.training = twindex::model::TrainingRecord {
-        command: Some(command_line()),
-        ..model
-            .config
-            .ensemble
-            .as_ref()
-            .map(|e| e.members[0].training.clone())
-            .unwrap_or_default()
-    };
-    model.config.training.seed = a.seed;
-    model.config.training.history = Vec::new();
-    model.config.training.selected_epoch = None;
-    model.save(&a.out)?;
-    let ens_acc = members
-        .last()
-        .and_then(|m| m[score_key].as_f64())
-        .unwrap_or(0.0);
-    eprintln!(
-        "saved {} ({} members, {}-d; {eval_set} pair accuracy {ens_acc:.4} at the best threshold; training {:.1} s wall, {:.1} CPU-s)",
-        a.out.display(),
-        ens.members,
-        model.config.dim,
-        outcome.wall_seconds,
-        outcome.cpu_seconds
-    );
-    if a.json {
-        common::print_json(&json!({
-            "model": a.out.display().to_string(),
-            "arch": a.arch.name(),
-            "ensemble": ens.members,
-            "ensemble_by": ens.by.name(),
-            "parallel": ens.parallel,
-            "seed": a.seed,
-            "threads": rayon::current_num_threads(),
-            "dim": model.config.dim,
-            "threshold": model.config.threshold,
-            "evaluated_on": eval_set,
-            "holdout": a.holdout,
-            "wall_seconds": outcome.wall_seconds,
-            "cpu_seconds": outcome.cpu_seconds,
-            "members": members,
-        }))?;
-    }
-    Ok(())
-}
-
-/// Refuse an `--out` that twindex did not make: it must be absent, empty, an encoder directory
-/// (`config.json` of an image encoder) or a folder of `fold-N` encoder directories (ORL).
-fn check_model_out(out: &std::path::Path) -> Result<()> {
-    let is_encoder = |d: &std::path::Path| {
-        twindex::fsutil::read_json::<twindex::model::ImageModelConfig>(
-            &d.join(twindex::model::image::CONFIG_FILE),
-        )
-        .is_ok_and(|c| c.format == twindex::model::image::IMAGE_FORMAT)
-    };
-    if !out.exists() || is_encoder(out) {
-        return Ok(());
-    }
-    let entries: Vec<_> = match std::fs::read_dir(out) {
-        Ok(rd) => rd.flatten().collect(),
-        Err(_) => anyhow::bail!(
-            "--out {}: exists and is not a directory twindex made; refusing to write there",
-            out.display()
-        ),
-    };
-    let folds = entries
-        .iter()
-        .all(|e| e.file_name().to_string_lossy().starts_with("fold-") && is_encoder(&e.path()));
-    if entries.is_empty() || folds {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "--out {}: exists and holds files that are not an encoder twindex made (no image encoder config.json); refusing to write there (choose a new directory)",
-        out.display()
-    )
 }

@@ -1,14 +1,11 @@
 //! `twindex train text`: fine-tune a sentence-transformers model on labelled pairs.
 
 use super::common;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use serde_json::json;
 use std::path::PathBuf;
-use twindex::corpus::pairs::read_pairs_tsv;
 use twindex::eval;
-use twindex::train::text::{check_text_out, save_text_model, TRAINING_FILE};
-use twindex::train::{train_text, TextLoss, TextTrainConfig, TextTrainEvent};
+use twindex::train::{fine_tune_text, TextLoss, TextTrainConfig, TextTrainRun};
 
 #[derive(Debug, Args)]
 pub struct TextArgs {
@@ -73,12 +70,6 @@ pub fn run(a: TextArgs) -> Result<()> {
         Some(b) => b.clone(),
         None => super::eval::default_text_model()?,
     };
-    // Check the output folder, the base folder and the TSVs before spending time.
-    check_text_out(&a.out)?;
-    twindex::model::TextModelParts::read(&base)
-        .with_context(|| format!("base model {}", base.display()))?;
-    let train = read_pairs_tsv(&a.pairs)?;
-    let dev = a.dev.as_ref().map(|d| read_pairs_tsv(d)).transpose()?;
     let cfg = TextTrainConfig {
         loss: a.loss,
         epochs: a.epochs,
@@ -93,115 +84,22 @@ pub fn run(a: TextArgs) -> Result<()> {
         dropout: !a.no_dropout,
         max_train: a.max_train,
     };
-    let n_train = cfg.max_train.unwrap_or(train.len()).min(train.len());
-    eprintln!(
-        "fine-tuning {} with {} on {} ({} pairs, {} duplicates), {} epoch(s), batch {}, lr {}, seed {}, {} threads",
-        base.display(),
-        a.loss.name(),
-        a.pairs.display(),
-        n_train,
-        train[..n_train].iter().filter(|p| p.duplicate).count(),
-        a.epochs,
-        a.batch,
-        a.lr,
-        a.seed,
-        rayon::current_num_threads()
-    );
-    let mut score = |enc: &twindex::model::TextEncoder| -> twindex::Result<f64> {
-        let dev = dev.as_ref().expect("dev pairs");
+    let run = TextTrainRun {
+        base: &base,
+        pairs: &a.pairs,
+        dev: a.dev.as_deref(),
+        out: &a.out,
+    };
+    let dev_ap = |enc: &twindex::model::TextEncoder,
+                  dev: &[twindex::corpus::pairs::TextPair]|
+     -> twindex::Result<f64> {
         let s = eval::text::pair_similarities(enc, dev, 32)?;
         Ok(eval::text::text_pair_report(&s, dev)?.average_precision)
     };
-    let mut pb: Option<indicatif::ProgressBar> = None;
-    // Without a terminal the bar is hidden: a line every 25 steps instead.
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut cur_epoch = 0;
-    let epochs = a.epochs;
-    let sw = twindex::timing::Stopwatch::start();
-    let outcome = train_text(
-        &base,
-        &train,
-        &cfg,
-        if dev.is_some() {
-            Some(&mut score)
-        } else {
-            None
-        },
-        &mut |ev| match ev {
-            TextTrainEvent::Step(s) => {
-                if s.epoch != cur_epoch {
-                    cur_epoch = s.epoch;
-                    pb = Some(common::bar(
-                        s.steps as u64,
-                        &format!("epoch {}/{}", s.epoch, epochs),
-                    ));
-                }
-                if !tty && (s.step % 25 == 0 || s.step == s.steps) {
-                    eprintln!(
-                        "epoch {} step {}/{}: loss {:.4} lr {:.2e} {:.2} examples/s",
-                        s.epoch, s.step, s.steps, s.loss, s.lr, s.examples_per_second
-                    );
-                }
-                if let Some(p) = &pb {
-                    p.set_position(s.step as u64);
-                    p.set_prefix(format!(
-                        "loss {:.4} lr {:.2e} {:.1} ex/s",
-                        s.loss, s.lr, s.examples_per_second
-                    ));
-                }
-            }
-            TextTrainEvent::Epoch(h) => {
-                if let Some(p) = pb.take() {
-                    p.finish_and_clear();
-                }
-                let dev = h
-                    .dev_score
-                    .map(|d| format!("  dev AP {d:.4} ({:.0} s)", h.dev_seconds))
-                    .unwrap_or_default();
-                eprintln!(
-                    "epoch {:>2}: loss {:.5}  {} steps  {:.2} examples/s ({:.0} s wall, {:.0} s CPU){dev}",
-                    h.epoch,
-                    h.loss,
-                    h.steps,
-                    h.examples as f64 / h.wall_seconds,
-                    h.wall_seconds,
-                    h.cpu_seconds
-                );
-            }
-        },
-    )?;
-    let total_wall = sw.wall();
-    let eps = outcome.examples as f64;
-    let pair_loss = a.loss != TextLoss::BatchHard;
-    let report = json!({
-        "model": a.out.display().to_string(),
-        "base": base.display().to_string(),
-        "pairs": a.pairs.display().to_string(),
-        "dev": a.dev.as_ref().map(|d| d.display().to_string()),
-        "config": cfg,
-        "margin": cfg.margin(),
-        "threads": rayon::current_num_threads(),
-        "train_pairs": n_train,
-        "steps": outcome.steps,
-        "train_examples": outcome.examples,
-        "wall_seconds": outcome.wall_seconds,
-        "cpu_seconds": outcome.cpu_seconds,
-        "total_wall_seconds": total_wall,
-        "pairs_per_second": pair_loss.then(|| eps / outcome.wall_seconds),
-        "pairs_per_cpu_second": pair_loss.then(|| eps / outcome.cpu_seconds),
-        "examples_per_second": eps / outcome.wall_seconds,
-        "best_epoch": outcome.best_epoch,
-        "dev_average_precision": outcome.history.get(outcome.best_epoch - 1).and_then(|h| h.dev_score),
-        "history": outcome.history,
-    });
-    save_text_model(&base, &outcome.weights, &report, &a.out)?;
-    eprintln!(
-        "saved {} (epoch {}; training record in {TRAINING_FILE})",
-        a.out.display(),
-        outcome.best_epoch
-    );
+    let on = super::protocol::progress();
+    let report = fine_tune_text(&run, &cfg, dev_ap, &on)?;
     if a.json {
-        common::print_json(&report)?;
+        common::print_json(&serde_json::to_value(&report)?)?;
     }
     Ok(())
 }

@@ -8,6 +8,18 @@
 //! Scorers plug in as a distance between two signatures (indices into the signature list):
 //! DTW over features, Euclidean distance of twin embeddings, or a fusion of several such
 //! distances ([`LogisticFusion`]).
+//!
+//! The protocol's runs (`train sequence`, `eval --protocol signatures-online`, `verify
+//! --signature`) are in `runs`: [`train_online`], [`evaluate_signatures_online`],
+//! [`verify_signature`].
+
+mod runs;
+
+pub use runs::{
+    evaluate_signatures_online, load_online_corpus, load_online_encoder, online_summary,
+    train_online, verify_signature, OnlineEvalReport, OnlineEvalRun, OnlineTrainReport,
+    OnlineTrainRun, SignatureVerdict,
+};
 
 use super::dtw::dtw_banded;
 use super::protocol::Aggregate;
@@ -703,7 +715,8 @@ pub struct OnlineDecision {
 
 /// Decide whether `query` is by the writer of `refs` (at least 2 for the `-norm` aggregates).
 /// `model` + `cal`: the trained encoder and its calibration (needed for twin and fusion);
-/// DTW alone uses `dtw` and `dtw_threshold`.
+/// DTW alone uses `dtw` and `dtw_threshold`. `threshold`, when given, decides instead of the
+/// scorer's calibrated threshold.
 pub fn verify_online(
     query: &Trajectory,
     refs: &[Trajectory],
@@ -711,6 +724,7 @@ pub fn verify_online(
     model: Option<(&SequenceModel, &OnlineCalibration)>,
     dtw: &DtwScorer,
     dtw_threshold: f32,
+    threshold: Option<f32>,
 ) -> Result<OnlineDecision> {
     if refs.is_empty() {
         return Err(Error::Empty("no reference signatures".into()));
@@ -752,7 +766,7 @@ pub fn verify_online(
             ))
         })
     };
-    let (distance, threshold, twin_distance, dtw_distance) = match scorer {
+    let (distance, calibrated, twin_distance, dtw_distance) = match scorer {
         Scorer::Dtw => {
             let d = dtw_of(dtw)?;
             (d, dtw_threshold, None, Some(d))
@@ -774,6 +788,7 @@ pub fn verify_online(
             )
         }
     };
+    let threshold = threshold.unwrap_or(calibrated);
     Ok(OnlineDecision {
         scorer,
         accepted: crate::index::is_duplicate(distance, threshold),
@@ -856,6 +871,41 @@ mod tests {
             ],
         };
         assert!((pen_down_seconds(&tr) - 0.035).abs() < 1e-6);
+    }
+
+    /// A threshold given to the verifier decides instead of the calibrated one, by the one
+    /// rule `distance <= threshold`: a signature at exactly that distance is accepted, just
+    /// below it rejected.
+    #[test]
+    fn verify_decides_at_a_given_threshold() {
+        let traj = |k: f64| Trajectory {
+            path: format!("t{k}").into(),
+            points: (0..40)
+                .map(|i| {
+                    let t = i as f64;
+                    PenPoint {
+                        x: (t * 0.3).sin() * (1.0 + k) + t * 0.1,
+                        y: (t * 0.2 + k).cos(),
+                        t: t * 10.0,
+                        down: true,
+                    }
+                })
+                .collect(),
+        };
+        let (q, refs) = (traj(0.3), vec![traj(0.0), traj(0.1)]);
+        let dtw = DtwScorer::default();
+        let d = verify_online(&q, &refs, Scorer::Dtw, None, &dtw, 1e9, None).unwrap();
+        assert!(d.accepted && d.threshold == 1e9 && d.distance > 0.0);
+        let at = verify_online(&q, &refs, Scorer::Dtw, None, &dtw, 1e9, Some(d.distance)).unwrap();
+        assert_eq!(
+            (at.accepted, at.threshold, at.distance),
+            (true, d.distance, d.distance)
+        );
+        let below = d.distance - d.distance * 1e-6;
+        let r = verify_online(&q, &refs, Scorer::Dtw, None, &dtw, 1e9, Some(below)).unwrap();
+        assert!(!r.accepted);
+        // The twin needs an encoder.
+        assert!(verify_online(&q, &refs, Scorer::Twin, None, &dtw, 1e9, None).is_err());
     }
 
     #[test]

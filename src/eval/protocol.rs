@@ -1,7 +1,26 @@
 //! The two image verification protocols: ORL faces (one-shot identification of unseen people,
 //! verification, open-set rejection) and SVC2004 signatures (writer-independent, skilled
 //! forgeries). Both work on embeddings under Euclidean distance, so the same code scores a
-//! trained encoder and the raw-pixel baseline.
+//! trained encoder and the raw-pixel baseline. The runs of `train image` and `eval` on these
+//! protocols live in the submodules: training with class or writer hold-out and ensembles
+//! (`train`), evaluation with an encoder or raw pixels (`evaluate`), and the one calibration
+//! pipeline of image encoders ([`calibrate_encoder`]).
+
+mod calibrate_encoder;
+mod evaluate;
+mod train;
+mod train_idx;
+
+pub use calibrate_encoder::{calibrate_encoder, CalibrationPairs};
+pub use evaluate::{evaluate_orl, evaluate_signatures, ProtocolEvalReport, Scored};
+pub use train::{
+    assemble, folder_preprocess, member_line, orl_summary, signature_summary, train_folder,
+    train_image_folder, train_orl, train_signatures, train_split, AssembledRow, Calibrate,
+    FolderOptions, FolderProtocol, FolderRun, FolderRunReport, FolderTrainReport,
+    ProtocolTrainReport, SIGNATURE_DEV_WRITERS, SIGNATURE_KEEP_BEST_TRAIN_WRITERS,
+    SIGNATURE_TEST_WRITERS, SIGNATURE_TRAIN_WRITERS,
+};
+pub use train_idx::{train_idx, IdxEncoderReport, IdxEnsembleReport, IdxRun, IdxTrainReport};
 
 use super::{calibrate_best_f1, calibrate_target_far, eer, far_frr_at, roc_auc, ThresholdReport};
 use crate::corpus::folder::{self, natural_cmp, FolderItem, ImageFolder};
@@ -512,10 +531,6 @@ pub fn orl_fold_with_model(
         model.config.threshold,
     )
 }
-
-/// The signature writers used for training and for calibration + test.
-pub const SIGNATURE_TRAIN_WRITERS: std::ops::RangeInclusive<usize> = 1..=20;
-pub const SIGNATURE_TEST_WRITERS: std::ops::RangeInclusive<usize> = 21..=30;
 
 /// Score the signature protocol on writers 21-30 with `model`; `threshold`: the decision
 /// threshold (None: calibrate here: best F1, or `target_far`). Returns the report and the

@@ -28,6 +28,34 @@ pub struct EnsembleTrainConfig {
     pub parallel: usize,
 }
 
+impl EnsembleTrainConfig {
+    /// The ensemble settings of `--ensemble K --ensemble-by B`: `None` for a single encoder
+    /// (K = 1), else K members differing by `by` (default seed), as many trained at a time as
+    /// the thread pool has threads (at most K). K = 0, and `by` with K = 1, are refused.
+    pub fn for_members(k: usize, by: Option<EnsembleBy>) -> Result<Option<Self>> {
+        if k == 0 {
+            return Err(Error::Msg(
+                "--ensemble 0: expected the number of members, at least 1 (1 = a single encoder)"
+                    .into(),
+            ));
+        }
+        if k == 1 {
+            if let Some(b) = by {
+                return Err(Error::Msg(format!(
+                    "--ensemble-by {} needs --ensemble K with K >= 2 members",
+                    b.name()
+                )));
+            }
+            return Ok(None);
+        }
+        Ok(Some(EnsembleTrainConfig {
+            members: k,
+            by: by.unwrap_or(EnsembleBy::Seed),
+            parallel: rayon::current_num_threads().min(k),
+        }))
+    }
+}
+
 impl Default for EnsembleTrainConfig {
     fn default() -> Self {
         EnsembleTrainConfig {
@@ -328,6 +356,30 @@ fn copy_weights(from: &ImageModel, to: &ImageModel) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--ensemble K --ensemble-by B`: 1 is a single encoder, 0 and a `by` without members are
+    /// refused in one line, the default `by` is seed, at most K members at a time.
+    #[test]
+    fn ensemble_settings_from_the_member_count() {
+        assert!(EnsembleTrainConfig::for_members(1, None).unwrap().is_none());
+        let e = EnsembleTrainConfig::for_members(0, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--ensemble 0: expected the number of members"),
+            "{e}"
+        );
+        let e = EnsembleTrainConfig::for_members(1, Some(EnsembleBy::Bagging))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "--ensemble-by bagging needs --ensemble K with K >= 2 members"
+        );
+        let c = EnsembleTrainConfig::for_members(3, None).unwrap().unwrap();
+        assert_eq!((c.members, c.by), (3, EnsembleBy::Seed));
+        assert!(c.parallel >= 1 && c.parallel <= 3);
+    }
 
     /// Three well separated blobs of 4 points each are found as they were drawn.
     #[test]

@@ -352,6 +352,39 @@ pub fn embed_set(model: &ImageModel, set: &ImageSet) -> Result<Vec<f32>> {
     model.embed_pixels(&set.pixels, set.n, 512)
 }
 
+/// Refuse an `--out` that twindex did not make: it must be absent, empty, an encoder directory
+/// (`config.json` of an image encoder) or a folder of `fold-N` encoder directories (ORL).
+pub fn check_image_out(out: &std::path::Path) -> Result<()> {
+    let is_encoder = |d: &std::path::Path| {
+        crate::fsutil::read_json::<crate::model::ImageModelConfig>(
+            &d.join(crate::model::image::CONFIG_FILE),
+        )
+        .is_ok_and(|c| c.format == crate::model::image::IMAGE_FORMAT)
+    };
+    if !out.exists() || is_encoder(out) {
+        return Ok(());
+    }
+    let entries: Vec<_> = match std::fs::read_dir(out) {
+        Ok(rd) => rd.flatten().collect(),
+        Err(_) => {
+            return Err(Error::Msg(format!(
+                "--out {}: exists and is not a directory twindex made; refusing to write there",
+                out.display()
+            )))
+        }
+    };
+    let folds = entries
+        .iter()
+        .all(|e| e.file_name().to_string_lossy().starts_with("fold-") && is_encoder(&e.path()));
+    if entries.is_empty() || folds {
+        return Ok(());
+    }
+    Err(Error::Msg(format!(
+        "--out {}: exists and holds files that are not an encoder twindex made (no image encoder config.json); refusing to write there (choose a new directory)",
+        out.display()
+    )))
+}
+
 /// Euclidean distances of `pairs` given embeddings of the whole set.
 pub fn pair_distances(emb: &[f32], dim: usize, pairs: &[Pair]) -> Vec<f32> {
     pairs
@@ -791,6 +824,32 @@ pub fn train_image_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--out` is written only where twindex made it (or nothing is): absent, empty, an image
+    /// encoder, or a folder of `fold-N` encoders; a user's folder is refused untouched.
+    #[test]
+    fn check_image_out_refuses_foreign_folders() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("enc");
+        check_image_out(&out).unwrap();
+        std::fs::create_dir(&out).unwrap();
+        check_image_out(&out).unwrap();
+        let enc = out.join("fold-0");
+        std::fs::create_dir(&enc).unwrap();
+        let cfg = ImageModelConfig::new(Arch::Lenet, 28, 28, 1);
+        crate::fsutil::atomic_write_json(&enc.join(crate::model::image::CONFIG_FILE), &cfg)
+            .unwrap();
+        check_image_out(&enc).unwrap();
+        check_image_out(&out).unwrap();
+        std::fs::write(out.join("notes.txt"), "mine").unwrap();
+        let e = check_image_out(&out).unwrap_err().to_string();
+        assert!(e.contains("refusing to write there"), "{e}");
+        assert!(out.join("notes.txt").exists());
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = check_image_out(&file).unwrap_err().to_string();
+        assert!(e.contains("is not a directory twindex made"), "{e}");
+    }
 
     /// Oracle, by hand: base 0.01, 10 epochs, 2 of warm-up. Warm-up: 0.01 * p / 2, so 0.0025
     /// at p = 0.5 and 0.01 at its end (p = 2). Cosine over the 8 epochs left: at p = 6

@@ -5,6 +5,7 @@ pub mod ensemble;
 pub mod image;
 pub mod loss;
 pub mod mining;
+pub mod progress;
 pub mod sequence;
 pub mod text;
 
@@ -14,7 +15,11 @@ pub use image::{
     LossKind, Schedule, TrainEvent, TrainOutcome,
 };
 pub use mining::{Miner, Triplet};
-pub use text::{train_text, TextLoss, TextTrainConfig, TextTrainEvent, TextTrainOutcome};
+pub use progress::{Observer, Progress};
+pub use text::{
+    fine_tune_text, train_text, TextLoss, TextTrainConfig, TextTrainEvent, TextTrainOutcome,
+    TextTrainReport, TextTrainRun,
+};
 
 /// Training allocates and frees large tensors every step: keep freed memory in the heap instead
 /// of returning it to the kernel (measured: a third less system time, from page faults, in text

@@ -7,6 +7,7 @@
 //! dev score (e.g. average precision) is computed after each epoch and the best epoch is kept.
 
 use super::loss;
+use super::progress::{Observer, Progress};
 use crate::corpus::pairs::TextPair;
 use crate::error::{Error, Result};
 use crate::model::gradbert::{AdamW, GradBert, Tape};
@@ -738,6 +739,173 @@ pub fn save_text_model(
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
     Ok(())
+}
+
+/// What `train text` fine-tunes and where it writes.
+#[derive(Debug, Clone, Copy)]
+pub struct TextTrainRun<'a> {
+    /// The sentence-transformers folder fine-tuned.
+    pub base: &'a Path,
+    /// Training pairs (TSV).
+    pub pairs: &'a Path,
+    /// Dev pairs (TSV): scored after each epoch, the best epoch kept.
+    pub dev: Option<&'a Path>,
+    /// The output folder (replaced atomically; see [`check_text_out`]).
+    pub out: &'a Path,
+}
+
+/// Scores an encoder on dev pairs; higher is better (e.g. average precision).
+pub type DevPairScore = fn(&TextEncoder, &[TextPair]) -> Result<f64>;
+
+/// The training record of a fine-tuned text model, written as [`TRAINING_FILE`] (and the
+/// report of `train text --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TextTrainReport {
+    pub model: String,
+    pub base: String,
+    pub pairs: String,
+    pub dev: Option<String>,
+    pub config: TextTrainConfig,
+    /// The margin used (the loss's default when the config has none).
+    pub margin: f64,
+    pub threads: usize,
+    pub train_pairs: usize,
+    pub steps: usize,
+    pub train_examples: usize,
+    /// Training only (dev evaluation excluded).
+    pub wall_seconds: f64,
+    pub cpu_seconds: f64,
+    /// Training and dev evaluation.
+    pub total_wall_seconds: f64,
+    /// Pair losses only (not batch-hard).
+    pub pairs_per_second: Option<f64>,
+    pub pairs_per_cpu_second: Option<f64>,
+    pub examples_per_second: f64,
+    pub best_epoch: usize,
+    pub dev_average_precision: Option<f64>,
+    pub history: Vec<TextEpochStats>,
+}
+
+/// The progress of fine-tuning: a bar per epoch (a line every 25 steps where no bar shows), a
+/// line per epoch.
+fn text_progress(ev: TextTrainEvent, epochs: usize, on: &Observer) {
+    match ev {
+        TextTrainEvent::Step(s) => {
+            if s.step % 25 == 0 || s.step == s.steps {
+                on(Progress::Quiet(format!(
+                    "epoch {} step {}/{}: loss {:.4} lr {:.2e} {:.2} examples/s",
+                    s.epoch, s.step, s.steps, s.loss, s.lr, s.examples_per_second
+                )));
+            }
+            on(Progress::Bar {
+                label: format!("epoch {}/{epochs}", s.epoch),
+                len: s.steps as u64,
+                pos: s.step as u64,
+                prefix: Some(format!(
+                    "loss {:.4} lr {:.2e} {:.1} ex/s",
+                    s.loss, s.lr, s.examples_per_second
+                )),
+            });
+        }
+        TextTrainEvent::Epoch(h) => {
+            let dev = h
+                .dev_score
+                .map(|d| format!("  dev AP {d:.4} ({:.0} s)", h.dev_seconds))
+                .unwrap_or_default();
+            on(Progress::Line(format!(
+                "epoch {:>2}: loss {:.5}  {} steps  {:.2} examples/s ({:.0} s wall, {:.0} s CPU){dev}",
+                h.epoch,
+                h.loss,
+                h.steps,
+                h.examples as f64 / h.wall_seconds,
+                h.wall_seconds,
+                h.cpu_seconds
+            )));
+        }
+    }
+}
+
+/// Fine-tune `run.base` on the pairs of `run.pairs` (scored each epoch on `run.dev` with
+/// `dev_score`, the best epoch kept) and save it to `run.out` with its training record. The
+/// output folder, the base folder and the TSVs are checked before any training.
+pub fn fine_tune_text(
+    run: &TextTrainRun,
+    cfg: &TextTrainConfig,
+    dev_score: DevPairScore,
+    on: &Observer,
+) -> Result<TextTrainReport> {
+    check_text_out(run.out)?;
+    TextModelParts::read(run.base)
+        .map_err(|e| Error::Msg(format!("base model {}: {e}", run.base.display())))?;
+    let train = crate::corpus::pairs::read_pairs_tsv(run.pairs)?;
+    let dev = run
+        .dev
+        .map(crate::corpus::pairs::read_pairs_tsv)
+        .transpose()?;
+    let n_train = cfg.max_train.unwrap_or(train.len()).min(train.len());
+    on(Progress::Line(format!(
+        "fine-tuning {} with {} on {} ({} pairs, {} duplicates), {} epoch(s), batch {}, lr {}, seed {}, {} threads",
+        run.base.display(),
+        cfg.loss.name(),
+        run.pairs.display(),
+        n_train,
+        train[..n_train].iter().filter(|p| p.duplicate).count(),
+        cfg.epochs,
+        cfg.batch,
+        cfg.lr,
+        cfg.seed,
+        rayon::current_num_threads()
+    )));
+    let mut score =
+        |enc: &TextEncoder| -> Result<f64> { dev_score(enc, dev.as_deref().expect("dev pairs")) };
+    let sw = Stopwatch::start();
+    let outcome = train_text(
+        run.base,
+        &train,
+        cfg,
+        if dev.is_some() {
+            Some(&mut score)
+        } else {
+            None
+        },
+        &mut |ev| text_progress(ev, cfg.epochs, on),
+    )?;
+    let total_wall = sw.wall();
+    let eps = outcome.examples as f64;
+    let pair_loss = cfg.loss != TextLoss::BatchHard;
+    let report = TextTrainReport {
+        model: run.out.display().to_string(),
+        base: run.base.display().to_string(),
+        pairs: run.pairs.display().to_string(),
+        dev: run.dev.map(|d| d.display().to_string()),
+        config: cfg.clone(),
+        margin: cfg.margin(),
+        threads: rayon::current_num_threads(),
+        train_pairs: n_train,
+        steps: outcome.steps,
+        train_examples: outcome.examples,
+        wall_seconds: outcome.wall_seconds,
+        cpu_seconds: outcome.cpu_seconds,
+        total_wall_seconds: total_wall,
+        pairs_per_second: pair_loss.then(|| eps / outcome.wall_seconds),
+        pairs_per_cpu_second: pair_loss.then(|| eps / outcome.cpu_seconds),
+        examples_per_second: eps / outcome.wall_seconds,
+        best_epoch: outcome.best_epoch,
+        dev_average_precision: outcome
+            .history
+            .get(outcome.best_epoch - 1)
+            .and_then(|h| h.dev_score),
+        history: outcome.history,
+    };
+    // A plain struct of numbers and strings always serialises.
+    let record = serde_json::to_value(&report).expect("a training record serialises");
+    save_text_model(run.base, &outcome.weights, &record, run.out)?;
+    on(Progress::Line(format!(
+        "saved {} (epoch {}; training record in {TRAINING_FILE})",
+        run.out.display(),
+        report.best_epoch
+    )));
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -1,0 +1,184 @@
+//! The evaluation runs of the image-folder protocols (`eval --protocol orl|signatures`): with a
+//! trained encoder, a folder of per-fold encoders, or raw pixels as the baseline.
+
+use super::train::{orl_summary, signature_summary};
+use super::{
+    calibrate_pairs, orl_fold_report, orl_fold_with_model, orl_folds, orl_report, raw_embeddings,
+    read_signatures, signature_test_set, signatures_from_embeddings, signatures_with_model,
+    Aggregate, OrlReport, SignatureReport,
+};
+use crate::corpus::folder::ImageFolder;
+use crate::error::{Error, Result};
+use crate::model::image::{load_set, CONFIG_FILE};
+use crate::model::{ImageModel, Preprocess};
+use crate::train::{Observer, Progress};
+use serde::Serialize;
+use std::path::Path;
+
+/// What a protocol is scored with.
+#[derive(Debug, Clone)]
+pub enum Scored<'a> {
+    /// A trained encoder directory; for ORL also a folder of `fold-0..fold-3` encoders.
+    Encoder(&'a Path),
+    /// Raw pixels preprocessed as given: the baseline.
+    RawPixels(Preprocess),
+}
+
+impl Scored<'_> {
+    /// The `model` field of a report: the encoder's path or `raw pixels`.
+    fn name(&self) -> String {
+        match self {
+            Scored::Encoder(p) => p.display().to_string(),
+            Scored::RawPixels(_) => "raw pixels".into(),
+        }
+    }
+}
+
+/// A protocol's report from `eval`: what was scored (`model`) and, for signatures, where the
+/// threshold came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProtocolEvalReport<R> {
+    #[serde(flatten)]
+    pub report: R,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold_source: Option<&'static str>,
+    pub model: String,
+}
+
+fn load_model(dir: &Path, what: &str) -> Result<ImageModel> {
+    ImageModel::load(dir).map_err(|e| Error::Msg(format!("loading {what} {}: {e}", dir.display())))
+}
+
+/// The ORL protocol on the folder `corpus` (only `only_folds` when not empty). With an encoder
+/// directory, the same encoder for every fold, its threshold calibrated per fold on the fold's
+/// training subjects (best F1); with a folder of `fold-F` encoders, each fold's own; with raw
+/// pixels, calibrated like a single encoder. `mirror_average` turns on mirror averaging.
+pub fn evaluate_orl(
+    corpus: &Path,
+    label_column: &str,
+    only_folds: &[usize],
+    with: &Scored,
+    mirror_average: bool,
+    on: &Observer,
+) -> Result<ProtocolEvalReport<OrlReport>> {
+    let f = ImageFolder::scan(corpus, label_column)?;
+    let mut folds = orl_folds(&f)?;
+    if !only_folds.is_empty() {
+        folds.retain(|x| only_folds.contains(&x.fold));
+    }
+    // An encoder directory (not a folder of fold-F encoders): the same encoder for every fold,
+    // so the faces are embedded once.
+    let single = match with {
+        Scored::Encoder(base) if base.join(CONFIG_FILE).exists() => {
+            let mut m = load_model(base, "encoder")?;
+            m.config.preprocess.mirror_average |= mirror_average;
+            let set = load_set(&f.items, &f.classes, &m.config.preprocess)?;
+            let emb = m.embed_pixels(&set.pixels, set.n, 64)?;
+            Some((m, emb))
+        }
+        _ => None,
+    };
+    let mut reps = Vec::new();
+    for fold in &folds {
+        let r = match (with, &single) {
+            (Scored::RawPixels(pre), _) => {
+                let items = f.with_labels(&fold.unseen_subjects);
+                let set = load_set(&items, &fold.unseen_subjects, pre)?;
+                let emb = raw_embeddings(&set, pre);
+                // Raw pixels have no calibrated threshold: use the fold's training subjects'
+                // pairs (best F1), as an encoder's would be.
+                let tr = f.with_labels(&fold.train_subjects);
+                let tset = load_set(&tr, &fold.train_subjects, pre)?;
+                let temb = raw_embeddings(&tset, pre);
+                let (thr, _) = calibrate_pairs(&temb, set.rows * set.cols, &tset.labels, None)?;
+                let dim = set.rows * set.cols;
+                orl_fold_report(fold.fold, &emb, dim, fold.unseen_subjects.len(), 10, thr)?
+            }
+            (Scored::Encoder(_), Some((m, all_emb))) => {
+                // One encoder for every fold (a pretrained one that saw none of these people):
+                // its threshold is calibrated, per fold, on the pairs of the fold's training
+                // subjects (best F1), never on the unseen ones. All faces were embedded once;
+                // each fold takes its rows.
+                let dim = m.config.dim;
+                let rows = |subjects: &[String]| -> (Vec<f32>, Vec<u32>) {
+                    let mut e = Vec::new();
+                    let mut l = Vec::new();
+                    for (i, it) in f.items.iter().enumerate() {
+                        if let Some(c) = subjects.iter().position(|s| s == &it.label) {
+                            e.extend_from_slice(&all_emb[i * dim..(i + 1) * dim]);
+                            l.push(c as u32);
+                        }
+                    }
+                    (e, l)
+                };
+                let (temb, tlab) = rows(&fold.train_subjects);
+                let (thr, _) = calibrate_pairs(&temb, dim, &tlab, None)?;
+                let (uemb, _) = rows(&fold.unseen_subjects);
+                orl_fold_report(fold.fold, &uemb, dim, fold.unseen_subjects.len(), 10, thr)?
+            }
+            (Scored::Encoder(base), None) => {
+                let dir = base.join(format!("fold-{}", fold.fold));
+                let mut m = load_model(&dir, &format!("the fold-{} encoder", fold.fold))?;
+                m.config.preprocess.mirror_average |= mirror_average;
+                orl_fold_with_model(&f, fold, &m)?
+            }
+        };
+        reps.push(r);
+    }
+    let report = orl_report(reps);
+    on(Progress::Line(orl_summary(&report)));
+    Ok(ProtocolEvalReport {
+        report,
+        threshold_source: None,
+        model: with.name(),
+    })
+}
+
+/// The signature protocol on the `writers` of the folder `corpus`, combining the distances to
+/// the references with `agg`. An encoder's stored threshold is used when it was calibrated for
+/// `agg`; otherwise (and for raw pixels) the threshold is calibrated on the tested writers
+/// themselves (best F1), and the report says so.
+pub fn evaluate_signatures(
+    corpus: &Path,
+    with: &Scored,
+    agg: Aggregate,
+    writers: &[usize],
+    on: &Observer,
+) -> Result<ProtocolEvalReport<SignatureReport>> {
+    let sigs = read_signatures(corpus)?;
+    let mut source = "calibrated on the tested writers (best F1)";
+    let (report, _) = match with {
+        Scored::RawPixels(pre) => {
+            let (test, set) = signature_test_set(&sigs, pre, writers)?;
+            let emb = raw_embeddings(&set, pre);
+            signatures_from_embeddings(&test, &emb, set.rows * set.cols, agg, None, None)?
+        }
+        Scored::Encoder(dir) => {
+            let m = load_model(dir, "encoder")?;
+            // The encoder's threshold holds for the aggregate it was calibrated with; for
+            // another, calibrate on these writers (the calibration writers).
+            let cal_agg = m
+                .config
+                .calibration
+                .as_ref()
+                .and_then(|c| c.get("aggregate"))
+                .and_then(|a| serde_json::from_value::<Aggregate>(a.clone()).ok())
+                .unwrap_or(Aggregate::Min);
+            let thr = (cal_agg == agg).then_some(m.config.threshold);
+            if thr.is_some() {
+                source = "the encoder's stored threshold";
+            } else {
+                on(Progress::Line(format!(
+                    "note: the encoder's threshold was calibrated for --aggregate {cal_agg:?}; for {agg:?} the threshold is calibrated on the tested writers themselves (EER and ROC-AUC do not depend on it; FAR/FRR at it are optimistic)"
+                )));
+            }
+            signatures_with_model(&sigs, &m, agg, thr, None, writers)?
+        }
+    };
+    on(Progress::Line(signature_summary(&report)));
+    Ok(ProtocolEvalReport {
+        report,
+        threshold_source: Some(source),
+        model: with.name(),
+    })
+}
