@@ -249,6 +249,18 @@ pub fn accuracy_at(scores: &[f32], labels: &[bool], threshold: f32) -> Result<f6
     Ok(confusion_at(scores, labels, threshold)?.accuracy())
 }
 
+/// Share of pairs classified correctly on distances: a pair is predicted "same" iff
+/// `distance < threshold`; `same[i]` is its label. 0 pairs give 0. (The image trainer's
+/// `pair_accuracy` computes the same figure.)
+pub fn distance_accuracy_below(dist: &[f32], same: &[bool], threshold: f32) -> f64 {
+    let ok = dist
+        .iter()
+        .zip(same)
+        .filter(|(&d, &y)| (d < threshold) == y)
+        .count();
+    ok as f64 / same.len().max(1) as f64
+}
+
 /// (false accept rate, false reject rate) when a pair is predicted positive iff
 /// `score >= threshold`: FAR = fp / negatives, FRR = fn / positives. Needs both classes.
 pub fn far_frr_at(scores: &[f32], labels: &[bool], threshold: f32) -> Result<(f64, f64)> {
@@ -680,6 +692,19 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn distance_accuracy_hand_example() {
+        // Threshold 0.5, "same" iff d < 0.5: 0.2 same (label same: right), 0.5 different
+        // (label same: wrong, the threshold itself is not below), 0.7 different (label
+        // different: right), 0.4 same (label different: wrong) -> 2 of 4 = 0.5.
+        let d = [0.2, 0.5, 0.7, 0.4];
+        let y = [true, true, false, false];
+        assert_eq!(distance_accuracy_below(&d, &y, 0.5), 0.5);
+        // Threshold 0.6: 0.5 becomes "same" (right) -> 3 of 4.
+        assert_eq!(distance_accuracy_below(&d, &y, 0.6), 0.75);
+        assert_eq!(distance_accuracy_below(&[], &[], 0.5), 0.0);
     }
 
     #[test]

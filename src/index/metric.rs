@@ -118,11 +118,12 @@ impl std::fmt::Display for Metric {
 impl std::str::FromStr for Metric {
     type Err = Error;
 
+    /// The names of [`Metric::name`], exactly (what manifests and `--metric` hold).
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "l2" | "euclidean" => Ok(Metric::L2),
-            "cosine" | "cos" => Ok(Metric::Cosine),
-            "dot" | "ip" | "inner" => Ok(Metric::Dot),
+        match s {
+            "l2" => Ok(Metric::L2),
+            "cosine" => Ok(Metric::Cosine),
+            "dot" => Ok(Metric::Dot),
             other => Err(Error::InvalidArgument(format!(
                 "unknown metric {other:?}: expected l2, cosine or dot"
             ))),
@@ -176,4 +177,23 @@ pub fn check_rows(data: &[f32], dim: usize, context: &str) -> Result<usize> {
         )));
     }
     Ok(data.len() / dim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metric;
+
+    #[test]
+    fn metric_names_parse_exactly_and_others_are_named_in_the_error() {
+        for m in [Metric::L2, Metric::Cosine, Metric::Dot] {
+            assert_eq!(m.name().parse::<Metric>().unwrap(), m);
+        }
+        for bad in ["cos", "L2", "euclidean", "ip", ""] {
+            let e = bad.parse::<Metric>().unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("invalid argument: unknown metric {bad:?}: expected l2, cosine or dot")
+            );
+        }
+    }
 }

@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod dedup;
+pub mod dedup_report;
 pub mod distance;
 pub mod engine;
 pub mod flat;

@@ -1,12 +1,20 @@
 //! Answering queries: the [`Searcher`] (an index opened with its encoder), k nearest
-//! neighbours with the duplicate decision, identification and verification.
+//! neighbours with the duplicate decision, identification and verification; building an index
+//! directory from a corpus, texts, vectors or parts ([`build`]); hybrid (BM25 + dense) fusion
+//! ([`hybrid`]).
 
+pub mod add;
+pub mod bench;
+pub mod build;
 pub mod encoder;
+pub mod hybrid;
+pub mod maintain;
 pub mod milvus;
 pub mod parts;
 pub mod searcher;
 pub mod verify;
 
+pub use build::{build_index, BuildProgress, BuildRecord, BuildSource, Built};
 pub use searcher::{
     search, shorten, Answer, Encoder, NewItem, OpenOptions, Query, QueryHit, SearchOptions,
     Searcher, Stats,
