@@ -207,45 +207,24 @@ pub fn build_index(
             };
             let model = ImageModel::load(&model_dir)
                 .map_err(ctx(format!("loading encoder {}", model_dir.display())))?;
-            let (vectors, items) = if folder {
-                let f = crate::corpus::folder::ImageFolder::scan(
-                    Path::new(corpus),
-                    label_column.as_deref().unwrap_or("label"),
-                )?;
-                let set =
-                    crate::model::image::load_set(&f.items, &f.classes, &model.config.preprocess)?;
-                let vectors = embed_images(&model, &set, p)?;
-                let items = f
-                    .items
-                    .iter()
-                    .map(|it| Item {
-                        label: it.label.clone(),
-                        source: it.path.display().to_string(),
-                        payload: None,
-                    })
-                    .collect();
-                p.note(&format!(
-                    "embedded {} images of {} labels from {} with {}",
-                    f.items.len(),
-                    f.classes.len(),
-                    corpus,
+            let c = load_image_corpus(&model, corpus, label_column.as_deref())?;
+            let sw = Stopwatch::start();
+            let vectors = embed_images(&model, &c.set, p)?;
+            p.note(&match c.classes {
+                Some(classes) => format!(
+                    "embedded {} images of {classes} labels from {corpus} with {}",
+                    c.set.n,
                     model_dir.display()
-                ));
-                (vectors, items)
-            } else {
-                let (dir, data) = resolve::load_corpus(corpus)?;
-                let set = &data.train;
-                let sw = Stopwatch::start();
-                let vectors = embed_images(&model, set, p)?;
-                p.note(&format!(
+                ),
+                None => format!(
                     "embedded {} images with {} in {:.1} s ({:.0} images/s)",
-                    set.n,
+                    c.set.n,
                     model_dir.display(),
                     sw.wall(),
-                    set.n as f64 / sw.wall()
-                ));
-                (vectors, idx_items(&model, &dir, set))
-            };
+                    c.set.n as f64 / sw.wall()
+                ),
+            });
+            let items = c.items;
             let cfg = IndexConfig {
                 metric: Metric::L2,
                 normalize: false,
@@ -267,6 +246,55 @@ pub fn build_index(
         index,
         record,
         bytes: dir_bytes(out),
+    })
+}
+
+/// An image corpus read for an encoder: its images (preprocessed as the encoder expects) and
+/// their items.
+pub struct ImageCorpus {
+    pub set: ImageSet,
+    /// Labelled with the folder's labels, or the encoder's class names for an IDX corpus;
+    /// sources are the image files, or `IMAGES_FILE:N`.
+    pub items: Vec<Item>,
+    /// A folder of images: its number of labels (`None` for an IDX corpus).
+    pub classes: Option<usize>,
+}
+
+/// Read the corpus named `corpus` for `model`: a folder of images (labels from sub-folders or
+/// the `label_column` of labels.tsv, default `label`), else an IDX corpus (`mnist` or a
+/// folder), whose training split is taken.
+pub fn load_image_corpus(
+    model: &ImageModel,
+    corpus: &str,
+    label_column: Option<&str>,
+) -> Result<ImageCorpus> {
+    if resolve::is_image_folder(corpus) {
+        let f = crate::corpus::folder::ImageFolder::scan(
+            Path::new(corpus),
+            label_column.unwrap_or("label"),
+        )?;
+        let set = crate::model::image::load_set(&f.items, &f.classes, &model.config.preprocess)?;
+        let items = f
+            .items
+            .iter()
+            .map(|it| Item {
+                label: it.label.clone(),
+                source: it.path.display().to_string(),
+                payload: None,
+            })
+            .collect();
+        return Ok(ImageCorpus {
+            set,
+            items,
+            classes: Some(f.classes.len()),
+        });
+    }
+    let (dir, data) = resolve::load_corpus(corpus)?;
+    let items = idx_items(model, &dir, &data.train);
+    Ok(ImageCorpus {
+        set: data.train,
+        items,
+        classes: None,
     })
 }
 

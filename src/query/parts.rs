@@ -297,23 +297,10 @@ pub fn embed_image_corpus(
     let abs = std::fs::canonicalize(&model_dir).map_err(|e| Error::io(&model_dir, e))?;
     let record =
         crate::query::encoder::image_record(&model, &abs.display().to_string(), &abs, &abs)?;
-    let (pixels, labels, sources) = if folder {
-        let f = crate::corpus::folder::ImageFolder::scan(Path::new(corpus), "label")?;
-        let set = crate::model::image::load_set(&f.items, &f.classes, &model.config.preprocess)?;
-        let sources: Vec<String> = f
-            .items
-            .iter()
-            .map(|i| i.path.display().to_string())
-            .collect();
-        let labels: Vec<String> = f.items.into_iter().map(|i| i.label).collect();
-        (set.pixels, labels, sources)
-    } else {
-        let (dir, data) = resolve::load_corpus(corpus)?;
-        let items = crate::query::build::idx_items(&model, &dir, &data.train);
-        let (labels, sources): (Vec<String>, Vec<String>) =
-            items.into_iter().map(|i| (i.label, i.source)).unzip();
-        (data.train.pixels, labels, sources)
-    };
+    let c = crate::query::build::load_image_corpus(&model, corpus, None)?;
+    let (labels, sources): (Vec<String>, Vec<String>) =
+        c.items.into_iter().map(|i| (i.label, i.source)).unzip();
+    let pixels = c.set.pixels;
     let images = ImageRows {
         pixels: &pixels,
         labels,
