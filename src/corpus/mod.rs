@@ -1,4 +1,6 @@
-//! Corpus readers (IDX, raw or gzipped) and samplers (seed pairs, P x K batches).
+//! Corpus readers (IDX, raw or gzipped) and samplers (seed pairs, P x K batches); corpus names
+//! (`mnist`, IDX folders, image folders) and the shipped encoders resolved to paths
+//! ([`resolve`]).
 
 pub mod folder;
 pub mod idx;

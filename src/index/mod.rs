@@ -6,8 +6,9 @@
 //!   which [`rows`] memory-maps;
 //! * [`Metric`]: distances and the one distance <-> similarity convention;
 //! * [`Index`]: the on-disk index (manifest, vectors, items, tombstones, graph) with atomic
-//!   add / delete / compact, search, dedup and the calibrated threshold;
-//! * [`vecio`]: `.fvecs` / `.ivecs` / `.npy`; [`bench`]: recall and throughput sweeps.
+//!   add / delete / compact, search, dedup (its report files: [`dedup_report`]) and the
+//!   calibrated threshold;
+//! * [`vecio`]: `.fvecs` / `.ivecs` / `.npy`; [`bench`](mod@bench): recall and throughput sweeps.
 
 pub mod bench;
 pub mod dedup;

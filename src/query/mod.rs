@@ -1,7 +1,10 @@
 //! Answering queries: the [`Searcher`] (an index opened with its encoder), k nearest
-//! neighbours with the duplicate decision, identification and verification; building an index
-//! directory from a corpus, texts, vectors or parts ([`build`]); hybrid (BM25 + dense) fusion
-//! ([`hybrid`]).
+//! neighbours with the duplicate decision, identification and verification.
+//!
+//! Around it: building an index directory from a corpus, texts, vectors or parts ([`build`]),
+//! adding to one ([`add`]) and maintaining it ([`maintain`]); hybrid BM25 + dense fusion
+//! ([`hybrid`]); benchmark inputs and the bench runner ([`bench`](mod@bench)); embedding parts, exports
+//! and push inputs ([`parts`]); Milvus ([`milvus`]).
 
 pub mod add;
 pub mod bench;
