@@ -2,13 +2,12 @@
 //! Milvus is in `push.rs`).
 
 use super::common;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
 use twindex::corpus::text::TextColumns;
 use twindex::index::parquet;
-use twindex::index::Index;
 use twindex::query::parts::{self, ExportFormat, ShardSpec};
 
 #[derive(Debug, Args)]
@@ -31,30 +30,20 @@ pub struct ExportArgs {
 
 pub fn export(a: ExportArgs) -> Result<()> {
     let format: ExportFormat = a.format.parse()?;
-    let idx =
-        Index::open(&a.index).with_context(|| format!("opening index {}", a.index.display()))?;
     let sw = twindex::timing::Stopwatch::start();
-    let meta = parts::index_meta(&idx)?;
-    let rows = parts::index_rows(&idx)?;
-    parts::write_export(&a.out, format, &meta, &rows)?;
-    let j = json!({
-        "out": a.out.display().to_string(),
-        "format": a.format,
-        "rows": rows.len(),
-        "dim": rows.dim,
-        "metric": meta.metric,
-        "encoder_sha256": meta.encoder_sha256(),
-        "threshold": meta.threshold,
-        "seconds": sw.wall(),
-    });
+    let e = parts::export_index(&a.index, &a.out, format)?;
     if a.json {
+        let mut j = serde_json::to_value(&e)?;
+        j["out"] = json!(a.out.display().to_string());
+        j["format"] = json!(a.format);
+        j["seconds"] = json!(sw.wall());
         return common::print_json(&j);
     }
     println!(
         "exported {} items ({} dims, {}) of {} to {} in {:.1} s",
-        rows.len(),
-        rows.dim,
-        meta.metric,
+        e.rows,
+        e.dim,
+        e.metric,
         a.index.display(),
         a.out.display(),
         sw.wall()

@@ -13,6 +13,7 @@ use crate::index::parquet::{self, PartMeta, Rows, Shard};
 use crate::index::{vecio, Index, Matrix};
 use crate::model::{ImageModel, TextEncoder};
 use crate::query::build::BuildProgress;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -408,6 +409,34 @@ impl std::str::FromStr for ExportFormat {
             ))),
         }
     }
+}
+
+/// What [`export_index`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exported {
+    pub rows: usize,
+    pub dim: usize,
+    pub metric: String,
+    pub encoder_sha256: String,
+    /// The duplicate threshold (a distance), when calibrated.
+    pub threshold: Option<f32>,
+}
+
+/// Export the live items of the index in `index` (ids, labels, sources, vectors, with its
+/// encoder and threshold) to `out` in `format` (see [`write_export`]).
+pub fn export_index(index: &Path, out: &Path, format: ExportFormat) -> Result<Exported> {
+    let idx = Index::open(index)
+        .map_err(|e| Error::Msg(format!("opening index {}: {e}", index.display())))?;
+    let meta = index_meta(&idx)?;
+    let rows = index_rows(&idx)?;
+    write_export(out, format, &meta, &rows)?;
+    Ok(Exported {
+        rows: rows.len(),
+        dim: rows.dim,
+        encoder_sha256: meta.encoder_sha256().to_string(),
+        metric: meta.metric,
+        threshold: meta.threshold,
+    })
 }
 
 /// The two files an `.npy` export writes beside `NAME.npy`: `NAME.items.jsonl` (the items)
