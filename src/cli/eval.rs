@@ -4,10 +4,10 @@ use super::common;
 use super::protocol::{self, FolderArgs, Protocol};
 use anyhow::{Context, Result};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use twindex::corpus::pairs::read_pairs_tsv;
+use twindex::eval;
 use twindex::eval::protocol::Aggregate;
-use twindex::eval::{self, PairTile};
-use twindex::model::ImageModel;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -110,50 +110,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
         Some(m) => m.clone(),
         None => common::default_model_dir()?,
     };
-    let mut model = ImageModel::load(&model_dir)
-        .with_context(|| format!("loading encoder {}", model_dir.display()))?;
-    if let Some(i) = a.member {
-        model = model
-            .member(i)
-            .with_context(|| format!("--member {i} of {}", model_dir.display()))?;
-        eprintln!(
-            "member {i} of {} alone ({}, {}-d)",
-            model_dir.display(),
-            model.config.arch_label(),
-            model.config.dim
-        );
-    }
-    let (_, data) = common::load_corpus(&a.corpus)?;
-    let sw = twindex::timing::Stopwatch::start();
-    let (report, roc, pairs, dist) =
-        eval::image::evaluate_image_model(&model, &data, a.pairs_seed)?;
-    eprintln!("evaluated {} in {:.1} s", model_dir.display(), sw.wall());
-    common::ensure_dir(&a.plots)?;
-    let roc_path = a.plots.join("roc.svg");
-    let name = format!("{} ({})", model.config.arch_label(), model_dir.display());
-    eval::write_roc_svg(&roc_path, &[(&name, &roc, report.roc_auc)])?;
-    // The seed's picture: test pairs with their predicted distances (first 24 pairs).
-    let t = &data.test;
-    // 12 positive/negative pairs spread over the list, so every class shows up.
-    let step = (pairs.len() / 12).max(2) & !1;
-    let picks: Vec<usize> = (0..24)
-        .map(|t| (t / 2) * step + t % 2)
-        .filter(|&i| i < pairs.len())
-        .collect();
-    let tiles: Vec<PairTile> = picks
-        .iter()
-        .map(|&i| (&pairs[i], dist[i]))
-        .map(|(p, d)| PairTile {
-            left: t.image(p.a),
-            right: t.image(p.b),
-            width: t.cols as u32,
-            height: t.rows as u32,
-            value: d,
-            is_same: p.y == 1.0,
-        })
-        .collect();
-    let grid_path = a.plots.join("pairs.png");
-    eval::write_pair_grid_png(&grid_path, &tiles, 4)?;
+    let note = |m: &str| eprintln!("{m}");
+    let ev = eval::image::evaluate_encoder(
+        &model_dir,
+        a.member,
+        &a.corpus,
+        a.pairs_seed,
+        &a.plots,
+        &note,
+    )?;
+    let (report, model, roc_path, grid_path) = (ev.report, ev.model, ev.roc_svg, ev.pairs_png);
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         v["model"] = model_dir.display().to_string().into();
@@ -194,16 +160,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
 }
 
 /// The default text model: all-MiniLM-L6-v2 in ../shared.
-pub fn default_text_model() -> Result<PathBuf> {
-    let p = common::repo_root().join("../shared/models/all-MiniLM-L6-v2");
-    if !p.join("config.json").exists() {
-        anyhow::bail!("no text model given and {} is absent: pass --model DIR (a sentence-transformers folder)", p.display());
-    }
-    Ok(p)
-}
+pub use twindex::corpus::resolve::default_text_model;
 
-fn run_text(a: &EvalArgs, pairs_path: &std::path::Path) -> Result<()> {
-    use twindex::corpus::pairs::read_pairs_tsv;
+fn run_text(a: &EvalArgs, pairs_path: &Path) -> Result<()> {
     let model_dir = match &a.model {
         Some(m) => m.clone(),
         None => default_text_model()?,
@@ -212,176 +171,79 @@ fn run_text(a: &EvalArgs, pairs_path: &std::path::Path) -> Result<()> {
         .with_context(|| format!("loading text encoder {}", model_dir.display()))?;
     let pairs = read_pairs_tsv(pairs_path)?;
     if a.retrieval {
-        return run_retrieval(a, &enc, &model_dir, pairs_path, &pairs);
+        let mut distractors = Vec::new();
+        for d in &a.distractors {
+            distractors.extend(read_pairs_tsv(d)?);
+        }
+        let note = |m: &str| eprintln!("{m}");
+        let c = eval::text::compare_retrieval(
+            &enc,
+            &model_dir,
+            pairs_path,
+            &pairs,
+            &distractors,
+            a.batch,
+            &note,
+        )?;
+        if a.json {
+            return common::print_json(&serde_json::to_value(&c)?);
+        }
+        println!(
+            "duplicate retrieval: {} queries, {} indexed texts",
+            c.queries, c.corpus
+        );
+        println!(
+            "{:<12} {:>9} {:>10} {:>7} {:>8}",
+            "system", "recall@1", "recall@10", "MRR@10", "nDCG@10"
+        );
+        for (name, r) in [
+            ("encoder", &c.encoder),
+            ("bm25", &c.bm25),
+            ("hybrid_rrf", &c.hybrid_rrf),
+        ] {
+            println!(
+                "{:<12} {:>9.4} {:>10.4} {:>7.4} {:>8.4}",
+                name, r.recall_at_1, r.recall_at_10, r.mrr_at_10, r.ndcg_at_10
+            );
+        }
+        return Ok(());
     }
-    let sw = twindex::timing::Stopwatch::start();
-    let scores = eval::text::pair_similarities(&enc, &pairs, a.batch)?;
-    let (wall, cpu) = (sw.wall(), sw.cpu());
-    let rep = eval::text::text_pair_report(&scores, &pairs)?;
-    let (cal, source) = match &a.dev {
-        Some(d) => {
-            let dev = read_pairs_tsv(d)?;
-            let ds = eval::text::pair_similarities(&enc, &dev, a.batch)?;
-            let dl: Vec<bool> = dev.iter().map(|p| p.duplicate).collect();
-            (eval::calibrate_best_f1(&ds, &dl)?, d.display().to_string())
-        }
-        None => {
-            let l: Vec<bool> = pairs.iter().map(|p| p.duplicate).collect();
-            (
-                eval::calibrate_best_f1(&scores, &l)?,
-                format!("{} (the evaluated pairs)", pairs_path.display()),
-            )
-        }
-    };
-    let labels: Vec<bool> = pairs.iter().map(|p| p.duplicate).collect();
-    let acc = eval::accuracy_at(&scores, &labels, cal.threshold)?;
-    // Each distinct text is encoded once (`pair_similarities`): the cost is per distinct text.
-    let n_texts = pairs
-        .iter()
-        .flat_map(|p| [p.a.as_str(), p.b.as_str()])
-        .collect::<std::collections::HashSet<_>>()
-        .len();
-    let on_test = a.dev.is_none();
-    if on_test {
+    let r = eval::text::evaluate_text_pairs(
+        &enc,
+        &model_dir,
+        pairs_path,
+        &pairs,
+        a.dev.as_deref(),
+        a.batch,
+    )?;
+    if r.threshold_chosen_on_evaluated_pairs {
         eprintln!(
             "note: no --dev pairs, so pair_accuracy is measured at a threshold chosen on the evaluated pairs themselves (optimistic); pass --dev for an honest figure"
         );
     }
-    let report = serde_json::json!({
-        "model": model_dir.display().to_string(),
-        "pairs": pairs_path.display().to_string(),
-        "n_pairs": rep.n_pairs,
-        "n_positive": rep.n_positive,
-        "pair_accuracy": acc,
-        "threshold": cal.threshold,
-        "threshold_source": source,
-        "threshold_chosen_on_evaluated_pairs": on_test,
-        "distinct_texts": n_texts,
-        "roc_auc": rep.roc_auc,
-        "average_precision": rep.average_precision,
-        "best_f1": rep.best_f1,
-        "best_f1_threshold": rep.best_f1_threshold,
-        "best_accuracy": rep.best_accuracy,
-        "best_accuracy_threshold": rep.best_accuracy_threshold,
-        "encode_seconds": wall,
-        "encode_cpu_seconds": cpu,
-        "cpu_seconds_per_1000_texts": cpu * 1000.0 / n_texts as f64,
-    });
     if a.json {
-        return common::print_json(&report);
+        return common::print_json(&serde_json::to_value(&r)?);
     }
     println!(
         "text encoder {} on {} ({} pairs, {} duplicates), cosine similarity:",
-        model_dir.display(),
-        pairs_path.display(),
-        rep.n_pairs,
-        rep.n_positive
+        r.model, r.pairs, r.n_pairs, r.n_positive
     );
     println!(
         "  ROC-AUC {:.4}; AP {:.4}; best F1 {:.4} at >= {:.4}; best accuracy {:.4} at >= {:.4}",
-        rep.roc_auc,
-        rep.average_precision,
-        rep.best_f1,
-        rep.best_f1_threshold,
-        rep.best_accuracy,
-        rep.best_accuracy_threshold
+        r.roc_auc,
+        r.average_precision,
+        r.best_f1,
+        r.best_f1_threshold,
+        r.best_accuracy,
+        r.best_accuracy_threshold
     );
     println!(
-        "  accuracy {:.4} at >= {:.4} (best F1 on {source})",
-        acc, cal.threshold
-    );
-    println!("  encoded in {wall:.1} s ({cpu:.1} CPU-s)");
-    Ok(())
-}
-
-fn run_retrieval(
-    a: &EvalArgs,
-    enc: &twindex::model::TextEncoder,
-    model_dir: &std::path::Path,
-    pairs_path: &std::path::Path,
-    pairs: &[twindex::corpus::pairs::TextPair],
-) -> Result<()> {
-    use twindex::index::lexical::{reciprocal_rank_fusion, LexicalIndex};
-    let mut distractors = Vec::new();
-    for d in &a.distractors {
-        distractors.extend(twindex::corpus::pairs::read_pairs_tsv(d)?);
-    }
-    let set = eval::text::duplicate_retrieval_set(pairs, &distractors);
-    eprintln!(
-        "{} queries over {} distinct texts",
-        set.queries.len(),
-        set.corpus.len()
-    );
-    let texts: Vec<&str> = set.corpus.iter().map(String::as_str).collect();
-    let sw = twindex::timing::Stopwatch::start();
-    let emb = enc.encode(&texts, a.batch)?;
-    eprintln!(
-        "encoded {} texts in {:.1} s ({:.1} CPU-s)",
-        texts.len(),
-        sw.wall(),
-        sw.cpu()
-    );
-    let depth = 100;
-    let dense = eval::text::dense_rankings(&emb, enc.dim(), &set.queries, depth);
-    let lex = LexicalIndex::build(texts.iter().enumerate().map(|(i, t)| (i as u64, *t)))?;
-    let bm25: Vec<Vec<usize>> = set
-        .queries
-        .iter()
-        .map(|&q| {
-            lex.search(texts[q], depth + 1).map(|h| {
-                h.into_iter()
-                    .map(|(i, _)| i as usize)
-                    .filter(|&i| i != q)
-                    .take(depth)
-                    .collect()
-            })
-        })
-        .collect::<twindex::Result<_>>()?;
-    let hybrid: Vec<Vec<usize>> = dense
-        .iter()
-        .zip(&bm25)
-        .map(|(d, b)| {
-            let l = [
-                d.iter().map(|&i| i as u64).collect(),
-                b.iter().map(|&i| i as u64).collect(),
-            ];
-            reciprocal_rank_fusion(&l, 60.0)
-                .into_iter()
-                .map(|i| i as usize)
-                .collect()
-        })
-        .collect();
-    let reports = [
-        ("encoder", eval::text::score_rankings(&set, &dense)?),
-        ("bm25", eval::text::score_rankings(&set, &bm25)?),
-        ("hybrid_rrf", eval::text::score_rankings(&set, &hybrid)?),
-    ];
-    if a.json {
-        let mut v = serde_json::json!({
-            "model": model_dir.display().to_string(),
-            "pairs": pairs_path.display().to_string(),
-            "queries": set.queries.len(),
-            "corpus": set.corpus.len(),
-        });
-        for (name, r) in &reports {
-            v[*name] = serde_json::to_value(r)?;
-        }
-        return common::print_json(&v);
-    }
-    println!(
-        "duplicate retrieval: {} queries, {} indexed texts",
-        set.queries.len(),
-        set.corpus.len()
+        "  accuracy {:.4} at >= {:.4} (best F1 on {})",
+        r.pair_accuracy, r.threshold, r.threshold_source
     );
     println!(
-        "{:<12} {:>9} {:>10} {:>7} {:>8}",
-        "system", "recall@1", "recall@10", "MRR@10", "nDCG@10"
+        "  encoded in {:.1} s ({:.1} CPU-s)",
+        r.encode_seconds, r.encode_cpu_seconds
     );
-    for (name, r) in &reports {
-        println!(
-            "{:<12} {:>9.4} {:>10.4} {:>7.4} {:>8.4}",
-            name, r.recall_at_1, r.recall_at_10, r.mrr_at_10, r.ndcg_at_10
-        );
-    }
     Ok(())
 }

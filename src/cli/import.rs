@@ -1,13 +1,11 @@
 //! `twindex import dlib-face`: dlib's pretrained face models as a twindex image encoder.
 
 use super::common;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
-use twindex::model::dlib::{DlibResNet, ShapePredictor};
-use twindex::model::image::{FaceAlign, CONFIG_FILE, WEIGHTS_FILE};
-use twindex::model::{Arch, ImageModelConfig, TrainingRecord};
+use twindex::model::dlib_import::{import_dlib_face, parse_face_box, DlibImport};
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCmd {
@@ -42,27 +40,6 @@ pub struct DlibFaceArgs {
     pub json: bool,
 }
 
-const RESNET: &str = "dlib_face_recognition_resnet_model_v1.dat";
-const LANDMARKS: &str = "shape_predictor_5_face_landmarks.dat";
-/// The predictor's name inside an encoder directory.
-const LANDMARKS_IN_MODEL: &str = "landmarks.dat";
-
-fn parse_box(s: &str) -> Result<[f64; 4]> {
-    let v: Vec<f64> = s
-        .split(',')
-        .map(|x| x.trim().parse::<f64>())
-        .collect::<std::result::Result<_, _>>()
-        .with_context(|| {
-            format!("--face-box {s:?}: expected four numbers left,top,right,bottom")
-        })?;
-    match v.as_slice() {
-        &[l, t, r, b] if (0.0..1.0).contains(&l) && (0.0..1.0).contains(&t) && l < r && t < b && r <= 1.0 && b <= 1.0 => {
-            Ok([l, t, r, b])
-        }
-        _ => bail!("--face-box {s:?}: expected four fractions 0 <= left < right <= 1, 0 <= top < bottom <= 1"),
-    }
-}
-
 pub fn run(c: ImportCmd) -> Result<()> {
     match c {
         ImportCmd::DlibFace(a) => dlib_face(a),
@@ -70,89 +47,25 @@ pub fn run(c: ImportCmd) -> Result<()> {
 }
 
 fn dlib_face(a: DlibFaceArgs) -> Result<()> {
-    let face_box = parse_box(&a.face_box)?;
+    let face_box = parse_face_box(&a.face_box)?;
     let src = a
         .models
         .clone()
         .unwrap_or_else(|| common::repo_root().join("corpora/dlib-models"));
-    let (rp, lp) = (src.join(RESNET), src.join(LANDMARKS));
-    for p in [&rp, &lp] {
-        if !p.exists() {
-            bail!(
-                "{}: not found (bash benches/peers/fetch_dlib_models.sh fetches dlib's models into corpora/dlib-models)",
-                p.display()
-            );
-        }
-    }
     let t0 = std::time::Instant::now();
-    let net = DlibResNet::load_dat(&rp)?;
-    let sp = ShapePredictor::load(&lp)?;
-    if sp.num_parts() != 5 {
-        bail!(
-            "{}: a {}-point predictor; the face chip needs the 5-point one",
-            lp.display(),
-            sp.num_parts()
-        );
-    }
-    let mut config = ImageModelConfig::new(Arch::DlibResnet, net.side(), net.side(), 1);
-    let p = &mut config.preprocess;
-    p.scale = 1.0;
-    p.auto_invert = false;
-    p.face_align = Some(FaceAlign {
-        landmarks: LANDMARKS_IN_MODEL.into(),
+    let opts = DlibImport {
         face_box,
         padding: a.padding,
-        model_dir: None,
-    });
-    config.dim = net.dim();
-    config.normalized = false;
-    config.threshold = a.threshold;
-    config.training = TrainingRecord {
-        corpus: "pretrained by dlib (about 3 million faces); imported, not trained here".into(),
-        loss: "dlib loss_metric (pair hinge on Euclidean distance, margin 0.04 around 0.6)".into(),
-        miner: "hard negatives within each batch (dlib)".into(),
+        threshold: a.threshold,
         command: Some(super::train::command_line()),
-        ..Default::default()
     };
-    // Write into a temporary sibling and rename, so a failed import leaves nothing behind.
-    let out = &a.out;
-    if out.join(CONFIG_FILE).exists() {
-        bail!(
-            "{}: already holds an encoder; remove it or choose another --out",
-            out.display()
-        );
-    }
-    let tmp = out.with_extension("importing.tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let write = || -> Result<()> {
-        candle_core::safetensors::save(&net.tensors()?, tmp.join(WEIGHTS_FILE))
-            .with_context(|| format!("writing {}", tmp.join(WEIGHTS_FILE).display()))?;
-        std::fs::copy(&lp, tmp.join(LANDMARKS_IN_MODEL))
-            .with_context(|| format!("copying {}", lp.display()))?;
-        twindex::fsutil::atomic_write_json(&tmp.join(CONFIG_FILE), &config)?;
-        // Check that the directory loads as an encoder before it takes its name.
-        twindex::model::ImageModel::load(&tmp)?;
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).ok();
-        }
-        if out.exists() {
-            std::fs::remove_dir(out)
-                .with_context(|| format!("{} exists and is not empty", out.display()))?;
-        }
-        std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
-        Ok(())
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+    let r = import_dlib_face(&src, &a.out, &opts)?;
     let v = json!({
-        "model": out.display().to_string(),
+        "model": a.out.display().to_string(),
         "arch": "dlib-resnet",
-        "dim": net.dim(),
-        "input": format!("{s}x{s} aligned face chip", s = net.side()),
-        "residual_blocks": net.num_blocks(),
+        "dim": r.dim,
+        "input": format!("{s}x{s} aligned face chip", s = r.side),
+        "residual_blocks": r.residual_blocks,
         "face_box": face_box,
         "threshold": a.threshold,
         "seconds": t0.elapsed().as_secs_f64(),
@@ -162,9 +75,9 @@ fn dlib_face(a: DlibFaceArgs) -> Result<()> {
     }
     println!(
         "imported dlib's face ResNet ({} residual blocks, {}-d) and 5-point landmarks into {} in {:.1} s",
-        net.num_blocks(),
-        net.dim(),
-        out.display(),
+        r.residual_blocks,
+        r.dim,
+        a.out.display(),
         t0.elapsed().as_secs_f64()
     );
     Ok(())

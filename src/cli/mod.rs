@@ -1,6 +1,7 @@
 //! Bin-only: clap structs and one file per subcommand, each with `run(args)`.
 
 mod bench;
+mod build;
 mod calibrate;
 mod common;
 mod dedup;
@@ -10,6 +11,7 @@ mod import;
 mod index;
 mod online;
 mod protocol;
+mod push;
 mod query;
 mod scale;
 mod serve;

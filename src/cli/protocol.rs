@@ -85,21 +85,6 @@ pub fn folder_preprocess(a: &FolderArgs, protocol: Option<Protocol>) -> Result<P
     Ok(protocol::folder_preprocess(&opts, sigs)?)
 }
 
-/// Whether `corpus` names a folder of image files (not MNIST or an IDX folder).
-pub fn is_image_folder(corpus: &str) -> bool {
-    let p = Path::new(corpus);
-    if corpus == "mnist" || !p.is_dir() {
-        return false;
-    }
-    let idx = std::fs::read_dir(p)
-        .map(|rd| {
-            rd.flatten()
-                .any(|e| e.file_name().to_string_lossy().contains("idx"))
-        })
-        .unwrap_or(false);
-    !idx
-}
-
 /// This process's command line, program name as `twindex` (for the training record).
 pub fn command_line() -> String {
     std::iter::once("twindex".to_string())

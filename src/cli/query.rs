@@ -74,12 +74,7 @@ pub fn run(a: QueryArgs) -> Result<()> {
         writable: false,
         model: a.model.clone(),
     };
-    let s = open_searcher(
-        a.index.as_deref(),
-        a.milvus.as_deref(),
-        a.collection.as_deref(),
-        &oo,
-    )?;
+    let s = open_searcher(&a, &oo)?;
     let opts = SearchOptions {
         k: a.k as usize,
         ef: a.ef,
@@ -125,26 +120,11 @@ pub fn run(a: QueryArgs) -> Result<()> {
 }
 
 /// A searcher over an index directory or, with `milvus`, a Milvus collection.
-pub fn open_searcher(
-    index: Option<&std::path::Path>,
-    milvus: Option<&str>,
-    collection: Option<&str>,
-    oo: &OpenOptions,
-) -> Result<Searcher> {
-    match (index, milvus) {
+fn open_searcher(a: &QueryArgs, oo: &OpenOptions) -> Result<Searcher> {
+    match (&a.index, &a.milvus) {
         (_, Some(uri)) => {
             let u = twindex::query::milvus::MilvusUri::parse(uri)?;
-            let c = match (collection, &u.collection) {
-                (Some(c), None) => c.to_string(),
-                (None, Some(c)) => c.clone(),
-                (Some(c), Some(d)) if c == d => c.to_string(),
-                (Some(c), Some(d)) => {
-                    bail!("--collection {c} and the collection {d} in --milvus differ")
-                }
-                (None, None) => bail!(
-                    "name the collection: --collection NAME or --milvus milvus://HOST:PORT/NAME"
-                ),
-            };
+            let c = u.collection_or(a.collection.as_deref())?;
             Ok(Searcher::open_milvus(&u, &c, oo)?)
         }
         (Some(dir), None) => {

@@ -191,7 +191,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
     }
     let ens = EnsembleTrainConfig::for_members(a.ensemble, a.ensemble_by)?;
     twindex::train::image::check_image_out(&a.out)?;
-    let folder = a.protocol.is_some() || protocol::is_image_folder(&a.corpus);
+    let folder = a.protocol.is_some() || twindex::corpus::is_image_folder(&a.corpus);
     if a.keep_best && !folder && a.holdout == 0 {
         anyhow::bail!("--keep-best selects on held-out data: image folders (dev classes) or --holdout N (MNIST's test set must not choose the model)");
     }

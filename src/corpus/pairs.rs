@@ -17,6 +17,44 @@ const A_NAMES: [&str; 5] = ["q1", "question1", "sentence1", "text1", "a"];
 const B_NAMES: [&str; 5] = ["q2", "question2", "sentence2", "text2", "b"];
 const Y_NAMES: [&str; 4] = ["is_duplicate", "label", "duplicate", "y"];
 
+/// Read plain labelled pairs: `a<TAB>b<TAB>label` a line (label 1 = duplicate, 0 = not; blank
+/// lines and a header line are skipped), as [`TextPair`]s of the raw `a` and `b` fields.
+pub fn read_plain_pairs(path: &Path) -> Result<Vec<TextPair>> {
+    let text = super::text::read_utf8(path)?;
+    let mut out = Vec::new();
+    for (ln, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 3 {
+            return Err(Error::Msg(format!(
+                "{}:{}: expected 3 tab-separated columns a, b, label",
+                path.display(),
+                ln + 1
+            )));
+        }
+        let duplicate = match f[2].trim() {
+            "1" => true,
+            "0" => false,
+            _ if ln == 0 => continue,
+            other => {
+                return Err(Error::Msg(format!(
+                    "{}:{}: label {other:?}: expected 0 or 1",
+                    path.display(),
+                    ln + 1
+                )))
+            }
+        };
+        out.push(TextPair {
+            a: f[0].to_string(),
+            b: f[1].to_string(),
+            duplicate,
+        });
+    }
+    Ok(out)
+}
+
 /// Read a pairs TSV. The header must name a first-text column (`q1`, `question1`,
 /// `sentence1`...), a second-text column and a 0/1 label column (`is_duplicate`, `label`).
 pub fn read_pairs_tsv(path: &Path) -> Result<Vec<TextPair>> {

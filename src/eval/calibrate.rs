@@ -214,6 +214,22 @@ impl Target {
     }
 }
 
+/// The index's record of a calibration chosen with `target` on the pairs named `source`.
+fn stored_calibration(
+    cal: &ThresholdReport,
+    target: Target,
+    source: &str,
+) -> crate::index::Calibration {
+    crate::index::Calibration {
+        threshold: cal.threshold,
+        precision: cal.precision,
+        recall: cal.recall,
+        f1: cal.f1,
+        method: target.describe(),
+        extra: serde_json::json!({ "pairs": source, "n_pairs": cal.n_pairs, "n_positive": cal.n_positive, "far": cal.far, "frr": cal.frr, "accuracy": cal.accuracy }),
+    }
+}
+
 /// Calibrate a searcher's index on labelled pairs of queries (embedded with its encoder) and
 /// store the threshold in its manifest. `source` names the pairs in the record.
 pub fn calibrate_searcher(
@@ -230,16 +246,86 @@ pub fn calibrate_searcher(
         .map(|d| metric.similarity(d))
         .collect();
     let cal = target.calibrate(&scores, labels)?;
-    let stored = crate::index::Calibration {
-        threshold: cal.threshold,
-        precision: cal.precision,
-        recall: cal.recall,
-        f1: cal.f1,
-        method: target.describe(),
-        extra: serde_json::json!({ "pairs": source, "n_pairs": cal.n_pairs, "n_positive": cal.n_positive, "far": cal.far, "frr": cal.frr, "accuracy": cal.accuracy }),
-    };
+    let stored = stored_calibration(&cal, target, source);
     searcher.set_calibration(Some(stored.clone()))?;
     Ok((cal, stored))
+}
+
+/// Where `twindex calibrate` takes its labelled pairs from.
+#[derive(Debug, Clone, Copy)]
+pub enum PairSource<'a> {
+    /// A TSV: for a text index one with named columns (q1, q2, is_duplicate); else plain
+    /// `a<TAB>b<TAB>label` lines whose sides are `#ID` (a stored item), image files or IDX
+    /// items `FILE:N`.
+    File(&'a std::path::Path),
+    /// The seed's pairs (seed 1) over the training split of this labelled image corpus.
+    Corpus(&'a str),
+}
+
+/// One side of a pair: `#ID` is a stored item on every kind of index; otherwise a text (text
+/// indexes) or an image file / IDX item `FILE:N` (image indexes).
+pub fn pair_side(s: &str, text_index: bool) -> Result<crate::query::Query<'_>> {
+    use crate::query::Query;
+    if let Some(id) = s.trim().strip_prefix('#') {
+        let id: u64 = id
+            .parse()
+            .map_err(|e| Error::Msg(format!("bad item reference {s:?}: expected #ID: {e}")))?;
+        return Ok(Query::Id(id));
+    }
+    Ok(if text_index {
+        Query::Text(s)
+    } else {
+        Query::Image(s)
+    })
+}
+
+/// Calibrate a searcher's index with `target` on the pairs of `source` and store the
+/// threshold in its manifest.
+pub fn calibrate_index(
+    searcher: &crate::query::Searcher,
+    source: PairSource,
+    target: Target,
+) -> Result<(ThresholdReport, crate::index::Calibration)> {
+    use crate::query::Encoder;
+    let text_index = matches!(searcher.encoder(), Encoder::Text(_));
+    match source {
+        PairSource::File(p) => {
+            let owned = if text_index {
+                crate::corpus::pairs::read_pairs_tsv(p)?
+            } else {
+                crate::corpus::pairs::read_plain_pairs(p)?
+            };
+            let mut pairs = Vec::with_capacity(owned.len());
+            for t in &owned {
+                pairs.push((pair_side(&t.a, text_index)?, pair_side(&t.b, text_index)?));
+            }
+            let labels: Vec<bool> = owned.iter().map(|t| t.duplicate).collect();
+            if labels.is_empty() {
+                return Err(Error::Msg(format!(
+                    "{}: no labelled pairs to calibrate on",
+                    p.display()
+                )));
+            }
+            calibrate_searcher(searcher, &pairs, &labels, target, &p.display().to_string())
+        }
+        PairSource::Corpus(c) => {
+            let Encoder::Image(m) = searcher.encoder() else {
+                return Err(Error::Msg(
+                    "--corpus needs an index with an image encoder".into(),
+                ));
+            };
+            let (_, data) = crate::corpus::load_corpus(c)?;
+            let emb = m.embed_pixels(&data.train.pixels, data.train.n, 512)?;
+            let pairs = crate::corpus::seed_pairs(&data.train.labels, 1)?;
+            let dist = crate::train::image::pair_distances(&emb, m.config.dim, &pairs);
+            let (scores, labels) = super::image::pair_scores(&dist, &pairs);
+            let cal = target.calibrate(&scores, &labels)?;
+            let source = format!("seed pairs of {c} (train split)");
+            let stored = stored_calibration(&cal, target, &source);
+            searcher.set_calibration(Some(stored.clone()))?;
+            Ok((cal, stored))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! images (precision@1, MAP@R).
 
 use super::metrics;
-use crate::corpus::{seed_pairs, Pair, TrainTest};
+use super::PairTile;
+use crate::corpus::{seed_pairs, ImageSet, Pair, TrainTest};
 use crate::error::Result;
-use crate::index::distance::l2_squared;
-use crate::index::Metric;
+use crate::index::{FlatIndex, Metric, VectorIndex};
 use crate::model::ImageModel;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -48,40 +48,35 @@ pub fn pair_scores(dist: &[f32], pairs: &[Pair]) -> (Vec<f32>, Vec<bool>) {
     (s, l)
 }
 
-/// Relevance lists of each query's top-R neighbours among `base` (exact L2 search), with R
-/// the count of base items of the query's label; returns (ranked relevance, R per query).
+/// Relevance lists of each query's top-R neighbours among `base` (exact L2 search on the flat
+/// index, ties to the lower position), with R the count of base items of the query's label;
+/// returns (ranked relevance, R per query).
 pub fn ranked_relevance(
     queries: &[f32],
     q_labels: &[u32],
     base: &[f32],
     b_labels: &[u32],
     dim: usize,
-) -> (Vec<Vec<bool>>, Vec<usize>) {
+) -> Result<(Vec<Vec<bool>>, Vec<usize>)> {
     let n_classes = b_labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
     let mut count = vec![0usize; n_classes.max(1)];
     for &l in b_labels {
         count[l as usize] += 1;
     }
     let nb = b_labels.len();
-    q_labels
+    let flat = FlatIndex::from_vectors(dim, Metric::L2, base)?;
+    let lists: Vec<(Vec<bool>, usize)> = q_labels
         .par_iter()
         .enumerate()
-        .map(|(qi, &ql)| {
+        .map(|(qi, &ql)| -> Result<(Vec<bool>, usize)> {
             let q = &queries[qi * dim..(qi + 1) * dim];
             let r = count.get(ql as usize).copied().unwrap_or(0).max(1).min(nb);
-            let mut d: Vec<(f32, u32)> = (0..nb)
-                .map(|j| (l2_squared(q, &base[j * dim..(j + 1) * dim]), j as u32))
-                .collect();
-            let cmp = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-            if r < nb {
-                d.select_nth_unstable_by(r - 1, cmp);
-                d.truncate(r);
-            }
-            d.sort_unstable_by(cmp);
-            let rel: Vec<bool> = d.iter().map(|&(_, j)| b_labels[j as usize] == ql).collect();
-            (rel, r)
+            let hits = flat.search(q, r, r)?;
+            let rel: Vec<bool> = hits.iter().map(|h| b_labels[h.id as usize] == ql).collect();
+            Ok((rel, r))
         })
-        .unzip()
+        .collect::<Result<_>>()?;
+    Ok(lists.into_iter().unzip())
 }
 
 /// What [`evaluate_image_model`] returns: the report, the ROC curve points `(fpr, tpr)`, the
@@ -114,7 +109,7 @@ pub fn evaluate_image_model(
         &train_emb,
         &data.train.labels,
         dim,
-    );
+    )?;
     let roc: Vec<(f64, f64)> = metrics::roc_curve(&scores, &labels)?
         .into_iter()
         .map(|(f, t, _)| (f, t))
@@ -138,4 +133,96 @@ pub fn evaluate_image_model(
         pairs_seed,
     };
     Ok((report, roc, pairs, dist))
+}
+
+/// The picture of the seed's test pairs: 12 positive/negative pairs spread over the list (so
+/// every class shows up), each with its distance.
+pub fn pair_tiles<'a>(set: &'a ImageSet, pairs: &[Pair], dist: &[f32]) -> Vec<PairTile<'a>> {
+    let step = (pairs.len() / 12).max(2) & !1;
+    (0..24)
+        .map(|t| (t / 2) * step + t % 2)
+        .filter(|&i| i < pairs.len())
+        .map(|i| PairTile {
+            left: set.image(pairs[i].a),
+            right: set.image(pairs[i].b),
+            width: set.cols as u32,
+            height: set.rows as u32,
+            value: dist[i],
+            is_same: pairs[i].y == 1.0,
+        })
+        .collect()
+}
+
+/// Write the pictures of an evaluation into `dir` (created if missing): `roc.svg` (the ROC
+/// curve, named `name`) and `pairs.png` (the seed's test pairs of `test` with their
+/// distances). Returns their paths.
+pub fn write_pictures(
+    dir: &std::path::Path,
+    name: &str,
+    report: &ImageEvalReport,
+    roc: &[(f64, f64)],
+    test: &ImageSet,
+    pairs: &[Pair],
+    dist: &[f32],
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| crate::error::Error::Msg(format!("creating {}: {e}", dir.display())))?;
+    let roc_path = dir.join("roc.svg");
+    super::write_roc_svg(&roc_path, &[(name, roc, report.roc_auc)])?;
+    let grid_path = dir.join("pairs.png");
+    super::write_pair_grid_png(&grid_path, &pair_tiles(test, pairs, dist), 4)?;
+    Ok((roc_path, grid_path))
+}
+
+/// An evaluation of an encoder directory with its pictures (what `twindex eval --corpus`
+/// prints): the report, the encoder evaluated, and the paths of `roc.svg` and `pairs.png`.
+pub struct EncoderEval {
+    pub report: ImageEvalReport,
+    pub model: ImageModel,
+    pub roc_svg: std::path::PathBuf,
+    pub pairs_png: std::path::PathBuf,
+}
+
+/// Evaluate the encoder in `model_dir` (or its ensemble member `member` alone) on the corpus
+/// named `corpus` with test pairs of `pairs_seed`, writing the pictures into `plots`; `note`
+/// hears what is being done.
+pub fn evaluate_encoder(
+    model_dir: &std::path::Path,
+    member: Option<usize>,
+    corpus: &str,
+    pairs_seed: u64,
+    plots: &std::path::Path,
+    note: &dyn Fn(&str),
+) -> Result<EncoderEval> {
+    use crate::error::Error;
+    let mut model = ImageModel::load(model_dir)
+        .map_err(|e| Error::Msg(format!("loading encoder {}: {e}", model_dir.display())))?;
+    if let Some(i) = member {
+        model = model
+            .member(i)
+            .map_err(|e| Error::Msg(format!("--member {i} of {}: {e}", model_dir.display())))?;
+        note(&format!(
+            "member {i} of {} alone ({}, {}-d)",
+            model_dir.display(),
+            model.config.arch_label(),
+            model.config.dim
+        ));
+    }
+    let (_, data) = crate::corpus::load_corpus(corpus)?;
+    let sw = crate::timing::Stopwatch::start();
+    let (report, roc, pairs, dist) = evaluate_image_model(&model, &data, pairs_seed)?;
+    note(&format!(
+        "evaluated {} in {:.1} s",
+        model_dir.display(),
+        sw.wall()
+    ));
+    let name = format!("{} ({})", model.config.arch_label(), model_dir.display());
+    let (roc_svg, pairs_png) =
+        write_pictures(plots, &name, &report, &roc, &data.test, &pairs, &dist)?;
+    Ok(EncoderEval {
+        report,
+        model,
+        roc_svg,
+        pairs_png,
+    })
 }

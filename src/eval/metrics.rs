@@ -249,6 +249,8 @@ pub fn accuracy_at(scores: &[f32], labels: &[bool], threshold: f32) -> Result<f6
     Ok(confusion_at(scores, labels, threshold)?.accuracy())
 }
 
+pub use crate::index::metric::decision_accuracy;
+
 /// (false accept rate, false reject rate) when a pair is predicted positive iff
 /// `score >= threshold`: FAR = fp / negatives, FRR = fn / positives. Needs both classes.
 pub fn far_frr_at(scores: &[f32], labels: &[bool], threshold: f32) -> Result<(f64, f64)> {
@@ -680,6 +682,20 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn distance_accuracy_hand_example() {
+        // Threshold 0.45, "same" iff d <= 0.45: 0.2 same (label same: right), 0.5 different
+        // (label same: wrong), 0.7 different (label different: right), 0.4 same (label
+        // different: wrong) -> 2 of 4 = 0.5.
+        let d = [0.2, 0.5, 0.7, 0.4];
+        let y = [true, true, false, false];
+        assert_eq!(decision_accuracy(&d, &y, 0.45), 0.5);
+        // Threshold 0.5: the pair exactly at it is "same" (right) -> 3 of 4.
+        assert_eq!(decision_accuracy(&d, &y, 0.5), 0.75);
+        assert_eq!(decision_accuracy(&d, &y, 0.6), 0.75);
+        assert_eq!(decision_accuracy(&[], &[], 0.5), 0.0);
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Evaluation: pair-classification and retrieval metrics, threshold calibration, and plots.
+//! Evaluation: pair-classification and retrieval metrics, threshold calibration, plots, and the
+//! demo's headline figures ([`demo`]).
 //!
 //! Scores are similarities (greater means more alike); a pair is predicted positive iff
 //! `score >= threshold`; positives are labelled `true`.
 
 pub mod calibrate;
+pub mod demo;
 pub mod dtw;
 pub mod image;
 pub mod metrics;

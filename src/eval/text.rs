@@ -158,6 +158,148 @@ pub fn dense_rankings(emb: &[f32], dim: usize, queries: &[usize], depth: usize) 
         .collect()
 }
 
+/// What `twindex eval --pairs` reports: pair classification of a text encoder, with
+/// `pair_accuracy` at a threshold chosen (best F1) on dev pairs, or on the evaluated pairs
+/// themselves (optimistic) when there are none.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TextPairEval {
+    pub model: String,
+    pub pairs: String,
+    pub n_pairs: usize,
+    pub n_positive: usize,
+    pub pair_accuracy: f64,
+    /// Cosine similarity: a pair is a duplicate iff `similarity >= threshold`.
+    pub threshold: f32,
+    pub threshold_source: String,
+    pub threshold_chosen_on_evaluated_pairs: bool,
+    pub distinct_texts: usize,
+    pub roc_auc: f64,
+    pub average_precision: f64,
+    pub best_f1: f64,
+    pub best_f1_threshold: f32,
+    pub best_accuracy: f64,
+    pub best_accuracy_threshold: f32,
+    pub encode_seconds: f64,
+    pub encode_cpu_seconds: f64,
+    pub cpu_seconds_per_1000_texts: f64,
+}
+
+/// Evaluate `enc` (loaded from `model`) on `pairs` (read from `pairs_path`), choosing the
+/// threshold on the pairs of `dev` when given.
+pub fn evaluate_text_pairs(
+    enc: &TextEncoder,
+    model: &std::path::Path,
+    pairs_path: &std::path::Path,
+    pairs: &[TextPair],
+    dev: Option<&std::path::Path>,
+    batch: usize,
+) -> Result<TextPairEval> {
+    let sw = crate::timing::Stopwatch::start();
+    let scores = pair_similarities(enc, pairs, batch)?;
+    let (wall, cpu) = (sw.wall(), sw.cpu());
+    let rep = text_pair_report(&scores, pairs)?;
+    let labels: Vec<bool> = pairs.iter().map(|p| p.duplicate).collect();
+    let (cal, source) = match dev {
+        Some(d) => {
+            let dev = crate::corpus::pairs::read_pairs_tsv(d)?;
+            let ds = pair_similarities(enc, &dev, batch)?;
+            let dl: Vec<bool> = dev.iter().map(|p| p.duplicate).collect();
+            (super::calibrate_best_f1(&ds, &dl)?, d.display().to_string())
+        }
+        None => (
+            super::calibrate_best_f1(&scores, &labels)?,
+            format!("{} (the evaluated pairs)", pairs_path.display()),
+        ),
+    };
+    let acc = metrics::accuracy_at(&scores, &labels, cal.threshold)?;
+    // Each distinct text is encoded once (`pair_similarities`): the cost is per distinct text.
+    let n_texts = pairs
+        .iter()
+        .flat_map(|p| [p.a.as_str(), p.b.as_str()])
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    Ok(TextPairEval {
+        model: model.display().to_string(),
+        pairs: pairs_path.display().to_string(),
+        n_pairs: rep.n_pairs,
+        n_positive: rep.n_positive,
+        pair_accuracy: acc,
+        threshold: cal.threshold,
+        threshold_source: source,
+        threshold_chosen_on_evaluated_pairs: dev.is_none(),
+        distinct_texts: n_texts,
+        roc_auc: rep.roc_auc,
+        average_precision: rep.average_precision,
+        best_f1: rep.best_f1,
+        best_f1_threshold: rep.best_f1_threshold,
+        best_accuracy: rep.best_accuracy,
+        best_accuracy_threshold: rep.best_accuracy_threshold,
+        encode_seconds: wall,
+        encode_cpu_seconds: cpu,
+        cpu_seconds_per_1000_texts: cpu * 1000.0 / n_texts as f64,
+    })
+}
+
+/// What `twindex eval --pairs --retrieval` reports: duplicate retrieval by the encoder, BM25
+/// and their RRF hybrid over the same queries and corpus.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RetrievalComparison {
+    pub model: String,
+    pub pairs: String,
+    pub queries: usize,
+    pub corpus: usize,
+    pub encoder: DupRetrievalReport,
+    pub bm25: DupRetrievalReport,
+    pub hybrid_rrf: DupRetrievalReport,
+}
+
+/// Compare the encoder, BM25 and their hybrid on duplicate retrieval over `pairs` (with the
+/// texts of `distractors` also indexed); `note` hears what is being done.
+pub fn compare_retrieval(
+    enc: &TextEncoder,
+    model: &std::path::Path,
+    pairs_path: &std::path::Path,
+    pairs: &[TextPair],
+    distractors: &[TextPair],
+    batch: usize,
+    note: &dyn Fn(&str),
+) -> Result<RetrievalComparison> {
+    use crate::query::hybrid::{fuse, Bm25};
+    let set = duplicate_retrieval_set(pairs, distractors);
+    note(&format!(
+        "{} queries over {} distinct texts",
+        set.queries.len(),
+        set.corpus.len()
+    ));
+    let texts: Vec<&str> = set.corpus.iter().map(String::as_str).collect();
+    let sw = crate::timing::Stopwatch::start();
+    let emb = enc.encode(&texts, batch)?;
+    note(&format!(
+        "encoded {} texts in {:.1} s ({:.1} CPU-s)",
+        texts.len(),
+        sw.wall(),
+        sw.cpu()
+    ));
+    let depth = 100;
+    let dense = dense_rankings(&emb, enc.dim(), &set.queries, depth);
+    let lex = Bm25::new(&texts)?;
+    let bm25: Vec<Vec<usize>> = set
+        .queries
+        .iter()
+        .map(|&q| lex.ranking(texts[q], Some(q), depth))
+        .collect::<Result<_>>()?;
+    let hybrid: Vec<Vec<usize>> = dense.iter().zip(&bm25).map(|(d, b)| fuse(d, b)).collect();
+    Ok(RetrievalComparison {
+        model: model.display().to_string(),
+        pairs: pairs_path.display().to_string(),
+        queries: set.queries.len(),
+        corpus: set.corpus.len(),
+        encoder: score_rankings(&set, &dense)?,
+        bm25: score_rankings(&set, &bm25)?,
+        hybrid_rrf: score_rankings(&set, &hybrid)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

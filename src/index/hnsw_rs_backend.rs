@@ -4,7 +4,7 @@
 //!
 //! Known traits of hnsw_rs 0.3.5 handled here:
 //! * distances must be non-negative and never NaN (it asserts and panics otherwise), so the
-//!   graph sees a monotone, non-negative transform of our ordering key (see [`to_engine`]);
+//!   graph sees a monotone, non-negative transform of our ordering key (see `to_engine`);
 //!   monotone transforms leave every comparison, hence the graph, unchanged;
 //! * its filtered search can return fewer than `k` kept items, so we widen `ef` and retry;
 //! * it has no delete (the persistent index keeps tombstones) and its own dump format borrows

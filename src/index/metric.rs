@@ -142,11 +142,12 @@ impl std::fmt::Display for Metric {
 impl std::str::FromStr for Metric {
     type Err = Error;
 
+    /// The names of [`Metric::name`], exactly (what manifests and `--metric` hold).
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "l2" | "euclidean" => Ok(Metric::L2),
-            "cosine" | "cos" => Ok(Metric::Cosine),
-            "dot" | "ip" | "inner" => Ok(Metric::Dot),
+        match s {
+            "l2" => Ok(Metric::L2),
+            "cosine" => Ok(Metric::Cosine),
+            "dot" => Ok(Metric::Dot),
             other => Err(Error::InvalidArgument(format!(
                 "unknown metric {other:?}: expected l2, cosine or dot"
             ))),
@@ -159,6 +160,18 @@ impl std::str::FromStr for Metric {
 #[inline]
 pub fn is_duplicate(distance: f32, threshold: f32) -> bool {
     distance <= threshold
+}
+
+/// Share of pairs decided right by [`is_duplicate`] at `threshold`: pair `i` at distance
+/// `dist[i]` is a duplicate (same class) iff `same[i]`. 0 pairs give 0. The crate's one pair
+/// accuracy: training's per-epoch figure, `eval` and the demo all call it.
+pub fn decision_accuracy(dist: &[f32], same: &[bool], threshold: f32) -> f64 {
+    let ok = dist
+        .iter()
+        .zip(same)
+        .filter(|(&d, &y)| is_duplicate(d, threshold) == y)
+        .count();
+    ok as f64 / same.len().max(1) as f64
 }
 
 /// Scale `v` to unit Euclidean length in place. A zero vector, and a vector already of unit
@@ -225,4 +238,23 @@ pub fn check_rows(data: &[f32], dim: usize, context: &str) -> Result<usize> {
         )));
     }
     Ok(data.len() / dim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metric;
+
+    #[test]
+    fn metric_names_parse_exactly_and_others_are_named_in_the_error() {
+        for m in [Metric::L2, Metric::Cosine, Metric::Dot] {
+            assert_eq!(m.name().parse::<Metric>().unwrap(), m);
+        }
+        for bad in ["cos", "L2", "euclidean", "ip", ""] {
+            let e = bad.parse::<Metric>().unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("invalid argument: unknown metric {bad:?}: expected l2, cosine or dot")
+            );
+        }
+    }
 }

@@ -6,11 +6,13 @@
 //!   which [`rows`] memory-maps;
 //! * [`Metric`]: distances and the one distance <-> similarity convention;
 //! * [`Index`]: the on-disk index (manifest, vectors, items, tombstones, graph) with atomic
-//!   add / delete / compact, search, dedup and the calibrated threshold;
-//! * [`vecio`]: `.fvecs` / `.ivecs` / `.npy`; [`bench`]: recall and throughput sweeps.
+//!   add / delete / compact, search, dedup (its report files: [`dedup_report`]) and the
+//!   calibrated threshold;
+//! * [`vecio`]: `.fvecs` / `.ivecs` / `.npy`; [`bench`](mod@bench): recall and throughput sweeps.
 
 pub mod bench;
 pub mod dedup;
+pub mod dedup_report;
 pub mod distance;
 pub mod engine;
 pub mod flat;
@@ -35,7 +37,7 @@ pub use flat::FlatIndex;
 pub use hnsw::{HnswGraph, HnswParams, DEFAULT_RERANK};
 pub use hnsw_rs_backend::HnswRsIndex;
 pub use manifest::{Backend, Calibration, IndexConfig, Manifest, FORMAT_VERSION};
-pub use metric::{is_duplicate, Metric};
+pub use metric::{decision_accuracy, is_duplicate, Metric};
 pub use quantize::{Quantize, Sq8};
 pub use store::Item;
 pub use vecio::Matrix;

@@ -40,6 +40,7 @@ macro_rules! simd_fn {
 pub mod bert;
 pub mod cnn;
 pub mod dlib;
+pub mod dlib_import;
 pub mod encoder_dir;
 pub mod ensemble;
 pub mod fastbert;

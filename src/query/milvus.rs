@@ -57,6 +57,22 @@ pub struct MilvusUri {
 }
 
 impl MilvusUri {
+    /// The collection to use: the one given apart (`--collection`) or the one the address
+    /// names; both must agree, and one is needed.
+    pub fn collection_or(&self, given: Option<&str>) -> Result<String> {
+        match (given, &self.collection) {
+            (Some(c), None) => Ok(c.to_string()),
+            (None, Some(c)) => Ok(c.clone()),
+            (Some(c), Some(d)) if c == d => Ok(c.to_string()),
+            (Some(c), Some(d)) => Err(Error::Msg(format!(
+                "--collection {c} and the collection {d} in --milvus differ"
+            ))),
+            (None, None) => Err(Error::Msg(
+                "name the collection: --collection NAME or --milvus milvus://HOST:PORT/NAME".into(),
+            )),
+        }
+    }
+
     /// Parse `milvus://HOST:PORT[/COLLECTION]`, `http://HOST:PORT` or `HOST:PORT` (port
     /// default 19530).
     pub fn parse(uri: &str) -> Result<MilvusUri> {

@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 use crate::index::parquet::{self, PartMeta, Rows, Shard};
 use crate::index::{vecio, Index, Matrix};
 use crate::model::{ImageModel, TextEncoder};
+use crate::query::build::BuildProgress;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -242,13 +244,156 @@ pub fn index_rows(index: &Index) -> Result<Rows> {
     Ok(rows)
 }
 
+/// Embed shard `shard` of the texts in `path` (lines, or a TSV's `columns`) with the text
+/// model in `model` (default: MiniLM), reporting the stage `encoding`.
+pub fn embed_text_file(
+    model: Option<&Path>,
+    path: &Path,
+    columns: &crate::corpus::text::TextColumns,
+    shard: ShardSpec,
+    p: &dyn BuildProgress,
+) -> Result<(PartMeta, Rows)> {
+    let model_dir = match model {
+        Some(m) => m.to_path_buf(),
+        None => crate::corpus::resolve::default_text_model()?,
+    };
+    let enc = TextEncoder::load(&model_dir)
+        .map_err(|e| Error::Msg(format!("loading text encoder {}: {e}", model_dir.display())))?;
+    let record = crate::query::encoder::text_record(&model_dir, &enc)?;
+    let rows = crate::corpus::text::read_texts(path, columns)?;
+    p.stage(
+        "encoding",
+        shard_range(rows.len(), TEXT_BLOCK, shard).len() as u64,
+    );
+    let source = path.display().to_string();
+    let out = embed_text_shard(&enc, &record, &rows, &source, shard, &|n| {
+        p.advance(n as u64)
+    });
+    p.done();
+    out
+}
+
+/// Embed shard `shard` of an image corpus (`mnist`, an IDX folder's training images, or a
+/// folder of images) with the image encoder in `model` (default: the shipped MNIST encoder;
+/// image folders need one), reporting the stage `embedding`.
+pub fn embed_image_corpus(
+    model: Option<&Path>,
+    corpus: &str,
+    shard: ShardSpec,
+    p: &dyn BuildProgress,
+) -> Result<(PartMeta, Rows)> {
+    use crate::corpus::resolve;
+    let folder = resolve::is_image_folder(corpus);
+    let model_dir = match model {
+        Some(m) => m.to_path_buf(),
+        None if folder => {
+            return Err(Error::Msg(format!(
+                "embedding the image folder {corpus} needs --model DIR"
+            )))
+        }
+        None => resolve::default_image_model()?,
+    };
+    let model = ImageModel::load(&model_dir)
+        .map_err(|e| Error::Msg(format!("loading encoder {}: {e}", model_dir.display())))?;
+    let abs = std::fs::canonicalize(&model_dir).map_err(|e| Error::io(&model_dir, e))?;
+    let record =
+        crate::query::encoder::image_record(&model, &abs.display().to_string(), &abs, &abs)?;
+    let c = crate::query::build::load_image_corpus(&model, corpus, None)?;
+    let (labels, sources): (Vec<String>, Vec<String>) =
+        c.items.into_iter().map(|i| (i.label, i.source)).unzip();
+    let pixels = c.set.pixels;
+    let images = ImageRows {
+        pixels: &pixels,
+        labels,
+        sources,
+    };
+    let r = shard_range(images.labels.len(), IMAGE_BLOCK, shard);
+    p.stage("embedding", r.len() as u64);
+    let out = embed_image_shard(&model, &record, &images, corpus, shard, &|n| {
+        p.advance(n as u64)
+    });
+    p.done();
+    out
+}
+
+/// What `index push` sends: the collection's metadata, the input named for the report, and
+/// the rows part by part (an index is one part; each input is opened once).
+pub struct PushInput {
+    pub meta: crate::query::milvus::CollectionMeta,
+    pub source: String,
+    pub rows: Box<dyn Iterator<Item = Result<Rows>>>,
+    /// A line for the user (e.g. that only some shards were given).
+    pub note: Option<String>,
+}
+
+/// The push input of an index directory or, without one, of the parts matching `parts`
+/// (globs expanded; all of one encoder). Parts without HNSW parameters get `m` and
+/// `ef_construction`.
+pub fn push_input(
+    index: Option<&Path>,
+    parts: &[String],
+    m: usize,
+    ef_construction: usize,
+) -> Result<PushInput> {
+    use crate::query::milvus::CollectionMeta;
+    if let Some(dir) = index {
+        let idx = Index::open(dir)
+            .map_err(|e| Error::Msg(format!("opening index {}: {e}", dir.display())))?;
+        let meta = CollectionMeta::from_part(&index_meta(&idx)?);
+        let rows = index_rows(&idx);
+        return Ok(PushInput {
+            meta,
+            source: dir.display().to_string(),
+            rows: Box::new(std::iter::once(rows)),
+            note: None,
+        });
+    }
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for p in parts {
+        paths.extend(expand_glob(p)?);
+    }
+    let (first, metas) = check_parts(&paths)?;
+    let mut meta = CollectionMeta::from_part(&first);
+    if first.hnsw.is_none() {
+        meta.hnsw.m = m;
+        meta.hnsw.ef_construction = ef_construction;
+    }
+    let shards: Vec<String> = metas
+        .iter()
+        .filter_map(|m| m.shard.map(|s| format!("{}/{}", s.index, s.of)))
+        .collect();
+    let note = first.shard.filter(|s| shards.len() < s.of).map(|s| {
+        format!(
+            "note: {} of {} shards given ({}); push the others later into the same collection",
+            shards.len(),
+            s.of,
+            shards.join(", ")
+        )
+    });
+    let source = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let rows = paths
+        .into_iter()
+        .map(|p| parquet::read_part(&p).map(|(_, r)| r));
+    Ok(PushInput {
+        meta,
+        source,
+        rows: Box::new(rows),
+        note,
+    })
+}
+
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     /// One Parquet file (+ `PATH.json`).
     Parquet,
-    /// A folder: `vectors.npy` (float32, rows x dim), `items.jsonl` (`{"id", "label",
-    /// "text"}` a line, in the same order) and `twindex.json` (the metadata).
+    /// `NAME.npy` (float32, rows x dim) with two files beside it: `NAME.items.jsonl`
+    /// (`{"id", "label", "text"}` a line, in the same order) and `NAME.twindex.json` (the
+    /// metadata). See [`npy_sidecars`].
     Npy,
 }
 
@@ -266,21 +411,70 @@ impl std::str::FromStr for ExportFormat {
     }
 }
 
-/// Write `rows` and `meta` at `out` in `format`. `out` must not exist (nothing is replaced).
+/// What [`export_index`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exported {
+    pub rows: usize,
+    pub dim: usize,
+    pub metric: String,
+    pub encoder_sha256: String,
+    /// The duplicate threshold (a distance), when calibrated.
+    pub threshold: Option<f32>,
+}
+
+/// Export the live items of the index in `index` (ids, labels, sources, vectors, with its
+/// encoder and threshold) to `out` in `format` (see [`write_export`]).
+pub fn export_index(index: &Path, out: &Path, format: ExportFormat) -> Result<Exported> {
+    let idx = Index::open(index)
+        .map_err(|e| Error::Msg(format!("opening index {}: {e}", index.display())))?;
+    let meta = index_meta(&idx)?;
+    let rows = index_rows(&idx)?;
+    write_export(out, format, &meta, &rows)?;
+    Ok(Exported {
+        rows: rows.len(),
+        dim: rows.dim,
+        encoder_sha256: meta.encoder_sha256().to_string(),
+        metric: meta.metric,
+        threshold: meta.threshold,
+    })
+}
+
+/// The two files an `.npy` export writes beside `NAME.npy`: `NAME.items.jsonl` (the items)
+/// and `NAME.twindex.json` (the metadata).
+pub fn npy_sidecars(npy: &Path) -> (PathBuf, PathBuf) {
+    let stem = npy.with_extension("");
+    let with = |ext: &str| PathBuf::from(format!("{}.{ext}", stem.display()));
+    (with("items.jsonl"), with("twindex.json"))
+}
+
+/// Write `rows` and `meta` at `out` in `format`. Nothing is replaced: `out` (and for `npy`,
+/// which needs an `out` ending in `.npy`, its sidecars) must not exist.
 pub fn write_export(out: &Path, format: ExportFormat, meta: &PartMeta, rows: &Rows) -> Result<()> {
-    if out.exists() {
-        return Err(Error::InvalidArgument(format!(
-            "{}: already exists; twindex writes exports and parts only to new paths",
-            out.display()
-        )));
-    }
+    let exists = |p: &Path| -> Result<()> {
+        if p.exists() || p.is_symlink() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: already exists; twindex writes exports and parts only to new paths",
+                p.display()
+            )));
+        }
+        Ok(())
+    };
+    exists(out)?;
     match format {
         ExportFormat::Parquet => parquet::write_part(out, rows, meta),
         ExportFormat::Npy => {
-            std::fs::create_dir(out).map_err(|e| Error::io(out, e))?;
+            if out.extension().and_then(|e| e.to_str()) != Some("npy") {
+                return Err(Error::InvalidArgument(format!(
+                    "--out {}: an npy export is the .npy file itself (its items and metadata go beside it): give a path ending in .npy",
+                    out.display()
+                )));
+            }
+            let (items, meta_path) = npy_sidecars(out);
+            exists(&items)?;
+            exists(&meta_path)?;
             let res = (|| {
                 vecio::write_npy(
-                    &out.join("vectors.npy"),
+                    out,
                     &Matrix {
                         rows: rows.len(),
                         cols: rows.dim,
@@ -295,25 +489,25 @@ pub fn write_export(out: &Path, format: ExportFormat, meta: &PartMeta, rows: &Ro
                     );
                     lines.push('\n');
                 }
-                crate::fsutil::atomic_write(&out.join("items.jsonl"), lines.as_bytes())?;
-                crate::fsutil::atomic_write_json(&out.join("twindex.json"), meta)
+                crate::fsutil::atomic_write(&items, lines.as_bytes())?;
+                crate::fsutil::atomic_write_json(&meta_path, meta)
             })();
             if res.is_err() {
-                for f in ["vectors.npy", "items.jsonl", "twindex.json"] {
-                    let _ = std::fs::remove_file(out.join(f));
+                for f in [out, items.as_path(), meta_path.as_path()] {
+                    let _ = std::fs::remove_file(f);
                 }
-                let _ = std::fs::remove_dir(out);
             }
             res
         }
     }
 }
 
-/// Read an `.npy` export folder back.
-pub fn read_npy_export(dir: &Path) -> Result<(PartMeta, Rows)> {
-    let meta: PartMeta = crate::fsutil::read_json(&dir.join("twindex.json"))?;
-    let m = vecio::read_npy(&dir.join("vectors.npy"))?;
-    let items = crate::corpus::text::read_utf8(&dir.join("items.jsonl"))?;
+/// Read an `.npy` export (the `.npy` file, its sidecars beside it) back.
+pub fn read_npy_export(npy: &Path) -> Result<(PartMeta, Rows)> {
+    let (items_path, meta_path) = npy_sidecars(npy);
+    let meta: PartMeta = crate::fsutil::read_json(&meta_path)?;
+    let m = vecio::read_npy(npy)?;
+    let items = crate::corpus::text::read_utf8(&items_path)?;
     let mut rows = Rows {
         dim: m.cols,
         vectors: m.data,
@@ -321,7 +515,7 @@ pub fn read_npy_export(dir: &Path) -> Result<(PartMeta, Rows)> {
     };
     for (n, l) in items.lines().enumerate() {
         let v: Value = serde_json::from_str(l)
-            .map_err(|e| Error::format(dir.join("items.jsonl"), format!("line {}: {e}", n + 1)))?;
+            .map_err(|e| Error::format(&items_path, format!("line {}: {e}", n + 1)))?;
         rows.ids.push(v["id"].as_i64().unwrap_or(-1));
         rows.labels
             .push(v["label"].as_str().unwrap_or("").to_string());
@@ -330,7 +524,7 @@ pub fn read_npy_export(dir: &Path) -> Result<(PartMeta, Rows)> {
     }
     if rows.len() != m.rows || rows.len() != meta.rows {
         return Err(Error::format(
-            dir,
+            npy,
             format!(
                 "{} vectors, {} items, metadata says {} rows",
                 m.rows,

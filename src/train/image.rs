@@ -447,12 +447,8 @@ pub fn best_threshold_accuracy(dist: &[f32], pairs: &[Pair]) -> (f64, f32) {
 /// Share of pairs classified right with "similar iff distance <= threshold"
 /// ([`crate::index::is_duplicate`]).
 pub fn pair_accuracy(dist: &[f32], pairs: &[Pair], threshold: f32) -> f64 {
-    let ok = dist
-        .iter()
-        .zip(pairs)
-        .filter(|(&d, p)| crate::index::is_duplicate(d, threshold) == (p.y == 1.0))
-        .count();
-    ok as f64 / pairs.len().max(1) as f64
+    let same: Vec<bool> = pairs.iter().map(|p| p.y == 1.0).collect();
+    crate::index::decision_accuracy(dist, &same, threshold)
 }
 
 fn take(set: &ImageSet, n: usize) -> ImageSet {

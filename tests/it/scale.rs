@@ -116,20 +116,56 @@ fn export_round_trips_parquet_and_npy_and_refuses_to_overwrite() {
     assert_eq!(meta.metric, "l2");
     assert_eq!(meta.hnsw.as_ref().unwrap()["m"], 8);
 
-    let npy = tmp.path().join("out-npy");
-    ok_json(&[
-        "export",
-        "--index",
-        dir.to_str().unwrap(),
-        "--format",
-        "npy",
-        "--out",
-        npy.to_str().unwrap(),
-        "--json",
-    ]);
+    // npy: PATH is the .npy file itself, its items and metadata beside it.
+    let npy = tmp.path().join("vectors.npy");
+    let export_npy = |out: &Path| {
+        vec![
+            "export".to_string(),
+            "--index".into(),
+            dir.to_str().unwrap().into(),
+            "--format".into(),
+            "npy".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ]
+    };
+    let args = export_npy(&npy);
+    ok_json(
+        &args
+            .iter()
+            .map(String::as_str)
+            .chain(["--json"])
+            .collect::<Vec<_>>(),
+    );
+    assert!(npy.is_file(), "the .npy export is a file, not a folder");
+    for side in ["vectors.items.jsonl", "vectors.twindex.json"] {
+        assert!(tmp.path().join(side).is_file(), "{side} beside the .npy");
+    }
+    let m = twindex::index::vecio::read_npy(&npy).unwrap();
+    assert_eq!((m.rows, m.cols), (697, 9));
     let (meta2, rows2) = read_npy_export(&npy).unwrap();
     assert_eq!(rows2, rows);
     assert_eq!(meta2, meta);
+    // A sidecar that exists (here a user's file) is never overwritten, and nothing is written.
+    let other = tmp.path().join("other.npy");
+    std::fs::write(tmp.path().join("other.items.jsonl"), "mine\n").unwrap();
+    let args = export_npy(&other);
+    fails_with(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "other.items.jsonl: already exists",
+    );
+    assert!(!other.exists());
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("other.items.jsonl")).unwrap(),
+        "mine\n"
+    );
+    // A path that is not a .npy file is refused.
+    let args = export_npy(&tmp.path().join("out-npy"));
+    fails_with(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "give a path ending in .npy",
+    );
+    assert!(!tmp.path().join("out-npy").exists());
 
     // Never over an existing path, and bad formats are named.
     let before = std::fs::read(&pq).unwrap();
