@@ -55,7 +55,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Aggregate::Min)]
     pub aggregate: Aggregate,
     #[command(flatten)]
-    pub online: super::online::OnlineEvalArgs,
+    pub online: super::pen_signatures::PenEvalArgs,
     /// Evaluate member I of an ensemble encoder alone (0-based), e.g. to compare it with the
     /// whole ensemble (MNIST-style corpora).
     #[arg(long, value_name = "I", conflicts_with_all = ["protocol", "pairs"])]
@@ -67,7 +67,7 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<()> {
     if a.protocol == Some(Protocol::SignaturesOnline) {
         let corpus = (a.corpus != "mnist").then_some(a.corpus.as_str());
-        return super::online::run_eval(corpus, a.model.as_deref(), &a.online, a.json);
+        return super::pen_signatures::run_eval(corpus, a.model.as_deref(), &a.online, a.json);
     }
     if let Some(p) = &a.pairs {
         return run_text(&a, p);
@@ -98,7 +98,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             a.raw,
             &a.folder,
             a.aggregate,
-            &twindex::eval::online::parse_writer_range(&a.online.test_writers)?,
+            &twindex::eval::pen_signatures::parse_writer_range(&a.online.test_writers)?,
         )?;
         v["seconds"] = serde_json::json!(sw.wall());
         if a.json {

@@ -9,7 +9,7 @@ mod demo;
 mod eval;
 mod import;
 mod index;
-mod online;
+mod pen_signatures;
 mod protocol;
 mod push;
 mod query;

@@ -207,6 +207,6 @@ pub fn default_protocol_corpus(p: Protocol) -> PathBuf {
             }
         }
         Protocol::Signatures => root.join("../shared/corpora/signatures-svc2004"),
-        Protocol::SignaturesOnline => super::online::default_corpus(),
+        Protocol::SignaturesOnline => super::pen_signatures::default_corpus(),
     }
 }

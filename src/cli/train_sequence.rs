@@ -5,7 +5,7 @@ use super::common;
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
-use twindex::eval::online::{self, OnlineTrainRun};
+use twindex::eval::pen_signatures::{self, PenTrainRun};
 use twindex::model::pen::{PenFeature, PenPreprocess, Resample, ALL_FEATURES};
 use twindex::model::sequence::{SequenceModelConfig, SequenceNetConfig};
 use twindex::train::sequence::SequenceTrainConfig;
@@ -97,7 +97,7 @@ pub struct SequenceArgs {
     #[arg(long)]
     pub no_augment: bool,
     #[command(flatten)]
-    pub dtw: super::online::DtwArgs,
+    pub dtw: super::pen_signatures::DtwArgs,
     /// Output encoder directory (config.json + model.safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -142,11 +142,11 @@ pub fn run(a: SequenceArgs) -> Result<()> {
         pseudo_writers: a.pseudo_writers,
         ..Default::default()
     };
-    let run = OnlineTrainRun {
+    let run = PenTrainRun {
         corpus: &a
             .corpus
             .clone()
-            .unwrap_or_else(super::online::default_corpus),
+            .unwrap_or_else(super::pen_signatures::default_corpus),
         train_writers: &a.train_writers,
         holdout_writers: &a.holdout_writers,
         references: a.references,
@@ -155,7 +155,7 @@ pub fn run(a: SequenceArgs) -> Result<()> {
         out: &a.out,
     };
     let on = super::protocol::progress();
-    let r = online::train_online(&run, &cfg, SequenceModelConfig::new(pre, net), &on)?;
+    let r = pen_signatures::train_online(&run, &cfg, SequenceModelConfig::new(pre, net), &on)?;
     if a.json {
         common::print_json(&serde_json::to_value(&r)?)?;
     }

@@ -29,7 +29,7 @@ pub struct VerifyArgs {
     pub model: Option<PathBuf>,
     /// Online signatures: the scorer (default fusion with an encoder, else dtw).
     #[arg(long, value_enum, requires = "signature")]
-    pub scorer: Option<twindex::eval::online::Scorer>,
+    pub scorer: Option<twindex::eval::pen_signatures::Scorer>,
     /// Decision threshold as a distance (default: the index's calibrated one).
     #[arg(long, allow_negative_numbers = true, value_parser = common::parse_threshold)]
     pub threshold: Option<f32>,
@@ -42,7 +42,7 @@ pub struct VerifyArgs {
 
 pub fn run(a: VerifyArgs) -> Result<()> {
     if let Some(sig) = &a.signature {
-        return super::online::run_verify(
+        return super::pen_signatures::run_verify(
             sig,
             &a.references,
             a.model.as_deref(),

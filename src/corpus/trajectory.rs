@@ -170,7 +170,7 @@ pub fn read_trajectory(path: &Path) -> Result<Trajectory> {
 
 /// One online signature of an SVC2004-style corpus.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OnlineSignature {
+pub struct PenSignature {
     pub path: PathBuf,
     pub writer: usize,
     pub sample: usize,
@@ -188,14 +188,14 @@ pub fn svc_name(name: &str) -> Option<(usize, usize)> {
 
 /// The signatures of an SVC2004 Task 1 folder (files `U{u}S{s}.TXT`), sorted by writer and
 /// sample. Only the listing: the files are read when used.
-pub fn scan_svc2004(dir: &Path) -> Result<Vec<OnlineSignature>> {
+pub fn scan_svc2004(dir: &Path) -> Result<Vec<PenSignature>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut out = Vec::new();
     for e in rd {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let name = e.file_name().to_string_lossy().to_string();
         if let Some((writer, sample)) = svc_name(&name) {
-            out.push(OnlineSignature {
+            out.push(PenSignature {
                 path: e.path(),
                 writer,
                 sample,

@@ -9,7 +9,7 @@ pub mod demo;
 pub mod dtw;
 pub mod image;
 pub mod metrics;
-pub mod online;
+pub mod pen_signatures;
 pub mod plot;
 pub mod protocol;
 pub mod text;

@@ -8,38 +8,38 @@
 use std::sync::OnceLock;
 
 /// A distance kernel: both slices have the same length (callers check it).
-pub type Kernel = fn(&[f32], &[f32]) -> f32;
+pub type DistanceFn = fn(&[f32], &[f32]) -> f32;
 
 /// A bounded squared-L2 kernel: returns the exact value when it is <= `bound`, and otherwise
 /// some partial sum > `bound` (it stops early once the partial sum, which only grows, passes
 /// the bound). Below the bound it is bit-identical to the unbounded kernel of the same set.
-pub type BoundedKernel = fn(&[f32], &[f32], f32) -> f32;
+pub type BoundedDistanceFn = fn(&[f32], &[f32], f32) -> f32;
 
 /// The kernels chosen for this CPU.
 #[derive(Clone, Copy, Debug)]
-pub struct Kernels {
+pub struct DistanceKernels {
     /// Squared Euclidean distance.
-    pub l2_squared: Kernel,
+    pub l2_squared: DistanceFn,
     /// Inner product.
-    pub dot: Kernel,
+    pub dot: DistanceFn,
     /// Squared Euclidean distance with early exit above a bound.
-    pub l2_squared_bounded: BoundedKernel,
+    pub l2_squared_bounded: BoundedDistanceFn,
     /// Which instruction set was chosen: `"avx512f"`, `"avx2+fma"` or `"scalar"`.
     pub level: &'static str,
 }
 
 /// The fastest kernels this CPU supports, detected once.
-pub fn kernels() -> &'static Kernels {
-    static K: OnceLock<Kernels> = OnceLock::new();
+pub fn kernels() -> &'static DistanceKernels {
+    static K: OnceLock<DistanceKernels> = OnceLock::new();
     K.get_or_init(detect)
 }
 
-fn detect() -> Kernels {
+fn detect() -> DistanceKernels {
     #[cfg(target_arch = "x86_64")]
     {
         if std::env::var_os("TWINDEX_NO_SIMD").is_none() {
             if crate::cpu::has_avx512f() {
-                return Kernels {
+                return DistanceKernels {
                     l2_squared: x86::l2_squared_avx512,
                     dot: x86::dot_avx512,
                     l2_squared_bounded: x86::l2_squared_bounded_avx512,
@@ -47,7 +47,7 @@ fn detect() -> Kernels {
                 };
             }
             if crate::cpu::has_avx2_fma() {
-                return Kernels {
+                return DistanceKernels {
                     l2_squared: x86::l2_squared_avx2,
                     dot: x86::dot_avx2,
                     l2_squared_bounded: x86::l2_squared_bounded_avx2,
@@ -56,7 +56,7 @@ fn detect() -> Kernels {
             }
         }
     }
-    Kernels {
+    DistanceKernels {
         l2_squared: l2_squared_scalar,
         dot: dot_scalar,
         l2_squared_bounded: l2_squared_bounded_scalar,
@@ -98,7 +98,7 @@ pub fn l2_squared_scalar(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// Portable bounded squared Euclidean distance (see [`BoundedKernel`]); same summation order
+/// Portable bounded squared Euclidean distance (see [`BoundedDistanceFn`]); same summation order
 /// as [`l2_squared_scalar`], checking the bound every 128 elements.
 pub fn l2_squared_bounded_scalar(a: &[f32], b: &[f32], bound: f32) -> f32 {
     let n = a.len().min(b.len());
@@ -358,10 +358,10 @@ mod x86 {
     }
 
     /// Every kernel set available on this CPU, for the tests.
-    pub fn available() -> Vec<super::Kernels> {
+    pub fn available() -> Vec<super::DistanceKernels> {
         let mut v = Vec::new();
         if crate::cpu::has_avx2_fma() {
-            v.push(super::Kernels {
+            v.push(super::DistanceKernels {
                 l2_squared: l2_squared_avx2,
                 dot: dot_avx2,
                 l2_squared_bounded: l2_squared_bounded_avx2,
@@ -369,7 +369,7 @@ mod x86 {
             });
         }
         if crate::cpu::has_avx512f() {
-            v.push(super::Kernels {
+            v.push(super::DistanceKernels {
                 l2_squared: l2_squared_avx512,
                 dot: dot_avx512,
                 l2_squared_bounded: l2_squared_bounded_avx512,
@@ -382,8 +382,8 @@ mod x86 {
 
 /// Every kernel set this CPU can run, scalar first. For tests and benchmarks that compare
 /// implementations.
-pub fn available_kernels() -> Vec<Kernels> {
-    let mut v = vec![Kernels {
+pub fn available_kernels() -> Vec<DistanceKernels> {
+    let mut v = vec![DistanceKernels {
         l2_squared: l2_squared_scalar,
         dot: dot_scalar,
         l2_squared_bounded: l2_squared_bounded_scalar,

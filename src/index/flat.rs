@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use rayon::prelude::*;
 use std::collections::BinaryHeap;
 
-use super::distance::{kernels, Kernels};
+use super::distance::{kernels, DistanceKernels};
 use super::metric::{check_rows, Metric};
 use super::vector_index::{
     append_rows, prepare_query, Hit, Progress, Scored, SlotFilter, VectorIndex,
@@ -17,7 +17,7 @@ pub struct FlatIndex {
     metric: Metric,
     dim: usize,
     data: Vec<f32>,
-    kernels: Kernels,
+    kernels: DistanceKernels,
 }
 
 impl FlatIndex {

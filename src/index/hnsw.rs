@@ -34,7 +34,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtOrd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::distance::{kernels, prefetch, Kernels};
+use super::distance::{kernels, prefetch, DistanceKernels};
 use super::metric::{check_rows, Metric};
 use super::quantize::{
     dot_i16_u8_kernel, dot_u8_kernel, dot_u8_u8_kernel, quantize_weights, I16Kernel, Quantize, Sq8,
@@ -269,7 +269,7 @@ pub struct HnswGraph {
     entry: AtomicU64,
     global: Mutex<()>,
     pool: Mutex<Vec<Scratch>>,
-    kernels: Kernels,
+    kernels: DistanceKernels,
     u8_kernel: U8Kernel,
     u8u8_kernel: U8U8Kernel,
     /// The integer kernel of the walk (dimensions up to `I16_MAX_DIM`; else `u8_kernel`).

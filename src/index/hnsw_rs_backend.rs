@@ -13,7 +13,7 @@
 use crate::error::{Error, Result};
 use hnsw_rs::prelude::{Distance, FilterT, Hnsw};
 
-use super::distance::{kernels, Kernels};
+use super::distance::{kernels, DistanceKernels};
 use super::hnsw::HnswParams;
 use super::metric::Metric;
 use super::vector_index::{append_rows, prepare_query, Hit, Progress, SlotFilter, VectorIndex};
@@ -60,7 +60,7 @@ fn from_engine(metric: Metric, d: f32) -> f32 {
 #[derive(Clone, Copy)]
 struct EngineDist {
     metric: Metric,
-    kernels: Kernels,
+    kernels: DistanceKernels,
 }
 
 impl Distance<f32> for EngineDist {

@@ -25,7 +25,7 @@
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use super::distance::Kernels;
+use super::distance::DistanceKernels;
 
 /// A vector distance. Serialised as `"l2"`, `"cosine"` or `"dot"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -89,7 +89,7 @@ impl Metric {
     /// The ordering key of two prepared vectors (normalised for `cosine`): squared Euclidean
     /// distance for `l2`, the distance itself otherwise. Monotone in the distance.
     #[inline]
-    pub fn key(self, kernels: &Kernels, a: &[f32], b: &[f32]) -> f32 {
+    pub fn key(self, kernels: &DistanceKernels, a: &[f32], b: &[f32]) -> f32 {
         match self {
             Metric::L2 => (kernels.l2_squared)(a, b),
             Metric::Cosine | Metric::Dot => 1.0 - (kernels.dot)(a, b),

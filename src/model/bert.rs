@@ -104,7 +104,10 @@ struct Layer {
     out_norm: Norm,
 }
 
-/// The BERT encoder stack with sentence-transformers' tensor names.
+/// The BERT encoder stack with sentence-transformers' tensor names, differentiable through
+/// candle's autograd. **The oracle** of [`super::gradbert::GradBert`]'s hand-written backward
+/// (its gradients are compared with this one's in `gradbert`'s tests and `tests/it/text_train.rs`);
+/// twindex itself trains with `GradBert` and embeds with `FastBert` / candle's `BertModel`.
 #[derive(Debug, Clone)]
 pub struct TrainableBert {
     word: Embedding,

@@ -1,6 +1,6 @@
 //! Image encoders: the classic LeNet twin tower and a stronger CNN, over NHWC batches.
 
-use super::ops::{self, Act};
+use super::cnn_ops::{self, Act};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -109,14 +109,14 @@ impl Conv {
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::conv2d_act(x, &self.w, &self.b, self.act, self.input_grad)
+        cnn_ops::conv2d_act(x, &self.w, &self.b, self.act, self.input_grad)
     }
 }
 
 impl Conv {
     /// The convolution followed by 2x2 pooling, fused into one op.
-    pub fn forward_pool(&self, x: &Tensor, pool: ops::Pool2) -> Result<Tensor> {
-        ops::conv2d_act_pool(x, &self.w, &self.b, self.act, self.input_grad, pool)
+    pub fn forward_pool(&self, x: &Tensor, pool: cnn_ops::Pool2) -> Result<Tensor> {
+        cnn_ops::conv2d_act_pool(x, &self.w, &self.b, self.act, self.input_grad, pool)
     }
 }
 
@@ -152,7 +152,7 @@ enum Net {
     /// The trainable towers (`lenet`, `cnn`, `deep`).
     Tower {
         /// Convolutions, each followed by 2x2 pooling or not.
-        convs: Vec<(Conv, Option<ops::Pool2>)>,
+        convs: Vec<(Conv, Option<cnn_ops::Pool2>)>,
         fc1: Linear,
         fc2: Option<Linear>,
     },
@@ -203,7 +203,7 @@ impl ImageEncoder {
             );
         }
         let flat = feature_side(height) * feature_side(width);
-        let (avg, max) = (Some(ops::Pool2::Avg), Some(ops::Pool2::Max));
+        let (avg, max) = (Some(cnn_ops::Pool2::Avg), Some(cnn_ops::Pool2::Max));
         Ok(match arch {
             Arch::Lenet => ImageEncoder {
                 arch,
@@ -321,7 +321,7 @@ impl Module for ImageEncoder {
         }
         let h = h.flatten_from(1)?;
         match (self.arch, fc2) {
-            (Arch::Lenet, _) => ops::tanh(&fc1.forward(&h)?),
+            (Arch::Lenet, _) => cnn_ops::tanh(&fc1.forward(&h)?),
             (_, Some(fc2)) => {
                 let h = fc1.forward(&h)?.relu()?;
                 l2_normalize(&fc2.forward(&h)?)

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
-use super::kernels::{attention, Kernel, Linear, Precision, Scratch};
+use super::bert_linear::{attention, Linear, LinearKernel, LinearPrecision, Scratch};
 use crate::error::{Error, Result};
 
 /// Layer norm parameters of one `hidden`-wide normalisation.
@@ -47,7 +47,7 @@ pub struct FastBert {
     position_type0: Vec<f32>,
     emb_norm: Norm,
     layers: Vec<Layer>,
-    precision: Precision,
+    precision: LinearPrecision,
 }
 
 impl std::fmt::Debug for FastBert {
@@ -115,7 +115,7 @@ fn linear(
     prefix: &str,
     n: usize,
     k: usize,
-    p: Precision,
+    p: LinearPrecision,
 ) -> Result<Linear> {
     let w = get(t, &format!("{prefix}.weight"), &[n, k])?;
     let b = get(t, &format!("{prefix}.bias"), &[n])?;
@@ -129,7 +129,7 @@ impl FastBert {
     pub fn new(
         tensors: &HashMap<String, Tensor>,
         cfg: &Config,
-        precision: Precision,
+        precision: LinearPrecision,
     ) -> Result<Self> {
         let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
         if cfg.hidden_act != HiddenAct::Gelu {
@@ -214,7 +214,7 @@ impl FastBert {
     }
 
     /// The arithmetic of the linear layers actually used on this CPU.
-    pub fn precision(&self) -> Precision {
+    pub fn precision(&self) -> LinearPrecision {
         self.precision
     }
 
@@ -372,7 +372,7 @@ pub enum TextBackend {
     /// the one to train with.
     Candle,
     /// [`FastBert`] (packed tokens, no padding) with linear layers in the given precision.
-    Fast(Precision),
+    Fast(LinearPrecision),
 }
 
 impl TextBackend {
@@ -390,10 +390,10 @@ impl TextBackend {
                 Error::InvalidArgument(format!("{}={v:?}: expected candle, f32 or bf16", Self::ENV))
             }),
             _ => Ok(TextBackend::Fast(
-                if Kernel::best(Precision::Bf16) == Kernel::Amx {
-                    Precision::Bf16
+                if LinearKernel::best(LinearPrecision::Bf16) == LinearKernel::Amx {
+                    LinearPrecision::Bf16
                 } else {
-                    Precision::F32
+                    LinearPrecision::F32
                 },
             )),
         }

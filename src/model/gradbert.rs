@@ -29,8 +29,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::kernels::{erf_approx, Kernel, Linear, Scratch};
-use super::ops::{rayon_parallelism, sgemm_with};
+use super::bert_linear::{erf_approx, Linear, LinearKernel, Scratch};
+use super::gemm::{rayon_parallelism, sgemm_with};
 use crate::error::{Error, Result};
 
 /// Tensors per encoder layer, in this order.
@@ -203,11 +203,20 @@ enum Rhs<'a> {
 }
 
 /// `y = x B (+ bias)` for `x` (`m x k`), overwriting `y` (`m x n`). With AVX-512F the operand is
-/// packed for [`Kernel::Avx512F32`] (twice the width of the `gemm` crate's AVX2 kernel) and the
+/// packed for [`LinearKernel::Avx512F32`] (twice the width of the `gemm` crate's AVX2 kernel) and the
 /// rows are split over rayon's threads; otherwise the `gemm` crate.
 #[allow(clippy::too_many_arguments)]
 fn product(x: &[f32], m: usize, k: usize, rhs: Rhs, n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    product_with(x, m, k, rhs, n, bias, y, Kernel::Avx512F32.available())
+    product_with(
+        x,
+        m,
+        k,
+        rhs,
+        n,
+        bias,
+        y,
+        LinearKernel::Avx512F32.available(),
+    )
 }
 
 /// [`product`] with the AVX-512 kernel (`fast`) or the `gemm` crate.
@@ -226,7 +235,13 @@ fn product_with(
     let bias_vec = || bias.map_or_else(|| vec![0f32; n], <[f32]>::to_vec);
     let packed = match rhs {
         _ if !fast => None,
-        Rhs::Transposed(w) => Some(Linear::with_kernel(w, bias_vec(), n, k, Kernel::Avx512F32)),
+        Rhs::Transposed(w) => Some(Linear::with_kernel(
+            w,
+            bias_vec(),
+            n,
+            k,
+            LinearKernel::Avx512F32,
+        )),
         Rhs::Plain(b) => Linear::f32_from_kn(b, k, n, bias_vec()),
     };
     if let Some(lin) = packed {
@@ -1393,7 +1408,7 @@ mod tests {
     #[cfg_attr(not(cpu_avx512f), ignore = "needs AVX-512F")]
     fn avx512_products_match_reference() {
         assert!(
-            Kernel::Avx512F32.available(),
+            LinearKernel::Avx512F32.available(),
             "build.rs saw AVX-512F, this CPU has none"
         );
         product_matches_reference(true);

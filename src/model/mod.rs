@@ -38,27 +38,28 @@ macro_rules! simd_fn {
 }
 
 pub mod bert;
+pub mod bert_linear;
 pub mod cnn;
+pub mod cnn_ops;
 pub mod dlib;
 pub mod dlib_import;
 pub mod encoder_dir;
 pub mod ensemble;
 pub mod fastbert;
+pub mod gemm;
 pub mod gradbert;
 pub mod image;
-pub mod kernels;
-pub mod ops;
 pub mod pen;
 pub mod resnet;
 pub mod seeded;
 pub mod sequence;
 pub mod text;
 
+pub use bert_linear::LinearPrecision;
 pub use cnn::{Arch, ImageEncoder};
 pub use ensemble::{Ensemble, EnsembleBy, EnsembleConfig, MemberConfig};
 pub use fastbert::{FastBert, TextBackend};
 pub use image::{ImageModel, ImageModelConfig, Preprocess, TrainingRecord};
-pub use kernels::Precision;
 pub use text::{TextEncoder, TextModelParts};
 
 impl From<candle_core::Error> for crate::error::Error {

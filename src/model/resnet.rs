@@ -6,7 +6,7 @@
 //! statistics (kept in the weights file as `running_mean` / `running_var`) at inference.
 
 use super::cnn::{dense, l2_normalize, Conv};
-use super::ops::{self, Act};
+use super::cnn_ops::{self, Act};
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, Linear, Module, VarBuilder};
 
@@ -199,7 +199,7 @@ impl ResNet {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = self.stem.forward_t(x, train)?.relu()?;
         for b in &self.blocks {
-            h = b.forward_t(&ops::max_pool2(&h)?, train)?;
+            h = b.forward_t(&cnn_ops::max_pool2(&h)?, train)?;
         }
         let pooled = h.mean(1)?.mean(1)?;
         l2_normalize(&self.fc.forward(&pooled)?)

@@ -14,7 +14,7 @@ mod index_engine;
 mod index_graph;
 mod index_io;
 mod index_quant;
-mod online;
+mod pen_signatures;
 mod props;
 mod scale;
 mod serve;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use twindex::index::vecio::read_npy;
 use twindex::model::text::TextEncoder;
-use twindex::model::{Precision, TextBackend};
+use twindex::model::{LinearPrecision, TextBackend};
 use twindex::timing::Stopwatch;
 
 const MODEL: &str = concat!(
@@ -133,8 +133,8 @@ fn every_backend_matches_sentence_transformers() {
     let reference = read_npy(Path::new(REF_NPY)).unwrap();
     for (backend, floor) in [
         (TextBackend::Candle, MIN_COSINE),
-        (TextBackend::Fast(Precision::F32), MIN_COSINE),
-        (TextBackend::Fast(Precision::Bf16), 0.9995),
+        (TextBackend::Fast(LinearPrecision::F32), MIN_COSINE),
+        (TextBackend::Fast(LinearPrecision::Bf16), 0.9995),
     ] {
         enc.set_backend(backend).unwrap();
         let emb = enc.encode(&sentences, 32).unwrap();

@@ -1,17 +1,17 @@
 //! Dense kernels for the inference-only BERT forward ([`super::fastbert`]): a linear layer
 //! `y = x Wᵀ + b` (optionally followed by erf GELU) with its weights packed once at load.
 //!
-//! The [`Kernel`]s, picked at run time from the CPU's features (fastest first):
+//! The [`LinearKernel`]s, picked at run time from the CPU's features (fastest first):
 //!
-//! - [`Kernel::Amx`] ([`Precision::Bf16`]): Intel AMX tiles (`tdpbf16ps`, 16x16 float32
+//! - [`LinearKernel::Amx`] ([`LinearPrecision::Bf16`]): Intel AMX tiles (`tdpbf16ps`, 16x16 float32
 //!   accumulators per tile) through inline assembly; weights rounded to bfloat16 (nearest
 //!   even), activations rounded to bfloat16 on entry to each linear layer, float32 sums.
-//! - [`Kernel::Avx512Bf16`] ([`Precision::Bf16`]): the same arithmetic with `vdpbf16ps`.
+//! - [`LinearKernel::Avx512Bf16`] ([`LinearPrecision::Bf16`]): the same arithmetic with `vdpbf16ps`.
 //!   On Sapphire Rapids no faster than float32 (measured: slower), kept for CPUs with
 //!   AVX512-BF16 but no AMX.
-//! - [`Kernel::Avx512F32`] ([`Precision::F32`]): float32 register-blocked micro-kernel (6 rows
+//! - [`LinearKernel::Avx512F32`] ([`LinearPrecision::F32`]): float32 register-blocked micro-kernel (6 rows
 //!   x 64 columns of accumulators), weights packed in panels of 64 columns.
-//! - [`Kernel::Portable`] ([`Precision::F32`]): the `gemm` crate and a scalar epilogue.
+//! - [`LinearKernel::Portable`] ([`LinearPrecision::F32`]): the `gemm` crate and a scalar epilogue.
 //!
 //! Each is tested against [`linear_reference`], a float64 loop.
 
@@ -28,7 +28,7 @@ const KC_BF16: usize = 256;
 
 /// Arithmetic of the linear layers (everything else runs in float32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Precision {
+pub enum LinearPrecision {
     /// float32 weights and activations: the reference, within float rounding of candle.
     F32,
     /// bfloat16 weights and layer inputs, float32 accumulation (AVX512-BF16 only; elsewhere
@@ -36,12 +36,12 @@ pub enum Precision {
     Bf16,
 }
 
-impl std::str::FromStr for Precision {
+impl std::str::FromStr for LinearPrecision {
     type Err = crate::error::Error;
     fn from_str(s: &str) -> crate::error::Result<Self> {
         match s.to_ascii_lowercase().as_str() {
-            "f32" | "float32" => Ok(Precision::F32),
-            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            "f32" | "float32" => Ok(LinearPrecision::F32),
+            "bf16" | "bfloat16" => Ok(LinearPrecision::Bf16),
             _ => Err(crate::error::Error::InvalidArgument(format!(
                 "precision {s:?}: expected f32 or bf16"
             ))),
@@ -50,13 +50,13 @@ impl std::str::FromStr for Precision {
 }
 
 /// The precision this CPU runs for `want` (bfloat16 needs AMX or AVX512-BF16).
-pub fn effective_precision(want: Precision) -> Precision {
-    Kernel::best(want).precision()
+pub fn effective_precision(want: LinearPrecision) -> LinearPrecision {
+    LinearKernel::best(want).precision()
 }
 
 /// A linear-layer implementation (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kernel {
+pub enum LinearKernel {
     /// AMX-BF16 tiles.
     Amx,
     /// AVX512-BF16 `vdpbf16ps`.
@@ -67,36 +67,40 @@ pub enum Kernel {
     Portable,
 }
 
-impl Kernel {
+impl LinearKernel {
     /// The arithmetic of this kernel.
-    pub fn precision(self) -> Precision {
+    pub fn precision(self) -> LinearPrecision {
         match self {
-            Kernel::Amx | Kernel::Avx512Bf16 => Precision::Bf16,
-            Kernel::Avx512F32 | Kernel::Portable => Precision::F32,
+            LinearKernel::Amx | LinearKernel::Avx512Bf16 => LinearPrecision::Bf16,
+            LinearKernel::Avx512F32 | LinearKernel::Portable => LinearPrecision::F32,
         }
     }
 
     /// Whether this CPU (and OS, for AMX) runs the kernel.
     pub fn available(self) -> bool {
         match self {
-            Kernel::Amx => has_amx(),
-            Kernel::Avx512Bf16 => has_bf16(),
-            Kernel::Avx512F32 => has_avx512(),
-            Kernel::Portable => true,
+            LinearKernel::Amx => has_amx(),
+            LinearKernel::Avx512Bf16 => has_bf16(),
+            LinearKernel::Avx512F32 => has_avx512(),
+            LinearKernel::Portable => true,
         }
     }
 
     /// The fastest kernel this CPU has for `precision`; float32 when it has no bfloat16 one.
-    pub fn best(precision: Precision) -> Kernel {
-        let order: &[Kernel] = match precision {
-            Precision::Bf16 => &[Kernel::Amx, Kernel::Avx512Bf16, Kernel::Avx512F32],
-            Precision::F32 => &[Kernel::Avx512F32],
+    pub fn best(precision: LinearPrecision) -> LinearKernel {
+        let order: &[LinearKernel] = match precision {
+            LinearPrecision::Bf16 => &[
+                LinearKernel::Amx,
+                LinearKernel::Avx512Bf16,
+                LinearKernel::Avx512F32,
+            ],
+            LinearPrecision::F32 => &[LinearKernel::Avx512F32],
         };
         order
             .iter()
             .copied()
             .find(|k| k.available())
-            .unwrap_or(Kernel::Portable)
+            .unwrap_or(LinearKernel::Portable)
     }
 }
 
@@ -208,7 +212,7 @@ pub struct Linear {
     n: usize,
     k: usize,
     bias: Vec<f32>,
-    kernel: Kernel,
+    kernel: LinearKernel,
     packed: Packed,
 }
 
@@ -248,13 +252,19 @@ impl std::fmt::Debug for Linear {
 
 impl Linear {
     /// Pack `w` (`n x k` row-major) and `bias` (`n`) for the fastest kernel of `precision` on
-    /// this CPU ([`Kernel::best`]).
-    pub fn new(w: &[f32], bias: Vec<f32>, n: usize, k: usize, precision: Precision) -> Self {
-        Self::with_kernel(w, bias, n, k, Kernel::best(precision))
+    /// this CPU ([`LinearKernel::best`]).
+    pub fn new(w: &[f32], bias: Vec<f32>, n: usize, k: usize, precision: LinearPrecision) -> Self {
+        Self::with_kernel(w, bias, n, k, LinearKernel::best(precision))
     }
 
-    /// Pack for a given kernel. Panics if this CPU lacks it ([`Kernel::available`]).
-    pub fn with_kernel(w: &[f32], bias: Vec<f32>, n: usize, k: usize, kernel: Kernel) -> Self {
+    /// Pack for a given kernel. Panics if this CPU lacks it ([`LinearKernel::available`]).
+    pub fn with_kernel(
+        w: &[f32],
+        bias: Vec<f32>,
+        n: usize,
+        k: usize,
+        kernel: LinearKernel,
+    ) -> Self {
         assert!(
             kernel.available(),
             "{kernel:?} is not available on this CPU"
@@ -263,7 +273,7 @@ impl Linear {
         assert_eq!(bias.len(), n, "bias is not {n}");
         let panels = n.div_ceil(NR);
         let packed = match kernel {
-            Kernel::Amx => {
+            LinearKernel::Amx => {
                 let nkc = k.div_ceil(32);
                 let ncb = n.next_multiple_of(32) / 16;
                 let mut tiles = vec![Tile([0; 512]); ncb * nkc];
@@ -277,7 +287,7 @@ impl Linear {
                 }
                 Packed::Amx { tiles, nkc }
             }
-            Kernel::Avx512Bf16 => {
+            LinearKernel::Avx512Bf16 => {
                 let k2 = k.next_multiple_of(2);
                 let mut data = vec![0u16; panels * k2 * NR];
                 for col in 0..n {
@@ -289,7 +299,7 @@ impl Linear {
                 }
                 Packed::Bf16 { data, k2 }
             }
-            Kernel::Avx512F32 => {
+            LinearKernel::Avx512F32 => {
                 let mut data = vec![0f32; panels * k * NR];
                 for col in 0..n {
                     let (p, j) = (col / NR, col % NR);
@@ -299,7 +309,7 @@ impl Linear {
                 }
                 Packed::F32(data)
             }
-            Kernel::Portable => Packed::Plain(w.to_vec()),
+            LinearKernel::Portable => Packed::Plain(w.to_vec()),
         };
         Linear {
             n,
@@ -311,11 +321,11 @@ impl Linear {
     }
 
     /// `y = x B + b` with `B` given as a `k x n` row-major matrix (instead of `W = Bᵀ`), for
-    /// [`Kernel::Avx512F32`]: each panel is a run of `B`'s rows, so packing copies contiguous
+    /// [`LinearKernel::Avx512F32`]: each panel is a run of `B`'s rows, so packing copies contiguous
     /// slices (the text trainer packs activations and gradients this way every step). `None`
     /// when this CPU lacks AVX-512F.
     pub fn f32_from_kn(b: &[f32], k: usize, n: usize, bias: Vec<f32>) -> Option<Self> {
-        if !Kernel::Avx512F32.available() {
+        if !LinearKernel::Avx512F32.available() {
             return None;
         }
         assert_eq!(b.len(), k * n, "matrix is not {k} x {n}");
@@ -333,7 +343,7 @@ impl Linear {
             n,
             k,
             bias,
-            kernel: Kernel::Avx512F32,
+            kernel: LinearKernel::Avx512F32,
             packed: Packed::F32(data),
         })
     }
@@ -349,12 +359,12 @@ impl Linear {
     }
 
     /// The arithmetic this layer runs in.
-    pub fn precision(&self) -> Precision {
+    pub fn precision(&self) -> LinearPrecision {
         self.kernel.precision()
     }
 
     /// The kernel this layer runs.
-    pub fn kernel(&self) -> Kernel {
+    pub fn kernel(&self) -> LinearKernel {
         self.kernel
     }
 
@@ -533,7 +543,7 @@ pub fn attention_reference(
 }
 
 /// The oracle: `y = x Wᵀ + b` (then GELU) in float64, with the inputs first rounded to
-/// bfloat16 when `precision` is [`Precision::Bf16`] (as the fast kernel sees them).
+/// bfloat16 when `precision` is [`LinearPrecision::Bf16`] (as the fast kernel sees them).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_reference(
     x: &[f32],
@@ -543,11 +553,11 @@ pub fn linear_reference(
     n: usize,
     k: usize,
     gelu: bool,
-    precision: Precision,
+    precision: LinearPrecision,
 ) -> Vec<f32> {
     let q = |v: f32| match precision {
-        Precision::F32 => v as f64,
-        Precision::Bf16 => bf16_to_f32(f32_to_bf16(v)) as f64,
+        LinearPrecision::F32 => v as f64,
+        LinearPrecision::Bf16 => bf16_to_f32(f32_to_bf16(v)) as f64,
     };
     let mut y = vec![0f32; m * n];
     for i in 0..m {
@@ -1190,7 +1200,7 @@ mod tests {
 
     /// `kernel` on awkward shapes (rows not a multiple of 6 or 48, columns not a multiple of
     /// 64, odd depth, depth over one block), against the float64 oracle.
-    fn linear_kernel_matches_reference(kernel: Kernel) {
+    fn linear_kernel_matches_reference(kernel: LinearKernel) {
         assert!(
             kernel.available(),
             "{kernel:?}: build.rs saw it on this CPU, but it is not available here"
@@ -1227,24 +1237,24 @@ mod tests {
         ignore = "needs AMX-BF16 and AMX-TILE (Sapphire Rapids or later)"
     )]
     fn amx_kernel_matches_reference() {
-        linear_kernel_matches_reference(Kernel::Amx);
+        linear_kernel_matches_reference(LinearKernel::Amx);
     }
 
     #[test]
     #[cfg_attr(not(cpu_avx512bf16), ignore = "needs AVX512-BF16")]
     fn avx512_bf16_kernel_matches_reference() {
-        linear_kernel_matches_reference(Kernel::Avx512Bf16);
+        linear_kernel_matches_reference(LinearKernel::Avx512Bf16);
     }
 
     #[test]
     #[cfg_attr(not(cpu_avx512f), ignore = "needs AVX-512F")]
     fn avx512_f32_kernel_matches_reference() {
-        linear_kernel_matches_reference(Kernel::Avx512F32);
+        linear_kernel_matches_reference(LinearKernel::Avx512F32);
     }
 
     #[test]
     fn portable_kernel_matches_reference() {
-        linear_kernel_matches_reference(Kernel::Portable);
+        linear_kernel_matches_reference(LinearKernel::Portable);
     }
 }
 
@@ -1263,10 +1273,10 @@ mod speed {
             let x: Vec<f32> = (0..M * k).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
             let w: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 11) as f32 * 0.01).collect();
             for kernel in [
-                Kernel::Amx,
-                Kernel::Avx512Bf16,
-                Kernel::Avx512F32,
-                Kernel::Portable,
+                LinearKernel::Amx,
+                LinearKernel::Avx512Bf16,
+                LinearKernel::Avx512F32,
+                LinearKernel::Portable,
             ] {
                 if !kernel.available() {
                     continue;

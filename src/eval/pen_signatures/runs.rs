@@ -5,8 +5,8 @@
 
 use super::{
     calibrate_online, choice_for, eer_threshold, evaluate_online, online_trials,
-    parse_writer_range, twin_trial_distances, verify_online, DtwScorer, OnlineCalibration,
-    OnlineCorpus, OnlineDecision, OnlineReport, Scorer, DEFAULT_DTW_THRESHOLD,
+    parse_writer_range, twin_trial_distances, verify_online, DtwScorer, PenCalibration, PenCorpus,
+    PenDecision, PenReport, Scorer, DEFAULT_DTW_THRESHOLD,
 };
 use crate::corpus::trajectory::read_trajectory;
 use crate::error::{Error, Result};
@@ -18,18 +18,18 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// Load the SVC2004 Task 1 trajectories of `dir` (an error naming the folder if it is absent).
-pub fn load_online_corpus(dir: &Path) -> Result<OnlineCorpus> {
+pub fn load_online_corpus(dir: &Path) -> Result<PenCorpus> {
     if !dir.exists() {
         return Err(Error::Msg(format!(
             "{}: no such corpus folder (SVC2004 Task 1 trajectories U{{u}}S{{s}}.TXT; pass --corpus DIR)",
             dir.display()
         )));
     }
-    OnlineCorpus::load(dir)
+    PenCorpus::load(dir)
 }
 
 /// Load a sequence encoder made by `train sequence` with its online calibration.
-pub fn load_online_encoder(dir: &Path) -> Result<(SequenceModel, OnlineCalibration)> {
+pub fn load_online_encoder(dir: &Path) -> Result<(SequenceModel, PenCalibration)> {
     let m = SequenceModel::load(dir)
         .map_err(|e| Error::Msg(format!("loading sequence encoder {}: {e}", dir.display())))?;
     let v = m.config.calibration.clone().ok_or_else(|| {
@@ -45,7 +45,7 @@ pub fn load_online_encoder(dir: &Path) -> Result<(SequenceModel, OnlineCalibrati
 
 /// Where `train sequence` reads and writes, and which writers play which part.
 #[derive(Debug, Clone)]
-pub struct OnlineTrainRun<'a> {
+pub struct PenTrainRun<'a> {
     /// The folder of trajectories.
     pub corpus: &'a Path,
     /// Writers trained on (`A-B`).
@@ -65,13 +65,13 @@ pub struct OnlineTrainRun<'a> {
 
 /// What `train sequence` did.
 #[derive(Debug, Clone, Serialize)]
-pub struct OnlineTrainReport {
+pub struct PenTrainReport {
     pub model: String,
     pub selected_epoch: usize,
     pub untrained_holdout_eer: f64,
     pub train_writers: Vec<usize>,
     pub holdout_writers: Vec<usize>,
-    pub calibration: OnlineCalibration,
+    pub calibration: PenCalibration,
     pub wall_seconds: f64,
     pub cpu_seconds: f64,
     pub history: Vec<SequenceEpoch>,
@@ -81,11 +81,11 @@ pub struct OnlineTrainReport {
 /// EER (min-norm aggregate), calibrate every scorer on the hold-out writers, store the
 /// calibration and the training record, save to `run.out`.
 pub fn train_online(
-    run: &OnlineTrainRun,
+    run: &PenTrainRun,
     cfg: &SequenceTrainConfig,
     mcfg: SequenceModelConfig,
     on: &Observer,
-) -> Result<OnlineTrainReport> {
+) -> Result<PenTrainReport> {
     let corpus = load_online_corpus(run.corpus)?;
     let train_w = parse_writer_range(run.train_writers)?;
     let hold_w = parse_writer_range(run.holdout_writers)?;
@@ -163,7 +163,7 @@ pub fn train_online(
         o.cpu_seconds,
         run.out.display()
     )));
-    Ok(OnlineTrainReport {
+    Ok(PenTrainReport {
         model: run.out.display().to_string(),
         selected_epoch: o.selected_epoch,
         untrained_holdout_eer: 1.0 - o.untrained_score,
@@ -178,7 +178,7 @@ pub fn train_online(
 
 /// What `eval --protocol signatures-online` scores and with what.
 #[derive(Debug, Clone)]
-pub struct OnlineEvalRun<'a> {
+pub struct PenEvalRun<'a> {
     /// The folder of trajectories.
     pub corpus: &'a Path,
     /// The sequence encoder (twin and fusion; for DTW its calibrated settings), if any.
@@ -197,9 +197,9 @@ pub struct OnlineEvalRun<'a> {
 
 /// The online-signature protocol's report with where its settings came from (`chosen`).
 #[derive(Debug, Clone, Serialize)]
-pub struct OnlineEvalReport {
+pub struct PenEvalReport {
     #[serde(flatten)]
-    pub report: OnlineReport,
+    pub report: PenReport,
     pub model: Option<String>,
     pub corpus: String,
     /// How the scorer's settings and threshold were chosen.
@@ -212,7 +212,7 @@ pub struct OnlineEvalReport {
 }
 
 /// The progress lines of an online report.
-pub fn online_summary(r: &OnlineReport, chosen: &str) -> String {
+pub fn online_summary(r: &PenReport, chosen: &str) -> String {
     let mut s = format!(
         "signatures-online, {} scorer, writers {}-{} ({} references, {} genuine / {} skilled / {} random questioned): EER {:.4}, ROC-AUC {:.4}, random-forgery EER {:.4}, mean per-writer EER {:.4}",
         r.scorer,
@@ -239,7 +239,7 @@ pub fn online_summary(r: &OnlineReport, chosen: &str) -> String {
 /// threshold is the one its calibration chose on its hold-out writers; without one, DTW with
 /// `run.dtw`, its threshold the EER point of `run.calibration_writers` (which must not overlap
 /// the test writers).
-pub fn evaluate_signatures_online(run: &OnlineEvalRun, on: &Observer) -> Result<OnlineEvalReport> {
+pub fn evaluate_signatures_online(run: &PenEvalRun, on: &Observer) -> Result<PenEvalReport> {
     let scorer = run.scorer.unwrap_or(if run.model.is_some() {
         Scorer::Fusion
     } else {
@@ -315,7 +315,7 @@ pub fn evaluate_signatures_online(run: &OnlineEvalRun, on: &Observer) -> Result<
         dtw_thr,
     )?;
     on(Progress::Line(online_summary(&report, &chosen)));
-    Ok(OnlineEvalReport {
+    Ok(PenEvalReport {
         report,
         model: run.model.map(|d| d.display().to_string()),
         corpus: run.corpus.display().to_string(),
@@ -330,7 +330,7 @@ pub fn evaluate_signatures_online(run: &OnlineEvalRun, on: &Observer) -> Result<
 #[derive(Debug, Clone, Serialize)]
 pub struct SignatureVerdict {
     #[serde(flatten)]
-    pub decision: OnlineDecision,
+    pub decision: PenDecision,
     pub signature: String,
     pub model: Option<String>,
 }

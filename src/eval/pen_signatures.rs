@@ -17,14 +17,14 @@ mod runs;
 
 pub use runs::{
     evaluate_signatures_online, load_online_corpus, load_online_encoder, online_summary,
-    train_online, verify_signature, OnlineEvalReport, OnlineEvalRun, OnlineTrainReport,
-    OnlineTrainRun, SignatureVerdict,
+    train_online, verify_signature, PenEvalReport, PenEvalRun, PenTrainReport, PenTrainRun,
+    SignatureVerdict,
 };
 
 use super::dtw::dtw_banded;
 use super::protocol::Aggregate;
 use super::{eer, far_frr_at, roc_auc};
-use crate::corpus::trajectory::{read_trajectory, scan_svc2004, OnlineSignature, Trajectory};
+use crate::corpus::trajectory::{read_trajectory, scan_svc2004, PenSignature, Trajectory};
 use crate::error::{Error, Result};
 use crate::index::Metric;
 use crate::model::pen::PenPreprocess;
@@ -77,7 +77,7 @@ pub fn parse_writer_range(s: &str) -> Result<Vec<usize>> {
 /// `random`: also the random-forgery trials (each writer against every other writer's
 /// questioned genuine samples).
 pub fn online_trials(
-    sigs: &[OnlineSignature],
+    sigs: &[PenSignature],
     writers: &[usize],
     n_refs: usize,
     random: bool,
@@ -185,7 +185,7 @@ pub fn eer_threshold(trials: &[Trial], dist: &[f32]) -> Result<f32> {
 
 /// What the online protocol measured for one scorer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OnlineReport {
+pub struct PenReport {
     pub protocol: String,
     pub scorer: String,
     pub writers: Vec<usize>,
@@ -219,7 +219,7 @@ pub fn online_report(
     trials: &[Trial],
     dist: &[f32],
     threshold: Option<f32>,
-) -> Result<OnlineReport> {
+) -> Result<PenReport> {
     if trials.len() != dist.len() {
         return Err(Error::dim(trials.len(), dist.len(), "trial distances"));
     }
@@ -242,7 +242,7 @@ pub fn online_report(
     }
     let count = |k| trials.iter().filter(|t| t.kind == k).count();
     let has_random = count(TrialKind::Random) > 0;
-    Ok(OnlineReport {
+    Ok(PenReport {
         protocol: "signatures-online".into(),
         scorer: scorer.into(),
         writers: writers.to_vec(),
@@ -389,12 +389,12 @@ impl LogisticFusion {
 // ---------------------------------------------------------------------------------------------
 
 /// An online signature corpus in memory: the listing and every trajectory, in the same order.
-pub struct OnlineCorpus {
-    pub sigs: Vec<OnlineSignature>,
+pub struct PenCorpus {
+    pub sigs: Vec<PenSignature>,
     pub trajectories: Vec<Trajectory>,
 }
 
-impl OnlineCorpus {
+impl PenCorpus {
     /// Read an SVC2004 Task 1 folder (`U{u}S{s}.TXT`), every file parsed up front.
     pub fn load(dir: &Path) -> Result<Self> {
         let sigs = scan_svc2004(dir)?;
@@ -402,7 +402,7 @@ impl OnlineCorpus {
             .par_iter()
             .map(|s| read_trajectory(&s.path))
             .collect::<Result<Vec<_>>>()?;
-        Ok(OnlineCorpus { sigs, trajectories })
+        Ok(PenCorpus { sigs, trajectories })
     }
 
     /// Feature sequences of every signature under `pre` (in parallel).
@@ -424,7 +424,7 @@ impl OnlineCorpus {
     }
 }
 
-/// The pen-down time of a trajectory in seconds (see [`OnlineCorpus::pen_down_seconds`]).
+/// The pen-down time of a trajectory in seconds (see [`PenCorpus::pen_down_seconds`]).
 pub fn pen_down_seconds(t: &Trajectory) -> f32 {
     let ts = t.monotonic_times();
     let mut ms = 0.0;
@@ -543,7 +543,7 @@ pub struct ScorerChoice {
 
 /// What `train sequence` chose on the hold-out writers, stored in the encoder's config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OnlineCalibration {
+pub struct PenCalibration {
     pub holdout_writers: Vec<usize>,
     pub references: usize,
     pub twin: ScorerChoice,
@@ -555,7 +555,7 @@ pub struct OnlineCalibration {
 }
 
 /// Twin embeddings of every signature of `corpus` (`n x dim`).
-pub fn twin_embeddings(model: &SequenceModel, corpus: &OnlineCorpus) -> Result<Vec<f32>> {
+pub fn twin_embeddings(model: &SequenceModel, corpus: &PenCorpus) -> Result<Vec<f32>> {
     let feats = corpus.features(&model.config.preprocess)?;
     model.embed(&feats, 128)
 }
@@ -619,12 +619,12 @@ pub fn choice_for(trials: &[Trial], agg: Aggregate, dist: &[f32]) -> Result<Scor
 /// threshold, DTW's threshold (its settings `dtw` fixed beforehand), and the fusion's weights
 /// and threshold (fitted on genuine vs skilled trials). Nothing of the test writers is used.
 pub fn calibrate_online(
-    corpus: &OnlineCorpus,
+    corpus: &PenCorpus,
     model: &SequenceModel,
     dtw: &DtwScorer,
     holdout: &[usize],
     n_refs: usize,
-) -> Result<OnlineCalibration> {
+) -> Result<PenCalibration> {
     let trials = online_trials(&corpus.sigs, holdout, n_refs, false)?;
     let emb = twin_embeddings(model, corpus)?;
     let dim = model.config.dim;
@@ -640,7 +640,7 @@ pub fn calibrate_online(
     let fusion = LogisticFusion::fit(vec!["twin".into(), "dtw".into()], &x, &y)?;
     let fd = fused_distances(&fusion, &td, &dd);
     let fusion_choice = choice_for(&trials, Aggregate::Min, &fd)?;
-    Ok(OnlineCalibration {
+    Ok(PenCalibration {
         holdout_writers: holdout.to_vec(),
         references: n_refs,
         twin,
@@ -655,14 +655,14 @@ pub fn calibrate_online(
 /// distances, the report at the hold-out threshold. `model` and `cal` are needed for the twin
 /// and the fusion; DTW alone uses `dtw` and `dtw_threshold`.
 pub fn evaluate_online(
-    corpus: &OnlineCorpus,
+    corpus: &PenCorpus,
     writers: &[usize],
     n_refs: usize,
     scorer: Scorer,
-    model: Option<(&SequenceModel, &OnlineCalibration)>,
+    model: Option<(&SequenceModel, &PenCalibration)>,
     dtw: &DtwScorer,
     dtw_threshold: Option<f32>,
-) -> Result<OnlineReport> {
+) -> Result<PenReport> {
     let trials = online_trials(&corpus.sigs, writers, n_refs, true)?;
     let need_model = || {
         model.ok_or_else(|| {
@@ -701,7 +701,7 @@ pub fn evaluate_online(
 
 /// The decision on one questioned signature against a writer's references.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OnlineDecision {
+pub struct PenDecision {
     pub scorer: Scorer,
     pub accepted: bool,
     /// The deciding distance (the fused distance for `fusion`) and its threshold.
@@ -721,21 +721,21 @@ pub fn verify_online(
     query: &Trajectory,
     refs: &[Trajectory],
     scorer: Scorer,
-    model: Option<(&SequenceModel, &OnlineCalibration)>,
+    model: Option<(&SequenceModel, &PenCalibration)>,
     dtw: &DtwScorer,
     dtw_threshold: f32,
     threshold: Option<f32>,
-) -> Result<OnlineDecision> {
+) -> Result<PenDecision> {
     if refs.is_empty() {
         return Err(Error::Empty("no reference signatures".into()));
     }
     let mut trajectories = vec![query.clone()];
     trajectories.extend(refs.iter().cloned());
-    let corpus = OnlineCorpus {
+    let corpus = PenCorpus {
         sigs: trajectories
             .iter()
             .enumerate()
-            .map(|(i, t)| OnlineSignature {
+            .map(|(i, t)| PenSignature {
                 path: t.path.clone(),
                 writer: 1,
                 sample: i,
@@ -789,7 +789,7 @@ pub fn verify_online(
         }
     };
     let threshold = threshold.unwrap_or(calibrated);
-    Ok(OnlineDecision {
+    Ok(PenDecision {
         scorer,
         accepted: crate::index::is_duplicate(distance, threshold),
         distance,
@@ -832,8 +832,8 @@ mod tests {
     use super::*;
     use crate::corpus::trajectory::PenPoint;
 
-    fn sig(writer: usize, sample: usize) -> OnlineSignature {
-        OnlineSignature {
+    fn sig(writer: usize, sample: usize) -> PenSignature {
+        PenSignature {
             path: format!("U{writer}S{sample}.TXT").into(),
             writer,
             sample,
@@ -913,7 +913,7 @@ mod tests {
         assert_eq!(parse_writer_range("21-30").unwrap().len(), 10);
         assert_eq!(parse_writer_range("7").unwrap(), vec![7]);
         assert!(parse_writer_range("30-21").is_err());
-        let sigs: Vec<OnlineSignature> = [1, 2]
+        let sigs: Vec<PenSignature> = [1, 2]
             .iter()
             .flat_map(|&w| [1, 2, 3, 21].map(|s| sig(w, s)))
             .collect();

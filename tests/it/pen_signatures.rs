@@ -4,10 +4,10 @@
 //! failure when `CI` is set).
 
 use std::path::{Path, PathBuf};
-use twindex::corpus::trajectory::{read_trajectory, OnlineSignature};
+use twindex::corpus::trajectory::{read_trajectory, PenSignature};
 use twindex::eval::dtw::dtw_banded;
-use twindex::eval::online::{
-    self, online_report, online_trials, trial_distances, OnlineCorpus, TrialKind,
+use twindex::eval::pen_signatures::{
+    self, online_report, online_trials, trial_distances, PenCorpus, TrialKind,
 };
 use twindex::eval::protocol::Aggregate;
 use twindex::model::pen::{PenPreprocess, ALL_FEATURES};
@@ -114,7 +114,7 @@ fn protocol_counts_and_perfect_separation() {
     let mut val = Vec::new();
     for w in 1..=3usize {
         for s in 1..=40usize {
-            sigs.push(OnlineSignature {
+            sigs.push(PenSignature {
                 path: format!("U{w}S{s}.TXT").into(),
                 writer: w,
                 sample: s,
@@ -158,7 +158,7 @@ fn protocol_counts_and_perfect_separation() {
 )]
 fn short_training_run_beats_chance() {
     let dir = shared_corpus();
-    let corpus = OnlineCorpus::load(&dir).unwrap();
+    let corpus = PenCorpus::load(&dir).unwrap();
     assert_eq!(
         corpus.sigs.len(),
         1200,
@@ -202,8 +202,9 @@ fn short_training_run_beats_chance() {
     };
     let mut eval = |m: &SequenceModel, _e: usize| -> twindex::Result<f64> {
         let emb = m.embed(&feats, 256)?;
-        let d = online::twin_trial_distances(&trials, Aggregate::MinNorm, &emb, m.config.dim);
-        Ok(1.0 - online::choice_for(&trials, Aggregate::MinNorm, &d)?.holdout_eer)
+        let d =
+            pen_signatures::twin_trial_distances(&trials, Aggregate::MinNorm, &emb, m.config.dim);
+        Ok(1.0 - pen_signatures::choice_for(&trials, Aggregate::MinNorm, &d)?.holdout_eer)
     };
     let mcfg = SequenceModelConfig::new(pre, net);
     // The untrained network (the same initial weights) is the floor to beat.

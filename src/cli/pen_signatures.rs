@@ -6,7 +6,7 @@ use super::common;
 use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
-use twindex::eval::online::{self, DtwScorer, OnlineEvalRun, Scorer};
+use twindex::eval::pen_signatures::{self, DtwScorer, PenEvalRun, Scorer};
 use twindex::eval::protocol::Aggregate;
 use twindex::model::pen::{PenFeature, PenPreprocess, Resample};
 
@@ -66,7 +66,7 @@ impl DtwArgs {
 
 /// `eval --protocol signatures-online` flags.
 #[derive(Debug, Clone, Args)]
-pub struct OnlineEvalArgs {
+pub struct PenEvalArgs {
     /// signatures and signatures-online: the writers tested (A-B).
     #[arg(long, default_value = "21-30")]
     pub test_writers: String,
@@ -87,7 +87,7 @@ pub struct OnlineEvalArgs {
 pub fn run_eval(
     corpus: Option<&str>,
     model: Option<&Path>,
-    a: &OnlineEvalArgs,
+    a: &PenEvalArgs,
     json_out: bool,
 ) -> Result<()> {
     let dir = corpus.map(PathBuf::from).unwrap_or_else(default_corpus);
@@ -96,7 +96,7 @@ pub fn run_eval(
             .then(default_model)
             .flatten()
     });
-    let run = OnlineEvalRun {
+    let run = PenEvalRun {
         corpus: &dir,
         model: model_dir.as_deref(),
         scorer: a.scorer,
@@ -105,7 +105,7 @@ pub fn run_eval(
         references: a.references,
         dtw: a.dtw.scorer(),
     };
-    let r = online::evaluate_signatures_online(&run, &super::protocol::progress())?;
+    let r = pen_signatures::evaluate_signatures_online(&run, &super::protocol::progress())?;
     if json_out {
         common::print_json(&serde_json::to_value(&r)?)?;
     }
@@ -122,7 +122,7 @@ pub fn run_verify(
     json_out: bool,
 ) -> Result<()> {
     let model_dir = model.map(Path::to_path_buf).or_else(default_model);
-    let v = online::verify_signature(
+    let v = pen_signatures::verify_signature(
         signature,
         references,
         model_dir.as_deref(),
