@@ -4,7 +4,7 @@
 //! (Siamese) encoders with contrastive and triplet losses, index a corpus as embeddings, and
 //! answer "is this a duplicate of something I have?" with a calibrated threshold.
 //!
-//! Modules, in dependency order: [`error`] (with [`fsutil`], [`timing`], [`cpu`]) <- [`corpus`],
+//! Modules, in dependency order: [`error`] (with [`fsutil`], [`timing`], [`cpu`], [`metric`]) <- [`corpus`],
 //! [`index`], [`model`] <- [`train`], [`query`] <- [`eval`], [`serve`]; the `twindex` binary's `cli` sits
 //! on top. [`index`] knows nothing of candle; [`model`] knows nothing of [`index`].
 
@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod fsutil;
 pub mod index;
+pub mod metric;
 pub mod model;
 pub mod query;
 pub mod serve;
