@@ -92,20 +92,22 @@ pub fn write_report(idx: &Index, d: &Dedup, out: &Path) -> Result<()> {
     if is_json(out) {
         return crate::fsutil::atomic_write_json(out, d);
     }
+    // Labels and sources are escaped alike (`\\`, `\t`, `\n`, `\r`), so a tab or newline in
+    // either never shifts a column or splits a row.
+    let field = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('\t', "\\t")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r")
+    };
     let label = |id: u64| {
         idx.get(id)
-            .map(|v| v.item.label.clone())
+            .map(|v| field(&v.item.label))
             .unwrap_or_default()
     };
     let source = |id: u64| {
         idx.get(id)
-            .map(|v| {
-                v.item
-                    .source
-                    .replace('\\', "\\\\")
-                    .replace('\t', "\\t")
-                    .replace('\n', "\\n")
-            })
+            .map(|v| field(&v.item.source))
             .unwrap_or_default()
     };
     crate::fsutil::atomic_write_with(out, |w| {

@@ -261,3 +261,46 @@ fn a_normalised_aggregate_with_one_reference_is_refused() {
             .accepted
     );
 }
+
+#[test]
+fn dedup_tsv_escapes_tabs_and_newlines_in_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vector_index(tmp.path());
+    let two = tmp.path().join("two.npy");
+    write_npy(
+        &two,
+        &Matrix {
+            rows: 2,
+            cols: 2,
+            data: vec![5.0, 5.0, 5.0, 5.0],
+        },
+    )
+    .unwrap();
+    let o = twindex(&[
+        "index",
+        "add",
+        "--index",
+        &d,
+        "--label",
+        "tab\there\nnewline",
+        "--vectors",
+        two.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = tmp.path().join("dups.tsv");
+    let o = twindex(&[
+        "dedup",
+        "--index",
+        &d,
+        "--threshold",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "header + the one identical pair: {text:?}");
+    assert!(lines.iter().all(|l| l.split('\t').count() == 7), "{text:?}");
+    assert!(lines[1].contains("tab\\there\\nnewline"), "{text:?}");
+}
