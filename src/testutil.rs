@@ -32,6 +32,26 @@ impl XorShift {
     }
 }
 
+/// xorshift64* (shifts 12, 25, 27, multiplier 0x2545F4914F6CDD1D) drawing uniform f64 in
+/// [0, 1) from the top 53 bits: the metric and calibration tests' generator (their figures
+/// were drawn with it).
+pub(crate) struct XorShiftStar(pub(crate) u64);
+
+impl XorShiftStar {
+    /// The next 64 bits.
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [0, 1).
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 mod tests {
     use super::XorShift;
 

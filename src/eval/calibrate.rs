@@ -333,19 +333,7 @@ mod tests {
     use super::*;
     use crate::eval::metrics::best_f1;
 
-    /// xorshift64* with a fixed seed.
-    struct Rng(u64);
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn unit(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use crate::testutil::XorShiftStar as Rng;
 
     /// Both classes guaranteed; scores quantised to `levels` values so there are ties.
     fn random_pairs(rng: &mut Rng, n: usize, levels: u32) -> (Vec<f32>, Vec<bool>) {

@@ -650,20 +650,7 @@ pub use crate::index::bench::ann_recall;
 mod tests {
     use super::*;
 
-    /// xorshift64* with a fixed seed: enough randomness for tests, no dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        /// Uniform in [0, 1).
-        fn unit(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use crate::testutil::XorShiftStar as Rng;
 
     /// Random labelled scores where positives score higher on average; scores are quantised to
     /// `levels` values so there are many ties.
