@@ -55,7 +55,7 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Every pair of items within the duplicate threshold, and their clusters.
     Dedup(dedup::DedupArgs),
-    /// Serve indexes over HTTP: JSON API, search page, metrics (see the README's Serve section).
+    /// Serve indexes over HTTP: JSON API, search page, metrics (see docs/serving.md).
     Serve(serve::ServeArgs),
     /// Choose the duplicate threshold from labelled pairs and store it in the index.
     Calibrate(calibrate::CalibrateArgs),

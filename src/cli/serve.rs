@@ -1,5 +1,4 @@
-//! `twindex serve`: indexes as an HTTP service (see `twindex::serve` and the README's Serve
-//! section).
+//! `twindex serve`: indexes as an HTTP service (see `twindex::serve` and docs/serving.md).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;

@@ -437,7 +437,7 @@ pub fn pen_down_seconds(t: &Trajectory) -> f32 {
 }
 
 /// The DTW scorer: features, band, aggregate and a tempo term. The defaults were chosen on
-/// training writers only (the mean EER of writers 1-10 and 11-20; README "Online signatures"):
+/// training writers only (the mean EER of writers 1-10 and 11-20; docs/faces-and-signatures.md):
 /// features x, y, dx, dy, curvature, sin and cos of the direction (0.115; x, y, dx, dy: 0.145),
 /// mean-norm (min-norm 0.133), band 12 of 120 points (24: same), tempo weight 1 (0: 0.115,
 /// 0.5: 0.078, 0.75: 0.077, 1: 0.074, 1.5: 0.095, 2: 0.106).
