@@ -47,7 +47,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         rayon::current_num_threads()
     );
     println!(
-        "  test pairs ({}): accuracy {:.4} at distance < {:.4}, ROC-AUC {:.4}",
+        "  test pairs ({}): accuracy {:.4} at distance <= {:.4}, ROC-AUC {:.4}",
         r.test_pairs, r.test_pair_accuracy, r.encoder_threshold, r.roc_auc
     );
     println!(

@@ -135,11 +135,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
         model.config.dim
     );
     println!(
-        "test pairs ({}): accuracy {:.4} at distance < {:.4} (model threshold), {:.4} at < 0.5",
+        "test pairs ({}): accuracy {:.4} at distance <= {:.4} (model threshold), {:.4} at <= 0.5",
         r.n_test_pairs, r.pair_accuracy, r.threshold, r.pair_accuracy_at_0_5
     );
     println!(
-        "  best accuracy {:.4} at < {:.4}; ROC-AUC {:.4}; AP {:.4}; best F1 {:.4} at < {:.4}",
+        "  best accuracy {:.4} at <= {:.4}; ROC-AUC {:.4}; AP {:.4}; best F1 {:.4} at <= {:.4}",
         r.best_accuracy,
         r.best_accuracy_threshold,
         r.roc_auc,

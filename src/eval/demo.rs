@@ -71,7 +71,7 @@ pub fn run_demo(
         .map_err(|e| Error::Msg(format!("loading encoder {}: {e}", model_dir.display())))?;
     let tr = &model.config.training;
     p.note(&format!(
-        "encoder {}: {} ({}-d), trained with {} loss{} for {} epochs, threshold distance < {:.4}",
+        "encoder {}: {} ({}-d), trained with {} loss{} for {} epochs, threshold distance <= {:.4}",
         model_dir.display(),
         model.config.arch_label(),
         model.config.dim,

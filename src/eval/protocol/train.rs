@@ -284,7 +284,7 @@ pub fn train_split(
         target_far,
     )?;
     on(Progress::Line(format!(
-        "{who}: threshold distance < {:.4} ({:?} on {} dev pairs: F1 {:.4}, FAR {:.4}, FRR {:.4})",
+        "{who}: threshold distance <= {:.4} ({:?} on {} dev pairs: F1 {:.4}, FAR {:.4}, FRR {:.4})",
         outcome.model.config.threshold, cal.method, cal.n_pairs, cal.f1, cal.far, cal.frr
     )));
     Ok(outcome)

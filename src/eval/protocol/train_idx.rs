@@ -110,7 +110,7 @@ fn idx_progress(eval_set: &str, epochs: usize, ev: TrainEvent) -> Option<Progres
             if h.normalized {
                 String::new()
             } else {
-                format!("{:.4} (at d < {:.2}), ", h.test_pair_accuracy, h.pair_threshold)
+                format!("{:.4} (at d <= {:.2}), ", h.test_pair_accuracy, h.pair_threshold)
             },
             h.test_best_accuracy,
             h.examples as f64 / h.wall_seconds,
@@ -178,7 +178,7 @@ pub fn train_idx(
     };
     let cal = calibrate_encoder(model, cal_set, CalibrationPairs::Seeded(cfg.seed), None)?;
     on(Progress::Line(format!(
-        "threshold: distance < {:.4} (best F1 {:.4} on {} {} pairs)",
+        "threshold: distance <= {:.4} (best F1 {:.4} on {} {} pairs)",
         model.config.threshold,
         cal.f1,
         cal.n_pairs,
