@@ -21,7 +21,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
-use twindex::index::{Backend, HnswParams, Index, IndexConfig, Item, Metric};
+use twindex::index::{Backend, EncoderRecord, HnswParams, Index, IndexConfig, Item, Metric};
 use twindex::query::{OpenOptions, Query, SearchOptions, Searcher};
 
 const SEED: u64 = 7;
@@ -161,7 +161,10 @@ fn adds(args: &[String]) -> Result<serde_json::Value, String> {
         let idx = Index::create(
             &path,
             cfg,
-            json!({"kind": "vectors", "dim": dim}),
+            EncoderRecord::Vectors {
+                dim: Some(dim),
+                source: None,
+            },
             dim,
             &base,
             items,

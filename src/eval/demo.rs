@@ -87,8 +87,7 @@ pub fn run_demo(
     let (dir, data) = resolve::load_corpus("mnist")?;
     let hash = ImageModel::content_hash(model_dir)?;
     let reuse = Index::open(index_dir).ok().filter(|i| {
-        i.manifest().encoder.get("sha256").and_then(|v| v.as_str()) == Some(hash.as_str())
-            && i.len() == data.train.n
+        i.manifest().encoder.sha256() == Some(hash.as_str()) && i.len() == data.train.n
     });
     let (idx, built) = match reuse {
         Some(i) => {

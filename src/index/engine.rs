@@ -11,7 +11,6 @@
 
 use crate::error::{Error, Result};
 use rayon::prelude::*;
-use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,8 +23,8 @@ use super::hnsw::HnswGraph;
 use super::hnsw_rs_backend::HnswRsIndex;
 use super::items::Items;
 use super::manifest::{
-    Backend, Calibration, DataFiles, FileEntry, IndexConfig, Manifest, FORMAT_VERSION,
-    MANIFEST_FILE,
+    Backend, Calibration, DataFiles, EncoderRecord, FileEntry, IndexConfig, Manifest,
+    FORMAT_VERSION, MANIFEST_FILE,
 };
 use super::metric::{check_directions, check_rows, check_vector, normalize, Metric};
 use super::quantize::Quantize;
@@ -235,7 +234,7 @@ impl Index {
     pub fn create(
         dir: &Path,
         config: IndexConfig,
-        encoder: Value,
+        encoder: EncoderRecord,
         dim: usize,
         vectors: &[f32],
         items: Vec<Item>,
@@ -559,7 +558,7 @@ impl Index {
     }
 
     /// Refuse (with a clear error) an index built by another encoder or of another dimension.
-    pub fn ensure_compatible(&self, encoder: &Value, dim: usize) -> Result<()> {
+    pub fn ensure_compatible(&self, encoder: &EncoderRecord, dim: usize) -> Result<()> {
         if dim != self.manifest.dim {
             return Err(Error::dim(
                 self.manifest.dim,

@@ -36,7 +36,7 @@ pub use engine::{Index, ItemView, NewGeneration, PendingAdd, PendingDelete, Reco
 pub use flat::FlatIndex;
 pub use hnsw::{HnswGraph, HnswParams, DEFAULT_RERANK};
 pub use hnsw_rs_backend::HnswRsIndex;
-pub use manifest::{Backend, Calibration, IndexConfig, Manifest, FORMAT_VERSION};
+pub use manifest::{Backend, Calibration, EncoderRecord, IndexConfig, Manifest, FORMAT_VERSION};
 pub use metric::{decision_accuracy, is_duplicate, Metric};
 pub use quantize::{Quantize, Sq8};
 pub use store::Item;

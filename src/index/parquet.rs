@@ -8,6 +8,7 @@
 //! copied; `write_part` also writes it beside the file as `PATH.json` for tools that never open
 //! Parquet.
 
+use super::manifest::EncoderRecord;
 use crate::error::{Error, Result};
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, Int64Builder, StringBuilder};
 use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray};
@@ -46,9 +47,8 @@ pub struct Shard {
 pub struct PartMeta {
     /// The twindex version that wrote it.
     pub twindex: String,
-    /// The encoder record (as in an index manifest: kind, sha256, dim, metric, path ...);
-    /// `{"kind": "vectors"}` for vectors without an encoder.
-    pub encoder: Value,
+    /// The encoder record, as in an index manifest (an image encoder's `path` absolute).
+    pub encoder: EncoderRecord,
     /// Vector dimension.
     pub dim: usize,
     /// `l2`, `cosine` or `dot`.
@@ -75,10 +75,7 @@ pub struct PartMeta {
 impl PartMeta {
     /// The encoder's sha256 ("" for raw vectors).
     pub fn encoder_sha256(&self) -> &str {
-        self.encoder
-            .get("sha256")
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        self.encoder.sha256().unwrap_or("")
     }
 }
 
@@ -368,7 +365,13 @@ mod tests {
         };
         let meta = PartMeta {
             twindex: "test".into(),
-            encoder: json!({"kind": "text", "sha256": "abc", "dim": dim}),
+            encoder: EncoderRecord::Text {
+                path: "/models/minilm".into(),
+                sha256: "abc".into(),
+                dim,
+                max_seq_length: 128,
+                metric: crate::index::Metric::Cosine,
+            },
             dim,
             metric: "cosine".into(),
             normalize: true,
@@ -402,6 +405,44 @@ mod tests {
                 serde_json::from_slice(&std::fs::read(sidecar_path(&p)).unwrap()).unwrap();
             assert_eq!(side, meta);
         }
+    }
+
+    #[test]
+    fn old_untyped_part_metadata_reads_back_and_unknown_kinds_are_named() {
+        // Metadata as the untyped version wrote it (encoder record built with `json!`).
+        let old = json!({
+            "twindex": "0.1.0",
+            "encoder": {
+                "arch": "cnn", "dim": 64, "kind": "image", "metric": "l2",
+                "path": "/abs/idx/encoder", "sha256": "2c52", "source": "corpora/encoders/mnist-cnn"
+            },
+            "dim": 64,
+            "metric": "l2",
+            "normalize": false,
+            "threshold": 1.25,
+            "calibration": null,
+            "hnsw": {"m": 16, "ef_construction": 200, "ef_search": 64},
+            "rows": 3,
+            "shard": null,
+            "source": "/abs/idx"
+        });
+        let p = Path::new("/parts/p.parquet");
+        let kv = |v: &Value| vec![KeyValue::new(META_KEY.to_string(), v.to_string())];
+        let m = meta_of(p, Some(&kv(&old))).unwrap();
+        assert_eq!(m.encoder.kind(), "image");
+        assert_eq!(m.encoder_sha256(), "2c52");
+        assert_eq!(m.encoder.path(), Some("/abs/idx/encoder"));
+        assert_eq!(serde_json::to_value(&m).unwrap(), old);
+        let mut bad = old.clone();
+        bad["encoder"] = json!({"kind": "sound", "dim": 64});
+        let e = meta_of(p, Some(&kv(&bad))).unwrap_err().to_string();
+        assert!(
+            e.contains("/parts/p.parquet")
+                && e.contains(
+                    r#"unknown encoder kind Some("sound"): expected "image", "text" or "vectors""#
+                ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,12 +5,13 @@
 use crate::corpus::text::{read_texts, TextColumns};
 use crate::corpus::{resolve, ImageSet};
 use crate::error::{Error, Result};
-use crate::index::{Backend, Calibration, HnswParams, Index, IndexConfig, Item, Metric};
+use crate::index::{
+    Backend, Calibration, EncoderRecord, HnswParams, Index, IndexConfig, Item, Metric,
+};
 use crate::model::{ImageModel, TextEncoder};
 use crate::query::encoder;
 use crate::timing::Stopwatch;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// The build record's file name inside an index directory.
@@ -333,7 +334,7 @@ pub fn create_index(
     dim: usize,
     vectors: &[f32],
     items: Vec<Item>,
-    encoder_rec: impl FnOnce(&Path) -> Result<Value>,
+    encoder_rec: impl FnOnce(&Path) -> Result<EncoderRecord>,
     p: &dyn BuildProgress,
 ) -> Result<(Index, f64, f64)> {
     Index::check_new_dir(out).map_err(ctx("--out".into()))?;
@@ -479,7 +480,7 @@ mod tests {
             2,
             &[0.0; 6],
             items,
-            |_| Ok(Value::Null),
+            |_| Ok(EncoderRecord::vectors("v#", 2)),
             &Silent,
         );
         assert!(r.is_err());

@@ -2,8 +2,8 @@
 //! in the manifest with the sha256 of its files, so an index directory is self-contained.
 
 use crate::error::{Error, Result};
+use crate::index::{EncoderRecord, Metric};
 use crate::model::{ImageModel, TextEncoder};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -16,7 +16,7 @@ pub fn embed_image_encoder(
     model: &ImageModel,
     model_dir: &Path,
     index_dir: &Path,
-) -> Result<Value> {
+) -> Result<EncoderRecord> {
     let dst = index_dir.join(ENCODER_DIR);
     std::fs::create_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
     for f in ImageModel::files(model_dir)? {
@@ -29,52 +29,49 @@ pub fn embed_image_encoder(
 
 /// The manifest record of the image encoder `model` whose files are in `dir`, recorded as
 /// `path` (relative to an index, or absolute for a part), with the sha256 of those files.
-pub fn image_record(model: &ImageModel, path: &str, dir: &Path, source: &Path) -> Result<Value> {
-    let mut rec = json!({
-        "kind": "image",
-        "path": path,
-        "sha256": ImageModel::content_hash(dir)?,
-        "arch": model.config.arch.name(),
-        "dim": model.config.dim,
-        "metric": model.config.metric,
-        "source": source.display().to_string(),
-    });
-    if let Some(e) = &model.config.ensemble {
-        rec["ensemble_members"] = json!(e.members.len());
-    }
-    Ok(rec)
+pub fn image_record(
+    model: &ImageModel,
+    path: &str,
+    dir: &Path,
+    source: &Path,
+) -> Result<EncoderRecord> {
+    let metric: Metric = model
+        .config
+        .metric
+        .parse()
+        .map_err(|e| Error::Msg(format!("the image encoder in {}: {e}", source.display())))?;
+    Ok(EncoderRecord::Image {
+        path: path.to_string(),
+        sha256: ImageModel::content_hash(dir)?,
+        arch: model.config.arch.name().to_string(),
+        dim: model.config.dim,
+        metric,
+        source: source.display().to_string(),
+        ensemble_members: model.config.ensemble.as_ref().map(|e| e.members.len()),
+    })
 }
 
 /// The manifest record for an index of raw vectors (no encoder).
-pub fn vectors_record(source: &Path, dim: usize) -> Value {
-    json!({ "kind": "vectors", "dim": dim, "source": source.display().to_string() })
+pub fn vectors_record(source: &Path, dim: usize) -> EncoderRecord {
+    EncoderRecord::vectors(&source.display().to_string(), dim)
 }
 
 /// Load the encoder an index names, checking its files against the recorded sha256.
 /// Returns `None` for an index of raw vectors.
-pub fn load_index_encoder(index_dir: &Path, record: &Value) -> Result<Option<ImageModel>> {
-    match record.get("kind").and_then(Value::as_str) {
-        Some("image") => {
-            let rel = record
-                .get("path")
-                .and_then(Value::as_str)
-                .unwrap_or(ENCODER_DIR);
-            let dir = index_dir.join(rel);
-            let want = record.get("sha256").and_then(Value::as_str).unwrap_or("");
+pub fn load_index_encoder(index_dir: &Path, record: &EncoderRecord) -> Result<Option<ImageModel>> {
+    match record {
+        EncoderRecord::Image { path, sha256, .. } => {
+            let dir = index_dir.join(path);
             let got = ImageModel::content_hash(&dir)?;
-            if got != want {
+            if &got != sha256 {
                 return Err(Error::corrupt(
                     &dir,
-                    format!("encoder files have sha256 {got}, but the index was built with {want}: the encoder was changed or damaged"),
+                    format!("encoder files have sha256 {got}, but the index was built with {sha256}: the encoder was changed or damaged"),
                 ));
             }
             Ok(Some(ImageModel::load(&dir)?))
         }
-        Some("vectors") | Some("text") => Ok(None),
-        other => Err(Error::corrupt(
-            index_dir.join("manifest.json"),
-            format!("unknown encoder kind {other:?}: expected \"image\", \"text\" or \"vectors\""),
-        )),
+        EncoderRecord::Vectors { .. } | EncoderRecord::Text { .. } => Ok(None),
     }
 }
 
@@ -91,22 +88,21 @@ pub fn text_model_hash(dir: &Path) -> Result<String> {
 
 /// The manifest record for a text index: the model folder by path (sentence-transformers
 /// models are large, so they are referenced, not copied) and the sha256 of its files.
-pub fn text_record(model_dir: &Path, enc: &TextEncoder) -> Result<Value> {
+pub fn text_record(model_dir: &Path, enc: &TextEncoder) -> Result<EncoderRecord> {
     let abs = std::fs::canonicalize(model_dir).map_err(|e| Error::io(model_dir, e))?;
-    Ok(json!({
-        "kind": "text",
-        "path": abs.display().to_string(),
-        "sha256": text_model_hash(&abs)?,
-        "dim": enc.dim(),
-        "max_seq_length": enc.max_seq_length(),
-        "metric": "cosine",
-    }))
+    Ok(EncoderRecord::Text {
+        path: abs.display().to_string(),
+        sha256: text_model_hash(&abs)?,
+        dim: enc.dim(),
+        max_seq_length: enc.max_seq_length(),
+        metric: Metric::Cosine,
+    })
 }
 
 /// Load the text encoder a text index names, checking its files against the recorded sha256.
 /// Returns `None` for other kinds of index.
-pub fn load_text_encoder(index_dir: &Path, record: &Value) -> Result<Option<TextEncoder>> {
-    if record.get("kind").and_then(Value::as_str) != Some("text") {
+pub fn load_text_encoder(index_dir: &Path, record: &EncoderRecord) -> Result<Option<TextEncoder>> {
+    if !matches!(record, EncoderRecord::Text { .. }) {
         return Ok(None);
     }
     load_text_encoder_from(index_dir, record, None).map(Some)
@@ -116,15 +112,23 @@ pub fn load_text_encoder(index_dir: &Path, record: &Value) -> Result<Option<Text
 /// else from the recorded path; the files must have the recorded sha256 either way.
 pub fn load_text_encoder_from(
     index_dir: &Path,
-    record: &Value,
+    record: &EncoderRecord,
     model: Option<&Path>,
 ) -> Result<TextEncoder> {
     let manifest = index_dir.join("manifest.json");
-    let recorded = record
-        .get("path")
-        .and_then(Value::as_str)
-        .map(std::path::PathBuf::from)
-        .ok_or_else(|| Error::corrupt(&manifest, "text encoder record has no path"))?;
+    let EncoderRecord::Text {
+        path, sha256: want, ..
+    } = record
+    else {
+        return Err(Error::corrupt(
+            &manifest,
+            format!(
+                "the encoder is of kind {:?}, not a text model",
+                record.kind()
+            ),
+        ));
+    };
+    let recorded = std::path::PathBuf::from(path);
     let dir = model
         .map(Path::to_path_buf)
         .unwrap_or_else(|| recorded.clone());
@@ -140,9 +144,8 @@ pub fn load_text_encoder_from(
             },
         ));
     }
-    let want = record.get("sha256").and_then(Value::as_str).unwrap_or("");
     let got = text_model_hash(&dir)?;
-    if got != want {
+    if &got != want {
         return Err(Error::corrupt(
             &dir,
             format!("text model files have sha256 {got}, but the index was built with {want}: another or a changed model"),

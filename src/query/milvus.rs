@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::index::parquet::{PartMeta, Rows};
-use crate::index::Metric;
+use crate::index::{EncoderRecord, Metric};
 use milvus::client::Client;
 use milvus::data::FieldColumn;
 use milvus::index::{IndexParams, IndexType, MetricType};
@@ -163,7 +163,7 @@ pub struct CollectionMeta {
     /// The twindex version that created the collection.
     pub twindex: String,
     /// The encoder record (kind, sha256, dim, where its files are).
-    pub encoder: Value,
+    pub encoder: EncoderRecord,
     pub dim: usize,
     /// `l2`, `cosine` or `dot`.
     pub metric: String,
@@ -199,10 +199,7 @@ impl CollectionMeta {
 
     /// The encoder's sha256 ("" for raw vectors).
     pub fn encoder_sha256(&self) -> &str {
-        self.encoder
-            .get("sha256")
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        self.encoder.sha256().unwrap_or("")
     }
 
     /// The metric.

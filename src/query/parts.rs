@@ -10,7 +10,7 @@
 use crate::corpus::text::TextRow;
 use crate::error::{Error, Result};
 use crate::index::parquet::{self, PartMeta, Rows, Shard};
-use crate::index::{vecio, Index, Matrix};
+use crate::index::{vecio, EncoderRecord, Index, Matrix};
 use crate::model::{ImageModel, TextEncoder};
 use crate::query::build::BuildProgress;
 use serde::Serialize;
@@ -94,7 +94,7 @@ fn text_ids(rows: &[TextRow], source: &str) -> Result<Vec<i64>> {
 /// `progress` gets the rows done so far.
 pub fn embed_text_shard(
     enc: &TextEncoder,
-    record: &Value,
+    record: &EncoderRecord,
     rows: &[TextRow],
     source: &str,
     shard: ShardSpec,
@@ -143,7 +143,7 @@ pub struct ImageRows<'a> {
 /// the images' positions in the corpus.
 pub fn embed_image_shard(
     model: &ImageModel,
-    record: &Value,
+    record: &EncoderRecord,
     images: &ImageRows,
     source: &str,
     shard: ShardSpec,
@@ -196,15 +196,10 @@ pub fn embed_image_shard(
 pub fn index_meta(index: &Index) -> Result<PartMeta> {
     let m = index.manifest();
     let mut encoder = m.encoder.clone();
-    if encoder.get("kind").and_then(Value::as_str) == Some("image") {
-        let rel = encoder
-            .get("path")
-            .and_then(Value::as_str)
-            .unwrap_or(super::encoder::ENCODER_DIR)
-            .to_string();
-        let abs = std::fs::canonicalize(index.dir().join(&rel))
-            .map_err(|e| Error::io(index.dir().join(&rel), e))?;
-        encoder["path"] = json!(abs.display().to_string());
+    if let EncoderRecord::Image { path, .. } = &mut encoder {
+        let abs = std::fs::canonicalize(index.dir().join(&*path))
+            .map_err(|e| Error::io(index.dir().join(&*path), e))?;
+        *path = abs.display().to_string();
     }
     Ok(PartMeta {
         twindex: env!("CARGO_PKG_VERSION").to_string(),
@@ -697,14 +692,8 @@ pub fn build_index_from_parts(
     Index::check_new_dir(out)?;
     let existed = out.exists();
     let made = (|| -> Result<Index> {
-        let image = first.encoder.get("kind").and_then(Value::as_str) == Some("image");
-        let record = if image {
-            let dir = first
-                .encoder
-                .get("path")
-                .and_then(Value::as_str)
-                .map(PathBuf::from)
-                .ok_or_else(|| Error::format(&paths[0], "image encoder record has no path"))?;
+        let record = if let EncoderRecord::Image { path, .. } = &first.encoder {
+            let dir = PathBuf::from(path);
             let model = ImageModel::load(&dir)?;
             let sha = ImageModel::content_hash(&dir)?;
             if sha != first.encoder_sha256() {

@@ -14,7 +14,7 @@
 //! write lock only to insert into the in-memory graph. A reader always sees whole writes.
 
 use crate::error::{Error, Result};
-use crate::index::{is_duplicate, Calibration, Dedup, Index, Item};
+use crate::index::{is_duplicate, Calibration, Dedup, EncoderRecord, Index, Item};
 use crate::model::{ImageModel, TextEncoder};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -252,17 +252,16 @@ impl Searcher {
             Index::open(dir)?
         };
         let rec = &index.manifest().encoder;
-        let encoder = match rec.get("kind").and_then(|k| k.as_str()) {
-            Some("text") => Encoder::Text(Box::new(encoder::load_text_encoder_from(
-                dir,
-                rec,
-                opts.model.as_deref(),
-            )?)),
-            _ => match encoder::load_index_encoder(dir, rec)? {
-                Some(m) => Encoder::Image(Box::new(m)),
-                None => Encoder::Vectors,
-            },
-        };
+        let encoder =
+            match rec {
+                EncoderRecord::Text { .. } => Encoder::Text(Box::new(
+                    encoder::load_text_encoder_from(dir, rec, opts.model.as_deref())?,
+                )),
+                _ => match encoder::load_index_encoder(dir, rec)? {
+                    Some(m) => Encoder::Image(Box::new(m)),
+                    None => Encoder::Vectors,
+                },
+            };
         Ok(Searcher {
             dir: dir.to_path_buf(),
             encoder,
@@ -633,17 +632,17 @@ impl Searcher {
 /// model's folder by absolute path; `model` replaces the folder (same sha256 required).
 fn load_recorded_encoder(
     name: &Path,
-    rec: &serde_json::Value,
+    rec: &EncoderRecord,
     model: Option<&Path>,
 ) -> Result<Encoder> {
-    match rec.get("kind").and_then(|k| k.as_str()) {
-        Some("text") => Ok(Encoder::Text(Box::new(encoder::load_text_encoder_from(
+    match rec {
+        EncoderRecord::Text { .. } => Ok(Encoder::Text(Box::new(encoder::load_text_encoder_from(
             name, rec, model,
         )?))),
         _ => {
             let mut rec = rec.clone();
-            if let (Some(m), Some(obj)) = (model, rec.as_object_mut()) {
-                obj.insert("path".into(), m.display().to_string().into());
+            if let (Some(m), EncoderRecord::Image { path, .. }) = (model, &mut rec) {
+                *path = m.display().to_string();
             }
             Ok(match encoder::load_index_encoder(Path::new(""), &rec)? {
                 Some(m) => Encoder::Image(Box::new(m)),

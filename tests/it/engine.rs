@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use twindex::index::{Backend, HnswParams, Index, IndexConfig, Item, Metric};
+use twindex::index::{Backend, EncoderRecord, HnswParams, Index, IndexConfig, Item, Metric};
 use twindex::query::{NewItem, OpenOptions, Query, SearchOptions, Searcher};
 
 const DIM: usize = 12;
@@ -59,7 +59,10 @@ fn build(dir: &Path, n: u64) -> Index {
     Index::create(
         dir,
         cfg,
-        json!({"kind": "vectors", "dim": DIM}),
+        EncoderRecord::Vectors {
+            dim: Some(DIM),
+            source: None,
+        },
         DIM,
         &v,
         (0..n).map(item).collect(),

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use twindex::index::{Backend, HnswParams, Index, IndexConfig, Item, Metric};
+use twindex::index::{Backend, EncoderRecord, HnswParams, Index, IndexConfig, Item, Metric};
 
 const ENV_DIR: &str = "TWINDEX_CRASH_TEST_DIR";
 const TOTAL: usize = 4_000;
@@ -79,7 +79,10 @@ fn crash_child() {
         Index::create(
             &dir,
             config(),
-            json!({"kind": "crash-test"}),
+            EncoderRecord::Vectors {
+                dim: None,
+                source: Some("crash-test".into()),
+            },
             DIM,
             &v,
             items,
@@ -233,7 +236,10 @@ fn torn_log_tail_is_dropped_at_every_cut() {
     let mut idx = Index::create(
         &dir,
         config(),
-        json!({"kind": "crash-test"}),
+        EncoderRecord::Vectors {
+            dim: None,
+            source: Some("crash-test".into()),
+        },
         DIM,
         &v,
         items,

@@ -6,7 +6,8 @@ use serde_json::json;
 use std::path::Path;
 use twindex::error::Error;
 use twindex::index::{
-    Backend, Calibration, HnswParams, Index, IndexConfig, Item, Metric, FORMAT_VERSION,
+    Backend, Calibration, EncoderRecord, HnswParams, Index, IndexConfig, Item, Metric,
+    FORMAT_VERSION,
 };
 
 const DIM: usize = 16;
@@ -36,8 +37,16 @@ fn config(backend: Backend, metric: Metric) -> IndexConfig {
     }
 }
 
-fn encoder() -> serde_json::Value {
-    json!({ "kind": "test", "path": "models/none", "sha256": "00" })
+fn encoder() -> EncoderRecord {
+    EncoderRecord::Image {
+        path: "models/none".into(),
+        sha256: "00".into(),
+        arch: "test".into(),
+        dim: DIM,
+        metric: Metric::L2,
+        source: "models/none".into(),
+        ensemble_members: None,
+    }
 }
 
 fn build(dir: &Path, backend: Backend, metric: Metric, n: usize, seed: u64) -> (Index, Vec<f32>) {
@@ -255,6 +264,31 @@ fn corruption_is_detected_and_named() {
     let e = Index::open(&dir).unwrap_err();
     println!("{e}");
     assert!(matches!(e, Error::Corrupt { .. }));
+    // The encoder record is typed: it reads back as written, and an unknown kind is refused
+    // by name (the checksum dropped, so that the record itself is what is judged).
+    let mut v: serde_json::Value = serde_json::from_slice(&mbytes).unwrap();
+    assert_eq!(
+        v["encoder"],
+        json!({"arch": "test", "dim": DIM, "kind": "image", "metric": "l2",
+               "path": "models/none", "sha256": "00", "source": "models/none"})
+    );
+    v.as_object_mut().unwrap().remove("checksum");
+    v["encoder"] = json!({"kind": "vectors", "dim": DIM, "source": "old.fvecs"});
+    std::fs::write(&mpath, serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(
+        Index::open(&dir).unwrap().manifest().encoder,
+        EncoderRecord::vectors("old.fvecs", DIM)
+    );
+    v["encoder"] = json!({"kind": "crash-test"});
+    std::fs::write(&mpath, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = Index::open(&dir).unwrap_err();
+    assert!(
+        matches!(e, Error::Corrupt { .. })
+            && e.to_string().contains("manifest.json")
+            && e.to_string()
+                .contains(r#"unknown encoder kind Some("crash-test")"#),
+        "{e}"
+    );
     // A missing data file.
     std::fs::write(&mpath, &mbytes).unwrap();
     std::fs::remove_file(dir.join(&m.files.items.name)).unwrap();
@@ -320,7 +354,7 @@ fn bad_input_is_refused() {
         Err(Error::DimensionMismatch { .. })
     ));
     assert!(idx
-        .ensure_compatible(&json!({"kind": "other"}), DIM)
+        .ensure_compatible(&EncoderRecord::vectors("other", DIM), DIM)
         .is_err());
     // Bad parameters are refused before anything is built.
     let cfg = IndexConfig {

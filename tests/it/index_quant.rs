@@ -4,11 +4,10 @@
 //! fixed and printed.
 
 use crate::data::clustered;
-use serde_json::json;
 use std::path::Path;
 use twindex::index::{
-    Backend, FlatIndex, HnswGraph, HnswParams, Index, IndexConfig, Item, Metric, Quantize,
-    VectorIndex,
+    Backend, EncoderRecord, FlatIndex, HnswGraph, HnswParams, Index, IndexConfig, Item, Metric,
+    Quantize, VectorIndex,
 };
 
 /// recall@k of `engine` against the flat oracle; also checks that every returned distance is
@@ -264,7 +263,10 @@ fn quantized_index_survives_add_delete_checkpoint_replay_and_compact() {
     let mut idx = Index::create(
         &dir,
         cfg,
-        json!({"kind": "vectors"}),
+        EncoderRecord::Vectors {
+            dim: None,
+            source: None,
+        },
         DIM,
         &v,
         (0..n0).map(item).collect(),
@@ -311,7 +313,10 @@ fn quantized_index_survives_add_delete_checkpoint_replay_and_compact() {
     let mut plain = Index::create(
         &plain_dir,
         IndexConfig::default(),
-        json!({"kind": "vectors"}),
+        EncoderRecord::Vectors {
+            dim: None,
+            source: None,
+        },
         DIM,
         &v,
         (0..n0).map(item).collect(),
@@ -340,7 +345,10 @@ fn quantized_index_survives_add_delete_checkpoint_replay_and_compact() {
     let err = Index::create(
         &tmp.path().join("bad"),
         bad,
-        json!({}),
+        EncoderRecord::Vectors {
+            dim: None,
+            source: None,
+        },
         DIM,
         &v,
         (0..n0).map(item).collect(),

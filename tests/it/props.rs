@@ -13,7 +13,7 @@ use proptest::sample::Index as Pick;
 use std::collections::BTreeMap;
 use std::path::Path;
 use twindex::index::wal::{self, Record, WalWriter};
-use twindex::index::{Backend, HnswParams, Index, IndexConfig, Item, Metric};
+use twindex::index::{Backend, EncoderRecord, HnswParams, Index, IndexConfig, Item, Metric};
 
 // ---------------------------------------------------------------------------------------------
 // The index against a model
@@ -117,7 +117,10 @@ fn run_history(first: Vec<[f32; DIM]>, ops: Vec<Op>, q: [f32; DIM]) {
     let mut idx = Index::create(
         &dir,
         flat_l2(),
-        serde_json::json!({"kind": "proptest"}),
+        EncoderRecord::Vectors {
+            dim: None,
+            source: Some("proptest".into()),
+        },
         DIM,
         &flat,
         (0..first.len() as u64).map(item).collect(),
@@ -385,7 +388,10 @@ fn index_files() -> (Vec<u8>, Vec<u8>) {
     Index::create(
         &dir,
         flat_l2(),
-        serde_json::json!({"kind": "proptest"}),
+        EncoderRecord::Vectors {
+            dim: None,
+            source: Some("proptest".into()),
+        },
         2,
         &[0.0, 1.0, 1.0, 0.0],
         vec![item(0), item(1)],
@@ -550,7 +556,10 @@ fn vector_files() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
     };
     let meta = PartMeta {
         twindex: "test".into(),
-        encoder: serde_json::json!({"kind": "vectors"}),
+        encoder: EncoderRecord::Vectors {
+            dim: None,
+            source: None,
+        },
         dim: 2,
         metric: "l2".into(),
         normalize: false,

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use twindex::index::parquet::{read_part, write_part, PartMeta, Rows};
-use twindex::index::{Backend, Calibration, HnswParams, Index, IndexConfig, Item, Metric};
+use twindex::index::{
+    Backend, Calibration, EncoderRecord, HnswParams, Index, IndexConfig, Item, Metric,
+};
 use twindex::query::parts::read_npy_export;
 use twindex::query::{NewItem, OpenOptions, Query, SearchOptions, Searcher};
 
@@ -52,7 +54,7 @@ fn vector_index(dir: &Path, n: usize, dim: usize, seed: u64, last_label: Option<
     Index::create(
         dir,
         cfg,
-        json!({"kind": "vectors", "dim": dim, "source": "test"}),
+        EncoderRecord::vectors("test", dim),
         dim,
         &vectors(seed, n, dim),
         items,
@@ -258,7 +260,10 @@ fn embed_shards_concatenate_to_the_single_run_and_parts_of_two_encoders_are_refu
     // A part of another encoder cannot join them, nor can a second copy of a shard.
     let other = tmp.path().join("part-9.parquet");
     let mut m2: PartMeta = meta.clone();
-    m2.encoder["sha256"] = json!("0".repeat(64));
+    let EncoderRecord::Text { sha256, .. } = &mut m2.encoder else {
+        panic!("a text part has a text encoder record: {}", m2.encoder)
+    };
+    *sha256 = "0".repeat(64);
     m2.rows = 2;
     m2.shard = None;
     let r2 = Rows {
