@@ -38,7 +38,7 @@ pub struct Shard {
     pub of: usize,
     /// The corpus row of this part's first row.
     pub first_row: usize,
-    /// Rows in the whole corpus.
+    /// PartRows in the whole corpus.
     pub total_rows: usize,
 }
 
@@ -52,7 +52,7 @@ pub struct PartMeta {
     /// Vector dimension.
     pub dim: usize,
     /// `l2`, `cosine` or `dot`.
-    pub metric: String,
+    pub metric: super::Metric,
     /// Whether the vectors are unit length.
     pub normalize: bool,
     /// The calibrated duplicate threshold (a distance), when the source index had one.
@@ -63,7 +63,7 @@ pub struct PartMeta {
     /// HNSW parameters of the source index (`m`, `ef_construction`, `ef_search`), if any.
     #[serde(default)]
     pub hnsw: Option<Value>,
-    /// Rows in this part.
+    /// PartRows in this part.
     pub rows: usize,
     /// The shard, for `embed --shard`.
     #[serde(default)]
@@ -81,7 +81,7 @@ impl PartMeta {
 
 /// Rows of a part, column by column.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Rows {
+pub struct PartRows {
     pub ids: Vec<i64>,
     pub labels: Vec<String>,
     pub texts: Vec<String>,
@@ -90,7 +90,7 @@ pub struct Rows {
     pub dim: usize,
 }
 
-impl Rows {
+impl PartRows {
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.ids.len()
@@ -107,7 +107,7 @@ impl Rows {
     }
 
     /// Append `other`'s rows (same dimension).
-    pub fn extend(&mut self, other: Rows) {
+    pub fn extend(&mut self, other: PartRows) {
         self.ids.extend(other.ids);
         self.labels.extend(other.labels);
         self.texts.extend(other.texts);
@@ -161,7 +161,7 @@ pub fn sidecar_path(path: &Path) -> PathBuf {
 
 /// Write `rows` with `meta` to a new `path` (atomically: a temporary file renamed into place)
 /// and the sidecar `PATH.json`. Neither may exist: a part never replaces a file.
-pub fn write_part(path: &Path, rows: &Rows, meta: &PartMeta) -> Result<()> {
+pub fn write_part(path: &Path, rows: &PartRows, meta: &PartMeta) -> Result<()> {
     rows.check()?;
     for p in [path.to_path_buf(), sidecar_path(path)] {
         if p.exists() {
@@ -208,7 +208,7 @@ pub fn write_part(path: &Path, rows: &Rows, meta: &PartMeta) -> Result<()> {
 
 fn batch(
     schema: &Arc<Schema>,
-    rows: &Rows,
+    rows: &PartRows,
     start: usize,
     end: usize,
 ) -> std::result::Result<RecordBatch, String> {
@@ -264,7 +264,7 @@ fn meta_of(path: &Path, kv: Option<&Vec<KeyValue>>) -> Result<PartMeta> {
 }
 
 /// Read a part: its metadata and rows, checked against the schema and each other.
-pub fn read_part(path: &Path) -> Result<(PartMeta, Rows)> {
+pub fn read_part(path: &Path) -> Result<(PartMeta, PartRows)> {
     let file = crate::fsutil::open_regular(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(path, e))?;
     let meta = meta_of(
@@ -303,7 +303,7 @@ pub fn read_part(path: &Path) -> Result<(PartMeta, Rows)> {
         .with_batch_size(ROW_GROUP)
         .build()
         .map_err(|e| pq_err(path, e))?;
-    let mut rows = Rows {
+    let mut rows = PartRows {
         dim: meta.dim,
         ..Default::default()
     };
@@ -355,8 +355,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn sample(n: usize, dim: usize) -> (Rows, PartMeta) {
-        let rows = Rows {
+    fn sample(n: usize, dim: usize) -> (PartRows, PartMeta) {
+        let rows = PartRows {
             ids: (0..n as i64).map(|i| i * 3 + 1).collect(),
             labels: (0..n).map(|i| format!("l{}", i % 4)).collect(),
             texts: (0..n).map(|i| format!("text é {i}\ttab")).collect(),
@@ -373,7 +373,7 @@ mod tests {
                 metric: crate::index::Metric::Cosine,
             },
             dim,
-            metric: "cosine".into(),
+            metric: crate::index::Metric::Cosine,
             normalize: true,
             threshold: Some(0.25),
             calibration: None,

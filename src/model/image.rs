@@ -311,7 +311,7 @@ pub struct ImageModelConfig {
     /// Whether embeddings are L2-normalised.
     pub normalized: bool,
     /// The distance the encoder was trained for (`l2`).
-    pub metric: String,
+    pub metric: crate::metric::Metric,
     /// Default duplicate threshold on that distance (`distance <= threshold` means duplicate).
     pub threshold: f32,
     /// Class names by label id, when known (MNIST: "0".."9").
@@ -357,7 +357,7 @@ impl ImageModelConfig {
             },
             dim: arch.dim(),
             normalized: arch.normalized(),
-            metric: "l2".into(),
+            metric: crate::metric::Metric::L2,
             threshold: 0.5,
             class_names: Vec::new(),
             calibration: None,

@@ -219,7 +219,7 @@ pub struct SequenceModelConfig {
     pub net: SequenceNetConfig,
     pub dim: usize,
     /// Distance between embeddings: always "l2".
-    pub metric: String,
+    pub metric: crate::metric::Metric,
     /// The decision threshold (on the aggregated distance of the twin scorer), chosen on
     /// hold-out training writers; see `calibration` for the other scorers.
     pub threshold: f32,
@@ -240,7 +240,7 @@ impl SequenceModelConfig {
             dim: net.dim * net.members.max(1),
             preprocess,
             net,
-            metric: "l2".into(),
+            metric: crate::metric::Metric::L2,
             threshold: 0.0,
             calibration: None,
             training: serde_json::Value::Null,

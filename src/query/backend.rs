@@ -154,7 +154,7 @@ impl Backend for Local {
             items: idx.len(),
             slots: idx.slot_count(),
             dim: idx.dim(),
-            metric: idx.metric().name().to_string(),
+            metric: idx.metric(),
             backend: idx.manifest().backend.name().to_string(),
             quantize: quantize.name().to_string(),
             rerank: (!quantize.is_none()).then_some(idx.manifest().hnsw.rerank),
@@ -283,7 +283,7 @@ impl Backend for Remote {
         let first = self.next_id()?;
         let ids: Vec<u64> = (first..first + items.len() as u64).collect();
         let (labels, texts) = items.into_iter().map(|i| (i.label, i.source)).unzip();
-        self.insert(&crate::index::parquet::Rows {
+        self.insert(&crate::index::parquet::PartRows {
             ids: ids.iter().map(|&i| i as i64).collect(),
             labels,
             texts,
@@ -304,7 +304,7 @@ impl Backend for Remote {
             items,
             slots: items,
             dim: self.meta().dim,
-            metric: Remote::metric(self).name().to_string(),
+            metric: Remote::metric(self),
             backend: "milvus".into(),
             quantize: "none".into(),
             rerank: None,

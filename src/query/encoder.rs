@@ -35,11 +35,7 @@ pub fn image_record(
     dir: &Path,
     source: &Path,
 ) -> Result<EncoderRecord> {
-    let metric: Metric = model
-        .config
-        .metric
-        .parse()
-        .map_err(|e| Error::Msg(format!("the image encoder in {}: {e}", source.display())))?;
+    let metric = model.config.metric;
     Ok(EncoderRecord::Image {
         path: path.to_string(),
         sha256: ImageModel::content_hash(dir)?,

@@ -15,7 +15,7 @@
 //! it, so it can be called from plain threads and from a server's blocking pool alike.
 
 use crate::error::{Error, Result};
-use crate::index::parquet::{PartMeta, Rows};
+use crate::index::parquet::{PartMeta, PartRows};
 use crate::index::{EncoderRecord, Metric};
 use milvus::client::Client;
 use milvus::data::FieldColumn;
@@ -166,7 +166,7 @@ pub struct CollectionMeta {
     pub encoder: EncoderRecord,
     pub dim: usize,
     /// `l2`, `cosine` or `dot`.
-    pub metric: String,
+    pub metric: Metric,
     pub normalize: bool,
     /// The duplicate threshold (a twindex distance).
     pub threshold: Option<f32>,
@@ -190,7 +190,7 @@ impl CollectionMeta {
             twindex: env!("CARGO_PKG_VERSION").to_string(),
             encoder: m.encoder.clone(),
             dim: m.dim,
-            metric: m.metric.clone(),
+            metric: m.metric,
             normalize: m.normalize,
             threshold: m.threshold,
             hnsw,
@@ -200,11 +200,6 @@ impl CollectionMeta {
     /// The encoder's sha256 ("" for raw vectors).
     pub fn encoder_sha256(&self) -> &str {
         self.encoder.sha256().unwrap_or("")
-    }
-
-    /// The metric.
-    pub fn metric(&self) -> Result<Metric> {
-        self.metric.parse()
     }
 }
 
@@ -414,7 +409,7 @@ pub fn push(
     uri: &MilvusUri,
     collection: &str,
     meta: &CollectionMeta,
-    parts: &mut dyn Iterator<Item = Result<Rows>>,
+    parts: &mut dyn Iterator<Item = Result<PartRows>>,
     opts: &PushOptions,
     progress: &dyn Fn(usize),
 ) -> Result<PushReport> {
@@ -483,7 +478,7 @@ pub fn push(
                 let params = IndexParams::new(
                     "vector_hnsw".into(),
                     IndexType::HNSW,
-                    milvus_metric(meta.metric()?),
+                    milvus_metric(meta.metric),
                     HashMap::from([
                         ("M".to_owned(), meta.hnsw.m.to_string()),
                         ("efConstruction".to_owned(), meta.hnsw.ef_construction.to_string()),
@@ -563,7 +558,7 @@ fn check_same_encoder(
 
 fn columns(
     schema: &CollectionSchema,
-    rows: &Rows,
+    rows: &PartRows,
     start: usize,
     end: usize,
     truncated: &mut usize,
@@ -637,7 +632,7 @@ impl Remote {
             })?;
             Ok::<_, Error>((client, meta))
         })?;
-        let metric = meta.metric()?;
+        let metric = meta.metric;
         Ok(Remote {
             rt,
             client,
@@ -806,7 +801,7 @@ impl Remote {
     }
 
     /// Insert rows (ids chosen by the caller; see [`Remote::next_id`]).
-    pub fn insert(&self, rows: &Rows) -> Result<()> {
+    pub fn insert(&self, rows: &PartRows) -> Result<()> {
         if rows.dim != self.meta.dim {
             return Err(Error::dim(self.meta.dim, rows.dim, "vectors added"));
         }

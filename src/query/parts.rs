@@ -9,7 +9,7 @@
 
 use crate::corpus::text::TextRow;
 use crate::error::{Error, Result};
-use crate::index::parquet::{self, PartMeta, Rows, Shard};
+use crate::index::parquet::{self, PartMeta, PartRows, Shard};
 use crate::index::{vecio, EncoderRecord, Index, Matrix};
 use crate::model::{ImageModel, TextEncoder};
 use crate::query::build::BuildProgress;
@@ -99,10 +99,10 @@ pub fn embed_text_shard(
     source: &str,
     shard: ShardSpec,
     progress: &dyn Fn(usize),
-) -> Result<(PartMeta, Rows)> {
+) -> Result<(PartMeta, PartRows)> {
     let ids = text_ids(rows, source)?;
     let range = shard_range(rows.len(), TEXT_BLOCK, shard);
-    let mut out = Rows {
+    let mut out = PartRows {
         dim: enc.dim(),
         ..Default::default()
     };
@@ -120,7 +120,7 @@ pub fn embed_text_shard(
         twindex: env!("CARGO_PKG_VERSION").to_string(),
         encoder: record.clone(),
         dim: enc.dim(),
-        metric: "cosine".into(),
+        metric: crate::index::Metric::Cosine,
         normalize: true,
         threshold: None,
         calibration: None,
@@ -148,7 +148,7 @@ pub fn embed_image_shard(
     source: &str,
     shard: ShardSpec,
     progress: &dyn Fn(usize),
-) -> Result<(PartMeta, Rows)> {
+) -> Result<(PartMeta, PartRows)> {
     let n = images.labels.len();
     let per = model.config.preprocess.height * model.config.preprocess.width;
     if images.pixels.len() != n * per || images.sources.len() != n {
@@ -159,7 +159,7 @@ pub fn embed_image_shard(
         )));
     }
     let range = shard_range(n, IMAGE_BLOCK, shard);
-    let mut out = Rows {
+    let mut out = PartRows {
         dim: model.config.dim,
         ..Default::default()
     };
@@ -179,7 +179,7 @@ pub fn embed_image_shard(
         twindex: env!("CARGO_PKG_VERSION").to_string(),
         encoder: record.clone(),
         dim: model.config.dim,
-        metric: model.config.metric.clone(),
+        metric: model.config.metric,
         normalize: false,
         threshold: Some(model.config.threshold).filter(|t| t.is_finite()),
         calibration: None,
@@ -205,7 +205,7 @@ pub fn index_meta(index: &Index) -> Result<PartMeta> {
         twindex: env!("CARGO_PKG_VERSION").to_string(),
         encoder,
         dim: index.dim(),
-        metric: index.metric().name().to_string(),
+        metric: index.metric(),
         normalize: m.normalize,
         threshold: index.threshold_distance(),
         calibration: index
@@ -224,8 +224,8 @@ pub fn index_meta(index: &Index) -> Result<PartMeta> {
 
 /// Every live item of `index`, in id order: id, label, source (the text of a text item),
 /// stored vector.
-pub fn index_rows(index: &Index) -> Result<Rows> {
-    let mut rows = Rows {
+pub fn index_rows(index: &Index) -> Result<PartRows> {
+    let mut rows = PartRows {
         dim: index.dim(),
         ..Default::default()
     };
@@ -247,7 +247,7 @@ pub fn embed_text_file(
     columns: &crate::corpus::text::TextColumns,
     shard: ShardSpec,
     p: &dyn BuildProgress,
-) -> Result<(PartMeta, Rows)> {
+) -> Result<(PartMeta, PartRows)> {
     let model_dir = match model {
         Some(m) => m.to_path_buf(),
         None => crate::corpus::resolve::default_text_model()?,
@@ -276,7 +276,7 @@ pub fn embed_image_corpus(
     corpus: &str,
     shard: ShardSpec,
     p: &dyn BuildProgress,
-) -> Result<(PartMeta, Rows)> {
+) -> Result<(PartMeta, PartRows)> {
     use crate::corpus::resolve;
     let folder = resolve::is_image_folder(corpus);
     let model_dir = match model {
@@ -316,7 +316,7 @@ pub fn embed_image_corpus(
 pub struct PushInput {
     pub meta: crate::query::milvus::CollectionMeta,
     pub source: String,
-    pub rows: Box<dyn Iterator<Item = Result<Rows>>>,
+    pub rows: Box<dyn Iterator<Item = Result<PartRows>>>,
     /// A line for the user (e.g. that only some shards were given).
     pub note: Option<String>,
 }
@@ -411,7 +411,7 @@ impl std::str::FromStr for ExportFormat {
 pub struct Exported {
     pub rows: usize,
     pub dim: usize,
-    pub metric: String,
+    pub metric: crate::index::Metric,
     pub encoder_sha256: String,
     /// The duplicate threshold (a distance), when calibrated.
     pub threshold: Option<f32>,
@@ -444,7 +444,12 @@ pub fn npy_sidecars(npy: &Path) -> (PathBuf, PathBuf) {
 
 /// Write `rows` and `meta` at `out` in `format`. Nothing is replaced: `out` (and for `npy`,
 /// which needs an `out` ending in `.npy`, its sidecars) must not exist.
-pub fn write_export(out: &Path, format: ExportFormat, meta: &PartMeta, rows: &Rows) -> Result<()> {
+pub fn write_export(
+    out: &Path,
+    format: ExportFormat,
+    meta: &PartMeta,
+    rows: &PartRows,
+) -> Result<()> {
     let exists = |p: &Path| -> Result<()> {
         if p.exists() || p.is_symlink() {
             return Err(Error::InvalidArgument(format!(
@@ -498,12 +503,12 @@ pub fn write_export(out: &Path, format: ExportFormat, meta: &PartMeta, rows: &Ro
 }
 
 /// Read an `.npy` export (the `.npy` file, its sidecars beside it) back.
-pub fn read_npy_export(npy: &Path) -> Result<(PartMeta, Rows)> {
+pub fn read_npy_export(npy: &Path) -> Result<(PartMeta, PartRows)> {
     let (items_path, meta_path) = npy_sidecars(npy);
     let meta: PartMeta = crate::fsutil::read_json(&meta_path)?;
     let m = vecio::read_npy(npy)?;
     let items = crate::corpus::text::read_utf8(&items_path)?;
-    let mut rows = Rows {
+    let mut rows = PartRows {
         dim: m.cols,
         vectors: m.data,
         ..Default::default()
@@ -653,7 +658,7 @@ pub fn build_index_from_parts(
             )));
         }
     }
-    let mut rows = Rows {
+    let mut rows = PartRows {
         dim: first.dim,
         ..Default::default()
     };
@@ -672,7 +677,7 @@ pub fn build_index_from_parts(
             rows.ids[n]
         )));
     }
-    let metric: crate::index::Metric = first.metric.parse()?;
+    let metric = first.metric;
     let cfg = crate::index::IndexConfig {
         metric,
         normalize: first.normalize || metric.normalizes(),

@@ -193,7 +193,7 @@ pub struct Stats {
     pub items: usize,
     pub slots: usize,
     pub dim: usize,
-    pub metric: String,
+    pub metric: crate::index::Metric,
     pub backend: String,
     /// What the graph walk scores (`none`, `sq8`); `none` for other engines.
     pub quantize: String,

@@ -529,7 +529,7 @@ proptest! {
 
 /// A small `.npy`, `.fvecs`, `.ivecs` and Parquet part, as twindex writes them.
 fn vector_files() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
-    use twindex::index::parquet::{write_part, PartMeta, Rows};
+    use twindex::index::parquet::{write_part, PartMeta, PartRows};
     use twindex::index::vecio::{write_fvecs, write_ivecs, write_npy};
     use twindex::index::Matrix;
     let tmp = tempfile::tempdir().unwrap();
@@ -547,7 +547,7 @@ fn vector_files() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
         data: vec![1, 2, 3, -4, 5, 6],
     };
     write_ivecs(&d.join("v.ivecs"), &ints).unwrap();
-    let rows = Rows {
+    let rows = PartRows {
         ids: vec![0, 1, 2],
         labels: vec!["a".into(), "b".into(), "".into()],
         texts: vec!["x".into(), "y".into(), "z".into()],
@@ -561,7 +561,7 @@ fn vector_files() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
             source: None,
         },
         dim: 2,
-        metric: "l2".into(),
+        metric: twindex::index::Metric::L2,
         normalize: false,
         threshold: None,
         calibration: None,

@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use twindex::index::parquet::{read_part, write_part, PartMeta, Rows};
+use twindex::index::parquet::{read_part, write_part, PartMeta, PartRows};
 use twindex::index::{
     Backend, Calibration, EncoderRecord, HnswParams, Index, IndexConfig, Item, Metric,
 };
@@ -115,7 +115,7 @@ fn export_round_trips_parquet_and_npy_and_refuses_to_overwrite() {
         assert_eq!(rows.texts[n], v.item.source);
     }
     assert_eq!(meta.threshold, idx.threshold_distance());
-    assert_eq!(meta.metric, "l2");
+    assert_eq!(meta.metric, twindex::index::Metric::L2);
     assert_eq!(meta.hnsw.as_ref().unwrap()["m"], 8);
 
     // npy: PATH is the .npy file itself, its items and metadata beside it.
@@ -236,7 +236,7 @@ fn embed_shards_concatenate_to_the_single_run_and_parts_of_two_encoders_are_refu
         ])
     };
     embed("0/1", &single);
-    let mut joined = Rows {
+    let mut joined = PartRows {
         dim: 384,
         ..Default::default()
     };
@@ -266,7 +266,7 @@ fn embed_shards_concatenate_to_the_single_run_and_parts_of_two_encoders_are_refu
     *sha256 = "0".repeat(64);
     m2.rows = 2;
     m2.shard = None;
-    let r2 = Rows {
+    let r2 = PartRows {
         ids: vec![0, 1],
         labels: vec!["a".into(), "b".into()],
         texts: vec!["x".into(), "y".into()],
