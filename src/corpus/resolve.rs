@@ -71,9 +71,18 @@ pub fn images_file(dir: &Path) -> PathBuf {
     let p = IdxCorpusPaths::in_dir(dir)
         .map(|p| p.train_images)
         .unwrap_or_else(|_| dir.to_path_buf());
+    shown(&p)
+}
+
+/// `p` as shown to a user: relative to the working directory when inside it (shorter, and the
+/// same on every clone), else as it is.
+pub fn shown(p: &Path) -> PathBuf {
     match std::env::current_dir() {
-        Ok(cwd) => p.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(p),
-        Err(_) => p,
+        Ok(cwd) => p
+            .strip_prefix(&cwd)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| p.to_path_buf()),
+        Err(_) => p.to_path_buf(),
     }
 }
 

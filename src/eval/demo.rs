@@ -72,7 +72,7 @@ pub fn run_demo(
     let tr = &model.config.training;
     p.note(&format!(
         "encoder {}: {} ({}-d), trained with {} loss{} for {} epochs, threshold distance <= {:.4}",
-        model_dir.display(),
+        crate::corpus::resolve::shown(model_dir).display(),
         model.config.arch_label(),
         model.config.dim,
         tr.loss,
