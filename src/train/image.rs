@@ -401,7 +401,7 @@ pub fn pair_distances(emb: &[f32], dim: usize, pairs: &[Pair]) -> Vec<f32> {
 }
 
 /// The best accuracy over all thresholds of "similar iff distance <= t" (the crate's one rule,
-/// [`crate::index::is_duplicate`]), and that `t`: the midpoint between the last distance taken
+/// [`crate::metric::is_duplicate`]), and that `t`: the midpoint between the last distance taken
 /// and the next one (kept strictly below the next one where f32 rounds the midpoint up to it).
 pub fn best_threshold_accuracy(dist: &[f32], pairs: &[Pair]) -> (f64, f32) {
     let mut v: Vec<(f32, bool)> = dist
@@ -445,10 +445,10 @@ pub fn best_threshold_accuracy(dist: &[f32], pairs: &[Pair]) -> (f64, f32) {
 }
 
 /// Share of pairs classified right with "similar iff distance <= threshold"
-/// ([`crate::index::is_duplicate`]).
+/// ([`crate::metric::is_duplicate`]).
 pub fn pair_accuracy(dist: &[f32], pairs: &[Pair], threshold: f32) -> f64 {
     let same: Vec<bool> = pairs.iter().map(|p| p.y == 1.0).collect();
-    crate::index::decision_accuracy(dist, &same, threshold)
+    crate::metric::decision_accuracy(dist, &same, threshold)
 }
 
 fn take(set: &ImageSet, n: usize) -> ImageSet {
