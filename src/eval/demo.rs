@@ -42,7 +42,7 @@ pub struct DemoReport {
     pub items: usize,
     pub built: Option<DemoBuild>,
     pub queries: Vec<DemoQuery>,
-    /// Test-pair accuracy at the encoder's threshold (`distance < threshold` is "same").
+    /// Test-pair accuracy at the encoder's threshold (`distance <= threshold` is "same").
     pub test_pair_accuracy: f64,
     pub test_pairs: usize,
     pub roc_auc: f64,
