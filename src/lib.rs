@@ -4,10 +4,11 @@
 //! (Siamese) encoders with contrastive and triplet losses, index a corpus as embeddings, and
 //! answer "is this a duplicate of something I have?" with a calibrated threshold.
 //!
-//! Modules, in dependency order: [`error`] (with [`fsutil`], [`timing`], [`cpu`], [`metric`]) <- [`corpus`],
+//! Modules, in dependency order: [`error`] (with [`fsutil`], [`timing`], [`cpu`], [`metric`], [`calibration`]) <- [`corpus`],
 //! [`index`], [`model`] <- [`train`], [`query`] <- [`eval`], [`serve`]; the `twindex` binary's `cli` sits
 //! on top. [`index`] knows nothing of candle; [`model`] knows nothing of [`index`].
 
+pub mod calibration;
 pub mod corpus;
 pub mod cpu;
 pub mod error;

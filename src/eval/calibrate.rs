@@ -8,48 +8,8 @@
 
 use crate::error::{Error, Result};
 use crate::eval::metrics::{best_f1_cut, confusion_at, sweep, Confusion, Needs, Sweep};
-use serde::{Deserialize, Serialize};
 
-/// How a [`ThresholdReport`] chose its threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CalibrationMethod {
-    /// The threshold of best F1 (sentence-transformers' `BinaryClassificationEvaluator`).
-    BestF1,
-    /// The lowest threshold (most recall) whose precision reaches a target.
-    TargetPrecision,
-    /// The lowest threshold (most recall) whose false accept rate stays within a target.
-    TargetFar,
-}
-
-/// A threshold chosen on labelled pairs and every figure measured at it (what `eval` reports;
-/// the index stores the summary it needs as [`crate::index::Calibration`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ThresholdReport {
-    /// How the threshold was chosen.
-    pub method: CalibrationMethod,
-    /// The target precision or FAR the method aimed at; `None` for best F1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<f64>,
-    /// A pair is a duplicate iff `score >= threshold`.
-    pub threshold: f32,
-    /// tp / (tp + fp) at the threshold (0 when nothing is accepted).
-    pub precision: f64,
-    /// tp / (tp + fn) at the threshold.
-    pub recall: f64,
-    /// F1 at the threshold.
-    pub f1: f64,
-    /// False accept rate fp / negatives at the threshold.
-    pub far: f64,
-    /// False reject rate fn / positives at the threshold.
-    pub frr: f64,
-    /// (tp + tn) / pairs at the threshold.
-    pub accuracy: f64,
-    /// Number of pairs measured.
-    pub n_pairs: usize,
-    /// Number of positive pairs among them.
-    pub n_positive: usize,
-}
+pub use crate::calibration::{CalibrationMethod, ThresholdReport};
 
 impl ThresholdReport {
     /// Whether a pair with this similarity score is a duplicate: `score >= threshold`.

@@ -542,7 +542,7 @@ pub fn signatures_with_model(
     threshold: Option<f32>,
     target_far: Option<f64>,
     writers: &[usize],
-) -> Result<(SignatureReport, serde_json::Value)> {
+) -> Result<(SignatureReport, crate::calibration::EncoderCalibration)> {
     let (test, set) = signature_test_set(sigs, &model.config.preprocess, writers)?;
     let emb = model.embed_pixels(&set.pixels, set.n, 128)?;
     signatures_from_embeddings(&test, &emb, model.config.dim, agg, threshold, target_far)
@@ -579,7 +579,7 @@ pub fn signatures_from_embeddings(
     agg: Aggregate,
     threshold: Option<f32>,
     target_far: Option<f64>,
-) -> Result<(SignatureReport, serde_json::Value)> {
+) -> Result<(SignatureReport, crate::calibration::EncoderCalibration)> {
     let (dist, genuine, who) = signature_scores(test, emb, dim, 5, agg)?;
     let metric = crate::index::Metric::L2;
     let scores: Vec<f32> = dist.iter().map(|&d| metric.similarity(d)).collect();
@@ -591,14 +591,15 @@ pub fn signatures_from_embeddings(
     let mut writers: Vec<usize> = test.iter().map(|s| s.writer).collect();
     writers.dedup();
     let report = signature_report(writers, 5, agg, &dist, &genuine, &who, Some(thr))?;
-    // Plain structs of numbers and strings always serialise.
-    let mut calv = serde_json::to_value(&cal).expect("a threshold report serialises");
-    calv["aggregate"] = serde_json::to_value(agg).expect("an aggregate serialises");
-    calv["writers"] = serde_json::json!(format!(
-        "{}-{} (5 references each; questioned S6-S20 genuine, S21-S40 skilled forgeries)",
-        test.first().map_or(0, |s| s.writer),
-        test.last().map_or(0, |s| s.writer)
-    ));
+    let calv = crate::calibration::EncoderCalibration {
+        report: cal,
+        aggregate: Some(agg),
+        writers: Some(format!(
+            "{}-{} (5 references each; questioned S6-S20 genuine, S21-S40 skilled forgeries)",
+            test.first().map_or(0, |s| s.writer),
+            test.last().map_or(0, |s| s.writer)
+        )),
+    };
     Ok((report, calv))
 }
 

@@ -319,7 +319,7 @@ pub struct ImageModelConfig {
     pub class_names: Vec<String>,
     /// How `threshold` was chosen and what it measured (an `eval::ThresholdReport` as JSON).
     #[serde(default)]
-    pub calibration: Option<serde_json::Value>,
+    pub calibration: Option<crate::calibration::EncoderCalibration>,
     #[serde(default)]
     pub training: TrainingRecord,
     /// Present when the encoder is an ensemble of towers ([`super::ensemble`]): then `arch` is

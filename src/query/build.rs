@@ -409,21 +409,15 @@ pub fn class_name(model: &ImageModel, label: u32) -> String {
 
 /// The image encoder's own duplicate threshold as an index calibration.
 pub fn encoder_calibration(model: &ImageModel) -> Calibration {
-    let c = model.config.calibration.as_ref();
-    let get = |k: &str| {
-        c.and_then(|v| v.get(k))
-            .and_then(|v| v.as_f64())
-            .unwrap_or(f64::NAN)
-    };
+    let c = model.config.calibration.as_ref().map(|c| &c.report);
+    let get = |f: fn(&crate::calibration::ThresholdReport) -> f64| c.map_or(f64::NAN, f);
     Calibration {
         threshold: Metric::L2.similarity(model.config.threshold),
-        precision: get("precision"),
-        recall: get("recall"),
-        f1: get("f1"),
+        precision: get(|r| r.precision),
+        recall: get(|r| r.recall),
+        f1: get(|r| r.f1),
         method: c
-            .and_then(|v| v.get("method"))
-            .and_then(|v| v.as_str())
-            .map(|m| format!("encoder default ({m} on training pairs)"))
+            .map(|r| format!("encoder default ({} on training pairs)", r.method.name()))
             .unwrap_or_else(|| "encoder default".into()),
         extra: serde_json::json!({ "threshold_distance": model.config.threshold }),
     }

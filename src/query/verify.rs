@@ -3,7 +3,7 @@
 use super::QueryHit;
 use crate::error::{Error, Result};
 use crate::index::Index;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// The answer to "is this FILE the enrolled `label`?".
 #[derive(Debug, Clone, Serialize)]
@@ -129,24 +129,7 @@ pub fn identify(hits: &[QueryHit]) -> String {
     }
 }
 
-/// How a questioned signature is compared with a writer's references.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Aggregate {
-    /// Distance to the nearest reference.
-    Min,
-    /// Mean distance to the references.
-    Mean,
-    /// `min`, divided by the mean distance between the references themselves: a writer whose
-    /// genuine signatures vary a lot is allowed more (needs at least 2 references).
-    #[value(name = "min-norm")]
-    #[serde(rename = "min-norm")]
-    MinNorm,
-    /// `mean`, divided by the mean distance between the references.
-    #[value(name = "mean-norm")]
-    #[serde(rename = "mean-norm")]
-    MeanNorm,
-}
+pub use crate::calibration::Aggregate;
 
 impl Aggregate {
     /// Combine a query's distances to the references `d`, given the distances among the

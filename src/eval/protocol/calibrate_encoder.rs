@@ -46,8 +46,7 @@ pub fn calibrate_encoder(
     };
     model.config.threshold = threshold;
     // A plain struct of numbers and strings always serialises.
-    model.config.calibration =
-        Some(serde_json::to_value(&cal).expect("a threshold report serialises"));
+    model.config.calibration = Some(cal.clone().into());
     Ok(cal)
 }
 
@@ -93,10 +92,7 @@ mod tests {
         assert_eq!(got.threshold, want.threshold);
         assert_eq!(got.n_pairs, 12 * 11 / 2);
         assert_eq!(model.config.threshold, want_thr);
-        assert_eq!(
-            model.config.calibration,
-            Some(serde_json::to_value(&want).unwrap())
-        );
+        assert_eq!(model.config.calibration, Some(want.clone().into()));
         // The stored distance threshold is the similarity threshold converted once.
         assert_eq!(
             model.config.threshold,

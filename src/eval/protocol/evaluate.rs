@@ -161,8 +161,7 @@ pub fn evaluate_signatures(
                 .config
                 .calibration
                 .as_ref()
-                .and_then(|c| c.get("aggregate"))
-                .and_then(|a| serde_json::from_value::<Aggregate>(a.clone()).ok())
+                .and_then(|c| c.aggregate)
                 .unwrap_or(Aggregate::Min);
             let thr = (cal_agg == agg).then_some(m.config.threshold);
             if thr.is_some() {
