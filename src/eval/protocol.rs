@@ -58,6 +58,21 @@ pub struct OrlFold {
     pub unseen_subjects: Vec<String>,
 }
 
+/// Keep the folds numbered in `only` (all four when empty); a number that is not a fold (0-3)
+/// is refused, naming it (it would otherwise leave no fold and every figure NaN).
+pub fn select_orl_folds(folds: Vec<OrlFold>, only: &[usize]) -> Result<Vec<OrlFold>> {
+    if let Some(bad) = only.iter().find(|&&f| !folds.iter().any(|x| x.fold == f)) {
+        return Err(Error::InvalidArgument(format!(
+            "--folds {bad}: the ORL protocol has folds 0 to {}",
+            folds.len().saturating_sub(1)
+        )));
+    }
+    Ok(folds
+        .into_iter()
+        .filter(|x| only.is_empty() || only.contains(&x.fold))
+        .collect())
+}
+
 /// The four subject-disjoint folds of the ORL protocol over `folder` (40 subjects `s1..s40`
 /// of 10 images each; an error naming the folder otherwise).
 pub fn orl_folds(folder: &ImageFolder) -> Result<Vec<OrlFold>> {

@@ -64,6 +64,14 @@ pub fn parse_face_box(s: &str) -> Result<[f64; 4]> {
 /// Import dlib's models from the folder `src` as the encoder directory `out` (which must not
 /// hold an encoder yet).
 pub fn import_dlib_face(src: &Path, out: &Path, opts: &DlibImport) -> Result<DlibImported> {
+    // dlib's chips use 0.25 (its default); a negative or huge padding frames no face and then
+    // accepts strangers, so only a plausible share of the face box is taken.
+    if !(0.0..=1.0).contains(&opts.padding) {
+        return Err(Error::InvalidArgument(format!(
+            "--padding {}: expected a share of the face box from 0 to 1 (dlib's default 0.25)",
+            opts.padding
+        )));
+    }
     let (rp, lp) = (src.join(RESNET), src.join(LANDMARKS));
     for p in [&rp, &lp] {
         if !p.exists() {

@@ -304,3 +304,39 @@ fn dedup_tsv_escapes_tabs_and_newlines_in_labels() {
     assert!(lines.iter().all(|l| l.split('\t').count() == 7), "{text:?}");
     assert!(lines[1].contains("tab\\there\\nnewline"), "{text:?}");
 }
+
+#[test]
+fn an_orl_fold_that_does_not_exist_and_an_absurd_dlib_padding_are_refused() {
+    let orl = concat!(env!("CARGO_MANIFEST_DIR"), "/corpora/orl-faces");
+    refused(
+        &[
+            "eval",
+            "--protocol",
+            "orl",
+            "--raw",
+            "--corpus",
+            orl,
+            "--folds",
+            "7",
+            "--json",
+        ],
+        &["--folds 7", "0 to 3"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("face");
+    for bad in ["-5", "1e30", "NaN"] {
+        refused(
+            &[
+                "import",
+                "dlib-face",
+                "--models",
+                tmp.path().to_str().unwrap(),
+                &format!("--padding={bad}"),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &["--padding"],
+        );
+    }
+    assert!(!out.exists(), "a refused import left {}", out.display());
+}

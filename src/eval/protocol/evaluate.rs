@@ -62,10 +62,7 @@ pub fn evaluate_orl(
     on: &Observer,
 ) -> Result<ProtocolEvalReport<OrlReport>> {
     let f = ImageFolder::scan(corpus, label_column)?;
-    let mut folds = orl_folds(&f)?;
-    if !only_folds.is_empty() {
-        folds.retain(|x| only_folds.contains(&x.fold));
-    }
+    let folds = super::select_orl_folds(orl_folds(&f)?, only_folds)?;
     // An encoder directory (not a folder of fold-F encoders): the same encoder for every fold,
     // so the faces are embedded once.
     let single = match with {

@@ -410,10 +410,7 @@ pub fn train_orl(
     on: &Observer,
 ) -> Result<ProtocolTrainReport<OrlReport>> {
     let f = ImageFolder::scan(Path::new(corpus), label_column)?;
-    let mut folds = orl_folds(&f)?;
-    if !only_folds.is_empty() {
-        folds.retain(|x| only_folds.contains(&x.fold));
-    }
+    let folds = super::select_orl_folds(orl_folds(&f)?, only_folds)?;
     let mut reports = Vec::new();
     let mut member_reports: Vec<Vec<OrlFoldReport>> = Vec::new();
     let (mut wall, mut cpu) = (0.0, 0.0);
