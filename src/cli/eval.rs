@@ -39,7 +39,8 @@ pub struct EvalArgs {
     /// Seed of the test pairs (the seed's pair builder).
     #[arg(long, default_value_t = 2)]
     pub pairs_seed: u64,
-    /// Where to write the pictures (pairs.png, roc.svg).
+    /// Where to write the pictures (pairs.png, roc.svg; files of those names that twindex did
+    /// not write are never replaced).
     #[arg(long, default_value = "runs/eval")]
     pub plots: PathBuf,
     /// An image-folder protocol: `orl` (needs --model with fold-0..fold-3 encoders, default the

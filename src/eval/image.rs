@@ -156,6 +156,29 @@ pub fn pair_tiles<'a>(set: &'a ImageSet, pairs: &[Pair], dist: &[f32]) -> Vec<Pa
 /// Write the pictures of an evaluation into `dir` (created if missing): `roc.svg` (the ROC
 /// curve, named `name`) and `pairs.png` (the seed's test pairs of `test` with their
 /// distances). Returns their paths.
+/// The file `eval` leaves in a pictures folder it wrote into: its `roc.svg` and `pairs.png`
+/// may be replaced by the next run; another file of those names is never overwritten.
+const PICTURES_MARK: &str = ".twindex-eval";
+
+/// Check that writing `roc.svg` and `pairs.png` into `dir` replaces nothing twindex did not
+/// write: either they are absent, or `dir` holds the mark an earlier `eval` left.
+pub fn check_pictures_dir(dir: &std::path::Path) -> Result<()> {
+    if dir.join(PICTURES_MARK).exists() {
+        return Ok(());
+    }
+    for name in ["roc.svg", "pairs.png"] {
+        let p = dir.join(name);
+        if p.exists() {
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "{}: already exists and was not written by `twindex eval`; choose another \
+                 --plots folder (or remove the file)",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn write_pictures(
     dir: &std::path::Path,
     name: &str,
@@ -165,8 +188,13 @@ pub fn write_pictures(
     pairs: &[Pair],
     dist: &[f32],
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    check_pictures_dir(dir)?;
     std::fs::create_dir_all(dir)
         .map_err(|e| crate::error::Error::Msg(format!("creating {}: {e}", dir.display())))?;
+    crate::fsutil::atomic_write(
+        &dir.join(PICTURES_MARK),
+        b"roc.svg and pairs.png here were written by twindex eval (the next eval may replace them)\n",
+    )?;
     let roc_path = dir.join("roc.svg");
     super::write_roc_svg(&roc_path, &[(name, roc, report.roc_auc)])?;
     let grid_path = dir.join("pairs.png");
@@ -195,6 +223,7 @@ pub fn evaluate_encoder(
     note: &dyn Fn(&str),
 ) -> Result<EncoderEval> {
     use crate::error::Error;
+    check_pictures_dir(plots)?;
     let mut model = ImageModel::load(model_dir)
         .map_err(|e| Error::Msg(format!("loading encoder {}: {e}", model_dir.display())))?;
     if let Some(i) = member {

@@ -340,3 +340,27 @@ fn an_orl_fold_that_does_not_exist_and_an_absurd_dlib_padding_are_refused() {
     }
     assert!(!out.exists(), "a refused import left {}", out.display());
 }
+
+#[test]
+fn eval_never_replaces_pictures_it_did_not_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plots = tmp.path().join("mine");
+    std::fs::create_dir_all(&plots).unwrap();
+    std::fs::write(plots.join("roc.svg"), b"my own drawing").unwrap();
+    refused(
+        &[
+            "eval",
+            "--corpus",
+            "mnist",
+            "--plots",
+            plots.to_str().unwrap(),
+            "--json",
+        ],
+        &["roc.svg", "not written by `twindex eval`"],
+    );
+    assert_eq!(
+        std::fs::read(plots.join("roc.svg")).unwrap(),
+        b"my own drawing"
+    );
+    assert!(!plots.join("pairs.png").exists());
+}
