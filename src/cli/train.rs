@@ -152,11 +152,6 @@ pub fn run(cmd: TrainCmd) -> Result<()> {
 }
 
 fn run_image(a: ImageArgs) -> Result<()> {
-    if a.arch == Arch::DlibResnet {
-        anyhow::bail!(
-            "--arch dlib-resnet is dlib's pretrained face network: `twindex import dlib-face` makes it; it is not trained here (train lenet, cnn, deep or resnet, optionally on aligned faces with --align-faces)"
-        );
-    }
     let cfg = ImageTrainConfig {
         arch: a.arch,
         loss: a.loss,
@@ -183,12 +178,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
         scale: a.scale,
         dev_score: Some(twindex::eval::protocol::all_pairs_roc_auc),
     };
-    if a.schedule == Schedule::Cosine && a.lr_decay != 1.0 {
-        anyhow::bail!(
-            "--schedule cosine sets the learning rate per step down to 0: drop --lr-decay {} (it is for --schedule constant)",
-            a.lr_decay
-        );
-    }
+    cfg.check()?;
     let ens = EnsembleTrainConfig::for_members(a.ensemble, a.ensemble_by)?;
     twindex::train::image::check_image_out(&a.out)?;
     let folder = a.protocol.is_some() || twindex::corpus::is_image_folder(&a.corpus);

@@ -162,6 +162,26 @@ impl Default for Augmentation {
     }
 }
 
+impl ImageTrainConfig {
+    /// Refuse a recipe that cannot be trained as asked, in one line naming the flag: dlib's
+    /// pretrained network (imported, never trained here), or a cosine schedule with a per-epoch
+    /// decay on top of it.
+    pub fn check(&self) -> Result<()> {
+        if self.arch == Arch::DlibResnet {
+            return Err(Error::InvalidArgument(
+                "--arch dlib-resnet is dlib's pretrained face network: `twindex import dlib-face` makes it; it is not trained here (train lenet, cnn, deep or resnet, optionally on aligned faces with --align-faces)".into(),
+            ));
+        }
+        if self.schedule == Schedule::Cosine && self.lr_decay != 1.0 {
+            return Err(Error::InvalidArgument(format!(
+                "--schedule cosine sets the learning rate per step down to 0: drop --lr-decay {} (it is for --schedule constant)",
+                self.lr_decay
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ImageTrainConfig {
     fn default() -> Self {
         ImageTrainConfig {
