@@ -53,6 +53,18 @@ pub fn atomic_write_with(
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// Refuse `path` when something is there already: files named by the user (`flag`) are only
+/// ever written new, never replaced.
+pub fn check_new_file(path: &Path, flag: &str) -> Result<()> {
+    match path.symlink_metadata() {
+        Ok(_) => Err(Error::InvalidArgument(format!(
+            "{flag} {}: already exists; twindex writes it only to a new path (it never replaces a file)",
+            path.display()
+        ))),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Atomically replace `path` with `bytes`.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     atomic_write_with(path, |w| w.write_all(bytes))

@@ -26,7 +26,7 @@ pub struct BenchArgs {
     /// Quantized indexes: candidates re-scored exactly per query (default: the index's).
     #[arg(long)]
     pub rerank: Option<usize>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     pub k: usize,
     /// Search breadths to sweep, comma-separated.
     #[arg(
@@ -56,6 +56,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         efs: a.ef.clone(),
         limit: a.limit,
     };
+    if let Some(p) = &a.plot {
+        twindex::fsutil::check_new_file(p, "--plot")?;
+    }
     let run = bench_index(&b, &|m| eprintln!("{m}"))?;
     let report = &run.report;
     if let Some(p) = &a.plot {

@@ -4,10 +4,9 @@
 use super::common;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde_json::json;
 use std::path::PathBuf;
 use twindex::corpus::text::TextColumns;
-use twindex::index::{Backend, HnswParams, Index, Metric, Quantize};
+use twindex::index::{Backend, HnswParams, Index, Metric};
 use twindex::query::{build_index, BuildSource};
 
 #[derive(Debug, Args)]
@@ -50,26 +49,8 @@ pub struct BuildArgs {
     /// Search engine: hnsw (twindex's own), hnsw_rs, or flat (exact).
     #[arg(long, default_value = "hnsw")]
     pub backend: String,
-    /// HNSW links per node. Larger: better recall, more memory, slower build.
-    #[arg(long, default_value_t = 16)]
-    pub m: usize,
-    /// HNSW candidate list while building. Larger: better graph, slower build.
-    #[arg(long, default_value_t = 200)]
-    pub ef_construction: usize,
-    /// Default search breadth for queries. Larger: better recall, slower queries.
-    #[arg(long, default_value_t = 64)]
-    pub ef_search: usize,
-    /// Seed for the HNSW level draws.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// What the HNSW walk scores: none (f32 vectors) or sq8 (one byte a dimension, the best
-    /// --rerank candidates re-scored on the f32 vectors, which stay on disk, memory-mapped).
-    #[arg(long, default_value = "none")]
-    pub quantize: String,
-    /// Quantized indexes: candidates re-scored exactly per query. Larger: better recall,
-    /// slower queries.
-    #[arg(long, default_value_t = twindex::index::DEFAULT_RERANK)]
-    pub rerank: usize,
+    #[command(flatten)]
+    pub hnsw: HnswParams,
     /// Column holding the label: of labels.tsv (image folders with a labels.tsv; default
     /// `label`), or of the --text TSV (default: no label).
     #[arg(long)]
@@ -82,17 +63,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
     // Every path first: nothing is encoded for minutes before a bad --out is noticed.
     Index::check_new_dir(&a.out).context("--out")?;
     let backend: Backend = a.backend.parse()?;
-    let hnsw = HnswParams {
-        m: a.m,
-        ef_construction: a.ef_construction,
-        ef_search: a.ef_search,
-        seed: a.seed,
-        quantize: a
-            .quantize
-            .parse::<Quantize>()
-            .map_err(|e| anyhow::anyhow!("--quantize: {e}"))?,
-        rerank: a.rerank,
-    };
+    let hnsw = a.hnsw;
     hnsw.validate().context("index build")?;
     let source = if !a.parts.is_empty() {
         let mut paths = Vec::new();
@@ -128,30 +99,9 @@ pub fn run(a: BuildArgs) -> Result<()> {
         }
     };
     let b = build_index(&a.out, &source, backend, hnsw, &common::Bars::default())?;
-    let (idx, r) = (&b.index, &b.record);
-    eprintln!(
-        "built {} ({} items, dim {}, {}) in {:.1} s ({:.1} CPU-s), {:.1} MB on disk",
-        a.out.display(),
-        idx.len(),
-        idx.dim(),
-        idx.manifest().backend.name(),
-        r.build_seconds,
-        r.build_cpu_seconds,
-        b.bytes as f64 / 1e6
-    );
+    eprintln!("{}", b.summary(&a.out));
     if a.json {
-        common::print_json(&json!({
-            "index": a.out.display().to_string(),
-            "items": idx.len(),
-            "dim": idx.dim(),
-            "metric": idx.metric().name(),
-            "backend": idx.manifest().backend.name(),
-            "build_seconds": r.build_seconds,
-            "build_cpu_seconds": r.build_cpu_seconds,
-            "graph_seconds": r.graph_seconds,
-            "graph_cpu_seconds": r.graph_cpu_seconds,
-            "index_bytes": b.bytes,
-        }))?;
+        common::print_json(&b.to_json(&a.out))?;
     }
     Ok(())
 }

@@ -21,11 +21,11 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub corpus: Option<String>,
     /// Choose the lowest threshold whose precision reaches this (else: best F1).
-    #[arg(long, conflicts_with = "target_far")]
+    #[arg(long, conflicts_with = "target_far", allow_negative_numbers = true)]
     pub target_precision: Option<f64>,
     /// Choose the threshold whose false-accept rate (share of non-duplicates accepted) stays
     /// within this (else: best F1).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub target_far: Option<f64>,
     /// Text indexes: the text model's folder, when it moved since the index was built.
     #[arg(long)]

@@ -7,11 +7,6 @@ use std::sync::Mutex;
 
 pub use twindex::corpus::resolve::{default_image_model as default_model_dir, repo_root};
 
-/// Load an MNIST-style corpus by name (see [`twindex::corpus::load_corpus`]).
-pub fn load_corpus(name: &str) -> Result<(std::path::PathBuf, twindex::corpus::TrainTest)> {
-    Ok(twindex::corpus::load_corpus(name)?)
-}
-
 /// Print one JSON object on stdout.
 pub fn print_json(v: &serde_json::Value) -> Result<()> {
     let mut out = std::io::stdout().lock();

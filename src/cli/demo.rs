@@ -2,11 +2,12 @@
 //! (or reopens) an HNSW index of the 60,000 training digits under `index/mnist-demo`, queries a
 //! few test digits, and prints neighbours, duplicate decisions and headline metrics.
 
-use super::{common, query::print_table};
+use super::common;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 use twindex::eval::demo::run_demo;
+use twindex::query::render::hits_table;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -34,30 +35,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     for q in &r.queries {
         let what = format!("{} (a {})", q.query, q.label);
-        print_table(
-            &mut std::io::stdout().lock(),
-            &what,
-            r.index_threshold,
-            &q.results,
-        )?;
-        println!();
+        println!("{}\n", hits_table(&what, r.index_threshold, &q.results));
     }
-    println!(
-        "headline (MNIST test set, {} threads):",
-        rayon::current_num_threads()
-    );
-    println!(
-        "  test pairs ({}): accuracy {:.4} at distance <= {:.4}, ROC-AUC {:.4}",
-        r.test_pairs, r.test_pair_accuracy, r.encoder_threshold, r.roc_auc
-    );
-    println!(
-        "  10,000 test digits vs the 60,000-item index: precision@1 {:.4}, {:.0} queries/s",
-        r.precision_at_1, r.queries_per_second
-    );
-    println!(
-        "  HNSW recall@10 against exact search (1,000 queries): {:.4}",
-        r.hnsw_recall_at_10
-    );
-    println!("  total {:.1} s", r.seconds);
+    println!("{}", r.headline(rayon::current_num_threads()));
     Ok(())
 }

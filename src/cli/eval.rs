@@ -1,13 +1,14 @@
 //! `twindex eval`: model quality on a labelled corpus, printed, as JSON, and as pictures.
 
 use super::common;
-use super::protocol::{self, FolderArgs, Protocol};
+use super::protocol;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use twindex::corpus::pairs::read_pairs_tsv;
+use twindex::corpus::Protocol;
 use twindex::eval;
-use twindex::eval::protocol::Aggregate;
+use twindex::eval::protocol::{Aggregate, FolderOptions};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -51,7 +52,7 @@ pub struct EvalArgs {
     #[arg(long, requires = "protocol")]
     pub raw: bool,
     #[command(flatten)]
-    pub folder: FolderArgs,
+    pub folder: FolderOptions,
     /// Signatures: how a questioned signature's distances to the references are combined.
     #[arg(long, value_enum, default_value_t = Aggregate::Min)]
     pub aggregate: Aggregate,
@@ -74,34 +75,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
         return run_text(&a, p);
     }
     if let Some(p) = a.protocol {
-        let corpus = if a.corpus == "mnist" {
-            protocol::default_protocol_corpus(p).display().to_string()
-        } else {
-            a.corpus.clone()
-        };
-        let model = match (&a.model, a.raw) {
-            (_, true) => None,
-            (Some(m), false) => Some(m.clone()),
-            (None, false) => Some(protocol::default_protocol_model(p).context(
-                "no shipped encoder for this protocol: pass --model DIR (made by `twindex train image --protocol ...`) or --raw",
-            )?),
-        };
-        if a.model.is_none() {
-            if let Some(m) = &model {
-                eprintln!("encoder: {}", m.display());
-            }
-        }
-        let sw = twindex::timing::Stopwatch::start();
-        let mut v = protocol::eval_protocol(
+        let v = twindex::eval::protocol::evaluate_protocol(
             p,
-            &corpus,
-            model.as_deref(),
+            &a.corpus,
+            a.model.as_deref(),
             a.raw,
             &a.folder,
             a.aggregate,
             &twindex::eval::pen_signatures::parse_writer_range(&a.online.test_writers)?,
+            &protocol::progress(),
         )?;
-        v["seconds"] = serde_json::json!(sw.wall());
         if a.json {
             common::print_json(&v)?;
         }
@@ -120,43 +103,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         &a.plots,
         &note,
     )?;
-    let (report, model, roc_path, grid_path) = (ev.report, ev.model, ev.roc_svg, ev.pairs_png);
     if a.json {
-        let mut v = serde_json::to_value(&report)?;
-        v["model"] = model_dir.display().to_string().into();
-        v["roc_svg"] = roc_path.display().to_string().into();
-        v["pairs_png"] = grid_path.display().to_string().into();
-        return common::print_json(&v);
+        return common::print_json(&ev.to_json(&model_dir)?);
     }
-    let r = &report;
-    println!(
-        "model {} ({}, {}-d)",
-        model_dir.display(),
-        model.config.arch_label(),
-        model.config.dim
-    );
-    println!(
-        "test pairs ({}): accuracy {:.4} at distance <= {:.4} (model threshold), {:.4} at <= 0.5",
-        r.n_test_pairs, r.pair_accuracy, r.threshold, r.pair_accuracy_at_0_5
-    );
-    println!(
-        "  best accuracy {:.4} at <= {:.4}; ROC-AUC {:.4}; AP {:.4}; best F1 {:.4} at <= {:.4}",
-        r.best_accuracy,
-        r.best_accuracy_threshold,
-        r.roc_auc,
-        r.average_precision,
-        r.best_f1,
-        r.best_f1_threshold
-    );
-    println!(
-        "train pairs: accuracy {:.4} at the model threshold",
-        r.train_pair_accuracy
-    );
-    println!(
-        "retrieval ({} test queries vs {} train images): precision@1 {:.4}, MAP@R {:.4}",
-        r.n_queries, r.n_indexed, r.precision_at_1, r.map_at_r
-    );
-    println!("pictures: {} {}", grid_path.display(), roc_path.display());
+    println!("{}", ev.summary(&model_dir));
     Ok(())
 }
 
@@ -189,24 +139,7 @@ fn run_text(a: &EvalArgs, pairs_path: &Path) -> Result<()> {
         if a.json {
             return common::print_json(&serde_json::to_value(&c)?);
         }
-        println!(
-            "duplicate retrieval: {} queries, {} indexed texts",
-            c.queries, c.corpus
-        );
-        println!(
-            "{:<12} {:>9} {:>10} {:>7} {:>8}",
-            "system", "recall@1", "recall@10", "MRR@10", "nDCG@10"
-        );
-        for (name, r) in [
-            ("encoder", &c.encoder),
-            ("bm25", &c.bm25),
-            ("hybrid_rrf", &c.hybrid_rrf),
-        ] {
-            println!(
-                "{:<12} {:>9.4} {:>10.4} {:>7.4} {:>8.4}",
-                name, r.recall_at_1, r.recall_at_10, r.mrr_at_10, r.ndcg_at_10
-            );
-        }
+        println!("{c}");
         return Ok(());
     }
     let r = eval::text::evaluate_text_pairs(
@@ -225,26 +158,6 @@ fn run_text(a: &EvalArgs, pairs_path: &Path) -> Result<()> {
     if a.json {
         return common::print_json(&serde_json::to_value(&r)?);
     }
-    println!(
-        "text encoder {} on {} ({} pairs, {} duplicates), cosine similarity:",
-        r.model, r.pairs, r.n_pairs, r.n_positive
-    );
-    println!(
-        "  ROC-AUC {:.4}; AP {:.4}; best F1 {:.4} at >= {:.4}; best accuracy {:.4} at >= {:.4}",
-        r.roc_auc,
-        r.average_precision,
-        r.best_f1,
-        r.best_f1_threshold,
-        r.best_accuracy,
-        r.best_accuracy_threshold
-    );
-    println!(
-        "  accuracy {:.4} at >= {:.4} (best F1 on {})",
-        r.pair_accuracy, r.threshold, r.threshold_source
-    );
-    println!(
-        "  encoded in {:.1} s ({:.1} CPU-s)",
-        r.encode_seconds, r.encode_cpu_seconds
-    );
+    println!("{r}");
     Ok(())
 }

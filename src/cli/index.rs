@@ -108,25 +108,7 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
                 j["labels"] = json!(labels);
                 return common::print_json(&j);
             }
-            println!("index      {}", st.dir);
-            println!("items      {} ({} slots)", st.items, st.slots);
-            println!("vectors    {} dims, {}, {}", st.dim, st.metric, st.backend);
-            if let Some(r) = st.rerank {
-                println!(
-                    "quantized  {} (the walk), best {r} re-scored on the f32 vectors",
-                    st.quantize
-                );
-            }
-            println!("encoder    {}", st.encoder);
-            match st.threshold {
-                Some(t) => println!("threshold  distance <= {t:.4}"),
-                None => println!("threshold  none calibrated"),
-            }
-            println!("labels     {labels}");
-            println!(
-                "log        {} write(s), {} bytes (generation {})",
-                st.log_records, st.log_bytes, st.generation
-            );
+            println!("{}", st.summary(labels));
             Ok(())
         }
     }

@@ -32,6 +32,17 @@ pub struct Cli {
     /// Worker threads for training, embedding and index building (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// Commands that write an index: how long to wait while another process writes it, in
+    /// seconds (0: refuse at once).
+    #[arg(long, global = true, default_value_t = 10.0, value_parser = parse_wait)]
+    pub wait: f64,
+}
+
+fn parse_wait(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(w) if (0.0..=86_400.0).contains(&w) => Ok(w),
+        _ => Err(format!("{s:?}: expected seconds from 0 to 86400")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +84,7 @@ const MAX_THREADS: usize = 1024;
 /// Parse arguments, run, print errors as one line, map to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    twindex::index::wal::set_writer_wait(std::time::Duration::from_secs_f64(cli.wait));
     if let Some(t) = cli.threads {
         if t == 0 || t > MAX_THREADS {
             eprintln!(

@@ -10,17 +10,6 @@ use twindex::eval::pen_signatures::{self, DtwScorer, PenEvalRun, Scorer};
 use twindex::eval::protocol::Aggregate;
 use twindex::model::pen::{PenFeature, PenPreprocess, Resample};
 
-/// The corpus read by default: SVC2004 Task 1 trajectories in ../shared.
-pub fn default_corpus() -> PathBuf {
-    common::repo_root().join("../shared/corpora/signatures-svc2004-online")
-}
-
-/// The shipped sequence encoder, if present.
-pub fn default_model() -> Option<PathBuf> {
-    let d = common::repo_root().join("corpora/encoders/signatures-online");
-    d.join("config.json").exists().then_some(d)
-}
-
 /// DTW settings from the command line.
 #[derive(Debug, Clone, Args)]
 pub struct DtwArgs {
@@ -90,10 +79,13 @@ pub fn run_eval(
     a: &PenEvalArgs,
     json_out: bool,
 ) -> Result<()> {
-    let dir = corpus.map(PathBuf::from).unwrap_or_else(default_corpus);
+    let online = twindex::corpus::Protocol::SignaturesOnline;
+    let dir = corpus
+        .map(PathBuf::from)
+        .unwrap_or_else(|| online.default_corpus());
     let model_dir = model.map(Path::to_path_buf).or_else(|| {
         (a.scorer != Some(Scorer::Dtw))
-            .then(default_model)
+            .then(|| online.default_model())
             .flatten()
     });
     let run = PenEvalRun {
@@ -121,7 +113,9 @@ pub fn run_verify(
     threshold: Option<f32>,
     json_out: bool,
 ) -> Result<()> {
-    let model_dir = model.map(Path::to_path_buf).or_else(default_model);
+    let model_dir = model
+        .map(Path::to_path_buf)
+        .or_else(|| twindex::corpus::Protocol::SignaturesOnline.default_model());
     let v = pen_signatures::verify_signature(
         signature,
         references,

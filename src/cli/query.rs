@@ -4,10 +4,9 @@
 use super::common;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
-use twindex::query::{Answer, OpenOptions, Query, QueryHit, SearchOptions, Searcher};
+use twindex::query::{OpenOptions, Query, SearchOptions, Searcher};
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
@@ -38,10 +37,10 @@ pub struct QueryArgs {
     #[arg(long, value_delimiter = ',')]
     pub items: Vec<u64>,
     /// Neighbours to return.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub k: u64,
     /// Search breadth (default: the index's). Larger: better recall, slower.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub ef: Option<usize>,
     /// Duplicate threshold as a distance (default: the index's calibrated one).
     #[arg(long, allow_negative_numbers = true, value_parser = common::parse_threshold)]
@@ -89,18 +88,7 @@ pub fn run(a: QueryArgs) -> Result<()> {
         for (q, ans) in chunk.iter().zip(&answers) {
             let what = q.describe();
             if a.json {
-                let mut j = json!({
-                    "query": what,
-                    "threshold": ans.threshold,
-                    "results": ans.results,
-                });
-                if let Some(id) = &ans.identity {
-                    j["identity"] = json!(id);
-                }
-                if ans.threshold.is_none() {
-                    j["note"] =
-                        json!("no threshold calibrated: no neighbour is called a duplicate");
-                }
+                let j = ans.to_json(&what);
                 if many {
                     serde_json::to_writer(&mut out, &j)?;
                     writeln!(out)?;
@@ -109,7 +97,7 @@ pub fn run(a: QueryArgs) -> Result<()> {
                     return common::print_json(&j);
                 }
             } else {
-                print_answer(&mut out, &what, ans)?;
+                writeln!(out, "{}", ans.table(&what))?;
                 if many {
                     writeln!(out)?;
                 }
@@ -132,56 +120,4 @@ fn open_searcher(a: &QueryArgs, oo: &OpenOptions) -> Result<Searcher> {
         }
         (None, None) => bail!("give --index DIR or --milvus URI"),
     }
-}
-
-fn print_answer(out: &mut impl Write, what: &str, ans: &Answer) -> Result<()> {
-    print_table(out, what, ans.threshold, &ans.results)?;
-    if let Some(id) = &ans.identity {
-        writeln!(out, "identity: {id}")?;
-    }
-    Ok(())
-}
-
-/// A readable table of hits.
-pub fn print_table(
-    out: &mut impl Write,
-    what: &str,
-    thr: Option<f32>,
-    hits: &[QueryHit],
-) -> Result<()> {
-    match thr {
-        Some(t) => writeln!(
-            out,
-            "query {what}: {} neighbours (duplicate if distance <= {t:.4})",
-            hits.len()
-        )?,
-        None => writeln!(
-            out,
-            "query {what}: {} neighbours (no threshold calibrated: no duplicate decision; run `twindex calibrate` or pass --threshold)",
-            hits.len()
-        )?,
-    }
-    writeln!(
-        out,
-        "{:>4}  {:>8}  {:<8}  {:>9}  {:>10}  {:<9}  source",
-        "rank", "id", "label", "distance", "similarity", "duplicate"
-    )?;
-    for (r, h) in hits.iter().enumerate() {
-        writeln!(
-            out,
-            "{:>4}  {:>8}  {:<8}  {:>9.4}  {:>10.4}  {:<9}  {}",
-            r + 1,
-            h.id,
-            h.label,
-            h.distance,
-            h.similarity,
-            match (thr, h.duplicate) {
-                (None, _) => "-",
-                (_, true) => "yes",
-                (_, false) => "no",
-            },
-            twindex::query::shorten(&h.source, 120)
-        )?;
-    }
-    Ok(())
 }

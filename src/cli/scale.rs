@@ -2,13 +2,13 @@
 //! Milvus is in `push.rs`).
 
 use super::common;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
 use twindex::corpus::text::TextColumns;
-use twindex::index::parquet;
 use twindex::query::parts::{self, ExportFormat, ShardSpec};
+use twindex::query::BuildSource;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -91,59 +91,27 @@ pub struct EmbedArgs {
 
 pub fn embed(a: EmbedArgs) -> Result<()> {
     let shard: ShardSpec = a.shard.parse()?;
-    if a.out.exists() {
-        bail!(
-            "{}: already exists; twindex writes parts only to new paths",
-            a.out.display()
-        );
-    }
-    let sw = twindex::timing::Stopwatch::start();
-    let bars = common::Bars::default();
-    let (meta, rows) = match &a.text {
-        Some(path) => {
-            let columns = TextColumns {
+    let source = match &a.text {
+        Some(path) => BuildSource::Text {
+            model: a.model.clone(),
+            path: path.clone(),
+            columns: TextColumns {
                 text: a.text_column.clone(),
                 id: a.id_column.clone(),
                 label: a.label_column.clone(),
-            };
-            parts::embed_text_file(a.model.as_deref(), path, &columns, shard, &bars)?
-        }
-        None => {
-            let corpus = a.corpus.as_deref().unwrap_or("mnist");
-            parts::embed_image_corpus(a.model.as_deref(), corpus, shard, &bars)?
-        }
+            },
+        },
+        None => BuildSource::Images {
+            model: a.model.clone(),
+            corpus: a.corpus.clone().unwrap_or_else(|| "mnist".into()),
+            label_column: None,
+        },
     };
-    let mut meta = meta;
-    if let Some(t) = a.threshold {
-        meta.threshold = Some(t);
-    }
-    parquet::write_part(&a.out, &rows, &meta)?;
-    let sh = meta.shard.expect("embed writes a shard");
-    let j = json!({
-        "out": a.out.display().to_string(),
-        "shard": format!("{}/{}", sh.index, sh.of),
-        "first_row": sh.first_row,
-        "rows": rows.len(),
-        "total_rows": sh.total_rows,
-        "dim": rows.dim,
-        "encoder_sha256": meta.encoder_sha256(),
-        "seconds": sw.wall(),
-        "cpu_seconds": sw.cpu(),
-    });
+    let bars = common::Bars::default();
+    let r = parts::embed_part(&source, shard, &a.out, a.threshold, &bars)?;
     if a.json {
-        return common::print_json(&j);
+        return common::print_json(&serde_json::to_value(&r)?);
     }
-    println!(
-        "shard {}/{}: rows {}..{} of {} embedded ({} dims) to {} in {:.1} s ({:.1} CPU-s)",
-        sh.index,
-        sh.of,
-        sh.first_row,
-        sh.first_row + rows.len(),
-        sh.total_rows,
-        rows.dim,
-        a.out.display(),
-        sw.wall(),
-        sw.cpu()
-    );
+    println!("{}", r.summary());
     Ok(())
 }

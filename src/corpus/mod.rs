@@ -12,5 +12,5 @@ pub mod text;
 pub mod trajectory;
 
 pub use idx::{load_idx_corpus, read_idx, read_image_set, ImageSet, TrainTest};
-pub use resolve::{corpus_dir, is_image_folder, load_corpus};
+pub use resolve::{corpus_dir, is_image_folder, load_corpus, Protocol};
 pub use sampler::{seed_pairs, Pair, PkSampler};

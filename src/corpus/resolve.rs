@@ -110,6 +110,65 @@ pub fn default_text_model() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The evaluation protocols of `train image`, `train sequence` and `eval --protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// ORL/AT&T faces: 4 subject-disjoint folds, one-shot identification of unseen people.
+    Orl,
+    /// SVC2004 signatures: train on writers 1-20, calibrate and test on 21-30 (5 references,
+    /// genuine vs skilled forgeries).
+    Signatures,
+    /// SVC2004 online signatures (pen trajectories): `train sequence` and `eval` with
+    /// `--test-writers` (default 21-30) and `--scorer twin|dtw|fusion`.
+    #[value(name = "signatures-online")]
+    SignaturesOnline,
+}
+
+impl Protocol {
+    /// The corpus the protocol reads by default (ORL: the shipped copy when present).
+    pub fn default_corpus(self) -> PathBuf {
+        let root = repo_root();
+        match self {
+            Protocol::Orl if root.join("corpora/orl-faces").exists() => {
+                root.join("corpora/orl-faces")
+            }
+            Protocol::Orl => root.join("../shared/corpora/orl-faces"),
+            Protocol::Signatures => root.join("../shared/corpora/signatures-svc2004"),
+            Protocol::SignaturesOnline => root.join("../shared/corpora/signatures-svc2004-online"),
+        }
+    }
+
+    /// The shipped encoder of the protocol, if present. For ORL that is dlib's pretrained face
+    /// descriptor where it has been imported into `corpora/encoders/dlib-face` (`twindex import
+    /// dlib-face --out corpora/encoders/dlib-face`), else the fold encoders trained here.
+    pub fn default_model(self) -> Option<PathBuf> {
+        let root = repo_root();
+        let dlib = root.join("corpora/encoders/dlib-face");
+        if self == Protocol::Orl && dlib.join("config.json").exists() {
+            return Some(dlib);
+        }
+        let d = root.join(match self {
+            Protocol::Orl => "corpora/encoders/orl-faces",
+            Protocol::Signatures => "corpora/encoders/signatures",
+            Protocol::SignaturesOnline => "corpora/encoders/signatures-online",
+        });
+        // ORL's shipped encoders are a folder of fold-F encoders, so its folder is enough.
+        let ok = match self {
+            Protocol::SignaturesOnline => d.join("config.json").exists(),
+            _ => d.exists(),
+        };
+        ok.then_some(d)
+    }
+
+    /// `corpus` as given, or the protocol's default when the user left the `mnist` default.
+    pub fn corpus_or_default(self, corpus: &str) -> PathBuf {
+        match corpus {
+            "mnist" => self.default_corpus(),
+            c => PathBuf::from(c),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,11 +81,7 @@ pub fn calibrate_target_precision(
     labels: &[bool],
     target: f64,
 ) -> Result<ThresholdReport> {
-    if !(target > 0.0 && target <= 1.0) {
-        return Err(Error::InvalidArgument(format!(
-            "--target-precision: must be in (0, 1], got {target}"
-        )));
-    }
+    Target::Precision(target).check()?;
     let sw = sweep(scores, labels, "the calibration pairs", Needs::Both)?;
     let precision = |m: &Confusion| m.precision();
     let cut = lowest_cut_where(&sw, |m| m.true_pos > 0 && precision(m) >= target);
@@ -117,11 +113,7 @@ pub fn calibrate_target_far(
     labels: &[bool],
     target_far: f64,
 ) -> Result<ThresholdReport> {
-    if !(0.0..=1.0).contains(&target_far) {
-        return Err(Error::InvalidArgument(format!(
-            "--target-far: must be in [0, 1], got {target_far}"
-        )));
-    }
+    Target::Far(target_far).check()?;
     let sw = sweep(scores, labels, "the calibration pairs", Needs::Both)?;
     let threshold = lowest_cut_where(&sw, |m| m.far() <= target_far)
         .expect("accepting nothing has FAR 0, within any target");
@@ -161,6 +153,20 @@ impl Target {
             Target::BestF1 => "best_f1".into(),
             Target::Precision(p) => format!("target_precision={p}"),
             Target::Far(f) => format!("target_far={f}"),
+        }
+    }
+
+    /// Refuse a target outside its range (precision in (0, 1], FAR in [0, 1]) before any pair
+    /// is read or embedded.
+    pub fn check(self) -> Result<()> {
+        match self {
+            Target::Precision(p) if !(p > 0.0 && p <= 1.0) => Err(Error::InvalidArgument(format!(
+                "--target-precision: must be in (0, 1], got {p}"
+            ))),
+            Target::Far(f) if !(0.0..=1.0).contains(&f) => Err(Error::InvalidArgument(format!(
+                "--target-far: must be in [0, 1], got {f}"
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -247,6 +253,7 @@ pub fn calibrate_index(
     target: Target,
 ) -> Result<(ThresholdReport, crate::index::Calibration)> {
     use crate::query::Encoder;
+    target.check()?;
     let text_index = matches!(searcher.encoder(), Encoder::Text(_));
     match source {
         PairSource::File(p) => {

@@ -58,6 +58,27 @@ pub struct DemoReport {
     pub index_threshold: Option<f32>,
 }
 
+impl DemoReport {
+    /// The headline figures for a person (after the query tables), on `threads` threads.
+    pub fn headline(&self, threads: usize) -> String {
+        format!(
+            "headline (MNIST test set, {threads} threads):\n  \
+             test pairs ({}): accuracy {:.4} at distance <= {:.4}, ROC-AUC {:.4}\n  \
+             10,000 test digits vs the 60,000-item index: precision@1 {:.4}, {:.0} queries/s\n  \
+             HNSW recall@10 against exact search (1,000 queries): {:.4}\n  \
+             total {:.1} s",
+            self.test_pairs,
+            self.test_pair_accuracy,
+            self.encoder_threshold,
+            self.roc_auc,
+            self.precision_at_1,
+            self.queries_per_second,
+            self.hnsw_recall_at_10,
+            self.seconds
+        )
+    }
+}
+
 /// Run the demo with the encoder in `model_dir` and the index in `index_dir`, showing `show`
 /// test digits (at most 10).
 pub fn run_demo(

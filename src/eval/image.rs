@@ -211,6 +211,51 @@ pub struct EncoderEval {
     pub pairs_png: std::path::PathBuf,
 }
 
+impl EncoderEval {
+    /// The report of `eval --json`: the figures, the encoder's path and the pictures'.
+    pub fn to_json(&self, model_dir: &std::path::Path) -> Result<serde_json::Value> {
+        let mut v = serde_json::to_value(&self.report)
+            .map_err(|e| crate::error::Error::Msg(format!("the report as JSON: {e}")))?;
+        v["model"] = model_dir.display().to_string().into();
+        v["roc_svg"] = self.roc_svg.display().to_string().into();
+        v["pairs_png"] = self.pairs_png.display().to_string().into();
+        Ok(v)
+    }
+
+    /// The report for a person, five lines.
+    pub fn summary(&self, model_dir: &std::path::Path) -> String {
+        let (r, c) = (&self.report, &self.model.config);
+        format!(
+            "model {} ({}, {}-d)\n\
+             test pairs ({}): accuracy {:.4} at distance <= {:.4} (model threshold), {:.4} at <= 0.5\n\
+             \x20 best accuracy {:.4} at <= {:.4}; ROC-AUC {:.4}; AP {:.4}; best F1 {:.4} at <= {:.4}\n\
+             train pairs: accuracy {:.4} at the model threshold\n\
+             retrieval ({} test queries vs {} train images): precision@1 {:.4}, MAP@R {:.4}\n\
+             pictures: {} {}",
+            model_dir.display(),
+            c.arch_label(),
+            c.dim,
+            r.n_test_pairs,
+            r.pair_accuracy,
+            r.threshold,
+            r.pair_accuracy_at_0_5,
+            r.best_accuracy,
+            r.best_accuracy_threshold,
+            r.roc_auc,
+            r.average_precision,
+            r.best_f1,
+            r.best_f1_threshold,
+            r.train_pair_accuracy,
+            r.n_queries,
+            r.n_indexed,
+            r.precision_at_1,
+            r.map_at_r,
+            self.pairs_png.display(),
+            self.roc_svg.display()
+        )
+    }
+}
+
 /// Evaluate the encoder in `model_dir` (or its ensemble member `member` alone) on the corpus
 /// named `corpus` with test pairs of `pairs_seed`, writing the pictures into `plots`; `note`
 /// hears what is being done.

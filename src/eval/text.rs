@@ -184,6 +184,38 @@ pub struct TextPairEval {
     pub cpu_seconds_per_1000_texts: f64,
 }
 
+impl std::fmt::Display for TextPairEval {
+    /// The report for a person, four lines.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self;
+        writeln!(
+            f,
+            "text encoder {} on {} ({} pairs, {} duplicates), cosine similarity:",
+            r.model, r.pairs, r.n_pairs, r.n_positive
+        )?;
+        writeln!(
+            f,
+            "  ROC-AUC {:.4}; AP {:.4}; best F1 {:.4} at >= {:.4}; best accuracy {:.4} at >= {:.4}",
+            r.roc_auc,
+            r.average_precision,
+            r.best_f1,
+            r.best_f1_threshold,
+            r.best_accuracy,
+            r.best_accuracy_threshold
+        )?;
+        writeln!(
+            f,
+            "  accuracy {:.4} at >= {:.4} (best F1 on {})",
+            r.pair_accuracy, r.threshold, r.threshold_source
+        )?;
+        write!(
+            f,
+            "  encoded in {:.1} s ({:.1} CPU-s)",
+            r.encode_seconds, r.encode_cpu_seconds
+        )
+    }
+}
+
 /// Evaluate `enc` (loaded from `model`) on `pairs` (read from `pairs_path`), choosing the
 /// threshold on the pairs of `dev` when given.
 pub fn evaluate_text_pairs(
@@ -251,6 +283,34 @@ pub struct RetrievalComparison {
     pub encoder: DupRetrievalReport,
     pub bm25: DupRetrievalReport,
     pub hybrid_rrf: DupRetrievalReport,
+}
+
+impl std::fmt::Display for RetrievalComparison {
+    /// A table: one row per system.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "duplicate retrieval: {} queries, {} indexed texts",
+            self.queries, self.corpus
+        )?;
+        write!(
+            f,
+            "{:<12} {:>9} {:>10} {:>7} {:>8}",
+            "system", "recall@1", "recall@10", "MRR@10", "nDCG@10"
+        )?;
+        for (name, r) in [
+            ("encoder", &self.encoder),
+            ("bm25", &self.bm25),
+            ("hybrid_rrf", &self.hybrid_rrf),
+        ] {
+            write!(
+                f,
+                "\n{:<12} {:>9.4} {:>10.4} {:>7.4} {:>8.4}",
+                name, r.recall_at_1, r.recall_at_10, r.mrr_at_10, r.ndcg_at_10
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Compare the encoder, BM25 and their hybrid on duplicate retrieval over `pairs` (with the

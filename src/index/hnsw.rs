@@ -43,32 +43,38 @@ use super::quantize::{
 use super::rows::Rows;
 use super::vector_index::{prepare_query, Hit, Nearest, Progress, Scored, SlotFilter, VectorIndex};
 
-/// HNSW construction and search parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// HNSW construction and search parameters (also the graph flags of `twindex index build`,
+/// whose seed default is 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(default)]
 pub struct HnswParams {
-    /// Links per node on the upper layers; layer 0 keeps `2·m`. Default 16. Larger: better
-    /// recall at a given `ef` (and on high-dimensional data), more memory, slower build.
+    /// HNSW links per node (layer 0 keeps 2m). Default 16. Larger: better recall at a given ef
+    /// (and on high-dimensional data), more memory, slower build.
+    #[arg(long, default_value_t = 16)]
     pub m: usize,
-    /// Search breadth while inserting. Default 200. Larger: a better graph (higher recall),
+    /// HNSW candidate list while building. Default 200. Larger: better graph (higher recall),
     /// slower build.
+    #[arg(long, default_value_t = 200)]
     pub ef_construction: usize,
-    /// Default search breadth for queries (raised to `k` when smaller). Default 64. Larger:
-    /// higher recall, slower queries.
+    /// Default search breadth for queries (raised to k when smaller). Default 64. Larger:
+    /// better recall, slower queries.
+    #[arg(long, default_value_t = 64)]
     pub ef_search: usize,
-    /// Seed of the level generator; node levels depend only on the seed and the slot number.
-    /// Default 42.
+    /// Seed for the HNSW level draws; node levels depend only on the seed and the slot number.
+    /// Library default 42.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// What the graph walk scores: `none` (the default) the f32 vectors; `sq8` one byte a
-    /// dimension, with the best `rerank` candidates re-scored on the f32 vectors (kept on
-    /// disk, memory-mapped, once the index is reopened). sq8: about a quarter of the memory
-    /// and of the memory traffic per distance; a slightly worse walk, corrected by re-ranking.
+    /// What the HNSW walk scores: none (f32 vectors) or sq8 (one byte a dimension, the best
+    /// --rerank candidates re-scored on the f32 vectors, which stay on disk, memory-mapped).
+    /// sq8: about a quarter of the memory and of the memory traffic per distance; a slightly
+    /// worse walk, corrected by re-ranking.
     #[serde(skip_serializing_if = "Quantize::is_none")]
+    #[arg(long, default_value = "none")]
     pub quantize: Quantize,
-    /// Quantized graphs only: how many of the walk's best candidates are re-scored exactly
-    /// (the walk's breadth is raised to at least this). Default 32. Larger: better recall,
-    /// one full-precision distance (and likely a page of the vectors file) more per candidate.
+    /// Quantized indexes: candidates re-scored exactly per query (the walk's breadth is raised
+    /// to at least this). Default 32. Larger: better recall, slower queries.
     #[serde(skip_serializing_if = "is_default_rerank")]
+    #[arg(long, default_value_t = DEFAULT_RERANK)]
     pub rerank: usize,
 }
 

@@ -11,6 +11,11 @@ use super::distance::DistanceKernels;
 
 pub use crate::metric::{decision_accuracy, is_duplicate, Metric};
 
+/// Cosine distances below this are the float rounding of one direction compared with itself
+/// (stored vectors are unit length within 1e-6, so a self-similarity may read 1 - 2e-6): they
+/// are reported as 0.
+pub const COSINE_ROUNDING: f32 = 4e-6;
+
 impl Metric {
     /// The distance between `a` and `b` (see the module table). For `cosine` the vectors are
     /// normalised here, so this works on raw vectors too. Slices must have equal length.
@@ -25,7 +30,7 @@ impl Metric {
                 if na == 0.0 || nb == 0.0 {
                     1.0
                 } else {
-                    (1.0 - (k.dot)(a, b) / (na * nb)).max(0.0)
+                    self.key_to_distance(1.0 - (k.dot)(a, b) / (na * nb))
                 }
             }
         }
@@ -46,8 +51,10 @@ impl Metric {
     pub fn key_to_distance(self, key: f32) -> f32 {
         match self {
             Metric::L2 => key.max(0.0).sqrt(),
-            Metric::Cosine => key.max(0.0),
-            Metric::Dot => key,
+            // Below the rounding of unit vectors an item is at 0 from itself, so a threshold
+            // of 0 still finds exact duplicates (it read 1.19e-7 and missed them).
+            Metric::Cosine if key < COSINE_ROUNDING => 0.0,
+            Metric::Cosine | Metric::Dot => key,
         }
     }
 
@@ -140,6 +147,28 @@ mod tests {
                 e,
                 format!("invalid argument: unknown metric {bad:?}: expected l2, cosine or dot")
             );
+        }
+    }
+
+    /// Every stored cosine vector is at distance exactly 0 from itself, so `--threshold 0`
+    /// calls an exact duplicate a duplicate (issue 25: it read 1.19e-7); distinct directions
+    /// keep their distance. Seeded vectors (XorShift seed 25), 384-d as MiniLM's.
+    #[test]
+    fn a_cosine_vector_is_at_zero_from_itself() {
+        let mut rng = crate::testutil::XorShift::new(25);
+        let k = crate::index::distance::kernels();
+        for _ in 0..200 {
+            let mut v = rng.take(384);
+            Metric::Cosine.prepare(&mut v);
+            assert_eq!(Metric::Cosine.distance(&v, &v), 0.0);
+            assert_eq!(
+                Metric::Cosine.key_to_distance(Metric::Cosine.key(k, &v, &v)),
+                0.0
+            );
+            let mut w = v.clone();
+            w[0] += 0.05;
+            Metric::Cosine.prepare(&mut w);
+            assert!(Metric::Cosine.distance(&v, &w) > 1e-5);
         }
     }
 }

@@ -11,9 +11,11 @@
 //! ```
 //!
 //! The log applies to the generation in its name only: after a checkpoint commits generation
-//! g+1, `wal.<g>.log` is garbage whatever it holds. A record that is cut short or fails its
-//! checksum (a power cut mid-append) ends the log: it and anything after it are dropped, never
-//! applied in part. The writer truncates such a tail before appending.
+//! g+1, `wal.<g>.log` is garbage whatever it holds. A last record that is cut short or fails
+//! its checksum (a power cut mid-append) ends the log: it is dropped, never applied in part, and
+//! the writer truncates it before appending. Damage with whole records after it is no cut-short
+//! write but corruption: the log is refused as it is, never truncated (acknowledged records
+//! would be lost and their ids handed out again).
 //!
 //! One writer at a time per directory: [`WriterLock`] holds an exclusive `flock` on
 //! `write.lock` for as long as a writing handle lives.
@@ -23,6 +25,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::store::Item;
 
@@ -201,24 +205,50 @@ pub fn read(dir: &Path, gen: u64) -> Result<Replay> {
     }
     let mut at = HEADER_BYTES as usize;
     let mut records = Vec::new();
-    while bytes.len() - at >= 8 {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        if len > MAX_RECORD || bytes.len() - at - 8 < len as usize {
-            break;
-        }
-        let payload = &bytes[at + 8..at + 8 + len as usize];
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
+    while let Some(payload) = whole_record(&bytes, at) {
         records.push(Record::decode(payload, &path, at as u64)?);
-        at += 8 + len as usize;
+        at += 8 + payload.len();
+    }
+    if let Some(next) = damage_before_records(&bytes, at) {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "the record at byte {at} is damaged but whole records follow it (from byte {next}): not a write cut short, so nothing is dropped or truncated; the log is left as it is"
+            ),
+        ));
     }
     Ok(Replay {
         records,
         valid_bytes: at as u64,
         torn_bytes: (bytes.len() - at) as u64,
     })
+}
+
+/// The payload of the whole, checksummed record at byte `at` of a log, if there is one.
+fn whole_record(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let head = bytes.get(at..at + 8)?;
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+    // Every record holds at least its kind byte: a zero length is unwritten space.
+    if len == 0 || len > MAX_RECORD {
+        return None;
+    }
+    let payload = bytes.get(at + 8..at + 8 + len as usize)?;
+    (crc32fast::hash(payload) == crc).then_some(payload)
+}
+
+/// Where a whole record starts after the bad bytes from `at` on, if one does. A write cut short
+/// (a power cut mid-append) leaves a prefix of one record, or that record's extent with
+/// unwritten (zero) bytes: nothing whole after it. A flipped byte inside the log leaves whole,
+/// acknowledged records after the damage: those must never be dropped as a "torn tail". A
+/// damaged length field hides where the next record starts, so every later offset is tried
+/// (a false match needs a crc32 collision).
+fn damage_before_records(bytes: &[u8], at: usize) -> Option<usize> {
+    if at >= bytes.len() || bytes[at..].iter().all(|&b| b == 0) {
+        return None;
+    }
+    (at + 1..bytes.len().saturating_sub(7))
+        .find(|&i| whole_record(bytes, i).is_some_and(|p| p[0] == ADD || p[0] == DELETE))
 }
 
 /// Appends records to one generation's log, fsync'ing each.
@@ -315,8 +345,22 @@ pub struct WriterLock {
     _file: File,
 }
 
+/// How long a writer waits for another process's writer lock, in ms (see [`set_writer_wait`]).
+static WRITER_WAIT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// How long every writer of this process waits for the writer lock of an index that another
+/// writer holds before it gives up: 0 (the library's default) refuses at once; the CLI's
+/// `--wait SECONDS` sets it (default 10 s there).
+pub fn set_writer_wait(wait: Duration) {
+    WRITER_WAIT_MS.store(
+        wait.as_millis().min(u64::MAX as u128) as u64,
+        Ordering::Relaxed,
+    );
+}
+
 impl WriterLock {
-    /// Take the lock, or fail at once with a message naming the directory.
+    /// Take the lock, waiting up to the bound of [`set_writer_wait`] while another writer
+    /// holds it, then failing with a message naming the directory.
     pub fn acquire(dir: &Path) -> Result<WriterLock> {
         let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
@@ -326,19 +370,37 @@ impl WriterLock {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        // SAFETY: flock on a file descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        let wait = Duration::from_millis(WRITER_WAIT_MS.load(Ordering::Relaxed));
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            // SAFETY: flock on a file descriptor we own.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(WriterLock { _file: file });
+            }
             let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::WouldBlock {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(Error::io(&path, e));
+            }
+            let waited = start.elapsed();
+            if waited >= wait {
+                let how = match wait.is_zero() {
+                    true => "try again when it has finished (or wait for it: --wait SECONDS)"
+                        .to_string(),
+                    false => format!(
+                        "waited {:.1} s for it (--wait); try again when it has finished",
+                        waited.as_secs_f64()
+                    ),
+                };
                 return Err(Error::Busy(format!(
-                    "{}: another twindex process is writing this index (it holds {LOCK_FILE}); try again when it has finished",
+                    "{}: another twindex process is writing this index (it holds {LOCK_FILE}); {how}",
                     dir.display()
                 )));
             }
-            return Err(Error::io(&path, e));
+            std::thread::sleep(pause.min(wait - waited));
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
-        Ok(WriterLock { _file: file })
     }
 
     /// Whether some process holds the writer lock of `dir` now (false when the lock file
@@ -422,5 +484,56 @@ mod tests {
         drop(l);
         assert!(!WriterLock::is_held(dir.path()));
         WriterLock::acquire(dir.path()).unwrap();
+    }
+
+    /// A damaged byte anywhere in a record followed by whole records is corruption, not a torn
+    /// write: the log is refused and left as it is, so no acknowledged record is dropped and no
+    /// id handed out again (issue 25: a flipped byte in the 2nd of 3 records lost the 3rd).
+    #[test]
+    fn damage_before_whole_records_is_refused_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let recs: Vec<Record> = (0..3)
+            .map(|i| Record::Add {
+                first_id: 100 * i,
+                dim: 2,
+                vectors: vec![i as f32, 1.0],
+                items: vec![item(&format!("text {i}"))],
+            })
+            .collect();
+        let mut w = WalWriter::open(dir.path(), 1, 0).unwrap();
+        let mut starts = Vec::new();
+        for r in &recs {
+            starts.push(w.len() as usize);
+            w.append(&r.encode()).unwrap();
+        }
+        drop(w);
+        let path = dir.path().join(wal_name(1));
+        let bytes = std::fs::read(&path).unwrap();
+        // Every byte of the 2nd record (length, checksum, payload) flipped in turn.
+        for at in starts[1]..starts[2] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            std::fs::write(&path, &bad).unwrap();
+            let e = read(dir.path(), 1).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("the record at byte {}", starts[1])),
+                "{at}: {e}"
+            );
+            assert!(e.contains("whole records follow"), "{e}");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                bad,
+                "the log is left as it is"
+            );
+        }
+        // Damage in the last record, or zeros where a write did not land, is a torn tail.
+        let mut bad = bytes.clone();
+        bad[starts[2] + 9] ^= 0x10;
+        std::fs::write(&path, &bad).unwrap();
+        assert_eq!(read(dir.path(), 1).unwrap().records, recs[..2]);
+        let mut zeros = bytes.clone();
+        zeros[starts[2]..].fill(0);
+        std::fs::write(&path, &zeros).unwrap();
+        assert_eq!(read(dir.path(), 1).unwrap().records, recs[..2]);
     }
 }

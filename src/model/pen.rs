@@ -50,19 +50,24 @@ pub enum Resample {
     ArcLength,
 }
 
-/// How a trajectory becomes a feature sequence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How a trajectory becomes a feature sequence. As flags (`twindex train sequence`), the twin's
+/// input, whose features default to all of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default)]
 pub struct PenPreprocess {
-    /// Points after resampling. Default 120. More: finer detail, slower DTW (quadratic in
-    /// this) and a larger network input.
+    /// Twin input: resampled points (a multiple of --segments). Default 120. More: finer
+    /// detail, slower DTW (quadratic in this) and a larger network input.
+    #[arg(long, default_value_t = 120)]
     pub points: usize,
-    /// The features per point, in order. Default x, y, dx, dy.
+    /// Twin input features (comma-separated), in order. Library default x, y, dx, dy.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = ALL_FEATURES.to_vec())]
     pub features: Vec<PenFeature>,
     /// Standardise each feature over the signature (zero mean, unit variance). Default true:
     /// every feature weighs the same in a distance.
+    #[arg(skip = true)]
     pub standardize: bool,
-    /// Uniform in time (default) or along the path.
+    /// Twin input: resample uniformly in time (default) or along the path.
+    #[arg(long, value_enum, default_value_t = Resample::Time)]
     pub resample: Resample,
 }
 

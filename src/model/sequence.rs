@@ -17,29 +17,34 @@ use std::path::{Path, PathBuf};
 pub const SEQUENCE_FORMAT: &str = "twindex-sequence-encoder";
 pub use super::encoder_dir::{CONFIG_FILE, WEIGHTS_FILE};
 
-/// The network's shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The network's shape (also flags of `twindex train sequence`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default)]
 pub struct SequenceNetConfig {
-    /// Output width of each time-delay layer. Default [64, 64, 64]. Wider: more capacity,
-    /// slower, easier to over-fit 20 writers.
+    /// Width of each time-delay layer (comma-separated). Wider: more capacity, slower,
+    /// easier to over-fit 20 writers.
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 64, 64])]
     pub widths: Vec<usize>,
-    /// Dilation of each layer (same length as `widths`). Default [1, 2, 4]: with `kernel` 5
-    /// the last layer sees 1 + 4*(1+2+4) = 29 points.
+    /// Dilation of each time-delay layer (comma-separated; as many as widths): 1,2,4 with
+    /// kernel 5 makes the last layer see 1 + 4*(1+2+4) = 29 points.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4])]
     pub dilations: Vec<usize>,
-    /// Context points per layer (odd). Default 5.
+    /// Context points per time-delay layer (odd).
+    #[arg(long, default_value_t = 5)]
     pub kernel: usize,
-    /// Equal spans of the sequence averaged separately before the head. Default 4; must
-    /// divide the preprocessing's `points`. 1 is plain global average pooling.
+    /// Spans of the signature pooled separately (must divide the points; 1: global average).
+    #[arg(long, default_value_t = 4)]
     pub segments: usize,
-    /// Embedding dimension. Default 64.
+    /// Embedding dimension.
+    #[arg(long, default_value_t = 64)]
     pub dim: usize,
-    /// Also pool each span's standard deviation beside its mean (x-vector statistics
-    /// pooling). Default true.
+    /// `--no-std-pooling`: pool only the mean of each span (by default its standard deviation
+    /// too: x-vector statistics pooling).
+    #[arg(long = "no-std-pooling", action = clap::ArgAction::SetFalse)]
     pub std_pooling: bool,
-    /// Towers trained side by side from different initial weights, their embeddings
-    /// concatenated (an ensemble in one encoder). Default 1. More: steadier, proportionally
-    /// slower.
+    /// Towers trained side by side from different initial weights, embeddings concatenated
+    /// (an ensemble in one encoder). More: steadier, proportionally slower.
+    #[arg(long, default_value_t = 1)]
     pub members: usize,
 }
 

@@ -178,6 +178,9 @@ pub fn bench_index(b: &IndexBench, note: &dyn Fn(&str)) -> Result<IndexBenchRun>
             b.index.display()
         )));
     }
+    if let Some(p) = b.write_gt {
+        crate::fsutil::check_new_file(p, "--write-gt")?;
+    }
     let (rows, data) = load_queries(b.index, &idx, b.queries, b.limit)?;
     let truth = match (b.gt, b.write_gt) {
         (Some(p), _) => Some(truth_from_ivecs(b.index, &idx, p, rows, b.k)?),

@@ -95,6 +95,40 @@ pub struct Built {
     pub bytes: u64,
 }
 
+impl Built {
+    /// One line for a person: where, how many, how long, how big.
+    pub fn summary(&self, out: &Path) -> String {
+        let (idx, r) = (&self.index, &self.record);
+        format!(
+            "built {} ({} items, dim {}, {}) in {:.1} s ({:.1} CPU-s), {:.1} MB on disk",
+            out.display(),
+            idx.len(),
+            idx.dim(),
+            idx.manifest().backend.name(),
+            r.build_seconds,
+            r.build_cpu_seconds,
+            self.bytes as f64 / 1e6
+        )
+    }
+
+    /// The report of `index build --json`.
+    pub fn to_json(&self, out: &Path) -> serde_json::Value {
+        let (idx, r) = (&self.index, &self.record);
+        serde_json::json!({
+            "index": out.display().to_string(),
+            "items": idx.len(),
+            "dim": idx.dim(),
+            "metric": idx.metric().name(),
+            "backend": idx.manifest().backend.name(),
+            "build_seconds": r.build_seconds,
+            "build_cpu_seconds": r.build_cpu_seconds,
+            "graph_seconds": r.graph_seconds,
+            "graph_cpu_seconds": r.graph_cpu_seconds,
+            "index_bytes": self.bytes,
+        })
+    }
+}
+
 fn ctx(what: String) -> impl FnOnce(Error) -> Error {
     move |e| Error::Msg(format!("{what}: {e}"))
 }

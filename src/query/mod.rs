@@ -4,7 +4,8 @@
 //! Around it: building an index directory from a corpus, texts, vectors or parts ([`build`]),
 //! adding to one ([`add`]) and maintaining it ([`maintain`]); hybrid BM25 + dense fusion
 //! ([`hybrid`]); benchmark inputs and the bench runner ([`bench`](mod@bench)); embedding parts, exports
-//! and push inputs ([`parts`]); Milvus ([`milvus`]).
+//! and push inputs ([`parts`]); Milvus ([`milvus`]); answers and figures as a person reads them
+//! ([`render`]).
 
 pub mod add;
 mod backend;
@@ -15,6 +16,7 @@ pub mod hybrid;
 pub mod maintain;
 pub mod milvus;
 pub mod parts;
+pub mod render;
 pub mod searcher;
 pub mod verify;
 

@@ -406,6 +406,93 @@ impl std::str::FromStr for ExportFormat {
     }
 }
 
+/// What `embed --shard` wrote (the keys of `embed --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbedReport {
+    pub out: String,
+    /// `I/N`.
+    pub shard: String,
+    pub first_row: usize,
+    pub rows: usize,
+    pub total_rows: usize,
+    pub dim: usize,
+    pub encoder_sha256: String,
+    pub seconds: f64,
+    pub cpu_seconds: f64,
+}
+
+impl EmbedReport {
+    /// One line for a person.
+    pub fn summary(&self) -> String {
+        format!(
+            "shard {}: rows {}..{} of {} embedded ({} dims) to {} in {:.1} s ({:.1} CPU-s)",
+            self.shard,
+            self.first_row,
+            self.first_row + self.rows,
+            self.total_rows,
+            self.dim,
+            self.out,
+            self.seconds,
+            self.cpu_seconds
+        )
+    }
+}
+
+/// `embed --shard I/N`: encode shard `shard` of `source` (texts or an image corpus) into the
+/// new Parquet part `out`, recording `threshold` (a distance) when given (an image encoder's
+/// own calibrated threshold is recorded without it).
+pub fn embed_part(
+    source: &crate::query::BuildSource,
+    shard: ShardSpec,
+    out: &Path,
+    threshold: Option<f32>,
+    p: &dyn BuildProgress,
+) -> Result<EmbedReport> {
+    use crate::query::BuildSource;
+    if out.exists() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: already exists; twindex writes parts only to new paths",
+            out.display()
+        )));
+    }
+    let sw = crate::timing::Stopwatch::start();
+    let (mut meta, rows) = match source {
+        BuildSource::Text {
+            model,
+            path,
+            columns,
+        } => embed_text_file(model.as_deref(), path, columns, shard, p)?,
+        BuildSource::Images {
+            model,
+            corpus,
+            label_column: None,
+        } => embed_image_corpus(model.as_deref(), corpus, shard, p)?,
+        _ => {
+            return Err(Error::InvalidArgument(
+                "embed takes --text FILE or --corpus NAME".into(),
+            ))
+        }
+    };
+    if threshold.is_some() {
+        meta.threshold = threshold;
+    }
+    parquet::write_part(out, &rows, &meta)?;
+    let sh = meta
+        .shard
+        .ok_or_else(|| Error::Msg("embed wrote a part without its shard".into()))?;
+    Ok(EmbedReport {
+        out: out.display().to_string(),
+        shard: format!("{}/{}", sh.index, sh.of),
+        first_row: sh.first_row,
+        rows: rows.len(),
+        total_rows: sh.total_rows,
+        dim: rows.dim,
+        encoder_sha256: meta.encoder_sha256().to_string(),
+        seconds: sw.wall(),
+        cpu_seconds: sw.cpu(),
+    })
+}
+
 /// What [`export_index`] wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct Exported {

@@ -15,32 +15,47 @@ pub mod routes;
 pub mod server;
 
 pub use error::ApiError;
-pub use server::{IndexSpec, ServeConfig, Server, ShutdownReport};
+pub use server::{read_token_file, IndexSpec, ServeConfig, Server, ShutdownReport};
 
 use std::time::Duration;
 
-/// Limits on what one request may ask and how long it may take.
-#[derive(Debug, Clone)]
+/// Limits on what one request may ask and how long it may take (also flags of `twindex
+/// serve`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Limits {
-    /// Largest request body (default 8 MiB: room for a few base64 images). Larger: bigger
+    /// Largest request body in bytes (8 MiB: room for a few base64 images). Larger: bigger
     /// uploads, more memory per request.
+    #[arg(long, default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
-    /// Most queries or items in one request's batch form (default 256).
+    /// Most queries or items in one request's batch form.
+    #[arg(long, default_value_t = 256)]
     pub max_batch_request: usize,
     /// Longest text, in characters (default 10,000; the encoder truncates to its token limit
     /// anyway).
+    #[arg(skip = 10_000usize)]
     pub max_text_chars: usize,
-    /// A query or verification not answered within this is answered 503 (default 10 s).
-    /// Writes are not cut short once logged: an add is answered when it is durable.
+    /// Queries not answered within this many ms get 503. Writes are not cut short once
+    /// logged: an add is answered when it is durable.
+    #[arg(long = "timeout-ms", default_value = "10000", value_parser = millis)]
     pub request_timeout: Duration,
-    /// Most texts/images embedded in one forward pass (default 64). Larger: more throughput
-    /// under load, more latency per batch.
+    /// Most texts/images embedded in one forward pass. Larger: more throughput, more latency.
+    #[arg(long, default_value_t = 64)]
     pub max_batch: usize,
-    /// Longest a batch waits for company while requests arrive concurrently (default 2 ms).
+    /// Longest a batch waits for more requests, in ms, while requests arrive concurrently.
+    #[arg(long = "batch-wait-ms", default_value = "2", value_parser = millis)]
     pub max_wait: Duration,
-    /// Most texts/images waiting per index before requests are refused with 503 and
-    /// `Retry-After` (default 256). Larger: fewer refusals, longer worst-case latency.
+    /// Texts/images waiting per index before requests are refused with 503 + Retry-After.
+    /// Larger: fewer refusals, longer worst-case latency.
+    #[arg(long, default_value_t = 256)]
     pub queue_capacity: usize,
+}
+
+/// A duration given in whole milliseconds.
+fn millis(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{s:?}: expected whole milliseconds, e.g. 2000"))
 }
 
 impl Limits {

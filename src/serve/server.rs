@@ -27,6 +27,34 @@ pub struct IndexSpec {
     pub dir: PathBuf,
 }
 
+impl std::str::FromStr for IndexSpec {
+    type Err = Error;
+
+    /// `NAME=INDEX_DIR` (or `NAME=milvus://...`); the name is checked when the server opens.
+    fn from_str(spec: &str) -> Result<Self> {
+        let (name, dir) = spec.split_once('=').ok_or_else(|| {
+            Error::InvalidArgument(format!("--index {spec:?}: expected NAME=INDEX_DIR"))
+        })?;
+        Ok(IndexSpec {
+            name: name.to_string(),
+            dir: PathBuf::from(dir),
+        })
+    }
+}
+
+/// The bearer token in `path` (surrounding white space trimmed; an empty file is refused).
+pub fn read_token_file(path: &std::path::Path) -> Result<String> {
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| Error::Msg(format!("reading the token file {}: {e}", path.display())))?;
+    match t.trim() {
+        "" => Err(Error::InvalidArgument(format!(
+            "{}: the token file is empty",
+            path.display()
+        ))),
+        t => Ok(t.to_string()),
+    }
+}
+
 /// How to serve.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -74,6 +102,29 @@ pub struct ShutdownReport {
     /// Indexes that could not be closed, with why (their writes are in the log all the same,
     /// replayed at the next open).
     pub not_closed: Vec<(String, String)>,
+}
+
+impl std::fmt::Display for ShutdownReport {
+    /// What the server says as it stops: the signal, whether requests finished, what closed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "twindex serve: {} received; {}; closed {}",
+            self.signal,
+            match self.drained {
+                true => "in-flight requests finished",
+                false => "grace period over with requests still running",
+            },
+            match self.closed.is_empty() {
+                true => "no index".to_string(),
+                false => self.closed.join(", "),
+            }
+        )?;
+        for (name, why) in &self.not_closed {
+            write!(f, "\ntwindex serve: index {name} not checkpointed ({why}); its log is replayed at the next open")?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether `name` may name an index in URLs.

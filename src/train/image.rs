@@ -79,57 +79,82 @@ pub fn scheduled_lr(
 /// does not depend on evaluation.
 pub type DevScore = fn(&[f32], usize, &[u32]) -> Result<f64>;
 
-/// How to train an image encoder. Defaults are the seed protocol.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// How to train an image encoder. Defaults are the seed protocol. Also the flags of
+/// `twindex train image` (the first line of each field's comment is its help).
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct ImageTrainConfig {
-    /// Network. Default `lenet`.
+    /// Network: `lenet` (the seed's), `cnn` (stronger, 64-d normalised), `deep` (3x3
+    /// convolutions for larger inputs: faces, signatures) or `resnet` (residual blocks with
+    /// batch normalisation, 128-d normalised).
+    #[arg(long, value_enum, default_value_t = Arch::Lenet)]
     pub arch: Arch,
-    /// Default `contrastive`.
+    /// Loss: `contrastive` on the seed's pairs, `triplet` on P x K batches, or `arcface`
+    /// (additive angular margin to learned class proxies; --margin in radians, e.g. 0.5, and
+    /// --scale) on P x K batches.
+    #[arg(long, value_enum, default_value_t = LossKind::Contrastive)]
     pub loss: LossKind,
-    /// Triplet mining (triplet loss only). Default `batch-hard`.
+    /// Triplet mining (triplet loss only).
+    #[arg(long, value_enum, default_value_t = Miner::BatchHard)]
     pub miner: Miner,
-    /// Margin `m`. Default 1.0. Larger: more separation asked for, harder to satisfy.
+    /// Margin m of the loss. Larger: more separation asked for, harder to satisfy.
+    #[arg(long, default_value_t = 1.0)]
     pub margin: f32,
-    /// Triplet loss on squared distances (FaceNet) instead of plain ones. Default false.
+    /// Triplet loss on squared distances (FaceNet) instead of plain ones.
+    #[arg(long)]
     pub squared: bool,
-    /// Passes over the training data. Default 20.
+    /// Passes over the training data.
+    #[arg(long, default_value_t = 20)]
     pub epochs: usize,
-    /// Pairs per batch (contrastive) or items per batch (triplet). Default 128.
+    /// Pairs per batch (contrastive) or items per batch (triplet).
+    #[arg(long, default_value_t = 128)]
     pub batch: usize,
-    /// Items per class in a P x K batch (triplet loss). Default 8.
+    /// Items per class in a P x K batch (triplet loss).
+    #[arg(long = "k", default_value_t = 8)]
     pub k_per_class: usize,
-    /// Adam learning rate. Default 1e-3.
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
-    /// Seeds the weights, the pairs and the batch order. Default 1.
+    /// Seed for weights, pairs, batch order and augmentation.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Random shifts of up to 2 pixels while training. Default false (the seed has none).
+    /// Augment training images: random shifts (and scalings, rotations, mirroring as below).
+    /// The seed has none.
+    #[arg(long)]
     pub augment: bool,
-    /// Use only the first N training items (tests, quick runs). Default: all.
+    /// Train on only the first N training images (tests, quick runs). Default: all.
+    #[arg(long)]
     pub max_train: Option<usize>,
-    /// Multiply the learning rate by this after each epoch. Default 1.0 (constant). Only with
-    /// the `constant` schedule.
+    /// Learning-rate multiplier applied after each epoch (constant schedule only).
+    #[arg(long, default_value_t = 1.0)]
     pub lr_decay: f64,
-    /// Learning-rate schedule, set per step. Default `constant`. `cosine` anneals to 0 by the
-    /// last step: no step-size tuning of a decay, but the last epochs barely move the weights.
+    /// Learning-rate schedule, per step: `constant` (times --lr-decay after each epoch) or
+    /// `cosine` (half a cosine from --lr down to 0 at the last step: no step-size tuning of a
+    /// decay, but the last epochs barely move the weights).
     #[serde(default)]
+    #[arg(long, value_enum, default_value_t = Schedule::Constant)]
     pub schedule: Schedule,
-    /// Epochs of linear warm-up from 0 to `lr` before the schedule (either one). Default 0.
-    /// Larger: gentler first steps of fresh weights, fewer steps at the full rate.
+    /// Epochs of linear learning-rate warm-up from 0 to --lr, before the schedule. Larger:
+    /// gentler first steps of fresh weights, fewer steps at the full rate.
     #[serde(default)]
+    #[arg(long, default_value_t = 0)]
     pub warmup_epochs: usize,
     /// What `augment` does: random shifts, scalings, rotations, mirror images.
+    #[command(flatten)]
     pub augmentation: Augmentation,
-    /// Logit scale `s` of the angular-margin loss. Default 30.
+    /// Logit scale of the arcface loss.
     #[serde(default = "default_scale")]
+    #[arg(long, default_value_t = 30.0)]
     pub scale: f32,
-    /// Keep the weights of the epoch with the best test ROC-AUC over all pairs (else best
-    /// accuracy) instead of the last epoch's: model selection on a held-out dev split (never
-    /// use it with the test set as `data.test`). Default false.
+    /// Image folders: keep the weights of the epoch with the best dev ROC-AUC (the held-out
+    /// dev classes) rather than the last epoch's. Model selection on a held-out dev split:
+    /// never with the test set as `data.test`.
+    #[arg(long)]
     pub keep_best: bool,
     /// How each epoch scores `data.test` when it holds at most 2,000 images (reported as
     /// `test_roc_auc`, and what `keep_best` selects on). Default none: accuracy at the best
     /// threshold.
     #[serde(skip)]
+    #[arg(skip)]
     pub dev_score: Option<DevScore>,
 }
 
@@ -139,15 +164,20 @@ fn default_scale() -> f32 {
 
 /// Random geometric changes of training images (only with `augment`). Each image of a batch
 /// gets its own draw; the background shows through where the image moved away.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, clap::Args)]
 pub struct Augmentation {
-    /// Largest shift in pixels along each axis. Default 2.
+    /// Largest shift in pixels along each axis (with --augment).
+    #[arg(id = "aug_shift", long = "aug-shift", default_value_t = 2.0)]
     pub shift: f32,
-    /// Largest relative scale change (0.1: 0.9x to 1.1x). Default 0.
+    /// Largest relative scale change, e.g. 0.1: 0.9x to 1.1x (with --augment).
+    #[arg(id = "aug_scale", long = "aug-scale", default_value_t = 0.0)]
     pub scale: f32,
-    /// Largest rotation in degrees. Default 0.
+    /// Largest rotation in degrees (with --augment).
+    #[arg(id = "aug_rotate", long = "aug-rotate", default_value_t = 0.0)]
     pub rotate: f32,
-    /// Mirror left-right half the time (faces; never for text or signatures). Default false.
+    /// Mirror images left-right half the time (with --augment; faces, never text or
+    /// signatures).
+    #[arg(long)]
     pub hflip: bool,
 }
 

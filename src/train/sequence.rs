@@ -28,44 +28,64 @@ pub struct SequenceItem {
     pub genuine: bool,
 }
 
-/// Training settings; each default is the one `twindex train sequence` uses.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Training settings; each default is the one `twindex train sequence` uses. Also that
+/// command's flags (the first line of each field's comment is its help).
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct SequenceTrainConfig {
-    /// `triplet` (mined in the batch) or `contrastive` (every pair of the batch with a
-    /// genuine member). Default triplet.
+    /// `triplet` (mined) or `contrastive` (every pair with a genuine member).
+    #[arg(long, value_enum, default_value_t = LossKind::Triplet)]
     pub loss: LossKind,
-    /// Triplet mining. Default semi-hard.
+    /// Triplet mining.
+    #[arg(long, value_enum, default_value_t = Miner::SemiHard)]
     pub miner: Miner,
-    /// Default 0.2 (embeddings have unit length, distances lie in 0..2).
+    /// Margin of the loss (embeddings have unit length, distances lie in 0..2).
+    #[arg(long, default_value_t = 0.2)]
     pub margin: f32,
+    /// Triplet loss on squared distances.
+    #[arg(long)]
     pub squared: bool,
-    /// Default 40.
+    /// Passes over the training writers.
+    #[arg(long, default_value_t = 40)]
     pub epochs: usize,
-    /// Writers per batch (P). Default 8.
+    /// Writers per batch (P).
+    #[arg(long, default_value_t = 8)]
     pub writers_per_batch: usize,
-    /// Genuine signatures per writer in a batch (K). Default 6.
+    /// Genuine signatures per writer in a batch (K).
+    #[arg(long, default_value_t = 6)]
     pub genuine_per_writer: usize,
-    /// Skilled forgeries per writer in a batch. Default 4.
+    /// Skilled forgeries per writer in a batch.
+    #[arg(long, default_value_t = 4)]
     pub forgeries_per_writer: usize,
-    /// Batches per epoch (0: as many as cover the genuine signatures once). Default 0.
+    /// Batches per epoch (0: cover the genuine signatures once).
+    #[arg(long, default_value_t = 0)]
     pub steps_per_epoch: usize,
-    /// AdamW learning rate. Default 1e-3.
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Seed of the weights, batches and augmentation.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Random affine distortion of each trajectory in each batch. Default on.
+    /// `--no-augment`: no random affine distortion of the training trajectories (by default
+    /// each trajectory of each batch gets one).
+    #[arg(long = "no-augment", action = clap::ArgAction::SetFalse)]
     pub augment: bool,
     /// Largest rotation, degrees. Default 5.
+    #[arg(skip = 5.0)]
     pub aug_rotate: f64,
     /// Largest relative change of width and height. Default 0.1.
+    #[arg(skip = 0.1)]
     pub aug_scale: f64,
     /// Largest shear (x += shear * y). Default 0.1.
+    #[arg(skip = 0.1)]
     pub aug_shear: f64,
-    /// Largest change of the writing speed by a random smooth time warp (0: none). Default
-    /// 0.3: the local speed varies between 0.7 and 1.3 of the original.
+    /// Largest random change of the writing speed (time-warp augmentation; 0: none): 0.3
+    /// varies the local speed between 0.7 and 1.3 of the original.
+    #[arg(long, default_value_t = 0.3)]
     pub aug_time_warp: f64,
-    /// Train on 8 pseudo-writers per writer: its signatures mirrored in x, in y and written
-    /// backwards (each combination a writer of its own, its forgeries mirrored alike). Default
-    /// off. More writers to tell apart, fewer to over-fit.
+    /// Train on 8 pseudo-writers per writer (mirrored in x, y, written backwards; each
+    /// combination a writer of its own, its forgeries mirrored alike). More writers to tell
+    /// apart, fewer to over-fit.
+    #[arg(long)]
     pub pseudo_writers: bool,
 }
 

@@ -59,33 +59,49 @@ impl TextLoss {
     }
 }
 
-/// How to fine-tune. Defaults follow sentence-transformers' `fit` recipe.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// How to fine-tune. Defaults follow sentence-transformers' `fit` recipe. Also the flags of
+/// `twindex train text` (the first line of each field's comment is its help).
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct TextTrainConfig {
-    /// Default `mnrl`.
+    /// Loss (sentence-transformers' definitions): contrastive (cosine distance, margin 0.5),
+    /// online-contrastive (hard pairs of the batch only), mnrl (duplicate pairs, in-batch
+    /// negatives, scale 20), batch-hard (triplets within duplicate groups, margin 5).
+    #[arg(long, value_enum, default_value_t = TextLoss::Mnrl)]
     pub loss: TextLoss,
-    /// Passes over the training data. Default 1. More: better fit, slower, risk of overfitting.
+    /// Passes over the training data. More: better fit, slower, risk of overfitting.
+    #[arg(long, default_value_t = 1)]
     pub epochs: usize,
-    /// Pairs (contrastive, online-contrastive, mnrl) or texts (batch-hard) per step. Default 32.
-    /// Larger: more in-batch negatives (mnrl), fewer steps, more memory.
+    /// Pairs per step (texts per step for batch-hard: even, >= 4). Larger: more in-batch
+    /// negatives (mnrl), fewer steps, more memory.
+    #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Peak AdamW learning rate. Default 2e-5.
+    /// Peak AdamW learning rate.
+    #[arg(long, default_value_t = 2e-5)]
     pub lr: f64,
-    /// Share of the steps spent warming the learning rate up from 0. Default 0.1.
+    /// Share of the steps with a linear warm-up from 0 (then linear decay to 0).
+    #[arg(long, default_value_t = 0.1)]
     pub warmup_ratio: f64,
-    /// AdamW decoupled weight decay (not on biases and LayerNorm weights). Default 0.01.
+    /// AdamW weight decay (not on biases and LayerNorm weights).
+    #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
-    /// Clip the global gradient norm to this. Default 1.0 (the Hugging Face trainer's).
+    /// Clip the gradient norm to this (0: no clipping; 1.0 is the Hugging Face trainer's).
+    #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
-    /// Margin; `None`: the loss's default (0.5 contrastive, 5 batch-hard).
+    /// Margin (default: 0.5 for contrastive and online-contrastive, 5 for batch-hard).
+    #[arg(long)]
     pub margin: Option<f64>,
-    /// MNRL similarity scale. Default 20.
+    /// MNRL similarity scale.
+    #[arg(long, default_value_t = 20.0)]
     pub scale: f64,
-    /// Seeds batch order and dropout. Default 42.
+    /// Seed of the batch order and of dropout.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Dropout while training as in `config.json` (0.1 for MiniLM). Default true.
+    /// `--no-dropout`: train without dropout (by default it trains with config.json's, 0.1 for
+    /// MiniLM, as sentence-transformers does).
+    #[arg(long = "no-dropout", action = clap::ArgAction::SetFalse)]
     pub dropout: bool,
-    /// Use only the first N training pairs (timing, tests). Default: all.
+    /// Train on only the first N pairs of --pairs (timing runs, tests). Default: all.
+    #[arg(long)]
     pub max_train: Option<usize>,
 }
 

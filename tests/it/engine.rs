@@ -262,12 +262,15 @@ fn processes_query_while_one_writes_and_a_second_writer_is_refused() {
             w.checkpoint().unwrap();
         }
         if i.is_multiple_of(100) {
-            // A second writer, in this process and in another (the CLI), is refused at once.
+            // A second writer, in this process and in another (the CLI with --wait 0), is refused at
+            // once.
             let e = Index::open_writer(&dir).unwrap_err().to_string();
             assert!(e.contains("another twindex process is writing"), "{e}");
             let npy = tmp.path().join("one.npy");
             write_vectors(&npy, [999_999]);
             let o = twindex(&[
+                "--wait",
+                "0",
                 "index",
                 "add",
                 "--index",
@@ -921,4 +924,75 @@ fn dedup_never_overwrites_what_it_did_not_write() {
         "inside the index directory",
     );
     assert_eq!(std::fs::read(&manifest).unwrap(), before);
+}
+
+/// Writers that wait (issue 25): an `index add` started while another process's add holds the
+/// writer lock waits for it (`--wait`) and both land, every acknowledged item present; with
+/// `--wait 0` the same add is refused at once and adds nothing. Vectors of seed 20261201.
+#[test]
+fn a_second_writer_waits_for_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("idx");
+    drop(build(&dir, 100));
+    let (big, one) = (tmp.path().join("big.npy"), tmp.path().join("one.npy"));
+    write_vectors(&big, 1_000..61_000);
+    write_vectors(&one, [999_999]);
+    let d = dir.to_str().unwrap();
+    let first = Command::new(env!("CARGO_BIN_EXE_twindex"))
+        .args([
+            "index",
+            "add",
+            "--index",
+            d,
+            "--vectors",
+            big.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !twindex::index::wal::WriterLock::is_held(&dir) {
+        assert!(
+            Instant::now() < deadline,
+            "the first writer never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let one = one.to_str().unwrap();
+    let o = twindex(&[
+        "--wait",
+        "0",
+        "index",
+        "add",
+        "--index",
+        d,
+        "--vectors",
+        one,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("another twindex process is writing"),
+        "{err}"
+    );
+    let second = ok_json(&[
+        "--wait",
+        "300",
+        "index",
+        "add",
+        "--index",
+        d,
+        "--vectors",
+        one,
+        "--json",
+    ]);
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(second["items"], json!(100 + 60_000 + 1), "{second}");
+    let stats = ok_json(&["index", "stats", "--index", d, "--json"]);
+    assert_eq!(stats["items"], json!(60_101));
 }

@@ -364,3 +364,104 @@ fn eval_never_replaces_pictures_it_did_not_write() {
     );
     assert!(!plots.join("pairs.png").exists());
 }
+
+/// Negative numbers reach the flag's own check (they got clap's "unexpected argument"), files
+/// named by `bench --write-gt` / `--plot` are never replaced, and a cosine index finds an exact
+/// duplicate at `--threshold 0` (an item was at 1.19e-7 from itself).
+#[test]
+fn negative_numbers_named_bench_files_kept_and_cosine_self_match_at_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = vector_index(tmp.path());
+    for (args, flag) in [
+        (
+            vec!["query", "--index", &d, "--item", "0", "--k", "-1"],
+            "--k",
+        ),
+        (
+            vec!["query", "--index", &d, "--item", "0", "--ef", "-5"],
+            "--ef",
+        ),
+    ] {
+        let o = twindex(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("invalid value '-") && err.contains(flag),
+            "{err}"
+        );
+    }
+    refused(
+        &[
+            "calibrate",
+            "--index",
+            &d,
+            "--corpus",
+            "mnist",
+            "--target-far",
+            "-0.1",
+        ],
+        &["--target-far", "[0, 1]"],
+    );
+    let q = tmp.path().join("q.npy");
+    std::fs::copy(tmp.path().join("v.npy"), &q).unwrap();
+    for flag in ["--write-gt", "--plot"] {
+        let mine = tmp.path().join(format!("mine{flag}"));
+        std::fs::write(&mine, b"a user's file").unwrap();
+        let m = mine.to_str().unwrap();
+        refused(
+            &[
+                "bench",
+                "--index",
+                &d,
+                "--queries",
+                q.to_str().unwrap(),
+                flag,
+                m,
+            ],
+            &[flag, "already exists"],
+        );
+        assert_eq!(std::fs::read(&mine).unwrap(), b"a user's file");
+    }
+    let npy = tmp.path().join("c.npy");
+    let row: Vec<f32> = (0..384)
+        .map(|i| ((i * 7919) % 101) as f32 / 37.0 - 1.3)
+        .collect();
+    let data: Vec<f32> = (0..50).flat_map(|_| row.clone()).collect();
+    write_npy(
+        &npy,
+        &Matrix {
+            rows: 50,
+            cols: 384,
+            data,
+        },
+    )
+    .unwrap();
+    let c = tmp.path().join("cos");
+    let (n, cd) = (npy.to_str().unwrap(), c.to_str().unwrap());
+    let o = twindex(&[
+        "index",
+        "build",
+        "--vectors",
+        n,
+        "--metric",
+        "cosine",
+        "--out",
+        cd,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = twindex(&[
+        "query",
+        "--index",
+        cd,
+        "--item",
+        "3",
+        "--k",
+        "1",
+        "--threshold",
+        "0",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["results"][0]["distance"], json!(0.0), "{v}");
+    assert_eq!(v["results"][0]["duplicate"], json!(true), "{v}");
+}

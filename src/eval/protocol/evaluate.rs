@@ -1,13 +1,14 @@
 //! The evaluation runs of the image-folder protocols (`eval --protocol orl|signatures`): with a
 //! trained encoder, a folder of per-fold encoders, or raw pixels as the baseline.
 
-use super::train::{orl_summary, signature_summary};
+use super::train::{folder_preprocess, orl_summary, signature_summary, FolderOptions};
 use super::{
     calibrate_pairs, orl_fold_report, orl_fold_with_model, orl_folds, orl_report, raw_embeddings,
     read_signatures, signature_test_set, signatures_from_embeddings, signatures_with_model,
     Aggregate, OrlReport, SignatureReport,
 };
 use crate::corpus::folder::ImageFolder;
+use crate::corpus::Protocol;
 use crate::error::{Error, Result};
 use crate::model::image::{load_set, CONFIG_FILE};
 use crate::model::{ImageModel, Preprocess};
@@ -177,4 +178,55 @@ pub fn evaluate_signatures(
         threshold_source: Some(source),
         model: with.name(),
     })
+}
+
+/// `eval --protocol orl|signatures` on `corpus` (the user's word: `mnist` means the
+/// protocol's default): with `model` (a trained encoder; for ORL a folder of `fold-0..fold-3`
+/// encoders; default the protocol's shipped one, named on `on`) or, with `raw`, raw pixels
+/// preprocessed as `opts` say. The report as JSON, with the run's `seconds`.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_protocol(
+    p: Protocol,
+    corpus: &str,
+    model: Option<&Path>,
+    raw: bool,
+    opts: &FolderOptions,
+    agg: Aggregate,
+    test_writers: &[usize],
+    on: &Observer,
+) -> Result<serde_json::Value> {
+    if p == Protocol::SignaturesOnline {
+        return Err(Error::InvalidArgument(
+            "--protocol signatures-online is evaluated by the online scorers, not an image encoder"
+                .into(),
+        ));
+    }
+    let sw = crate::timing::Stopwatch::start();
+    let corpus = p.corpus_or_default(corpus);
+    let shipped;
+    let with = match (model, raw) {
+        (_, true) => Scored::RawPixels(folder_preprocess(opts, p == Protocol::Signatures)?),
+        (Some(m), false) => Scored::Encoder(m),
+        (None, false) => {
+            shipped = p.default_model().ok_or_else(|| Error::InvalidArgument(
+                "no shipped encoder for this protocol: pass --model DIR (made by `twindex train image --protocol ...`) or --raw".into(),
+            ))?;
+            on(Progress::Line(format!("encoder: {}", shipped.display())));
+            Scored::Encoder(&shipped)
+        }
+    };
+    let mut v = match p {
+        Protocol::Orl => serde_json::to_value(evaluate_orl(
+            &corpus,
+            &opts.label_column,
+            &opts.folds,
+            &with,
+            opts.mirror_average,
+            on,
+        )?),
+        _ => serde_json::to_value(evaluate_signatures(&corpus, &with, agg, test_writers, on)?),
+    }
+    .map_err(|e| Error::Msg(format!("the protocol's report as JSON: {e}")))?;
+    v["seconds"] = serde_json::json!(sw.wall());
+    Ok(v)
 }

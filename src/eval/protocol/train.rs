@@ -567,23 +567,71 @@ pub fn train_signatures(
     })
 }
 
-/// How the image files of a folder corpus become network input, as chosen by the user.
-#[derive(Debug, Clone, Default)]
+/// How the image files of a folder corpus become network input, as chosen by the user (also
+/// the flags of `train image` and `eval` for image folders).
+#[derive(Debug, Clone, clap::Args)]
 pub struct FolderOptions {
-    /// Input size (height, width); default 56x46 for ORL-like faces, 64x128 for signatures.
-    /// Images are resized keeping their aspect ratio and padded.
+    /// Input size HxW for image folders (images are resized keeping their aspect ratio and
+    /// padded). Default: 56x46 for ORL-like faces, 64x128 with --protocol signatures.
+    #[arg(long, value_parser = parse_size)]
     pub size: Option<(usize, usize)>,
+    /// Column of labels.tsv holding the class (image folders with a labels.tsv).
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
     /// Dark-on-light images (ink on paper): invert so the background is 0 (always for
     /// signatures).
+    #[arg(long)]
     pub invert: bool,
-    /// Background value used to pad resized images (default 255 when inverting, else 0).
+    /// Background value 0..255 used to pad resized images (default 255 with --invert, else 0).
+    #[arg(long)]
     pub pad: Option<u8>,
-    /// Standardise each image (zero mean, unit variance).
+    /// Standardise each image (zero mean, unit variance): evens out lighting.
+    #[arg(long)]
     pub standardize: bool,
-    /// Embed each image and its mirror image and average them.
+    /// Embed each image and its mirror image and average them (faces; not signatures).
+    #[arg(long)]
     pub mirror_average: bool,
-    /// Align faces as the face-aligning encoder in this directory does (square sizes only).
+    /// Align faces as the face-aligning encoder in DIR does (e.g. one made by `twindex import
+    /// dlib-face`): its landmark predictor, face box and template; the input becomes the
+    /// aligned HxH chip (--size must be square). The landmark file is copied into the model.
+    #[arg(long, value_name = "DIR")]
     pub align_faces: Option<std::path::PathBuf>,
+    /// `--protocol orl`: only these folds (0-3, comma-separated), for quick trials; the
+    /// protocol's figures need all four.
+    #[arg(long, value_delimiter = ',')]
+    pub folds: Vec<usize>,
+}
+
+impl Default for FolderOptions {
+    fn default() -> Self {
+        FolderOptions {
+            size: None,
+            label_column: "label".into(),
+            invert: false,
+            pad: None,
+            standardize: false,
+            mirror_average: false,
+            align_faces: None,
+            folds: Vec::new(),
+        }
+    }
+}
+
+/// The largest side `--size` takes: larger inputs would allocate gigabytes per batch.
+pub const MAX_INPUT_SIDE: usize = 2048;
+
+/// `--size HxW`: both sides 1..=[`MAX_INPUT_SIDE`].
+pub fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (h, w) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?}: expected HxW, e.g. 56x46"))?;
+    let side = |v: &str, what: &str| match v.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_INPUT_SIDE).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?}: the {what} must be a whole number of pixels from 1 to {MAX_INPUT_SIDE}"
+        )),
+    };
+    Ok((side(h, "height")?, side(w, "width")?))
 }
 
 /// The preprocessing of a folder corpus for `opts`; `signatures`: the signature protocol's
@@ -663,6 +711,95 @@ pub enum FolderRunReport {
     ClassHoldOut(FolderTrainReport),
     Orl(ProtocolTrainReport<OrlReport>),
     Signatures(ProtocolTrainReport<SignatureReport>),
+}
+
+/// Where `train image` reads and writes, as the user gave it.
+#[derive(Debug, Clone)]
+pub struct ImageRun<'a> {
+    /// `mnist`, a folder of IDX files, or a folder of images (with `protocol`: `mnist` means
+    /// the protocol's own corpus).
+    pub corpus: &'a str,
+    /// An evaluation protocol to train for (image folders).
+    pub protocol: Option<crate::corpus::Protocol>,
+    /// How image files become network input (image folders).
+    pub folder: &'a FolderOptions,
+    /// Image folders: classes held out of training for calibration.
+    pub dev_classes: usize,
+    /// Image folders: calibrate at the lowest threshold with at most this false-accept rate.
+    pub target_far: Option<f64>,
+    /// Signatures: how a questioned signature's distances to the references are combined.
+    pub aggregate: Aggregate,
+    /// MNIST-style corpora: training images held out for calibration and model selection.
+    pub holdout: usize,
+    /// The command line, for the training record.
+    pub command: &'a str,
+    /// The encoder directory written.
+    pub out: &'a Path,
+}
+
+/// `train image`: an MNIST-style corpus ([`train_idx`]) or a folder of images, plainly or for
+/// a protocol ([`train_image_folder`]); the report as JSON. Model selection needs held-out
+/// data, so `keep_best` without it is refused, as is a hold-out of a folder's images.
+pub fn train_image(
+    run: &ImageRun,
+    cfg: &ImageTrainConfig,
+    ens: Option<&EnsembleTrainConfig>,
+    on: &Observer,
+) -> Result<serde_json::Value> {
+    use crate::corpus::Protocol;
+    cfg.check()?;
+    crate::train::image::check_image_out(run.out)?;
+    let folder = run.protocol.is_some() || crate::corpus::is_image_folder(run.corpus);
+    if cfg.keep_best && !folder && run.holdout == 0 {
+        return Err(Error::InvalidArgument("--keep-best selects on held-out data: image folders (dev classes) or --holdout N (MNIST's test set must not choose the model)".into()));
+    }
+    if run.holdout > 0 && folder {
+        return Err(Error::InvalidArgument(
+            "--holdout is for MNIST-style corpora; image folders hold out --dev-classes".into(),
+        ));
+    }
+    let json = |v: std::result::Result<serde_json::Value, serde_json::Error>| {
+        v.map_err(|e| Error::Msg(format!("the training report as JSON: {e}")))
+    };
+    if !folder {
+        let (dir, data) = crate::corpus::load_corpus(run.corpus)?;
+        let idx = super::IdxRun {
+            corpus_name: run.corpus,
+            corpus_dir: &dir,
+            holdout: run.holdout,
+            command: run.command,
+            out: run.out,
+        };
+        return json(serde_json::to_value(super::train_idx(
+            data, cfg, ens, &idx, on,
+        )?));
+    }
+    let p = match run.protocol {
+        Some(Protocol::Orl) => FolderProtocol::Orl,
+        Some(Protocol::Signatures) => FolderProtocol::Signatures,
+        Some(Protocol::SignaturesOnline) => return Err(Error::InvalidArgument(
+            "--protocol signatures-online trains a sequence twin: use `twindex train sequence --protocol signatures-online`".into(),
+        )),
+        None => FolderProtocol::ClassHoldOut,
+    };
+    let corpus = match run.protocol {
+        Some(p) => p.corpus_or_default(run.corpus).display().to_string(),
+        None => run.corpus.to_string(),
+    };
+    let fr = FolderRun {
+        corpus: &corpus,
+        label_column: &run.folder.label_column,
+        preprocess: folder_preprocess(run.folder, p == FolderProtocol::Signatures)?,
+        dev_classes: run.dev_classes,
+        target_far: run.target_far,
+        folds: &run.folder.folds,
+        aggregate: run.aggregate,
+        command: run.command,
+        out: run.out,
+    };
+    json(serde_json::to_value(train_image_folder(
+        p, &fr, cfg, ens, on,
+    )?))
 }
 
 /// `train image` on a folder of images: the run `protocol` names, with `run`'s settings.
@@ -814,6 +951,12 @@ mod tests {
         };
         let e = folder_preprocess(&o, false).unwrap_err().to_string();
         assert!(e.starts_with("--align-faces "), "{e}");
+        assert_eq!(parse_size("64x128"), Ok((64, 128)));
+        for bad in ["0x0", "64", "100000x100000", "-1x5", "axb"] {
+            assert!(parse_size(bad)
+                .unwrap_err()
+                .starts_with(&format!("{bad:?}")));
+        }
     }
 
     /// The writer-split rule: training, dev and test writers are disjoint and cover 1-30.
