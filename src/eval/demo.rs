@@ -107,9 +107,21 @@ pub fn run_demo(
     ));
     let (dir, data) = resolve::load_corpus("mnist")?;
     let hash = ImageModel::content_hash(model_dir)?;
-    let reuse = Index::open(index_dir).ok().filter(|i| {
-        i.manifest().encoder.sha256() == Some(hash.as_str()) && i.len() == data.train.n
-    });
+    let existing = Index::open(index_dir).ok();
+    let made_here = index_dir.join(DEMO_MARKER).exists();
+    if let Some(i) = existing.as_ref().filter(|_| made_here) {
+        // Items added or deleted since the demo built it: the user's work now, never rebuilt.
+        if i.len() != data.train.n || i.slot_count() != data.train.n {
+            return Err(Error::Msg(format!(
+                "{} holds {} items ({} slots) where the demo made {}: it was changed since, so it is left alone; pass another --index",
+                index_dir.display(),
+                i.len(),
+                i.slot_count(),
+                data.train.n
+            )));
+        }
+    }
+    let reuse = existing.filter(|i| i.manifest().encoder.sha256() == Some(hash.as_str()));
     let (idx, built) = match reuse {
         Some(i) => {
             p.note(&format!(

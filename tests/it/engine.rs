@@ -814,6 +814,15 @@ fn demo_runs_the_main_job_and_never_replaces_a_foreign_index() {
     assert_eq!(d["queries"].as_array().unwrap().len(), 2);
     let again = ok_json(&["demo", "--index", idx_s, "--show", "1", "--json"]);
     assert!(again["built"].is_null(), "second run reuses the index");
+    // Changed since (an item deleted): the user's work now, left alone even for another encoder.
+    ok_json(&["index", "delete", "--index", idx_s, "0", "--json"]);
+    let before = std::fs::read(idx.join("manifest.json")).unwrap();
+    let lenet = "corpora/encoders/mnist-lenet";
+    fails_with(
+        &["demo", "--index", idx_s, "--model", lenet],
+        "changed since",
+    );
+    assert_eq!(std::fs::read(idx.join("manifest.json")).unwrap(), before);
     // Another index there (made by `index build`, another encoder): refused, untouched.
     let other = tmp.path().join("mine");
     let npy = tmp.path().join("v.npy");
