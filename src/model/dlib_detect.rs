@@ -62,6 +62,95 @@ pub struct MmodDetector {
     padding: usize,
     outer_padding: usize,
     layers: Vec<Layer>,
+    /// The layers as run: each convolution with the affine layer after it folded in.
+    plan: Vec<ConvStep>,
+}
+
+/// One convolution as run: weights `[out, in * k * k]` (the following affine layer folded
+/// in), bias, geometry, and whether a relu follows.
+#[derive(Debug)]
+struct ConvStep {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    relu: bool,
+}
+
+/// Most unfolded input values (floats) held at once: the convolution unfolds this many
+/// output rows at a time.
+const UNFOLD_FLOATS: usize = 1 << 22;
+
+impl ConvStep {
+    /// `input` is `[cin, h, w]`; returns `[cout, oh, ow]` and (oh, ow).
+    fn run(&self, input: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
+        let (k, s, p) = (self.k, self.stride, self.pad);
+        let oh = (h + 2 * p).saturating_sub(k) / s + 1;
+        let ow = (w + 2 * p).saturating_sub(k) / s + 1;
+        if h + 2 * p < k || w + 2 * p < k {
+            return (Vec::new(), 0, 0);
+        }
+        let kk = self.cin * k * k;
+        let plane = oh * ow;
+        let mut out = vec![0f32; self.cout * plane];
+        let rows_at_once = (UNFOLD_FLOATS / (kk * ow).max(1)).max(1);
+        let mut cols = vec![0f32; kk * rows_at_once * ow];
+        let mut y0 = 0;
+        while y0 < oh {
+            let rows = rows_at_once.min(oh - y0);
+            let n = rows * ow;
+            for ci in 0..self.cin {
+                let src = &input[ci * h * w..(ci + 1) * h * w];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let r = (ci * k + ky) * k + kx;
+                        let dst = &mut cols[r * n..(r + 1) * n];
+                        for oy in 0..rows {
+                            let iy = ((y0 + oy) * s + ky) as isize - p as isize;
+                            let d = &mut dst[oy * ow..(oy + 1) * ow];
+                            if iy < 0 || iy >= h as isize {
+                                d.fill(0.0);
+                                continue;
+                            }
+                            let row = &src[iy as usize * w..(iy as usize + 1) * w];
+                            for (ox, v) in d.iter_mut().enumerate() {
+                                let ix = (ox * s + kx) as isize - p as isize;
+                                *v = if ix < 0 || ix >= w as isize {
+                                    0.0
+                                } else {
+                                    row[ix as usize]
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+            super::gemm::sgemm_with(
+                self.cout,
+                n,
+                kk,
+                &mut out[y0 * ow..],
+                plane,
+                false,
+                (&self.w, kk, 1),
+                (&cols[..kk * n], n, 1),
+                super::gemm::rayon_parallelism(),
+            );
+            y0 += rows;
+        }
+        for (c, o) in out.chunks_mut(plane).enumerate() {
+            let b = self.b[c];
+            if self.relu {
+                o.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+            } else {
+                o.iter_mut().for_each(|v| *v += b);
+            }
+        }
+        (out, oh, ow)
+    }
 }
 
 fn find_tag(buf: &[u8], from: usize, names: &[&[u8]]) -> Option<(usize, usize)> {
@@ -281,6 +370,7 @@ impl MmodDetector {
                 )))
             }
         }
+        let plan = plan_of(&layers).map_err(|m| r.err(&m))?;
         Ok(MmodDetector {
             windows,
             nms,
@@ -288,6 +378,7 @@ impl MmodDetector {
             padding,
             outer_padding,
             layers,
+            plan,
         })
     }
 
@@ -380,18 +471,11 @@ impl MmodDetector {
                 resize_bilinear_in_place(p, nc, rects.rects[i - 1], rects.rects[i]);
             }
         }
-        let mut x = Tensor::from_vec(data, (1, 3, nr, nc), &Device::Cpu)?;
-        for l in &self.layers {
-            x = match l {
-                Layer::Conv {
-                    w, b, stride, pad, ..
-                } => x.conv2d(w, *pad, *stride, 1, 1)?.broadcast_add(b)?,
-                Layer::Affine { gamma, beta } => x.broadcast_mul(gamma)?.broadcast_add(beta)?,
-                Layer::Relu => x.relu()?,
-            };
+        let (mut x, mut h, mut w) = (data, nr, nc);
+        for step in &self.plan {
+            (x, h, w) = step.run(&x, h, w);
         }
-        let (_, k, onr, onc) = x.dims4()?;
-        let out = x.flatten_all()?.to_vec1::<f32>()?;
+        let (k, onr, onc, out) = (self.windows.len(), h, w, x);
         // Each position's score above 0 becomes a window centred on the input point it maps to.
         let mut dets: Vec<(Rect, f32)> = Vec::new();
         for (ki, &(ww, wh)) in self.windows.iter().enumerate().take(k) {
@@ -431,6 +515,61 @@ impl MmodDetector {
         }
         (x, y)
     }
+}
+
+/// Fold each convolution with the affine layer after it (`gamma * (W x + b) + beta`) and note
+/// the relu after that.
+fn plan_of(layers: &[Layer]) -> std::result::Result<Vec<ConvStep>, String> {
+    let v = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>());
+    let mut plan: Vec<ConvStep> = Vec::new();
+    for l in layers {
+        match l {
+            Layer::Conv {
+                w,
+                b,
+                k,
+                stride,
+                pad,
+            } => {
+                let d = w.dims();
+                plan.push(ConvStep {
+                    w: v(w).map_err(|e| e.to_string())?,
+                    b: v(b).map_err(|e| e.to_string())?,
+                    cin: d[1],
+                    cout: d[0],
+                    k: *k,
+                    stride: *stride,
+                    pad: *pad,
+                    relu: false,
+                });
+            }
+            Layer::Affine { gamma, beta } => {
+                let step = plan
+                    .last_mut()
+                    .filter(|s| !s.relu)
+                    .ok_or("an affine layer that does not follow a convolution")?;
+                let (g, bt) = (
+                    v(gamma).map_err(|e| e.to_string())?,
+                    v(beta).map_err(|e| e.to_string())?,
+                );
+                let per = step.w.len() / step.cout;
+                for c in 0..step.cout {
+                    step.w[c * per..(c + 1) * per]
+                        .iter_mut()
+                        .for_each(|x| *x *= g[c]);
+                    step.b[c] = step.b[c] * g[c] + bt[c];
+                }
+            }
+            Layer::Relu => {
+                let step = plan
+                    .last_mut()
+                    .filter(|s| !s.relu)
+                    .ok_or("a relu that does not follow a convolution")?;
+                step.relu = true;
+            }
+        }
+    }
+    Ok(plan)
 }
 
 impl Overlap {
