@@ -6,7 +6,7 @@
 //! position scoring above 0 mapped back to an image box through the layers' geometry and the
 //! pyramid tile it falls in, then dlib's greedy non-maximum suppression.
 //!
-//! Checked against dlib's Python bindings (`cnn_face_detection_model_v1`) on every photo of the
+//! Checked against dlib's Python bindings (`cnn_face_detection_model_v1`) on photos of the
 //! faces corpus in `tests/it/dlib_detect.rs`; the references come from
 //! `benches/peers/dlib_detect_reference.py`.
 

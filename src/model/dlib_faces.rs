@@ -10,9 +10,9 @@ use crate::error::{Error, Result};
 use candle_core::{Device, Module, Tensor};
 use std::path::Path;
 
-/// The largest photo the face pipeline takes, in pixels (24 megapixels, e.g. 6000x4000): the
-/// detector's tiled pyramid and its first convolution grow with the area (about 1 GB of
-/// memory at this size). Larger photos are refused with an error naming the file.
+/// The largest photo the face pipeline takes, in pixels (24 megapixels, e.g. 6000x4000, after
+/// upsampling): the detector's tiled pyramid and its first layer's output grow with the area.
+/// Larger photos are refused with an error naming the file.
 pub const MAX_FACE_PHOTO_PIXELS: usize = 24_000_000;
 
 /// One face in a photo.
