@@ -75,6 +75,15 @@ fn main() {
             .to_vec(),
         },
         Input {
+            cfg: "has_dlib_detector",
+            files: vec![
+                dlib.join("mmod_human_face_detector.dat"),
+                dlib.join("shape_predictor_5_face_landmarks.dat"),
+                dlib.join("dlib_face_recognition_resnet_model_v1.dat"),
+                shared.join("corpora/faces-photos/PROVENANCE.md"),
+            ],
+        },
+        Input {
             cfg: "has_milvus",
             files: vec![milvus_venv.join("bin/milvus-server")],
         },

@@ -16,6 +16,25 @@ pub fn read_grey(path: &Path) -> Result<image::GrayImage> {
 /// Decode image bytes (PNG, PGM/PNM, JPEG) as 8-bit greyscale; `name` is what errors call
 /// them. Images wider or taller than [`MAX_SIDE`] are refused without being decoded.
 pub fn decode_grey(bytes: &[u8], name: &Path) -> Result<image::GrayImage> {
+    let g = decode(bytes, name)?.to_luma8();
+    if g.width() == 0 || g.height() == 0 {
+        return Err(Error::format(name, "image has no pixels"));
+    }
+    Ok(g)
+}
+
+/// Decode image bytes (PNG, PGM/PNM, JPEG) as 8-bit RGB, as face_recognition's
+/// `load_image_file` reads them (greyscale spread over the three channels, alpha dropped,
+/// 16-bit samples taken down to 8); `name` is what errors call them. Sizes as [`decode_grey`].
+pub fn decode_rgb(bytes: &[u8], name: &Path) -> Result<image::RgbImage> {
+    let g = decode(bytes, name)?.to_rgb8();
+    if g.width() == 0 || g.height() == 0 {
+        return Err(Error::format(name, "image has no pixels"));
+    }
+    Ok(g)
+}
+
+fn decode(bytes: &[u8], name: &Path) -> Result<image::DynamicImage> {
     let bad =
         |e: String| Error::format(name, format!("not a readable PNG, PGM or JPEG image: {e}"));
     let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
@@ -33,11 +52,7 @@ pub fn decode_grey(bytes: &[u8], name: &Path) -> Result<image::GrayImage> {
         ),
         e => bad(e.to_string()),
     })?;
-    let g = img.to_luma8();
-    if g.width() == 0 || g.height() == 0 {
-        return Err(Error::format(name, "image has no pixels"));
-    }
-    Ok(g)
+    Ok(img)
 }
 
 /// Resize a greyscale image to `width x height` keeping the aspect ratio and padding with

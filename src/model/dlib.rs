@@ -38,7 +38,13 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
-    fn err(&self, what: &str) -> Error {
+    /// Continue reading at byte `pos` (at most the length of the buffer).
+    pub fn seek(&mut self, pos: usize) {
+        self.pos = pos.min(self.buf.len());
+    }
+
+    /// An error naming the file and the current byte offset.
+    pub fn err(&self, what: &str) -> Error {
         Error::format(
             self.path,
             format!(
@@ -96,13 +102,18 @@ impl<'a> Reader<'a> {
 
     /// A float: mantissa * 2^exponent.
     pub fn float(&mut self) -> Result<f32> {
+        Ok(self.double()? as f32)
+    }
+
+    /// A float or double (dlib writes both as mantissa * 2^exponent), at double precision.
+    pub fn double(&mut self) -> Result<f64> {
         let m = self.int()?;
         let e = self.int()?;
         Ok(match e {
-            32000 => f32::INFINITY,
-            32001 => f32::NEG_INFINITY,
-            32002 => f32::NAN,
-            _ => (m as f64 * 2f64.powi(e as i32)) as f32,
+            32000 => f64::INFINITY,
+            32001 => f64::NEG_INFINITY,
+            32002 => f64::NAN,
+            _ => m as f64 * 2f64.powi(e as i32),
         })
     }
 
@@ -199,6 +210,14 @@ pub struct Rect {
     pub top: i64,
     pub right: i64,
     pub bottom: i64,
+}
+
+/// An RGB image borrowed as interleaved rows of bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Rgb<'a> {
+    pub pixels: &'a [u8],
+    pub width: usize,
+    pub height: usize,
 }
 
 /// A greyscale image borrowed as rows of bytes.
@@ -383,16 +402,97 @@ const FACE_TEMPLATE_5: [[f64; 2]; 5] = [
     [0.4901123135679, 0.6277975316475],
 ];
 
-/// The chip dlib's `get_face_chip(img, shape, size, padding)` returns for a 5-point shape: the
-/// face rotated upright and scaled so the landmarks sit on the template, `size x size`
-/// greyscale, sampled bilinearly (outside the image: 0). Images much larger than the chip
-/// are first halved (2x2 box averaging; dlib uses its 5-tap pyramid filter there) until the
-/// face region is no more than twice the chip's side.
+/// The chip dlib's `get_face_chip(img, shape, size, padding)` returns for a 5-point shape on a
+/// greyscale image: `size x size` bytes. See [`face_chip_rgb`] for colour.
 pub fn face_chip(img: Grey, parts: &[[i64; 2]], size: usize, padding: f64) -> Result<Vec<u8>> {
+    chip_of_channels(img.pixels, img.width, img.height, 1, parts, size, padding)
+}
+
+/// The chip dlib's `get_face_chip(img, shape, size, padding)` (and `compute_face_descriptor`)
+/// extracts for a 5-point shape on an RGB image: `size x size x 3` bytes, interleaved.
+pub fn face_chip_rgb(img: Rgb, parts: &[[i64; 2]], size: usize, padding: f64) -> Result<Vec<u8>> {
+    chip_of_channels(img.pixels, img.width, img.height, 3, parts, size, padding)
+}
+
+/// A box as (left, top, right, bottom) in `f64`, dlib's `drectangle` (inclusive: a width of
+/// `right - left + 1`).
+type DRect = [f64; 4];
+
+fn darea(r: DRect) -> f64 {
+    if r[0] > r[2] || r[1] > r[3] {
+        0.0
+    } else {
+        (r[2] - r[0] + 1.0) * (r[3] - r[1] + 1.0)
+    }
+}
+
+/// `pyramid_down<2>::rect_down`.
+fn rect_down2(r: DRect) -> DRect {
+    [
+        r[0] / 2.0 - 1.25,
+        r[1] / 2.0 - 0.75,
+        r[2] / 2.0 - 1.25,
+        r[3] / 2.0 - 0.75,
+    ]
+}
+
+/// dlib's `pyramid_down<2>` on 8-bit pixels (`ch` interleaved channels): a separable 5-tap
+/// [1 4 6 4 1] filter on every other row and column, in integers, divided by 256 (truncated).
+/// The output is `(w - 3) / 2` by `(h - 3) / 2`; images of 8 pixels or fewer a side vanish.
+fn pyramid_down2(src: &[u8], w: usize, h: usize, ch: usize) -> (Vec<u8>, usize, usize) {
+    if w <= 8 || h <= 8 {
+        return (Vec::new(), 0, 0);
+    }
+    let (ow, oh) = ((w - 3) / 2, (h - 3) / 2);
+    let mut tmp = vec![0u32; h * ow * ch];
+    for r in 0..h {
+        for c in 0..ow {
+            for k in 0..ch {
+                let p = |dx: usize| src[(r * w + 2 * c + dx) * ch + k] as u32;
+                tmp[(r * ow + c) * ch + k] = p(0) + 4 * p(1) + 6 * p(2) + 4 * p(3) + p(4);
+            }
+        }
+    }
+    let mut out = vec![0u8; ow * oh * ch];
+    let mut dr = 0;
+    let mut r = 2;
+    while r + 2 < h && dr < oh {
+        for i in 0..ow * ch {
+            let t = |rr: usize| tmp[rr * ow * ch + i];
+            out[dr * ow * ch + i] =
+                ((t(r - 2) + 4 * t(r - 1) + 6 * t(r) + 4 * t(r + 1) + t(r + 2)) / 256) as u8;
+        }
+        dr += 1;
+        r += 2;
+    }
+    (out, ow, oh)
+}
+
+/// dlib's `extract_image_chip` for the chip `get_face_chip_details` places on a 5-point shape:
+/// the template fitted to the landmarks by a similarity transform gives the chip's box and
+/// angle; a box much larger than the chip is first taken down `pyramid_down<2>` levels (built
+/// from the rotated box's surroundings, grown by a margin, as dlib does) until its next level
+/// would be no larger than the chip; then each chip pixel is sampled bilinearly (0 outside).
+fn chip_of_channels(
+    px: &[u8],
+    width: usize,
+    height: usize,
+    ch: usize,
+    parts: &[[i64; 2]],
+    size: usize,
+    padding: f64,
+) -> Result<Vec<u8>> {
     if parts.len() != 5 {
         return Err(Error::InvalidArgument(format!(
             "face alignment needs 5 landmarks, got {}",
             parts.len()
+        )));
+    }
+    if px.len() != width * height * ch || size == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "a {width}x{height} image of {ch} channels needs {} bytes, got {}",
+            width * height * ch,
+            px.len()
         )));
     }
     let s = size as f64;
@@ -415,64 +515,93 @@ pub fn face_chip(img: Grey, parts: &[[i64; 2]], size: usize, padding: f64) -> Re
     ];
     // dlib's centered_drect: a (width - 1) x (height - 1) rectangle about the centre.
     let half = (s * scale - 1.0) / 2.0;
-    let (mut l, mut tp, mut r, mut b) = (c[0] - half, c[1] - half, c[0] + half, c[1] + half);
-    // Pyramid levels for faces far larger than the chip.
-    let mut owned: Option<(Vec<u8>, usize, usize)> = None;
-    while (r - l) * (b - tp) / 4.0 > s * s {
-        let (src, w, h) = match &owned {
-            Some((p, w, h)) => (p.as_slice(), *w, *h),
-            None => (img.pixels, img.width, img.height),
-        };
-        let (nw, nh) = (w / 2, h / 2);
-        if nw < 2 || nh < 2 {
-            break;
-        }
-        let mut down = vec![0u8; nw * nh];
-        for y in 0..nh {
-            for x in 0..nw {
-                let q = |dx: usize, dy: usize| src[(2 * y + dy) * w + 2 * x + dx] as u32;
-                down[y * nw + x] = ((q(0, 0) + q(1, 0) + q(0, 1) + q(1, 1) + 2) / 4) as u8;
-            }
-        }
-        let f = |v: f64| (v - 0.5) / 2.0;
-        (l, tp, r, b) = (f(l), f(tp), f(r), f(b));
-        owned = Some((down, nw, nh));
-    }
-    let src = match &owned {
-        Some((p, w, h)) => Grey {
-            pixels: p,
-            width: *w,
-            height: *h,
-        },
-        None => img,
-    };
-    let (cx, cy) = ((l + r) / 2.0, (tp + b) / 2.0);
+    let rect: DRect = [c[0] - half, c[1] - half, c[0] + half, c[1] + half];
+    let chip_area = s * s;
     let (sn, cs) = angle.sin_cos();
-    let rot = |x: f64, y: f64| {
+    let rot = |ctr: [f64; 2], x: f64, y: f64| {
         [
-            cs * (x - cx) - sn * (y - cy) + cx,
-            sn * (x - cx) + cs * (y - cy) + cy,
+            cs * (x - ctr[0]) - sn * (y - ctr[1]) + ctr[0],
+            sn * (x - ctr[0]) + cs * (y - ctr[1]) + ctr[1],
         ]
     };
-    let (p0, p1, p2) = (rot(l, tp), rot(r, tp), rot(l, b));
+    // How deep the pyramid goes, and the margin its filters need.
+    let mut grow = 2.0;
+    let mut r = rect_down2(rect);
+    while darea(r) > chip_area {
+        r = rect_down2(r);
+        grow = grow * 2.0 + 2.0;
+    }
+    // The part of the image the chip reads: the rotated box, grown, inside the image.
+    let ctr = [(rect[0] + rect[2]) / 2.0, (rect[1] + rect[3]) / 2.0];
+    let corners = [
+        rot(ctr, rect[0], rect[1]),
+        rot(ctr, rect[2], rect[1]),
+        rot(ctr, rect[0], rect[3]),
+        rot(ctr, rect[2], rect[3]),
+    ];
+    let fold = |f: fn(f64, f64) -> f64, i: usize| {
+        corners
+            .iter()
+            .map(|p| p[i])
+            .reduce(f)
+            .expect("four corners")
+    };
+    let grown = [
+        (fold(f64::min, 0) - grow).max(0.0),
+        (fold(f64::min, 1) - grow).max(0.0),
+        (fold(f64::max, 0) + grow).min(width as f64 - 1.0),
+        (fold(f64::max, 1) + grow).min(height as f64 - 1.0),
+    ];
+    let mut out = vec![0u8; size * size * ch];
+    if grown[0] > grown[2] || grown[1] > grown[3] {
+        return Ok(out);
+    }
+    // drectangle -> rectangle: to nearest, halves away from zero.
+    let bb = grown.map(|v| v.round() as i64);
+    if bb[0] > bb[2] || bb[1] > bb[3] {
+        return Ok(out);
+    }
+    let (bw, bh) = ((bb[2] - bb[0] + 1) as usize, (bb[3] - bb[1] + 1) as usize);
+    let mut sub = Vec::with_capacity(bw * bh * ch);
+    for y in 0..bh {
+        let row = (bb[1] as usize + y) * width + bb[0] as usize;
+        sub.extend_from_slice(&px[row * ch..(row + bw) * ch]);
+    }
+    let mut r: DRect = [
+        rect[0] - bb[0] as f64,
+        rect[1] - bb[1] as f64,
+        rect[2] - bb[0] as f64,
+        rect[3] - bb[1] as f64,
+    ];
+    let (mut src, mut sw, mut sh) = (sub, bw, bh);
+    while darea(rect_down2(r)) > chip_area {
+        r = rect_down2(r);
+        (src, sw, sh) = pyramid_down2(&src, sw, sh, ch);
+    }
+    let ctr = [(r[0] + r[2]) / 2.0, (r[1] + r[3]) / 2.0];
+    let (p0, p1, p2) = (
+        rot(ctr, r[0], r[1]),
+        rot(ctr, r[2], r[1]),
+        rot(ctr, r[0], r[3]),
+    );
     let d = (s - 1.0).max(1.0);
-    let mut out = vec![0u8; size * size];
     for y in 0..size {
         for x in 0..size {
             let (fx, fy) = (x as f64 / d, y as f64 / d);
             let px = p0[0] + fx * (p1[0] - p0[0]) + fy * (p2[0] - p0[0]);
             let py = p0[1] + fx * (p1[1] - p0[1]) + fy * (p2[1] - p0[1]);
             let (x0, y0) = (px.floor(), py.floor());
-            if x0 < 0.0 || y0 < 0.0 || x0 + 1.0 >= src.width as f64 || y0 + 1.0 >= src.height as f64
-            {
+            if x0 < 0.0 || y0 < 0.0 || x0 + 1.0 >= sw as f64 || y0 + 1.0 >= sh as f64 {
                 continue;
             }
             let (xi, yi) = (x0 as usize, y0 as usize);
             let (lr, tb) = (px - x0, py - y0);
-            let g = |dx: usize, dy: usize| src.pixels[(yi + dy) * src.width + xi + dx] as f64;
-            let v = (1.0 - tb) * ((1.0 - lr) * g(0, 0) + lr * g(1, 0))
-                + tb * ((1.0 - lr) * g(0, 1) + lr * g(1, 1));
-            out[y * size + x] = v.clamp(0.0, 255.0) as u8;
+            for k in 0..ch {
+                let g = |dx: usize, dy: usize| src[((yi + dy) * sw + xi + dx) * ch + k] as f64;
+                let v = (1.0 - tb) * ((1.0 - lr) * g(0, 0) + lr * g(1, 0))
+                    + tb * ((1.0 - lr) * g(0, 1) + lr * g(1, 1));
+                out[(y * size + x) * ch + k] = v.clamp(0.0, 255.0) as u8;
+            }
         }
     }
     Ok(out)

@@ -42,6 +42,8 @@ pub mod bert_linear;
 pub mod cnn;
 pub mod cnn_ops;
 pub mod dlib;
+pub mod dlib_detect;
+pub mod dlib_faces;
 pub mod dlib_import;
 pub mod encoder_dir;
 pub mod ensemble;

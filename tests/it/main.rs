@@ -4,6 +4,7 @@ mod cli;
 mod corpus;
 pub mod data;
 mod decision;
+mod dlib_detect;
 mod dlib_face;
 mod engine;
 mod ensemble;
