@@ -55,6 +55,8 @@ pub struct FolderArgs {
     /// protocol's figures need all four.
     #[arg(long, value_delimiter = ',')]
     pub folds: Vec<usize>,
+    #[command(flatten)]
+    pub signatures: twindex::eval::signatures::SignatureArgs,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize)> {
@@ -167,13 +169,20 @@ pub fn eval_protocol(
             fa.mirror_average,
             &on,
         )?)?,
-        _ => serde_json::to_value(protocol::evaluate_signatures(
-            corpus,
-            &with,
-            agg,
-            test_writers,
-            &on,
-        )?)?,
+        _ => {
+            let (train_writers, dev_writers) = fa.signatures.eval_writers()?;
+            let run = twindex::eval::signatures::SignatureEvalRun {
+                corpus,
+                with: &with,
+                aggregate: agg,
+                test_writers: test_writers.to_vec(),
+                dev_writers,
+                train_writers,
+            };
+            serde_json::to_value(twindex::eval::signatures::evaluate_signature_corpus(
+                &run, &on,
+            )?)?
+        }
     })
 }
 

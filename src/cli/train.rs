@@ -212,6 +212,7 @@ fn run_image(a: ImageArgs) -> Result<()> {
             folds: &a.folder.folds,
             aggregate: a.aggregate,
             command: &command_line(),
+            signature_sources: a.folder.signatures.sources(&corpus)?,
             out: &a.out,
         };
         let r = train_image_folder(p, &run, &cfg, ens.as_ref(), &protocol::progress())?;

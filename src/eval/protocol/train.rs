@@ -601,6 +601,8 @@ pub fn folder_preprocess(opts: &FolderOptions, signatures: bool) -> Result<Prepr
     p.standardize = opts.standardize;
     p.mirror_average = opts.mirror_average;
     p.auto_invert = false;
+    // Signature scans: paper whitened, ink stretched and cropped to (see `Preprocess::ink`).
+    p.ink = signatures;
     if let Some(dir) = &opts.align_faces {
         let cfg = dir.join(crate::model::image::CONFIG_FILE);
         let c: ImageModelConfig = crate::fsutil::read_json(&cfg)
@@ -652,6 +654,9 @@ pub struct FolderRun<'a> {
     pub aggregate: Aggregate,
     /// The command line, for the training record.
     pub command: &'a str,
+    /// Signatures: the corpora and writers trained on and chosen on
+    /// ([`crate::eval::signatures::SignatureArgs::sources`]).
+    pub signature_sources: Vec<crate::eval::signatures::SignatureSource>,
     /// The encoder directory written (ORL: a folder of `fold-F` encoders).
     pub out: &'a Path,
 }
@@ -662,7 +667,7 @@ pub struct FolderRun<'a> {
 pub enum FolderRunReport {
     ClassHoldOut(FolderTrainReport),
     Orl(ProtocolTrainReport<OrlReport>),
-    Signatures(ProtocolTrainReport<SignatureReport>),
+    Signatures(crate::eval::signatures::SignatureTrainReport),
 }
 
 /// `train image` on a folder of images: the run `protocol` names, with `run`'s settings.
@@ -688,17 +693,18 @@ pub fn train_image_folder(
             run.out,
             on,
         )?),
-        FolderProtocol::Signatures => FolderRunReport::Signatures(train_signatures(
-            run.corpus,
-            pre,
-            cfg,
-            ens,
-            far,
-            run.aggregate,
-            run.command,
-            run.out,
-            on,
-        )?),
+        FolderProtocol::Signatures => {
+            FolderRunReport::Signatures(crate::eval::signatures::train_signature_corpora(
+                &run.signature_sources,
+                pre,
+                cfg,
+                ens,
+                run.aggregate,
+                run.command,
+                run.out,
+                on,
+            )?)
+        }
         FolderProtocol::ClassHoldOut => FolderRunReport::ClassHoldOut(train_folder(
             run.corpus,
             run.label_column,
