@@ -113,9 +113,9 @@ pub fn otsu(hist: &[u64; 256]) -> Option<u8> {
         .map(|(i, &c)| i as f64 * c as f64)
         .sum();
     let (mut w0, mut s0, mut best) = (0u64, 0f64, None::<(f64, u8)>);
-    for t in 0..255usize {
-        w0 += hist[t];
-        s0 += t as f64 * hist[t] as f64;
+    for (t, &c) in hist.iter().enumerate().take(255) {
+        w0 += c;
+        s0 += t as f64 * c as f64;
         let w1 = total - w0;
         if w0 == 0 || w1 == 0 {
             continue;

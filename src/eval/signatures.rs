@@ -71,7 +71,7 @@ impl SignatureArgs {
     }
 
     /// The parsed `--train-writers` and `--dev-writers` of an evaluation.
-    pub fn eval_writers(&self) -> Result<(Option<Vec<usize>>, Option<Vec<usize>>)> {
+    pub fn eval_writers(&self) -> Result<(Writers, Writers)> {
         let p = |flag, v: &Option<String>| v.as_deref().map(|s| parse_writers(flag, s)).transpose();
         Ok((
             p("--train-writers", &self.train_writers)?,
@@ -79,6 +79,9 @@ impl SignatureArgs {
         ))
     }
 }
+
+/// An optional writer set (a flag not given: `None`).
+pub type Writers = Option<Vec<usize>>;
 
 /// Writers `A-B` (or `A`) of a flag, parsed; the error names the flag.
 pub fn parse_writers(flag: &str, s: &str) -> Result<Vec<usize>> {

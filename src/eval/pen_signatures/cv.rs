@@ -160,7 +160,7 @@ fn writer_distances(
                 )));
             }
             let d = |a: usize, b: usize| dtw_banded(&feats[a], &feats[b], channels, band);
-            let mut among = vec![0f32; 25];
+            let mut among = [0f32; 25];
             for a in 0..5 {
                 for b in a + 1..5 {
                     let v = d(refs[a], refs[b])?;

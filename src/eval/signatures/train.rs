@@ -238,7 +238,7 @@ pub fn train_signature_corpora(
 /// The dev classes must come in pairs `W`, `W-forged` (class `2k` a writer's genuine
 /// signatures, `2k + 1` his forgeries), as [`signet_dev_roc_auc`] reads them.
 fn check_class_pairs(classes: &[String]) -> Result<()> {
-    let ok = classes.len() % 2 == 0
+    let ok = classes.len().is_multiple_of(2)
         && classes
             .chunks(2)
             .all(|c| c[1] == format!("{}-forged", c[0]));
