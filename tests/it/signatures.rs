@@ -142,3 +142,45 @@ fn signatures_refuse_bad_writers_and_folders() {
         "overlap (writer 30)",
     );
 }
+
+/// The command: without --model the shipped encoder, with its own thresholds; its
+/// training record names the writers it trained and chose on (CEDAR 1-35), so testing on any of
+/// them is refused.
+#[test]
+#[cfg_attr(
+    not(has_signature_scans),
+    ignore = "needs ../shared/corpora/signatures-bhsig260-bengali and signatures-cedar"
+)]
+fn signatures_shipped_encoder_by_default() {
+    let c = shared("signatures-cedar");
+    let c = c.to_str().unwrap();
+    let v = ok_json(&[
+        "eval",
+        "--protocol",
+        "signatures",
+        "--corpus",
+        c,
+        "--test-writers",
+        "45",
+        "--json",
+    ]);
+    assert_eq!(
+        v["threshold_source"],
+        "the encoder's own (calibrated on its dev writers)"
+    );
+    assert_eq!(v["n_genuine_pairs"], 276);
+    let (far, frr) = (v["far"].as_f64().unwrap(), v["frr"].as_f64().unwrap());
+    assert!((v["pair_accuracy"].as_f64().unwrap() - (1.0 - (far + frr) / 2.0)).abs() < 1e-12);
+    fails_with(
+        &[
+            "eval",
+            "--protocol",
+            "signatures",
+            "--corpus",
+            c,
+            "--test-writers",
+            "30-36",
+        ],
+        "overlap (writer 30)",
+    );
+}
