@@ -200,10 +200,11 @@ pub fn train_signature_corpora(
         )));
         sources_out.push(r);
     }
-    // The stored threshold decides `verify` (nearest of a writer's references).
-    let sims = neg(&bd);
+    // The stored threshold decides `verify` (nearest of a writer's references); its record in
+    // the one score convention (similarity of the metric).
+    let sims: Vec<f32> = bd.iter().map(|&d| Metric::L2.similarity(d)).collect();
     let mut rep = crate::eval::calibrate_best_f1(&sims, &bg)?;
-    rep.threshold = -global;
+    rep.threshold = Metric::L2.similarity(global);
     rep.method = CalibrationMethod::Eer;
     let rep = rep.measured_on(&sims, &bg)?;
     let m = &mut o.model;
