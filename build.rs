@@ -62,6 +62,13 @@ fn main() {
             files: vec![shared.join("corpora/signatures-svc2004/labels.tsv")],
         },
         Input {
+            cfg: "has_signature_scans",
+            files: vec![
+                shared.join("corpora/signatures-bhsig260-bengali/labels.tsv"),
+                shared.join("corpora/signatures-cedar/labels.tsv"),
+            ],
+        },
+        Input {
             cfg: "has_online_signatures",
             files: vec![shared.join("corpora/signatures-svc2004-online/U1S1.TXT")],
         },

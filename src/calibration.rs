@@ -17,6 +17,8 @@ pub enum CalibrationMethod {
     TargetPrecision,
     /// The lowest threshold (most recall) whose false accept rate stays within a target.
     TargetFar,
+    /// The threshold of the equal error rate (FAR = FRR) on the calibration pairs.
+    Eer,
 }
 
 /// A threshold chosen on labelled pairs and every figure measured at it (what `eval` reports;
@@ -80,6 +82,15 @@ pub struct EncoderCalibration {
     /// Which writers and signatures the threshold was calibrated on (signatures).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writers: Option<String>,
+    /// Signatures: the distance threshold of two single signatures (SigNet's pairs), chosen
+    /// at the equal error rate of the dev writers' pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_threshold: Option<f32>,
+    /// Signatures, the bank's per-writer threshold: a questioned signature is accepted iff its
+    /// nearest-reference distance is at most `spread_threshold` times the mean distance among
+    /// that writer's references (chosen at the dev writers' equal error rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_threshold: Option<f32>,
 }
 
 impl From<ThresholdReport> for EncoderCalibration {
@@ -88,6 +99,8 @@ impl From<ThresholdReport> for EncoderCalibration {
             report,
             aggregate: None,
             writers: None,
+            pair_threshold: None,
+            spread_threshold: None,
         }
     }
 }
@@ -99,6 +112,7 @@ impl CalibrationMethod {
             CalibrationMethod::BestF1 => "best_f1",
             CalibrationMethod::TargetPrecision => "target_precision",
             CalibrationMethod::TargetFar => "target_far",
+            CalibrationMethod::Eer => "eer",
         }
     }
 }

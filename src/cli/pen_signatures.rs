@@ -68,6 +68,10 @@ pub struct PenEvalArgs {
     /// signatures-online: genuine samples 1..=N of each writer are the references.
     #[arg(long, default_value_t = 5)]
     pub references: usize,
+    /// signatures-online: choose the DTW verifier by nested cross-validation over
+    /// --calibration-writers in N folds, then score --test-writers once.
+    #[arg(long, value_name = "N")]
+    pub cross_validate: Option<usize>,
     #[command(flatten)]
     pub dtw: DtwArgs,
 }
@@ -83,6 +87,16 @@ pub fn run_eval(
     let dir = corpus
         .map(PathBuf::from)
         .unwrap_or_else(|| online.default_corpus());
+    if let Some(k) = a.cross_validate {
+        let w = pen_signatures::parse_writer_range;
+        let (cv, test) = (w(&a.calibration_writers)?, w(&a.test_writers)?);
+        let on = super::protocol::progress();
+        let r = pen_signatures::cross_validate_online(&dir, &cv, k, &test, &on)?;
+        return match json_out {
+            true => common::print_json(&serde_json::to_value(&r)?),
+            false => Ok(()),
+        };
+    }
     let model_dir = model.map(Path::to_path_buf).or_else(|| {
         (a.scorer != Some(Scorer::Dtw))
             .then(|| online.default_model())

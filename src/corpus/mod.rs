@@ -8,6 +8,7 @@ pub mod image_file;
 pub mod pairs;
 pub mod resolve;
 pub mod sampler;
+pub mod signatures;
 pub mod text;
 pub mod trajectory;
 

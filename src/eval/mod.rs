@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pen_signatures;
 pub mod plot;
 pub mod protocol;
+pub mod signatures;
 pub mod text;
 
 pub use calibrate::{

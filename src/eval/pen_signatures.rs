@@ -13,8 +13,10 @@
 //! --signature`) are in `runs`: [`train_online`], [`evaluate_signatures_online`],
 //! [`verify_signature`].
 
+pub mod cv;
 mod runs;
 
+pub use cv::{cross_validate_online, OnlineCvReport};
 pub use runs::{
     evaluate_signatures_online, load_online_corpus, load_online_encoder, online_summary,
     train_online, verify_signature, PenEvalReport, PenEvalRun, PenTrainReport, PenTrainRun,

@@ -25,7 +25,7 @@ pub use train::{
 pub use train_idx::{train_idx, IdxEncoderReport, IdxEnsembleReport, IdxRun, IdxTrainReport};
 
 use super::{calibrate_best_f1, calibrate_target_far, eer, far_frr_at, roc_auc, ThresholdReport};
-use crate::corpus::folder::{self, natural_cmp, FolderItem, ImageFolder};
+use crate::corpus::folder::{self, FolderItem, ImageFolder};
 use crate::corpus::ImageSet;
 use crate::error::{Error, Result};
 use crate::index::Metric;
@@ -309,74 +309,12 @@ pub fn calibrate_pairs(
 // Signatures
 // ---------------------------------------------------------------------------------------------
 
-/// One signature image with its writer, sample number and whether it is genuine.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Signature {
-    pub item: FolderItem,
-    pub writer: usize,
-    pub sample: usize,
-    pub genuine: bool,
-}
+pub use crate::corpus::signatures::Signature;
 
-/// Read `labels.tsv` of a signature folder (columns path, user, sample, label with
-/// genuine|forged), sorted by writer and sample.
+/// Read a signature folder (its `labels.tsv`, or the `<writer>/genuine-NN.png` layout):
+/// [`crate::corpus::signatures::read_signature_folder`].
 pub fn read_signatures(root: &Path) -> Result<Vec<Signature>> {
-    let tsv = root.join(crate::corpus::folder::LABELS_FILE);
-    let text = std::fs::read_to_string(&tsv).map_err(|e| Error::io(&tsv, e))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
-    let col = |name: &str| {
-        header.iter().position(|h| h.trim() == name).ok_or_else(|| {
-            Error::format(
-                &tsv,
-                format!("no {name:?} column (expected path, user, sample, label)"),
-            )
-        })
-    };
-    let (pc, uc, sc, lc) = (col("path")?, col("user")?, col("sample")?, col("label")?);
-    let mut out = Vec::new();
-    for (n, line) in lines.enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split('\t').map(str::trim).collect();
-        let bad = |what: &str| Error::format(&tsv, format!("line {}: {what}", n + 2));
-        if f.len() < 4 {
-            return Err(bad("fewer than 4 fields"));
-        }
-        let writer = f[uc].parse().map_err(|_| bad("user is not a number"))?;
-        let sample = f[sc].parse().map_err(|_| bad("sample is not a number"))?;
-        let genuine = match f[lc] {
-            "genuine" => true,
-            "forged" => false,
-            _ => return Err(bad("label is neither genuine nor forged")),
-        };
-        out.push(Signature {
-            item: FolderItem {
-                path: root.join(f[pc]),
-                label: if genuine {
-                    format!("{writer}")
-                } else {
-                    format!("{writer}-forged")
-                },
-            },
-            writer,
-            sample,
-            genuine,
-        });
-    }
-    if out.is_empty() {
-        return Err(Error::Empty(format!(
-            "{}: no signatures listed",
-            tsv.display()
-        )));
-    }
-    out.sort_by(|a, b| {
-        (a.writer, a.sample)
-            .cmp(&(b.writer, b.sample))
-            .then_with(|| natural_cmp(&a.item.label, &b.item.label))
-    });
-    Ok(out)
+    crate::corpus::signatures::read_signature_folder(root)
 }
 
 pub use crate::query::verify::Aggregate;
@@ -616,6 +554,8 @@ pub fn signatures_from_embeddings(
             test.first().map_or(0, |s| s.writer),
             test.last().map_or(0, |s| s.writer)
         )),
+        pair_threshold: None,
+        spread_threshold: None,
     };
     Ok((report, calv))
 }

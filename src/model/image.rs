@@ -53,6 +53,11 @@ pub struct Preprocess {
     /// fixed box of the image, then the face rotated and scaled onto dlib's template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub face_align: Option<FaceAlign>,
+    /// Ink on paper ([`crate::corpus::image_file::ink_normalise`]): paper made pure white by
+    /// Otsu's threshold, ink stretched, the image cropped to the ink before resizing
+    /// (signature scans from different scanners and writers compare alike). Default off.
+    #[serde(default)]
+    pub ink: bool,
 }
 
 /// How face images are aligned: there is no face detector, so the images are expected to be
@@ -157,7 +162,18 @@ impl Preprocess {
                 self.channels
             )));
         }
-        crate::corpus::image_file::load_grey(path, self.width, self.height, self.pad)
+        let g = crate::corpus::image_file::read_grey(path)?;
+        let g = if self.ink {
+            crate::corpus::image_file::ink_normalise(g)
+        } else {
+            g
+        };
+        Ok(crate::corpus::image_file::fit_grey(
+            g,
+            self.width,
+            self.height,
+            self.pad,
+        ))
     }
 
     /// A query or enrolment image from its encoded bytes (PNG, PGM, JPEG), as
@@ -191,6 +207,11 @@ impl Preprocess {
                     self.channels
                 )));
             }
+            let g = if self.ink {
+                crate::corpus::image_file::ink_normalise(g)
+            } else {
+                g
+            };
             crate::corpus::image_file::fit_grey(g, self.width, self.height, self.pad)
         };
         if self.auto_invert {
@@ -354,6 +375,7 @@ impl ImageModelConfig {
                 auto_invert: true,
                 mirror_average: false,
                 face_align: None,
+                ink: false,
             },
             dim: arch.dim(),
             normalized: arch.normalized(),

@@ -19,6 +19,7 @@ mod pen_signatures;
 mod props;
 mod scale;
 mod serve;
+mod signatures;
 mod text;
 mod text_train;
 mod train;

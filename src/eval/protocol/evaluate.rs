@@ -224,7 +224,20 @@ pub fn evaluate_protocol(
             opts.mirror_average,
             on,
         )?),
-        _ => serde_json::to_value(evaluate_signatures(&corpus, &with, agg, test_writers, on)?),
+        _ => {
+            let (train_writers, dev_writers) = opts.signatures.eval_writers()?;
+            let run = crate::eval::signatures::SignatureEvalRun {
+                corpus: &corpus,
+                with: &with,
+                aggregate: agg,
+                test_writers: test_writers.to_vec(),
+                dev_writers,
+                train_writers,
+            };
+            serde_json::to_value(crate::eval::signatures::evaluate_signature_corpus(
+                &run, on,
+            )?)
+        }
     }
     .map_err(|e| Error::Msg(format!("the protocol's report as JSON: {e}")))?;
     v["seconds"] = serde_json::json!(sw.wall());

@@ -600,6 +600,9 @@ pub struct FolderOptions {
     /// protocol's figures need all four.
     #[arg(long, value_delimiter = ',')]
     pub folds: Vec<usize>,
+    /// `--protocol signatures`: the writers and corpora trained, chosen and tested on.
+    #[command(flatten)]
+    pub signatures: crate::eval::signatures::SignatureArgs,
 }
 
 impl Default for FolderOptions {
@@ -613,6 +616,7 @@ impl Default for FolderOptions {
             mirror_average: false,
             align_faces: None,
             folds: Vec::new(),
+            signatures: Default::default(),
         }
     }
 }
@@ -649,6 +653,8 @@ pub fn folder_preprocess(opts: &FolderOptions, signatures: bool) -> Result<Prepr
     p.standardize = opts.standardize;
     p.mirror_average = opts.mirror_average;
     p.auto_invert = false;
+    // Signature scans: paper whitened, ink stretched and cropped to (see `Preprocess::ink`).
+    p.ink = signatures;
     if let Some(dir) = &opts.align_faces {
         let cfg = dir.join(crate::model::image::CONFIG_FILE);
         let c: ImageModelConfig = crate::fsutil::read_json(&cfg)
@@ -700,6 +706,9 @@ pub struct FolderRun<'a> {
     pub aggregate: Aggregate,
     /// The command line, for the training record.
     pub command: &'a str,
+    /// Signatures: the corpora and writers trained on and chosen on
+    /// ([`crate::eval::signatures::SignatureArgs::sources`]).
+    pub signature_sources: Vec<crate::eval::signatures::SignatureSource>,
     /// The encoder directory written (ORL: a folder of `fold-F` encoders).
     pub out: &'a Path,
 }
@@ -710,7 +719,7 @@ pub struct FolderRun<'a> {
 pub enum FolderRunReport {
     ClassHoldOut(FolderTrainReport),
     Orl(ProtocolTrainReport<OrlReport>),
-    Signatures(ProtocolTrainReport<SignatureReport>),
+    Signatures(crate::eval::signatures::SignatureTrainReport),
 }
 
 /// Where `train image` reads and writes, as the user gave it.
@@ -795,6 +804,7 @@ pub fn train_image(
         folds: &run.folder.folds,
         aggregate: run.aggregate,
         command: run.command,
+        signature_sources: run.folder.signatures.sources(&corpus)?,
         out: run.out,
     };
     json(serde_json::to_value(train_image_folder(
@@ -825,17 +835,18 @@ pub fn train_image_folder(
             run.out,
             on,
         )?),
-        FolderProtocol::Signatures => FolderRunReport::Signatures(train_signatures(
-            run.corpus,
-            pre,
-            cfg,
-            ens,
-            far,
-            run.aggregate,
-            run.command,
-            run.out,
-            on,
-        )?),
+        FolderProtocol::Signatures => {
+            FolderRunReport::Signatures(crate::eval::signatures::train_signature_corpora(
+                &run.signature_sources,
+                pre,
+                cfg,
+                ens,
+                run.aggregate,
+                run.command,
+                run.out,
+                on,
+            )?)
+        }
         FolderProtocol::ClassHoldOut => FolderRunReport::ClassHoldOut(train_folder(
             run.corpus,
             run.label_column,
