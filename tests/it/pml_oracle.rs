@@ -297,3 +297,43 @@ fn pair_losses_refuse_bad_shapes() {
         "a batch larger than the memory"
     );
 }
+
+/// AccuracyCalculator's metrics (queries against references, exact Euclidean kNN, float32 as
+/// PML casts them) and NMI / AMI of the deterministic k-means of the queries.
+#[test]
+fn retrieval_and_clustering_metrics_match_pml() {
+    let o = oracle();
+    let m = &o["metrics"];
+    let flat = |v: &Value| -> Vec<f32> { matrix(v).concat().iter().map(|&x| x as f32).collect() };
+    let (q, r) = (flat(&m["query"]), flat(&m["reference"]));
+    let (ql, rl) = (labels(&m["query_labels"]), labels(&m["reference_labels"]));
+    let dim = matrix(&m["query"])[0].len();
+    let (rel, n_rel) = twindex::eval::image::ranked_relevance(&q, &ql, &r, &rl, dim).unwrap();
+    use twindex::eval::{map_at_r, mrr_at_k, precision_at_1, r_precision};
+    let got = [
+        ("precision_at_1", precision_at_1(&rel, &n_rel).unwrap()),
+        ("r_precision", r_precision(&rel, &n_rel).unwrap()),
+        ("map_at_r", map_at_r(&rel, &n_rel).unwrap()),
+        ("mrr", mrr_at_k(&rel, &n_rel, usize::MAX).unwrap()),
+    ];
+    let clusters = twindex::eval::kmeans_deterministic(&q, dim, 4, 300).unwrap();
+    let want_clusters: Vec<usize> = m["cluster_labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(
+        clusters, want_clusters,
+        "k-means clusters (scikit-learn from the same start)"
+    );
+    let (nmi, ami) = twindex::eval::cluster_scores(&q, dim, &ql).unwrap();
+    for (key, v) in got.into_iter().chain([("nmi", nmi), ("ami", ami)]) {
+        let want = m[key].as_f64().unwrap();
+        assert!(
+            (v - want).abs() <= 1e-5 * want.abs(),
+            "{key}: twindex {v} vs PML {want}"
+        );
+        eprintln!("{key}: twindex {v:.10} PML {want:.10}");
+    }
+}
