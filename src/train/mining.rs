@@ -258,6 +258,17 @@ mod tests {
         }
         assert_eq!(all.len(), count);
 
+        // multi-similarity on distances (epsilon 0.1): anchor 0: farthest positive 5, nearest
+        // negative 2; positives with d + 0.1 > 2: p=2 (5) only; negatives with d - 0.1 < 5:
+        // n=3 (2) only -> (2, 3). Anchor 3 (x=2): positive 4 (d=4) with 4.1 > 1 (nearest
+        // negative 1); negatives 0 (2), 1 (1), 2 (3), all below 4 + 0.1 -> (4,0), (4,1), (4,2).
+        let ms = mine_triplets(&dist, &labels, Miner::MultiSimilarity, 0.5, 0);
+        let of = |a: u32| -> Vec<(u32, u32)> {
+            ms.iter().filter(|t| t.a == a).map(|t| (t.p, t.n)).collect()
+        };
+        assert_eq!(of(0), vec![(2, 3)]);
+        assert_eq!(of(3), vec![(4, 0), (4, 1), (4, 2)]);
+
         let rand = mine_triplets(&dist, &labels, Miner::None, 0.5, 3);
         assert_eq!(rand.len(), 5);
         for t in rand {
