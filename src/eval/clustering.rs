@@ -24,7 +24,7 @@ pub fn kmeans_deterministic(
     k: usize,
     max_iter: usize,
 ) -> Result<Vec<usize>> {
-    if dim == 0 || points.len() % dim != 0 {
+    if dim == 0 || !points.len().is_multiple_of(dim) {
         return Err(Error::InvalidArgument(format!(
             "kmeans: {} values are not rows of dimension {dim}",
             points.len()
@@ -205,7 +205,7 @@ fn expected_mutual_info(c: &Contingency) -> f64 {
 pub fn ami(truth: &[u32], pred: &[usize]) -> Result<f64> {
     let c = contingency(truth, pred)?;
     let (nt, np) = (c.a.len(), c.b.len());
-    if (nt == np && nt <= 1) || (nt == np && nt == c.n) {
+    if nt == np && (nt <= 1 || nt == c.n) {
         return Ok(1.0);
     }
     let mi = mutual_info(&c);

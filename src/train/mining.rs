@@ -173,18 +173,18 @@ pub fn multi_similarity_pairs(
     for i in 0..n {
         let row = &sim[i * m..(i + 1) * m];
         let (mut max_neg, mut min_pos) = (f32::NEG_INFINITY, f32::INFINITY);
-        for j in 0..m {
+        for (j, &s) in row.iter().enumerate() {
             if mask.neg[i * m + j] {
-                max_neg = max_neg.max(row[j]);
+                max_neg = max_neg.max(s);
             }
             if mask.pos[i * m + j] {
-                min_pos = min_pos.min(row[j]);
+                min_pos = min_pos.min(s);
             }
         }
-        for j in 0..m {
+        for (j, &s) in row.iter().enumerate() {
             let k = i * m + j;
-            out.pos[k] = mask.pos[k] && row[j] - epsilon < max_neg;
-            out.neg[k] = mask.neg[k] && row[j] + epsilon > min_pos;
+            out.pos[k] = mask.pos[k] && s - epsilon < max_neg;
+            out.neg[k] = mask.neg[k] && s + epsilon > min_pos;
         }
     }
     out

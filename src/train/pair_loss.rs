@@ -85,9 +85,9 @@ pub fn supcon(
 }
 
 /// NT-Xent (normalised temperature-scaled cross-entropy; Chen et al., SimCLR 2020; PML
-/// `NTXentLoss`) with labels: per positive pair `(i, j)`, `-log(exp(s_ij / t) / (exp(s_ij / t)
-/// + sum_{k in N_i} exp(s_ik / t)))`, the mean over positive pairs. 0 without a positive or a
-/// negative pair. PML's default temperature: 0.07.
+/// `NTXentLoss`) with labels: per positive pair `(i, j)`,
+/// `-log(exp(s_ij / t) / (exp(s_ij / t) + sum_{k in N_i} exp(s_ik / t)))`, the mean over
+/// positive pairs. 0 without a positive or a negative pair. PML's default temperature: 0.07.
 pub fn ntxent(
     emb: &Tensor,
     reference: &Tensor,
