@@ -1,6 +1,7 @@
 //! End-to-end evaluation of an image encoder on a labelled train/test corpus: the seed's test
 //! pairs (pair accuracy, ROC-AUC, AP, F1) and retrieval of every test image against the train
-//! images (precision@1, MAP@R).
+//! images (precision@1, R-precision, MAP@R, MRR, as pytorch-metric-learning's
+//! `AccuracyCalculator`), and k-means of the test embeddings (NMI, AMI).
 
 use super::metrics;
 use super::PairTile;
@@ -35,6 +36,16 @@ pub struct ImageEvalReport {
     pub precision_at_1: f64,
     /// Mean average precision at R (R = number of train images of the query's class).
     pub map_at_r: f64,
+    /// Share of the top R neighbours of the query's class (PML's `r_precision`).
+    pub r_precision: f64,
+    /// Mean reciprocal rank of the nearest train image of the query's class, over the whole
+    /// ranking (PML's `mean_reciprocal_rank` with k = all).
+    pub mrr: f64,
+    /// Normalised mutual information of k-means clusters of the test embeddings (as many as
+    /// classes; deterministic, [`super::clustering`]) against their labels.
+    pub nmi: f64,
+    /// Adjusted mutual information of the same clusters.
+    pub ami: f64,
     pub n_queries: usize,
     pub n_indexed: usize,
     /// Seed of the test pairs.
@@ -50,7 +61,9 @@ pub fn pair_scores(dist: &[f32], pairs: &[Pair]) -> (Vec<f32>, Vec<bool>) {
 
 /// Relevance lists of each query's top-R neighbours among `base` (exact L2 search on the flat
 /// index, ties to the lower position), with R the count of base items of the query's label;
-/// returns (ranked relevance, R per query).
+/// returns (ranked relevance, R per query). A list without a relevant item goes on (all
+/// `false`) to the rank of the query's nearest relevant item, found by a scan of `base`, and
+/// ends there with `true`, so that its reciprocal rank is over the whole ranking.
 pub fn ranked_relevance(
     queries: &[f32],
     q_labels: &[u32],
@@ -72,11 +85,41 @@ pub fn ranked_relevance(
             let q = &queries[qi * dim..(qi + 1) * dim];
             let r = count.get(ql as usize).copied().unwrap_or(0).max(1).min(nb);
             let hits = flat.search(q, r, r)?;
-            let rel: Vec<bool> = hits.iter().map(|h| b_labels[h.id as usize] == ql).collect();
+            let mut rel: Vec<bool> = hits.iter().map(|h| b_labels[h.id as usize] == ql).collect();
+            if !rel.contains(&true) && count.get(ql as usize).is_some_and(|&c| c > 0) {
+                rel = first_relevant_rank(q, ql, base, b_labels, dim);
+            }
             Ok((rel, r))
         })
         .collect::<Result<_>>()?;
     Ok(lists.into_iter().unzip())
+}
+
+/// The relevance list of `q` down to its nearest base item labelled `ql`: `false` for each
+/// base item strictly nearer, then `true` (a scan of every base item).
+fn first_relevant_rank(
+    q: &[f32],
+    ql: u32,
+    base: &[f32],
+    b_labels: &[u32],
+    dim: usize,
+) -> Vec<bool> {
+    let d = |j: usize| -> f32 {
+        base[j * dim..(j + 1) * dim]
+            .iter()
+            .zip(q)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum()
+    };
+    let dist: Vec<f32> = (0..b_labels.len()).map(d).collect();
+    let nearest = (0..b_labels.len())
+        .filter(|&j| b_labels[j] == ql)
+        .map(|j| dist[j])
+        .fold(f32::INFINITY, f32::min);
+    let before = dist.iter().filter(|&&x| x < nearest).count();
+    let mut rel = vec![false; before];
+    rel.push(true);
+    rel
 }
 
 /// What [`evaluate_image_model`] returns: the report, the ROC curve points `(fpr, tpr)`, the
@@ -110,6 +153,7 @@ pub fn evaluate_image_model(
         &data.train.labels,
         dim,
     )?;
+    let (nmi, ami) = super::clustering::cluster_scores(&test_emb, dim, &data.test.labels)?;
     let roc: Vec<(f64, f64)> = metrics::roc_curve(&scores, &labels)?
         .into_iter()
         .map(|(f, t, _)| (f, t))
@@ -128,6 +172,10 @@ pub fn evaluate_image_model(
         n_test_pairs: pairs.len(),
         precision_at_1: metrics::precision_at_1(&rel, &r)?,
         map_at_r: metrics::map_at_r(&rel, &r)?,
+        r_precision: metrics::r_precision(&rel, &r)?,
+        mrr: metrics::mrr_at_k(&rel, &r, usize::MAX)?,
+        nmi,
+        ami,
         n_queries: data.test.n,
         n_indexed: data.train.n,
         pairs_seed,

@@ -548,6 +548,14 @@ pub fn map_at_r<R: AsRef<[bool]>>(ranked_rel: &[R], n_relevant: &[usize]) -> Res
     })
 }
 
+/// R-precision (pytorch-metric-learning's `r_precision`): for a query with R relevant items,
+/// the share of its top R results that are relevant; averaged over queries.
+pub fn r_precision<R: AsRef<[bool]>>(ranked_rel: &[R], n_relevant: &[usize]) -> Result<f64> {
+    mean_over(ranked_rel, n_relevant, "r_precision", |rel, r| {
+        rel.iter().take(r).filter(|&&b| b).count() as f64 / r as f64
+    })
+}
+
 /// Recall@k as duplicate retrieval reports it: the share of queries with at least one relevant
 /// item in their top k results (a "hit rate", not the share of relevant items found). For the
 /// recall of approximate search against exact search see [`ann_recall`].

@@ -3,6 +3,9 @@
 
 use super::loss;
 use super::mining::{self, Miner};
+use super::pair_loss::PairLoss;
+use super::pairs::{cosine_matrix, PairMask};
+use super::xbm::CrossBatchMemory;
 use crate::corpus::{seed_pairs, ImageSet, Pair, PkSampler, TrainTest};
 use crate::error::{Error, Result};
 use crate::model::{Arch, ImageModel, ImageModelConfig, TrainingRecord};
@@ -25,6 +28,61 @@ pub enum LossKind {
     /// learned proxy per training class, the own class's angle widened by `m` radians. The
     /// proxies are training-only; the encoder is used by distance like the others.
     Arcface,
+    /// P x K batches, the angular loss (Wang et al. 2017; PML's, alpha 40 degrees).
+    Angular,
+    /// P x K batches, the multi-similarity loss (PML's: alpha 2, beta 50, base 0.5).
+    MultiSimilarity,
+    /// P x K batches, supervised contrastive loss (PML's SupCon, temperature 0.1).
+    Supcon,
+    /// P x K batches, NT-Xent with labels (PML's, temperature 0.07).
+    Ntxent,
+    /// P x K batches, proxy-anchor loss to one trained proxy per class (PML's: margin 0.1,
+    /// alpha 32). The proxies are training-only, trained at the encoder's learning rate.
+    ProxyAnchor,
+    /// P x K batches, circle loss (PML's: m 0.4, gamma 80).
+    Circle,
+    /// P x K batches, generalised lifted structure loss (PML's: neg margin 1, pos margin 0).
+    Lifted,
+}
+
+impl LossKind {
+    /// The pair loss this is, with PML's defaults (`None` for contrastive, triplet, arcface and
+    /// proxy-anchor).
+    pub fn pair_loss(self) -> Option<PairLoss> {
+        match self {
+            LossKind::Angular => Some(PairLoss::ANGULAR),
+            LossKind::MultiSimilarity => Some(PairLoss::MULTI_SIMILARITY),
+            LossKind::Supcon => Some(PairLoss::SUPCON),
+            LossKind::Ntxent => Some(PairLoss::NTXENT),
+            LossKind::Circle => Some(PairLoss::CIRCLE),
+            LossKind::Lifted => Some(PairLoss::LIFTED),
+            LossKind::Contrastive
+            | LossKind::Triplet
+            | LossKind::Arcface
+            | LossKind::ProxyAnchor => None,
+        }
+    }
+
+    /// The miner PML's defaults amount to: batch-hard for triplet loss; for the others `none`
+    /// (the pair losses then take every pair of the batch, as PML without a miner). The
+    /// `--miner` flag's default is batch-hard whatever the loss.
+    pub fn default_miner(self) -> Miner {
+        match self {
+            LossKind::Triplet => Miner::BatchHard,
+            _ => Miner::None,
+        }
+    }
+
+    /// The name used on the command line and in the training record.
+    pub fn name(self) -> &'static str {
+        match self {
+            LossKind::Contrastive => "contrastive",
+            LossKind::Triplet => "triplet",
+            LossKind::Arcface => "arcface",
+            LossKind::ProxyAnchor => "proxy-anchor",
+            other => other.pair_loss().map_or("?", |p| p.name()),
+        }
+    }
 }
 
 /// How the learning rate moves over training (per step).
@@ -88,12 +146,15 @@ pub struct ImageTrainConfig {
     /// batch normalisation, 128-d normalised).
     #[arg(long, value_enum, default_value_t = Arch::Lenet)]
     pub arch: Arch,
-    /// Loss: `contrastive` on the seed's pairs, `triplet` on P x K batches, or `arcface`
+    /// Loss: `contrastive` on the seed's pairs, `triplet` on P x K batches, `arcface`
     /// (additive angular margin to learned class proxies; --margin in radians, e.g. 0.5, and
-    /// --scale) on P x K batches.
+    /// --scale), or on P x K batches with PML's defaults (docs/losses.md): angular,
+    /// multi-similarity, supcon, ntxent, proxy-anchor, circle, lifted.
     #[arg(long, value_enum, default_value_t = LossKind::Contrastive)]
     pub loss: LossKind,
-    /// Triplet mining (triplet loss only).
+    /// Mining: triplets for triplet loss; for the pair losses `none` (every pair of the
+    /// batch, PML's no-miner), `multi-similarity`, or a triplet miner's triplets taken as
+    /// pairs. Ignored by contrastive, arcface and proxy-anchor.
     #[arg(long, value_enum, default_value_t = Miner::BatchHard)]
     pub miner: Miner,
     /// Margin m of the loss. Larger: more separation asked for, harder to satisfy.
@@ -156,6 +217,12 @@ pub struct ImageTrainConfig {
     #[serde(skip)]
     #[arg(skip)]
     pub dev_score: Option<DevScore>,
+    /// A cross-batch memory of this many embeddings (pair losses only): each batch is compared
+    /// with the last SIZE training embeddings instead of only itself. Default none. Larger:
+    /// more pairs per step and more stale embeddings among them. At least the batch size.
+    #[serde(default)]
+    #[arg(long, value_name = "SIZE")]
+    pub xbm: Option<usize>,
 }
 
 fn default_scale() -> f32 {
@@ -208,6 +275,39 @@ impl ImageTrainConfig {
                 self.lr_decay
             )));
         }
+        self.check_loss()
+    }
+
+    /// The loss, miner and memory go together: `--miner multi-similarity` with triplet loss
+    /// or a pair loss, `--xbm` with a pair loss and every pair or the multi-similarity miner.
+    pub fn check_loss(&self) -> Result<()> {
+        let pair = self.loss.pair_loss().is_some();
+        if self.miner == Miner::MultiSimilarity && !pair && self.loss != LossKind::Triplet {
+            return Err(Error::InvalidArgument(format!(
+                "--miner multi-similarity mines pairs for triplet loss or a pair loss (angular, multi-similarity, supcon, ntxent, circle, lifted), not --loss {}",
+                self.loss.name()
+            )));
+        }
+        if let Some(size) = self.xbm {
+            if !pair {
+                return Err(Error::InvalidArgument(format!(
+                    "--xbm is a memory of embeddings for a pair loss (angular, multi-similarity, supcon, ntxent, circle, lifted), not --loss {}",
+                    self.loss.name()
+                )));
+            }
+            if !matches!(self.miner, Miner::None | Miner::MultiSimilarity) {
+                return Err(Error::InvalidArgument(format!(
+                    "--xbm takes every pair or --miner multi-similarity, not the triplet miner {}",
+                    self.miner.name()
+                )));
+            }
+            if size < self.batch {
+                return Err(Error::InvalidArgument(format!(
+                    "--xbm {size}: the memory must hold at least one batch (--batch {})",
+                    self.batch
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -234,6 +334,7 @@ impl Default for ImageTrainConfig {
             keep_best: false,
             scale: default_scale(),
             dev_score: None,
+            xbm: None,
         }
     }
 }
@@ -435,6 +536,40 @@ pub fn check_image_out(out: &std::path::Path) -> Result<()> {
     )))
 }
 
+/// One batch's pair loss: the batch against itself or the cross-batch memory (which takes the
+/// batch first), over every pair, the multi-similarity miner's pairs or a triplet miner's
+/// triplets as pairs.
+pub fn pair_loss_step(
+    loss: &PairLoss,
+    e: &Tensor,
+    labels: &[u32],
+    cfg: &ImageTrainConfig,
+    memory: Option<&mut CrossBatchMemory>,
+    seed: u64,
+) -> Result<Tensor> {
+    let (reference, mask) = match memory {
+        Some(m) => m.step(e, labels)?,
+        None => (e.clone(), PairMask::all_pairs(labels)),
+    };
+    let mask = match cfg.miner {
+        Miner::None => mask,
+        Miner::MultiSimilarity => {
+            let sim = cosine_matrix(e, &reference)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            mining::multi_similarity_pairs(&sim, &mask, mining::MS_EPSILON)
+        }
+        triplet_miner => {
+            let (n, dim) = e.dims2()?;
+            let ev = e.flatten_all()?.to_vec1::<f32>()?;
+            let dist = mining::distance_matrix(&ev, n, dim, cfg.squared);
+            let trips = mining::mine_triplets(&dist, labels, triplet_miner, cfg.margin, seed);
+            PairMask::from_triplets(labels, &trips)?
+        }
+    };
+    Ok(loss.loss(e, &reference, &mask)?)
+}
+
 /// Euclidean distances of `pairs` given embeddings of the whole set.
 pub fn pair_distances(emb: &[f32], dim: usize, pairs: &[Pair]) -> Vec<f32> {
     pairs
@@ -582,6 +717,7 @@ pub fn train_image_from(
             cfg.warmup_epochs, cfg.epochs
         )));
     }
+    cfg.check_loss()?;
     let train = match cfg.max_train {
         Some(n) => take(&data.train, n),
         None => data.train.clone(),
@@ -632,8 +768,31 @@ pub fn train_image_from(
         }
         _ => None,
     };
+    // Proxy anchor: one proxy per training class, drawn as PML draws them.
+    let anchors = match cfg.loss {
+        LossKind::ProxyAnchor => {
+            let n_classes = train
+                .labels
+                .iter()
+                .copied()
+                .max()
+                .map_or(0, |m| m as usize + 1);
+            Some(super::proxy_anchor::init_proxies(
+                n_classes,
+                model.config.dim,
+                cfg.seed ^ 0x9A0C,
+                &Device::Cpu,
+            )?)
+        }
+        _ => None,
+    };
+    let mut memory = match cfg.xbm {
+        Some(size) => Some(CrossBatchMemory::new(size, model.config.dim)?),
+        None => None,
+    };
     let mut train_vars = varmap.all_vars();
     train_vars.extend(proxies.iter().cloned());
+    train_vars.extend(anchors.iter().cloned());
     let mut opt = AdamW::new(
         train_vars,
         ParamsAdamW {
@@ -646,10 +805,11 @@ pub fn train_image_from(
     let test_pairs = seed_pairs(&test.labels, cfg.seed.wrapping_add(1))?;
     let train_pairs = match cfg.loss {
         LossKind::Contrastive => seed_pairs(&train.labels, cfg.seed)?,
-        LossKind::Triplet | LossKind::Arcface => Vec::new(),
+        _ => Vec::new(),
     };
     let sampler = match cfg.loss {
-        LossKind::Triplet | LossKind::Arcface => {
+        LossKind::Contrastive => None,
+        _ => {
             let n_classes = crate::corpus::sampler::class_indices(&train.labels)
                 .iter()
                 .filter(|c| c.len() >= 2)
@@ -658,7 +818,6 @@ pub fn train_image_from(
             let k = (cfg.batch / p).max(2);
             Some(PkSampler::new(&train.labels, p, k)?)
         }
-        LossKind::Contrastive => None,
     };
     let mut aug_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xA5A5);
     let mut history = Vec::new();
@@ -716,7 +875,7 @@ pub fn train_image_from(
                     }));
                 }
             }
-            LossKind::Triplet | LossKind::Arcface => {
+            _ => {
                 let sampler = sampler.as_ref().expect("P x K sampler");
                 let batches = sampler.epoch(cfg.seed.wrapping_add(epoch as u64));
                 let steps = batches.len();
@@ -739,6 +898,38 @@ pub fn train_image_from(
                             cfg.margin as f64,
                             cfg.scale as f64,
                         )?;
+                        opt.backward_step(&l)?;
+                        let lv = l.to_scalar::<f32>()? as f64;
+                        loss_sum += lv;
+                        n_ex += idx.len();
+                        n_steps += 1;
+                        on_event(TrainEvent::Step(StepInfo {
+                            epoch,
+                            step: s + 1,
+                            steps,
+                            loss: lv,
+                        }));
+                        continue;
+                    }
+                    let batch_loss = match (&anchors, cfg.loss.pair_loss()) {
+                        (Some(p), _) => Some(super::proxy_anchor::proxy_anchor(
+                            &e,
+                            p.as_tensor(),
+                            &labels,
+                            0.1,
+                            32.0,
+                        )?),
+                        (None, Some(pl)) => Some(pair_loss_step(
+                            &pl,
+                            &e,
+                            &labels,
+                            cfg,
+                            memory.as_mut(),
+                            cfg.seed ^ (epoch * 100_003 + s) as u64,
+                        )?),
+                        (None, None) => None,
+                    };
+                    if let Some(l) = batch_loss {
                         opt.backward_step(&l)?;
                         let lv = l.to_scalar::<f32>()? as f64;
                         loss_sum += lv;
@@ -832,12 +1023,12 @@ pub fn train_image_from(
     }
     model.config.training = TrainingRecord {
         corpus: corpus_name.to_string(),
-        loss: match cfg.loss {
-            LossKind::Contrastive => "contrastive".into(),
-            LossKind::Triplet => "triplet".into(),
-            LossKind::Arcface => format!("arcface (scale {})", cfg.scale),
+        loss: match (cfg.loss, cfg.xbm) {
+            (LossKind::Arcface, _) => format!("arcface (scale {})", cfg.scale),
+            (l, Some(size)) => format!("{} (xbm {size})", l.name()),
+            (l, None) => l.name().into(),
         },
-        miner: if cfg.loss == LossKind::Triplet {
+        miner: if cfg.loss == LossKind::Triplet || cfg.loss.pair_loss().is_some() {
             cfg.miner.name().into()
         } else {
             "none".into()

@@ -5,7 +5,11 @@
 //! - `batch-hard`: per anchor, the farthest positive and the nearest negative (Hermans et al.).
 //! - `semi-hard`: per (a, p), the nearest negative farther than p (`d_an > d_ap`); when none,
 //!   the farthest negative (as TensorFlow Addons' `triplet_semihard_loss`).
-//! - `none`: per anchor one random positive and one random negative.
+//! - `none`: per anchor one random positive and one random negative (for the pair losses of
+//!   [`super::pair_loss`]: no miner, every pair).
+//! - `multi-similarity`: the informative pairs of Wang et al. (CVPR 2019),
+//!   [`multi_similarity_pairs`] for the pair losses; for triplet loss the same rule on its
+//!   distances, each kept positive with each kept negative of the anchor.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -27,6 +31,8 @@ pub enum Miner {
     BatchAll,
     BatchHard,
     SemiHard,
+    /// [`multi_similarity_pairs`] (pair losses); the same rule on distances (triplet loss).
+    MultiSimilarity,
 }
 
 impl Miner {
@@ -37,9 +43,13 @@ impl Miner {
             Miner::BatchAll => "batch-all",
             Miner::BatchHard => "batch-hard",
             Miner::SemiHard => "semi-hard",
+            Miner::MultiSimilarity => "multi-similarity",
         }
     }
 }
+
+/// The multi-similarity miner's epsilon (PML's default).
+pub const MS_EPSILON: f32 = 0.1;
 
 /// Pairwise distances of `n` rows of dimension `d` (`emb` row-major): `[n * n]`, squared or not.
 pub fn distance_matrix(emb: &[f32], n: usize, d: usize, squared: bool) -> Vec<f32> {
@@ -112,6 +122,20 @@ pub fn mine_triplets(
                     .unwrap();
                 out.push(t(p, q));
             }
+            Miner::MultiSimilarity => {
+                // The miner's rule on distances (PML's `LpDistance` form), each kept positive
+                // with each kept negative of the anchor (PML's `convert_to_triplets`).
+                let far_pos = pos
+                    .iter()
+                    .map(|&p| row[p])
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let near_neg = neg.iter().map(|&q| row[q]).fold(f32::INFINITY, f32::min);
+                for &p in pos.iter().filter(|&&p| row[p] + MS_EPSILON > near_neg) {
+                    for &q in neg.iter().filter(|&&q| row[q] - MS_EPSILON < far_pos) {
+                        out.push(t(p, q));
+                    }
+                }
+            }
             Miner::SemiHard => {
                 for &p in &pos {
                     let semi = neg
@@ -128,6 +152,39 @@ pub fn mine_triplets(
                     out.push(t(p, q));
                 }
             }
+        }
+    }
+    out
+}
+
+/// The multi-similarity miner (Wang et al., CVPR 2019; pytorch-metric-learning's
+/// `MultiSimilarityMiner`) over cosine similarities `sim` (`[n * m]`, row-major) and the pairs
+/// of `mask`: per row, a positive `j` is kept when `s_ij - epsilon` is below the row's most
+/// similar negative, a negative `k` when `s_ik + epsilon` is above its least similar positive.
+/// PML's default epsilon: 0.1.
+pub fn multi_similarity_pairs(
+    sim: &[f32],
+    mask: &super::pairs::PairMask,
+    epsilon: f32,
+) -> super::pairs::PairMask {
+    let (n, m) = (mask.n, mask.m);
+    assert_eq!(sim.len(), n * m, "similarity matrix must be n x m");
+    let mut out = mask.clone();
+    for i in 0..n {
+        let row = &sim[i * m..(i + 1) * m];
+        let (mut max_neg, mut min_pos) = (f32::NEG_INFINITY, f32::INFINITY);
+        for (j, &s) in row.iter().enumerate() {
+            if mask.neg[i * m + j] {
+                max_neg = max_neg.max(s);
+            }
+            if mask.pos[i * m + j] {
+                min_pos = min_pos.min(s);
+            }
+        }
+        for (j, &s) in row.iter().enumerate() {
+            let k = i * m + j;
+            out.pos[k] = mask.pos[k] && s - epsilon < max_neg;
+            out.neg[k] = mask.neg[k] && s + epsilon > min_pos;
         }
     }
     out
@@ -200,6 +257,17 @@ mod tests {
             }
         }
         assert_eq!(all.len(), count);
+
+        // multi-similarity on distances (epsilon 0.1): anchor 0: farthest positive 5, nearest
+        // negative 2; positives with d + 0.1 > 2: p=2 (5) only; negatives with d - 0.1 < 5:
+        // n=3 (2) only -> (2, 3). Anchor 3 (x=2): positive 4 (d=4) with 4.1 > 1 (nearest
+        // negative 1); negatives 0 (2), 1 (1), 2 (3), all below 4 + 0.1 -> (4,0), (4,1), (4,2).
+        let ms = mine_triplets(&dist, &labels, Miner::MultiSimilarity, 0.5, 0);
+        let of = |a: u32| -> Vec<(u32, u32)> {
+            ms.iter().filter(|t| t.a == a).map(|t| (t.p, t.n)).collect()
+        };
+        assert_eq!(of(0), vec![(2, 3)]);
+        assert_eq!(of(3), vec![(4, 0), (4, 1), (4, 2)]);
 
         let rand = mine_triplets(&dist, &labels, Miner::None, 0.5, 3);
         assert_eq!(rand.len(), 5);

@@ -237,10 +237,11 @@ fn validate(cfg: &SequenceTrainConfig) -> Result<()> {
         || cfg.lr <= 0.0
         || cfg.margin.is_nan()
         || cfg.margin <= 0.0
-        || cfg.loss == LossKind::Arcface
+        || matches!(cfg.loss, LossKind::Arcface | LossKind::ProxyAnchor)
+        || (cfg.loss == LossKind::Contrastive && cfg.miner == crate::train::Miner::MultiSimilarity)
     {
         return Err(Error::InvalidArgument(format!(
-            "sequence training needs epochs >= 1, at least 2 writers and 2 genuine signatures per batch, positive lr and margin, and the triplet or contrastive loss (got epochs {}, {} writers x {} genuine, lr {}, margin {}, loss {:?})",
+            "sequence training needs epochs >= 1, at least 2 writers and 2 genuine signatures per batch, positive lr and margin, and the triplet, contrastive or a pair loss (multi-similarity mining: not with contrastive) (got epochs {}, {} writers x {} genuine, lr {}, margin {}, loss {:?})",
             cfg.epochs, cfg.writers_per_batch, cfg.genuine_per_writer, cfg.lr, cfg.margin, cfg.loss
         )));
     }
@@ -358,6 +359,23 @@ pub fn train_sequence(
                             continue;
                         }
                         loss::triplet_mined(e, &trip, cfg.margin as f64, cfg.squared)?
+                    }
+                    l if l.pair_loss().is_some() => {
+                        let pl = l.pair_loss().expect("a pair loss");
+                        let icfg = crate::train::ImageTrainConfig {
+                            miner: cfg.miner,
+                            margin: cfg.margin,
+                            squared: cfg.squared,
+                            ..Default::default()
+                        };
+                        crate::train::image::pair_loss_step(
+                            &pl,
+                            e,
+                            &labels,
+                            &icfg,
+                            None,
+                            rng.random(),
+                        )?
                     }
                     _ => {
                         let (mut a, mut b, mut y) = (Vec::new(), Vec::new(), Vec::new());

@@ -36,6 +36,20 @@ pub enum TextLoss {
     /// `BatchHardTripletLoss`: questions labelled by duplicate group (connected components of
     /// the duplicate pairs), batches of 2 per group, Euclidean distance, margin 5.
     BatchHard,
+    /// The pair losses of pytorch-metric-learning (PML's defaults, [`super::pair_loss`]) on the
+    /// same duplicate-group batches as `batch-hard`, every pair of the batch:
+    /// multi-similarity.
+    MultiSimilarity,
+    /// SupCon on duplicate-group batches.
+    Supcon,
+    /// NT-Xent on duplicate-group batches.
+    Ntxent,
+    /// Circle loss on duplicate-group batches.
+    Circle,
+    /// Generalised lifted structure loss on duplicate-group batches.
+    Lifted,
+    /// The angular loss on duplicate-group batches.
+    Angular,
 }
 
 impl TextLoss {
@@ -46,7 +60,28 @@ impl TextLoss {
             TextLoss::OnlineContrastive => "online-contrastive",
             TextLoss::Mnrl => "mnrl",
             TextLoss::BatchHard => "batch-hard",
+            other => other.pair_loss().map_or("?", |p| p.name()),
         }
+    }
+
+    /// The PML pair loss this is, with PML's defaults.
+    pub fn pair_loss(self) -> Option<super::PairLoss> {
+        use super::PairLoss;
+        match self {
+            TextLoss::MultiSimilarity => Some(PairLoss::MULTI_SIMILARITY),
+            TextLoss::Supcon => Some(PairLoss::SUPCON),
+            TextLoss::Ntxent => Some(PairLoss::NTXENT),
+            TextLoss::Circle => Some(PairLoss::CIRCLE),
+            TextLoss::Lifted => Some(PairLoss::LIFTED),
+            TextLoss::Angular => Some(PairLoss::ANGULAR),
+            _ => None,
+        }
+    }
+
+    /// Whether it trains on texts labelled by duplicate group (batch-hard and the pair
+    /// losses) rather than on the pairs themselves.
+    pub fn on_groups(self) -> bool {
+        self == TextLoss::BatchHard || self.pair_loss().is_some()
     }
 
     /// sentence-transformers' default margin (unused by `mnrl`).
@@ -55,6 +90,7 @@ impl TextLoss {
             TextLoss::Contrastive | TextLoss::OnlineContrastive => 0.5,
             TextLoss::Mnrl => 0.0,
             TextLoss::BatchHard => 5.0,
+            _ => 0.0,
         }
     }
 }
@@ -446,7 +482,7 @@ pub fn train_text(
         TextLoss::Mnrl => (0..train.len()).filter(|&i| train[i].duplicate).collect(),
         _ => (0..train.len()).collect(),
     };
-    let (group_texts, group_labels) = if cfg.loss == TextLoss::BatchHard {
+    let (group_texts, group_labels) = if cfg.loss.on_groups() {
         duplicate_groups(train)
     } else {
         (Vec::new(), Vec::new())
@@ -469,7 +505,7 @@ pub fn train_text(
                     .map(Batch::Pairs)
                     .collect()
             }
-            TextLoss::BatchHard => group_batches(&group_labels, cfg.batch, seed)?
+            _ => group_batches(&group_labels, cfg.batch, seed)?
                 .into_iter()
                 .map(Batch::Items)
                 .collect(),
@@ -491,7 +527,7 @@ pub fn train_text(
     // Token ids of every text once.
     let mut tok: HashMap<&str, Vec<u32>> = HashMap::new();
     {
-        let mut texts: Vec<&str> = if cfg.loss == TextLoss::BatchHard {
+        let mut texts: Vec<&str> = if cfg.loss.on_groups() {
             group_texts.iter().map(String::as_str).collect()
         } else {
             train
@@ -580,7 +616,10 @@ pub fn train_text(
                     let labels: Vec<u32> = idx.iter().map(|&i| group_labels[i]).collect();
                     n_ex += idx.len();
                     n_texts += idx.len();
-                    loss::batch_hard_triplet(emb, &labels, margin)?
+                    match cfg.loss.pair_loss() {
+                        Some(pl) => pl.loss(emb, emb, &super::PairMask::all_pairs(&labels))?,
+                        None => loss::batch_hard_triplet(emb, &labels, margin)?,
+                    }
                 }
             };
             // The loss's gradient with respect to the embeddings (none when no term of the
@@ -888,7 +927,7 @@ pub fn fine_tune_text(
     )?;
     let total_wall = sw.wall();
     let eps = outcome.examples as f64;
-    let pair_loss = cfg.loss != TextLoss::BatchHard;
+    let pair_loss = !cfg.loss.on_groups();
     let report = TextTrainReport {
         model: run.out.display().to_string(),
         base: run.base.display().to_string(),

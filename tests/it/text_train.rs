@@ -268,6 +268,41 @@ fn tiny_fine_tune_learns_saves_and_reloads() {
     assert_ne!(loaded, before, "weights did not change");
 }
 
+/// The PML pair losses fine-tune the text encoder on duplicate-group batches: multi-similarity,
+/// 3 epochs on 12 duplicate pairs (seed 3), lowers its loss.
+#[test]
+#[cfg_attr(
+    not(all(has_minilm, has_qqp)),
+    ignore = "needs ../shared: models/all-MiniLM-L6-v2 and corpora/pairs/qqp-10k.train.tsv"
+)]
+fn multi_similarity_fine_tune_lowers_its_loss() {
+    require(&[MODEL, QQP_TRAIN]);
+    let mut pairs = read_pairs_tsv(Path::new(QQP_TRAIN)).unwrap();
+    pairs.retain(|p| p.duplicate);
+    pairs.truncate(12);
+    let cfg = TextTrainConfig {
+        loss: TextLoss::MultiSimilarity,
+        epochs: 3,
+        batch: 8,
+        lr: 1e-4,
+        warmup_ratio: 0.0,
+        dropout: false,
+        seed: 3,
+        ..Default::default()
+    };
+    println!("seed {}", cfg.seed);
+    let out = train_text(Path::new(MODEL), &pairs, &cfg, None, &mut |_| {}).unwrap();
+    let h = &out.history;
+    println!("multi-similarity losses {} -> {}", h[0].loss, h[2].loss);
+    assert!(h[0].loss > 0.0);
+    assert!(
+        h[2].loss < h[0].loss,
+        "loss did not decrease: {} -> {}",
+        h[0].loss,
+        h[2].loss
+    );
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -96,6 +96,70 @@ fn cnn_arcface_beats_chance() {
     assert!(a.model.config.training.loss.starts_with("arcface"));
 }
 
+/// The pair losses train: multi-similarity with its miner and a cross-batch memory of 512,
+/// and proxy-anchor with its trained proxies; each beats chance after one epoch, and the
+/// training record names loss, memory and miner.
+#[test]
+fn cnn_pair_and_proxy_losses_beat_chance() {
+    let ms = cnn_one_epoch_beats_chance(
+        "multi-similarity + ms miner + xbm 512",
+        ImageTrainConfig {
+            loss: LossKind::MultiSimilarity,
+            miner: Miner::MultiSimilarity,
+            xbm: Some(512),
+            ..Default::default()
+        },
+    );
+    let rec = &ms.model.config.training;
+    assert_eq!(rec.loss, "multi-similarity (xbm 512)");
+    assert_eq!(rec.miner, "multi-similarity");
+    let pa = cnn_one_epoch_beats_chance(
+        "proxy-anchor",
+        ImageTrainConfig {
+            loss: LossKind::ProxyAnchor,
+            miner: Miner::None,
+            ..Default::default()
+        },
+    );
+    assert_eq!(pa.model.config.training.loss, "proxy-anchor");
+}
+
+/// Loss, miner and memory that do not go together are refused in one line naming the flag.
+#[test]
+fn pair_loss_options_are_checked() {
+    let bad = |cfg: ImageTrainConfig| cfg.check().unwrap_err().to_string();
+    let e = bad(ImageTrainConfig {
+        loss: LossKind::Contrastive,
+        miner: Miner::MultiSimilarity,
+        ..Default::default()
+    });
+    assert!(
+        e.contains("--miner multi-similarity") && e.contains("contrastive"),
+        "{e}"
+    );
+    let e = bad(ImageTrainConfig {
+        loss: LossKind::Triplet,
+        xbm: Some(1024),
+        ..Default::default()
+    });
+    assert!(e.contains("--xbm") && e.contains("triplet"), "{e}");
+    let e = bad(ImageTrainConfig {
+        loss: LossKind::Circle,
+        miner: Miner::None,
+        xbm: Some(64),
+        batch: 128,
+        ..Default::default()
+    });
+    assert!(e.contains("--xbm 64") && e.contains("--batch 128"), "{e}");
+    let e = bad(ImageTrainConfig {
+        loss: LossKind::Supcon,
+        miner: Miner::BatchHard,
+        xbm: Some(1024),
+        ..Default::default()
+    });
+    assert!(e.contains("batch-hard"), "{e}");
+}
+
 /// The residual network, one epoch on 2,000 digits with the cosine schedule: it beats chance;
 /// training moved its batch-norm running statistics, which are saved with the weights and used
 /// at inference (a reload embeds identically, and an image's embedding does not depend on its
