@@ -12,15 +12,13 @@ mod train;
 mod train_idx;
 
 pub use calibrate_encoder::{calibrate_encoder, CalibrationPairs};
-pub use evaluate::{
-    evaluate_orl, evaluate_protocol, evaluate_signatures, ProtocolEvalReport, Scored,
-};
+pub use evaluate::{evaluate_orl, evaluate_protocol, ProtocolEvalReport, Scored};
 pub use train::{
-    assemble, folder_preprocess, member_line, orl_summary, parse_size, signature_summary,
-    train_folder, train_image, train_image_folder, train_orl, train_signatures, train_split,
-    AssembledRow, Calibrate, FolderOptions, FolderProtocol, FolderRun, FolderRunReport,
-    FolderTrainReport, ImageRun, ProtocolTrainReport, MAX_INPUT_SIDE, SIGNATURE_DEV_WRITERS,
-    SIGNATURE_KEEP_BEST_TRAIN_WRITERS, SIGNATURE_TEST_WRITERS, SIGNATURE_TRAIN_WRITERS,
+    assemble, folder_preprocess, member_line, orl_summary, parse_size, train_folder, train_image,
+    train_image_folder, train_orl, train_split, AssembledRow, Calibrate, FolderOptions,
+    FolderProtocol, FolderRun, FolderRunReport, FolderTrainReport, ImageRun, ProtocolTrainReport,
+    MAX_INPUT_SIDE, SIGNATURE_DEV_WRITERS, SIGNATURE_KEEP_BEST_TRAIN_WRITERS,
+    SIGNATURE_TEST_WRITERS, SIGNATURE_TRAIN_WRITERS,
 };
 pub use train_idx::{train_idx, IdxEncoderReport, IdxEnsembleReport, IdxRun, IdxTrainReport};
 

@@ -19,6 +19,15 @@ use std::path::Path;
 // ------------------------------------------------------------------------------------------
 // dlib's serialisation
 
+/// A dlib `con_` layer: filters `(nf, cin, k, k)`, bias `(1, nf, 1, 1)`, stride and padding.
+pub struct ConLayer {
+    pub filters: Tensor,
+    pub bias: Tensor,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
 /// A cursor over a dlib-serialised file. Integers are "packed": one byte giving the byte count
 /// (low nibble) and sign (0x80), then the magnitude little-endian; floats are a packed int64
 /// mantissa and a packed int16 exponent; tensors are four packed dims then raw f32 LE.
@@ -53,6 +62,40 @@ impl<'a> Reader<'a> {
                 self.buf.len()
             ),
         )
+    }
+
+    /// A `con_` layer's parameters after its tag: square filters, equal strides and paddings,
+    /// and a parameter count that fits `nf` filters plus `nf` biases; else an error naming the
+    /// offset.
+    pub fn con_layer(&mut self) -> Result<ConLayer> {
+        let (_, params) = self.tensor()?;
+        let nf = self.count(1 << 16, "filter count")?;
+        let kh = self.count(64, "filter rows")?;
+        let kw = self.count(64, "filter columns")?;
+        let sy = self.count(64, "stride")?;
+        let sx = self.count(64, "stride")?;
+        let py = self.count(64, "padding")?;
+        let px = self.count(64, "padding")?;
+        if nf == 0 || kh != kw || sy != sx || py != px || sy == 0 {
+            return Err(self.err(&format!(
+                "unsupported convolution {nf} filters {kh}x{kw} stride {sy}x{sx} pad {py}x{px}"
+            )));
+        }
+        let per = params.len().saturating_sub(nf) / nf;
+        let cin = per / (kh * kw);
+        if cin == 0 || cin * kh * kw * nf + nf != params.len() {
+            return Err(self.err(&format!(
+                "a convolution with {} parameters does not fit {nf} filters of {kh}x{kw}",
+                params.len()
+            )));
+        }
+        Ok(ConLayer {
+            filters: Tensor::from_slice(&params[..nf * per], (nf, cin, kh, kw), &Device::Cpu)?,
+            bias: Tensor::from_slice(&params[nf * per..], (1, nf, 1, 1), &Device::Cpu)?,
+            k: kh,
+            stride: sy,
+            pad: py,
+        })
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
@@ -701,35 +744,12 @@ fn read_layers(bytes: &[u8], path: &Path) -> Result<(Vec<Layer>, [f32; 3], usize
         r.string()?;
         let layer = match k {
             0 => {
-                let (_, params) = r.tensor()?;
-                let nf = r.count(1 << 16, "filter count")?;
-                let kh = r.count(64, "filter rows")?;
-                let kw = r.count(64, "filter columns")?;
-                let sy = r.count(64, "stride")?;
-                let sx = r.count(64, "stride")?;
-                let py = r.count(64, "padding")?;
-                let px = r.count(64, "padding")?;
-                if nf == 0 || kh != kw || sy != sx || py != px || params.len() < nf {
-                    return Err(bad(format!(
-                        "unsupported convolution {nf} filters {kh}x{kw} stride {sy}x{sx} pad {py}x{px}"
-                    )));
-                }
-                let per = (params.len() - nf) / nf;
-                let cin = per / (kh * kw);
-                if cin * kh * kw * nf + nf != params.len() {
-                    return Err(bad(format!(
-                        "convolution with {} parameters does not fit {nf} filters of {kh}x{kw}",
-                        params.len()
-                    )));
-                }
-                let filters =
-                    Tensor::from_slice(&params[..nf * per], (nf, cin, kh, kw), &Device::Cpu)?;
-                let bias = Tensor::from_slice(&params[nf * per..], (1, nf, 1, 1), &Device::Cpu)?;
+                let c = r.con_layer()?;
                 Layer::Con {
-                    filters,
-                    bias,
-                    stride: sy,
-                    pad: py,
+                    filters: c.filters,
+                    bias: c.bias,
+                    stride: c.stride,
+                    pad: c.pad,
                 }
             }
             1 => {

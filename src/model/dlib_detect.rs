@@ -253,37 +253,13 @@ impl MmodDetector {
             r.string()?;
             let layer = match k {
                 0 => {
-                    let (_, params) = r.tensor()?;
-                    let nf = r.count(1 << 16, "filter count")?;
-                    let kh = r.count(64, "filter rows")?;
-                    let kw = r.count(64, "filter columns")?;
-                    let sy = r.count(64, "stride")?;
-                    let sx = r.count(64, "stride")?;
-                    let py = r.count(64, "padding")?;
-                    let px = r.count(64, "padding")?;
-                    if nf == 0 || kh != kw || sy != sx || py != px || sy == 0 {
-                        return Err(r.err(&format!(
-                            "unsupported convolution {nf} filters {kh}x{kw} stride {sy}x{sx} pad {py}x{px}"
-                        )));
-                    }
-                    let per = params.len().saturating_sub(nf) / nf;
-                    let cin = per / (kh * kw);
-                    if cin == 0 || cin * kh * kw * nf + nf != params.len() {
-                        return Err(r.err(&format!(
-                            "a convolution with {} parameters does not fit {nf} filters of {kh}x{kw}",
-                            params.len()
-                        )));
-                    }
+                    let c = r.con_layer()?;
                     Layer::Conv {
-                        w: Tensor::from_slice(
-                            &params[..nf * per],
-                            (nf, cin, kh, kw),
-                            &Device::Cpu,
-                        )?,
-                        b: Tensor::from_slice(&params[nf * per..], (1, nf, 1, 1), &Device::Cpu)?,
-                        k: kh,
-                        stride: sy,
-                        pad: py,
+                        w: c.filters,
+                        b: c.bias,
+                        k: c.k,
+                        stride: c.stride,
+                        pad: c.pad,
                     }
                 }
                 1 => {

@@ -890,36 +890,22 @@ pub fn train_image_from(
                     )?;
                     let e = model.forward_t(&x, true)?;
                     let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();
-                    if let Some(p) = &proxies {
-                        let l = loss::additive_angular_margin(
+                    let batch_loss = match (&proxies, &anchors, cfg.loss.pair_loss()) {
+                        (Some(p), _, _) => Some(loss::additive_angular_margin(
                             &e,
                             p.as_tensor(),
                             &labels,
                             cfg.margin as f64,
                             cfg.scale as f64,
-                        )?;
-                        opt.backward_step(&l)?;
-                        let lv = l.to_scalar::<f32>()? as f64;
-                        loss_sum += lv;
-                        n_ex += idx.len();
-                        n_steps += 1;
-                        on_event(TrainEvent::Step(StepInfo {
-                            epoch,
-                            step: s + 1,
-                            steps,
-                            loss: lv,
-                        }));
-                        continue;
-                    }
-                    let batch_loss = match (&anchors, cfg.loss.pair_loss()) {
-                        (Some(p), _) => Some(super::proxy_anchor::proxy_anchor(
+                        )?),
+                        (None, Some(p), _) => Some(super::proxy_anchor::proxy_anchor(
                             &e,
                             p.as_tensor(),
                             &labels,
                             0.1,
                             32.0,
                         )?),
-                        (None, Some(pl)) => Some(pair_loss_step(
+                        (None, None, Some(pl)) => Some(pair_loss_step(
                             &pl,
                             &e,
                             &labels,
@@ -927,7 +913,7 @@ pub fn train_image_from(
                             memory.as_mut(),
                             cfg.seed ^ (epoch * 100_003 + s) as u64,
                         )?),
-                        (None, None) => None,
+                        (None, None, None) => None,
                     };
                     if let Some(l) = batch_loss {
                         opt.backward_step(&l)?;

@@ -1,11 +1,10 @@
 //! The evaluation runs of the image-folder protocols (`eval --protocol orl|signatures`): with a
 //! trained encoder, a folder of per-fold encoders, or raw pixels as the baseline.
 
-use super::train::{folder_preprocess, orl_summary, signature_summary, FolderOptions};
+use super::train::{folder_preprocess, orl_summary, FolderOptions};
 use super::{
     calibrate_pairs, orl_fold_report, orl_fold_with_model, orl_folds, orl_report, raw_embeddings,
-    read_signatures, signature_test_set, signatures_from_embeddings, signatures_with_model,
-    Aggregate, OrlReport, SignatureReport,
+    Aggregate, OrlReport,
 };
 use crate::corpus::folder::ImageFolder;
 use crate::corpus::Protocol;
@@ -128,54 +127,6 @@ pub fn evaluate_orl(
     Ok(ProtocolEvalReport {
         report,
         threshold_source: None,
-        model: with.name(),
-    })
-}
-
-/// The signature protocol on the `writers` of the folder `corpus`, combining the distances to
-/// the references with `agg`. An encoder's stored threshold is used when it was calibrated for
-/// `agg`; otherwise (and for raw pixels) the threshold is calibrated on the tested writers
-/// themselves (best F1), and the report says so.
-pub fn evaluate_signatures(
-    corpus: &Path,
-    with: &Scored,
-    agg: Aggregate,
-    writers: &[usize],
-    on: &Observer,
-) -> Result<ProtocolEvalReport<SignatureReport>> {
-    let sigs = read_signatures(corpus)?;
-    let mut source = "calibrated on the tested writers (best F1)";
-    let (report, _) = match with {
-        Scored::RawPixels(pre) => {
-            let (test, set) = signature_test_set(&sigs, pre, writers)?;
-            let emb = raw_embeddings(&set, pre);
-            signatures_from_embeddings(&test, &emb, set.rows * set.cols, agg, None, None)?
-        }
-        Scored::Encoder(dir) => {
-            let m = load_model(dir, "encoder")?;
-            // The encoder's threshold holds for the aggregate it was calibrated with; for
-            // another, calibrate on these writers (the calibration writers).
-            let cal_agg = m
-                .config
-                .calibration
-                .as_ref()
-                .and_then(|c| c.aggregate)
-                .unwrap_or(Aggregate::Min);
-            let thr = (cal_agg == agg).then_some(m.config.threshold);
-            if thr.is_some() {
-                source = "the encoder's stored threshold";
-            } else {
-                on(Progress::Line(format!(
-                    "note: the encoder's threshold was calibrated for --aggregate {cal_agg:?}; for {agg:?} the threshold is calibrated on the tested writers themselves (EER and ROC-AUC do not depend on it; FAR/FRR at it are optimistic)"
-                )));
-            }
-            signatures_with_model(&sigs, &m, agg, thr, None, writers)?
-        }
-    };
-    on(Progress::Line(signature_summary(&report)));
-    Ok(ProtocolEvalReport {
-        report,
-        threshold_source: Some(source),
         model: with.name(),
     })
 }

@@ -2,12 +2,11 @@
 //! and calibrate on held-out ones ([`train_split`]), ensembles assembled from calibrated
 //! members ([`assemble`]), and the three runs of `train image` on folders: class hold-out
 //! ([`train_folder`]), the ORL folds ([`train_orl`]) and the signature writers
-//! ([`train_signatures`]).
+//! ([`crate::eval::signatures::train_signature_corpora`]).
 
 use super::{
-    calibrate_encoder, orl_fold_with_model, orl_folds, orl_report, read_signatures,
-    signatures_with_model, split_classes, Aggregate, CalibrationPairs, OrlFoldReport, OrlReport,
-    SignatureReport,
+    calibrate_encoder, orl_fold_with_model, orl_folds, orl_report, split_classes, Aggregate,
+    CalibrationPairs, OrlFoldReport, OrlReport,
 };
 use crate::corpus::folder::{self, FolderItem, ImageFolder};
 use crate::corpus::TrainTest;
@@ -373,25 +372,6 @@ pub fn orl_summary(r: &OrlReport) -> String {
     )
 }
 
-/// The signature protocol's progress line of a report.
-pub fn signature_summary(r: &SignatureReport) -> String {
-    format!(
-        "signatures (writers {}-{}, {} references, {:?} distance): EER {:.4}, ROC-AUC {:.4}, mean per-writer EER {:.4}; threshold {:.4}: FAR {:.4}, FRR {:.4} ({} genuine, {} forged questioned)",
-        r.writers.first().unwrap_or(&0),
-        r.writers.last().unwrap_or(&0),
-        r.references,
-        r.aggregate,
-        r.eer,
-        r.roc_auc,
-        r.mean_writer_eer,
-        r.threshold,
-        r.far,
-        r.frr,
-        r.n_genuine,
-        r.n_forged
-    )
-}
-
 /// The ORL protocol's training run: one encoder per fold in `out/fold-F` (F = 0..3, or only
 /// `only_folds`), each trained on the fold's training subjects less `dev_classes` held out
 /// for calibration; then each fold scored on its unseen subjects.
@@ -483,89 +463,6 @@ pub const SIGNATURE_TEST_WRITERS: RangeInclusive<usize> = 21..=30;
 /// training; never the test writers).
 pub const SIGNATURE_KEEP_BEST_TRAIN_WRITERS: RangeInclusive<usize> = 1..=16;
 pub const SIGNATURE_DEV_WRITERS: RangeInclusive<usize> = 17..=20;
-
-/// The signature protocol's training run: train on writers 1-20 (each writer's genuine
-/// signatures one class, their skilled forgeries another), calibrate on writers 21-30. With
-/// `cfg.keep_best` the epoch is chosen on writers 17-20, held out of training (train on 1-16):
-/// never on the test writers 21-30, whose per-epoch figures are otherwise only reported.
-/// Saves the encoder to `out` with `command` in its training record.
-#[allow(clippy::too_many_arguments)]
-pub fn train_signatures(
-    corpus: &str,
-    pre: &Preprocess,
-    cfg: &ImageTrainConfig,
-    ens: Option<&EnsembleTrainConfig>,
-    target_far: Option<f64>,
-    agg: Aggregate,
-    command: &str,
-    out: &Path,
-    on: &Observer,
-) -> Result<ProtocolTrainReport<SignatureReport>> {
-    let sigs = read_signatures(Path::new(corpus))?;
-    let pick = |r: &RangeInclusive<usize>| -> Vec<FolderItem> {
-        sigs.iter()
-            .filter(|s| r.contains(&s.writer))
-            .map(|s| s.item.clone())
-            .collect()
-    };
-    let (tr, dv) = if cfg.keep_best {
-        on(Progress::Line("--keep-best: training on writers 1-16, the epoch chosen on writers 17-20 (held out; never on the test writers 21-30)".into()));
-        (
-            pick(&SIGNATURE_KEEP_BEST_TRAIN_WRITERS),
-            pick(&SIGNATURE_DEV_WRITERS),
-        )
-    } else {
-        (
-            pick(&SIGNATURE_TRAIN_WRITERS),
-            pick(&SIGNATURE_TEST_WRITERS),
-        )
-    };
-    if tr.is_empty() || dv.is_empty() {
-        return Err(Error::Msg(format!(
-            "{corpus}: the signature protocol needs writers 1-20 and 21-30 in labels.tsv"
-        )));
-    }
-    let mut o = train_split(
-        &tr,
-        &dv,
-        pre,
-        cfg,
-        ens,
-        corpus,
-        target_far,
-        "signatures",
-        on,
-    )?;
-    // The decision compares a questioned signature with a writer's references: calibrate
-    // exactly that on writers 21-30 (the protocol's calibration writers).
-    let test: Vec<usize> = SIGNATURE_TEST_WRITERS.collect();
-    let (report, cal) = signatures_with_model(&sigs, &o.model, agg, None, target_far, &test)?;
-    o.model.config.threshold = report.threshold;
-    o.model.config.calibration = Some(cal);
-    o.model.config.training.command = Some(command.to_string());
-    o.model.save(out)?;
-    // An ensemble's members, each alone on the same writers (reported, never chosen on).
-    let mut members = Vec::new();
-    if let Some(e) = &o.model.config.ensemble {
-        for i in 0..e.members.len() {
-            let (rm, _) =
-                signatures_with_model(&sigs, &o.model.member(i)?, agg, None, target_far, &test)?;
-            on(Progress::Line(format!(
-                "member {i} alone: EER {:.4}, ROC-AUC {:.4}, mean per-writer EER {:.4}",
-                rm.eer, rm.roc_auc, rm.mean_writer_eer
-            )));
-            members.push(rm);
-        }
-    }
-    on(Progress::Line(signature_summary(&report)));
-    Ok(ProtocolTrainReport {
-        report,
-        members,
-        model: out.display().to_string(),
-        wall_seconds: o.wall_seconds,
-        cpu_seconds: o.cpu_seconds,
-    })
-}
 
 /// How the image files of a folder corpus become network input, as chosen by the user (also
 /// the flags of `train image` and `eval` for image folders).
@@ -683,7 +580,7 @@ pub enum FolderProtocol {
     ClassHoldOut,
     /// The ORL folds ([`train_orl`]).
     Orl,
-    /// The signature writers ([`train_signatures`]).
+    /// The signature writers ([`crate::eval::signatures::train_signature_corpora`]).
     Signatures,
 }
 
