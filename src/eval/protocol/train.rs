@@ -762,6 +762,7 @@ pub fn train_image_folder(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::protocol::SignatureReport;
 
     /// The rows keep the keys `train image --ensemble --json` has always printed: a member's
     /// seed, classes, kept epoch and threshold, the ensemble's `"member": "ensemble"`, and the
