@@ -1,9 +1,9 @@
 //! Adding to an open index: texts and images encoded with its own encoder, raw vectors of its
-//! dimension; in chunks, each encoded, logged and acknowledged on its own.
+//! dimension; encoded in chunks, logged and acknowledged as one write.
 
 use crate::error::{Error, Result};
 use crate::index::{Item, Matrix};
-use crate::query::{NewItem, Query, Searcher};
+use crate::query::{Query, Searcher};
 use std::path::Path;
 
 /// What to add, all under one label.
@@ -50,43 +50,50 @@ impl<'a> Additions<'a> {
     }
 }
 
-/// Add `what` to the index of `s` (texts, then images, in chunks of 1,024; then the vectors,
-/// which must have the index's dimension); returns the new ids.
+/// Add `what` to the index of `s` as one write: texts, then images (encoded in chunks of 1,024
+/// so a forward pass stays bounded), then the raw vectors (which must have the index's
+/// dimension), all in one logged record. A command killed part-way adds nothing, and a retry
+/// adds no duplicates (issue 25: it committed each 1,024 as it went). Returns the new ids.
 pub fn add_items(s: &Searcher, what: &Additions) -> Result<Vec<u64>> {
-    let new: Vec<NewItem> = what
+    if let Some((p, m)) = &what.vectors {
+        if m.cols != s.dim() {
+            return Err(Error::Msg(format!(
+                "{}: vectors of dimension {}, the index holds dimension {}",
+                p.display(),
+                m.cols,
+                s.dim()
+            )));
+        }
+    }
+    let contents: Vec<Query> = what
         .texts
         .iter()
         .map(|t| Query::Text(t))
         .chain(what.images.iter().map(|i| Query::Image(i)))
-        .map(|content| NewItem {
-            content,
+        .collect();
+    let mut vectors = Vec::new();
+    for chunk in contents.chunks(1024) {
+        vectors.extend(s.embed_many(chunk)?.concat());
+    }
+    let mut items: Vec<Item> = what
+        .texts
+        .iter()
+        .chain(&what.images)
+        .map(|source| Item {
             label: what.label.clone(),
-            source: None,
+            source: source.to_string(),
+            payload: None,
         })
         .collect();
-    let mut ids = Vec::new();
-    for chunk in new.chunks(1024) {
-        ids.extend(s.add(chunk)?);
-    }
     if let Some((p, m)) = &what.vectors {
-        let dim = m.cols;
-        if dim != s.dim() {
-            return Err(Error::Msg(format!(
-                "{}: vectors of dimension {dim}, the index holds dimension {}",
-                p.display(),
-                s.dim()
-            )));
-        }
-        let items = (0..m.rows)
-            .map(|i| Item {
-                label: what.label.clone(),
-                source: format!("{}#{i}", p.display()),
-                payload: None,
-            })
-            .collect();
-        ids.extend(s.add_vectors(&m.data, items)?);
+        vectors.extend_from_slice(&m.data);
+        items.extend((0..m.rows).map(|i| Item {
+            label: what.label.clone(),
+            source: format!("{}#{i}", p.display()),
+            payload: None,
+        }));
     }
-    Ok(ids)
+    s.add_vectors(&vectors, items)
 }
 
 /// Ids as ranges: `0-9, 12`.

@@ -465,3 +465,59 @@ fn negative_numbers_named_bench_files_kept_and_cosine_self_match_at_zero() {
     assert_eq!(v["results"][0]["distance"], json!(0.0), "{v}");
     assert_eq!(v["results"][0]["duplicate"], json!(true), "{v}");
 }
+
+/// One `index add` is one all-or-nothing write (issue 25: a failure, or kill -9, part-way
+/// through 2,000 items left the first 1,024 committed, and a retry duplicated them): 1,100 IDX
+/// images and a missing file after them add nothing. Pixels from a seeded XorShift (seed 25).
+#[test]
+fn an_add_that_fails_part_way_adds_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut state = 25u64;
+    let mut pixels = |n: usize| -> Vec<u8> {
+        (0..n * 784)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 56) as u8
+            })
+            .collect()
+    };
+    let c = tmp.path().join("c");
+    std::fs::create_dir(&c).unwrap();
+    let enc = twindex::corpus::idx::encode_idx;
+    let labels = enc(&[10], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    for split in ["train", "t10k"] {
+        std::fs::write(
+            c.join(format!("{split}-images-idx3-ubyte")),
+            enc(&[10, 28, 28], &pixels(10)),
+        )
+        .unwrap();
+        std::fs::write(c.join(format!("{split}-labels-idx1-ubyte")), &labels).unwrap();
+    }
+    let idx = tmp.path().join("idx");
+    let d = idx.to_str().unwrap();
+    let o = twindex(&[
+        "index",
+        "build",
+        "--corpus",
+        c.to_str().unwrap(),
+        "--out",
+        d,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let more = tmp.path().join("more-images-idx3-ubyte");
+    std::fs::write(&more, enc(&[1100, 28, 28], &pixels(1100))).unwrap();
+    let mut args: Vec<String> = ["index", "add", "--index", d].map(String::from).to_vec();
+    args.extend((0..1100).map(|i| format!("{}:{i}", more.display())));
+    args.push(tmp.path().join("missing.png").display().to_string());
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(&a, &["missing.png"]);
+    let o = twindex(&["index", "stats", "--index", d, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["items"],
+        json!(10),
+        "nothing of the failed add is in the index: {v}"
+    );
+}
