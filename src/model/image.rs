@@ -426,6 +426,14 @@ impl ImageModel {
                 ),
             ));
         }
+        // A sentence-transformers folder (a text model) where an image encoder is expected: say
+        // so, rather than that its valid config.json lacks `format`.
+        if dir.join("tokenizer.json").exists() || dir.join("modules.json").exists() {
+            return Err(Error::format(
+                &cfg_path,
+                "a text model (sentence-transformers folder), not an image encoder: use it with --text, --pairs or a text index, or give an image encoder made by `twindex train image`",
+            ));
+        }
         let mut config: ImageModelConfig = fsutil::read_json(&cfg_path)?;
         if let Some(fa) = &mut config.preprocess.face_align {
             fa.model_dir = Some(dir.to_path_buf());

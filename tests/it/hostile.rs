@@ -521,3 +521,34 @@ fn an_add_that_fails_part_way_adds_nothing() {
         "nothing of the failed add is in the index: {v}"
     );
 }
+
+/// A sentence-transformers folder where an image encoder is expected is named a text model
+/// (it said "config.json: invalid JSON: missing field `format`" of a valid file).
+#[test]
+#[cfg_attr(not(has_minilm), ignore = "needs ../shared/models/all-MiniLM-L6-v2")]
+fn a_text_model_given_as_an_image_encoder_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let minilm = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/models/all-MiniLM-L6-v2"
+    );
+    let out = tmp.path().join("i");
+    refused(
+        &[
+            "index",
+            "build",
+            "--model",
+            minilm,
+            "--corpus",
+            "mnist",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["a text model (sentence-transformers folder)"],
+    );
+    refused(
+        &["eval", "--model", minilm, "--corpus", "mnist"],
+        &["a text model"],
+    );
+    assert!(!out.exists());
+}
