@@ -130,6 +130,8 @@ fn run() -> Result<serde_json::Value, String> {
         right += (said == *same) as usize;
     }
 
+    let cv = people_cv(&pairs, &best)?;
+
     // Detection recall on training.xml at upsample 1, beside dlib's recorded boxes.
     let refs: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string("tests/data/dlib_detect_reference.json")
@@ -263,6 +265,7 @@ fn run() -> Result<serde_json::Value, String> {
         "photos_without_face": no_face,
         "pairs": pairs.len(),
         "pair_accuracy_at_0.6": right as f64 / pairs.len() as f64,
+        "people_cv": cv,
         "training_xml_boxes": truth_n,
         "training_xml_recall_iou_0.5": {
             "twindex_cnn_upsample1": totals[0][0] as f64 / truth_n as f64,
@@ -276,6 +279,78 @@ fn run() -> Result<serde_json::Value, String> {
         },
         "compare_faces_vs_obama": compare,
         "two_people_vs_roll": two,
+    }))
+}
+
+/// Photos' people: the connected groups of deepface's same-person pairs.
+fn people(pairs: &[(String, String, bool)]) -> BTreeMap<String, String> {
+    let mut parent: BTreeMap<String, String> = BTreeMap::new();
+    fn find(p: &mut BTreeMap<String, String>, x: &str) -> String {
+        let up = p.get(x).cloned().unwrap_or_else(|| x.to_string());
+        if up == x {
+            return up;
+        }
+        let r = find(p, &up);
+        p.insert(x.to_string(), r.clone());
+        r
+    }
+    for (a, b, same) in pairs {
+        let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+        if *same && ra != rb {
+            parent.insert(ra, rb);
+        }
+    }
+    let files: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| [p.0.clone(), p.1.clone()])
+        .collect();
+    files
+        .into_iter()
+        .map(|f| {
+            let r = find(&mut parent, &f);
+            (f, r)
+        })
+        .collect()
+}
+
+/// The open-set threshold chosen by cross-validation over people: each person's pairs (a pair
+/// belongs to its first photo's person) are scored at the best-F1 threshold calibrated on the
+/// pairs that do not show that person at all, so no pair and no person is scored at a
+/// threshold chosen on it.
+fn people_cv(
+    pairs: &[(String, String, bool)],
+    best: &BTreeMap<String, Option<Face>>,
+) -> Result<serde_json::Value, String> {
+    let who = people(pairs);
+    let mut folds: Vec<&String> = who.values().collect();
+    folds.sort();
+    folds.dedup();
+    let score = |a: &str, b: &str| match (&best[a], &best[b]) {
+        (Some(x), Some(y)) => -dist(&x.descriptor, &y.descriptor),
+        _ => f32::NEG_INFINITY,
+    };
+    let (mut right, mut n, mut thresholds) = (0, 0, Vec::new());
+    for p in &folds {
+        let touches = |(a, b, _): &&(String, String, bool)| &who[a] == *p || &who[b] == *p;
+        let (s, l): (Vec<f32>, Vec<bool>) = pairs
+            .iter()
+            .filter(|q| !touches(q))
+            .map(|(a, b, same)| (score(a, b), *same))
+            .unzip();
+        let cal = twindex::eval::calibrate::calibrate_best_f1(&s, &l).map_err(|e| e.to_string())?;
+        thresholds.push(-cal.threshold);
+        for (a, b, same) in pairs.iter().filter(|(a, _, _)| &who[a] == *p) {
+            right += (cal.accepts(score(a, b)) == *same) as usize;
+            n += 1;
+        }
+    }
+    thresholds.sort_by(f32::total_cmp);
+    Ok(serde_json::json!({
+        "people": folds.len(),
+        "pairs": n,
+        "pair_accuracy": right as f64 / n as f64,
+        "threshold_min": thresholds.first(),
+        "threshold_max": thresholds.last(),
     }))
 }
 

@@ -1,5 +1,6 @@
 //! Bin-only: clap structs and one file per subcommand, each with `run(args)`.
 
+mod attendance;
 mod bench;
 mod build;
 mod calibrate;
@@ -64,6 +65,8 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Accept or reject the claim that an image is an enrolled person or signer.
     Verify(verify::VerifyArgs),
+    /// Who of a roll (a face index) was seen in a folder of frames, who was not, and strangers.
+    Attendance(attendance::AttendanceArgs),
     /// Every pair of items within the duplicate threshold, and their clusters.
     Dedup(dedup::DedupArgs),
     /// Serve indexes over HTTP: JSON API, search page, metrics (see docs/serving.md).
@@ -121,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Index(c) => index::run(c),
         Command::Query(a) => query::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Attendance(a) => attendance::run(a),
         Command::Serve(a) => serve::run(a),
     };
     match res {

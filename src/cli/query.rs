@@ -84,24 +84,31 @@ pub fn run(a: QueryArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     // In chunks, so a long file streams its answers and memory stays bounded.
     for chunk in queries.chunks(256) {
-        let answers = s.query_many(chunk, &opts)?;
-        for (q, ans) in chunk.iter().zip(&answers) {
+        for (q, r) in chunk.iter().zip(s.replies(chunk, &opts)?) {
             let what = q.describe();
-            if a.json {
-                let j = ans.to_json(&what);
-                if many {
-                    serde_json::to_writer(&mut out, &j)?;
-                    writeln!(out)?;
-                } else {
-                    drop(out);
-                    return common::print_json(&j);
-                }
-            } else {
-                writeln!(out, "{}", ans.table(&what))?;
-                if many {
-                    writeln!(out)?;
-                }
-            }
+            print_reply(&mut out, a.json, many, &r.to_json(&what), &r.table(&what))?;
+        }
+    }
+    Ok(())
+}
+
+/// One reply: its JSON (pretty for one query, a line each when `many`) or its table.
+fn print_reply(
+    out: &mut impl Write,
+    json: bool,
+    many: bool,
+    j: &serde_json::Value,
+    table: &str,
+) -> Result<()> {
+    if json && !many {
+        writeln!(out, "{}", serde_json::to_string_pretty(j)?)?;
+    } else if json {
+        serde_json::to_writer(&mut *out, j)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{table}")?;
+        if many {
+            writeln!(out)?;
         }
     }
     Ok(())

@@ -57,22 +57,25 @@ pub fn run(a: VerifyArgs) -> Result<()> {
     let (index, label, file) = (index.clone(), label.clone(), file.clone());
     let s = Searcher::open(&index, &Default::default())
         .with_context(|| format!("opening index {}", index.display()))?;
-    let r = s.verify(&Query::Image(&file), &label, a.threshold, a.aggregate)?;
+    let q = Query::Image(&file);
+    if let Some(faces) = s.verify_faces(&q, &label, a.threshold, a.aggregate)? {
+        if a.json {
+            return common::print_json(&serde_json::json!({
+                "file": file,
+                "label": label,
+                "accepted": faces.iter().any(|f| f.verification.accepted),
+                "faces": faces,
+            }));
+        }
+        println!("{}", twindex::query::render::face_verdicts(&file, &faces));
+        return Ok(());
+    }
+    let r = s.verify(&q, &label, a.threshold, a.aggregate)?;
     if a.json {
         let mut j = serde_json::to_value(&r)?;
         j["file"] = serde_json::json!(file);
         return common::print_json(&j);
     }
-    println!(
-        "{}: {} as {:?} ({} distance {:.4} {} threshold {:.4}, {} enrolled image(s))",
-        file,
-        if r.accepted { "ACCEPTED" } else { "REJECTED" },
-        r.label,
-        r.aggregate.describe(),
-        r.distance,
-        if r.accepted { "<=" } else { ">" },
-        r.threshold,
-        r.references
-    );
+    println!("{}: {}", file, r.verdict());
     Ok(())
 }

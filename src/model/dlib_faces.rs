@@ -3,7 +3,7 @@
 //! the mean of the three channels), the face is cut out as a 150x150 RGB chip and dlib's ResNet
 //! gives its 128-d descriptor. The result per face: box, detection score, landmarks, descriptor.
 
-use super::dlib::{face_chip_rgb, DlibResNet, Grey, Rect, Rgb, ShapePredictor};
+use super::dlib::{face_chip, face_chip_rgb, DlibResNet, Grey, Rect, Rgb, ShapePredictor};
 use super::dlib_detect::{MmodDetector, DETECTOR};
 use super::dlib_import::{LANDMARKS, RESNET};
 use crate::error::{Error, Result};
@@ -46,6 +46,78 @@ pub fn dlib_grey(img: Rgb) -> Vec<u8> {
         .collect()
 }
 
+/// A face found in a photo and cut out for the descriptor, not yet embedded.
+#[derive(Debug, Clone)]
+pub struct FaceChip {
+    /// dlib's inclusive box (left, top, right, bottom) in photo pixels.
+    pub rect: Rect,
+    /// The detector's score.
+    pub score: f32,
+    /// The 5 landmarks (x, y).
+    pub parts: Vec<[i64; 2]>,
+    /// The aligned `side x side` chip, `channels` bytes a pixel (RGB, or dlib's grey).
+    pub chip: Vec<u8>,
+}
+
+/// Refuse a photo larger than [`MAX_FACE_PHOTO_PIXELS`] once upsampled `upsample` times.
+pub fn check_photo_size(img: Rgb, upsample: u32, name: &Path) -> Result<()> {
+    let scaled = (img.width * img.height) << (2 * upsample.min(8));
+    if scaled > MAX_FACE_PHOTO_PIXELS {
+        return Err(Error::format(
+            name,
+            format!(
+                "a {}x{} photo{} is more than the face detector takes ({MAX_FACE_PHOTO_PIXELS} pixels); make it smaller",
+                img.width,
+                img.height,
+                if upsample > 0 { " upsampled" } else { "" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every face of a photo as face_recognition finds and frames it, best detection first: the
+/// MMOD detector (`upsample` times upsampled), the 5 landmarks on dlib's grey and the aligned
+/// `side x side` chip with dlib's `padding`, in colour (`channels` 3) or dlib's grey (1).
+/// The caller checks the photo's size ([`check_photo_size`]).
+pub fn face_chips(
+    detector: &MmodDetector,
+    landmarks: &ShapePredictor,
+    img: Rgb,
+    upsample: u32,
+    side: usize,
+    channels: usize,
+    padding: f64,
+) -> Result<Vec<FaceChip>> {
+    let found = detector.detect(img, upsample)?;
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let grey = dlib_grey(img);
+    let g = Grey {
+        pixels: &grey,
+        width: img.width,
+        height: img.height,
+    };
+    found
+        .iter()
+        .map(|d| {
+            let parts = landmarks.predict(g, d.rect);
+            let chip = if channels == 3 {
+                face_chip_rgb(img, &parts, side, padding)?
+            } else {
+                face_chip(g, &parts, side, padding)?
+            };
+            Ok(FaceChip {
+                rect: d.rect,
+                score: d.score,
+                parts,
+                chip,
+            })
+        })
+        .collect()
+}
+
 impl FacePipeline {
     /// Load dlib's detector, predictor and ResNet from a folder holding dlib's files
     /// (`mmod_human_face_detector.dat`, `shape_predictor_5_face_landmarks.dat`,
@@ -80,39 +152,25 @@ impl FacePipeline {
 
     /// Every face in a photo, best detection first. `name` names the photo in errors.
     pub fn faces(&self, img: Rgb, name: &Path) -> Result<Vec<Face>> {
-        let area = img.width * img.height;
-        let scaled = area << (2 * self.upsample.min(8));
-        if scaled > MAX_FACE_PHOTO_PIXELS {
-            return Err(Error::format(
-                name,
-                format!(
-                    "a {}x{} photo{} is more than the face detector takes ({MAX_FACE_PHOTO_PIXELS} pixels); make it smaller",
-                    img.width,
-                    img.height,
-                    if self.upsample > 0 { " upsampled" } else { "" }
-                ),
-            ));
-        }
-        let found = self.detector.detect(img, self.upsample)?;
-        if found.is_empty() {
-            return Ok(Vec::new());
-        }
-        let grey = dlib_grey(img);
-        let g = Grey {
-            pixels: &grey,
-            width: img.width,
-            height: img.height,
-        };
+        check_photo_size(img, self.upsample, name)?;
         let side = self.net.side();
+        let found = face_chips(
+            &self.detector,
+            &self.landmarks,
+            img,
+            self.upsample,
+            side,
+            3,
+            0.25,
+        )?;
         let mut chips = Vec::with_capacity(found.len() * side * side * 3);
         let mut faces = Vec::with_capacity(found.len());
-        for d in &found {
-            let parts = self.landmarks.predict(g, d.rect);
-            chips.extend(face_chip_rgb(img, &parts, side, 0.25)?);
+        for f in found {
+            chips.extend(f.chip);
             faces.push(Face {
-                rect: d.rect,
-                score: d.score,
-                parts,
+                rect: f.rect,
+                score: f.score,
+                parts: f.parts,
                 descriptor: Vec::new(),
             });
         }

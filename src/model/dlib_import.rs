@@ -3,6 +3,7 @@
 //! import leaves nothing behind.
 
 use super::dlib::{DlibResNet, ShapePredictor};
+use super::dlib_detect::{MmodDetector, DETECTOR};
 use super::image::{FaceAlign, CONFIG_FILE, WEIGHTS_FILE};
 use super::{Arch, ImageModel, ImageModelConfig, TrainingRecord};
 use crate::error::{Error, Result};
@@ -14,6 +15,8 @@ pub const RESNET: &str = "dlib_face_recognition_resnet_model_v1.dat";
 pub const LANDMARKS: &str = "shape_predictor_5_face_landmarks.dat";
 /// The predictor's name inside an encoder directory.
 const LANDMARKS_IN_MODEL: &str = "landmarks.dat";
+/// The detector's name inside an encoder directory.
+const DETECTOR_IN_MODEL: &str = "detector.dat";
 
 /// How the imported encoder frames and decides.
 #[derive(Debug, Clone)]
@@ -27,6 +30,9 @@ pub struct DlibImport {
     pub threshold: f32,
     /// The command line recorded in the encoder's training record.
     pub command: Option<String>,
+    /// Find faces in photos with dlib's MMOD detector, upsampling each photo this many times
+    /// first (`face_box` is then unused); `None`: face crops framed alike.
+    pub detect: Option<u32>,
 }
 
 /// What an import made.
@@ -72,8 +78,18 @@ pub fn import_dlib_face(src: &Path, out: &Path, opts: &DlibImport) -> Result<Dli
             opts.padding
         )));
     }
-    let (rp, lp) = (src.join(RESNET), src.join(LANDMARKS));
-    for p in [&rp, &lp] {
+    if opts.detect.is_some_and(|u| u > 2) {
+        return Err(Error::InvalidArgument(format!(
+            "--upsample {}: expected 0, 1 or 2 (each doubles the photo's width and height)",
+            opts.detect.unwrap_or(0)
+        )));
+    }
+    let (rp, lp, dp) = (src.join(RESNET), src.join(LANDMARKS), src.join(DETECTOR));
+    let mut need = vec![&rp, &lp];
+    if opts.detect.is_some() {
+        need.push(&dp);
+    }
+    for p in need {
         if !p.exists() {
             return Err(Error::Msg(format!(
                 "{}: not found (bash benches/peers/fetch_dlib_models.sh fetches dlib's models into corpora/dlib-models)",
@@ -90,7 +106,12 @@ pub fn import_dlib_face(src: &Path, out: &Path, opts: &DlibImport) -> Result<Dli
             sp.num_parts()
         )));
     }
-    let mut config = ImageModelConfig::new(Arch::DlibResnet, net.side(), net.side(), 1);
+    if opts.detect.is_some() {
+        // Check it reads before anything is written.
+        MmodDetector::load(&dp)?;
+    }
+    let channels = if opts.detect.is_some() { 3 } else { 1 };
+    let mut config = ImageModelConfig::new(Arch::DlibResnet, net.side(), net.side(), channels);
     let p = &mut config.preprocess;
     p.scale = 1.0;
     p.auto_invert = false;
@@ -98,6 +119,8 @@ pub fn import_dlib_face(src: &Path, out: &Path, opts: &DlibImport) -> Result<Dli
         landmarks: LANDMARKS_IN_MODEL.into(),
         face_box: opts.face_box,
         padding: opts.padding,
+        detector: opts.detect.map(|_| DETECTOR_IN_MODEL.to_string()),
+        upsample: opts.detect.unwrap_or(0),
         model_dir: None,
     });
     config.dim = net.dim();
@@ -125,6 +148,10 @@ pub fn import_dlib_face(src: &Path, out: &Path, opts: &DlibImport) -> Result<Dli
             .map_err(|e| Error::Msg(format!("writing {}: {e}", weights.display())))?;
         std::fs::copy(&lp, tmp.join(LANDMARKS_IN_MODEL))
             .map_err(ctx(format!("copying {}", lp.display())))?;
+        if opts.detect.is_some() {
+            std::fs::copy(&dp, tmp.join(DETECTOR_IN_MODEL))
+                .map_err(ctx(format!("copying {}", dp.display())))?;
+        }
         crate::fsutil::atomic_write_json(&tmp.join(CONFIG_FILE), &config)?;
         // Check that the directory loads as an encoder before it takes its name.
         ImageModel::load(&tmp)?;

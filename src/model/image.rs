@@ -1,7 +1,9 @@
 //! A trained image encoder on disk: `config.json` (how to rebuild and use it) + `model.safetensors`.
 
 use super::cnn::{Arch, ImageEncoder};
-use super::dlib::{face_chip, DlibResNet, Grey, Rect, ShapePredictor};
+use super::dlib::{face_chip, DlibResNet, Grey, Rect, Rgb, ShapePredictor};
+use super::dlib_detect::MmodDetector;
+use super::dlib_faces::{check_photo_size, face_chips, FaceChip};
 use super::ensemble::{Ensemble, EnsembleBy, EnsembleConfig, MemberConfig};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -60,16 +62,26 @@ pub struct Preprocess {
     pub ink: bool,
 }
 
-/// How face images are aligned: there is no face detector, so the images are expected to be
-/// face crops framed alike (as the ORL faces and passport photos are), and the landmark
-/// predictor starts from the same box in each.
+/// How face images are aligned. With a `detector` the encoder takes photos: dlib's MMOD
+/// detector finds the faces and the landmark predictor starts from each box found (enrolment
+/// needs exactly one face; a query answers for each). Without one the images are expected to
+/// be face crops framed alike (as the ORL faces and passport photos are), and the landmark
+/// predictor starts from the same `face_box` in each.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FaceAlign {
     /// The landmark predictor file (dlib format), relative to the model directory.
     pub landmarks: String,
     /// The box the face is expected in, as fractions of the image width and height:
-    /// left, top, right, bottom.
+    /// left, top, right, bottom (unused with a detector).
     pub face_box: [f64; 4],
+    /// dlib's MMOD face detector file, relative to the model directory: faces are found in
+    /// photos rather than expected in `face_box`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<String>,
+    /// Times a photo is upsampled before detection (face_recognition's
+    /// `number_of_times_to_upsample`; 0 finds faces of about 80 px and more, 1 of about 40).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub upsample: u32,
     /// Margin around the template face in the chip, as a fraction of its size (dlib: 0.25).
     pub padding: f64,
     /// The model directory (set when the model is loaded; not stored).
@@ -77,25 +89,92 @@ pub struct FaceAlign {
     pub model_dir: Option<PathBuf>,
 }
 
+/// A dlib model file loaded once per process and path.
+fn cached<T: Send + Sync + 'static>(
+    path: PathBuf,
+    load: impl FnOnce(&Path) -> Result<T>,
+) -> Result<std::sync::Arc<T>> {
+    type Cache = Mutex<HashMap<PathBuf, std::sync::Arc<dyn std::any::Any + Send + Sync>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .expect("model file cache");
+    if let Some(p) = cache.get(&path) {
+        if let Ok(t) = p.clone().downcast::<T>() {
+            return Ok(t);
+        }
+    }
+    let t = std::sync::Arc::new(load(&path)?);
+    cache.insert(path, t.clone());
+    Ok(t)
+}
+
 impl FaceAlign {
-    /// The landmark predictor, loaded once per process and file.
-    fn predictor(&self) -> Result<std::sync::Arc<ShapePredictor>> {
-        static CACHE: OnceLock<Mutex<HashMap<PathBuf, std::sync::Arc<ShapePredictor>>>> =
-            OnceLock::new();
+    fn model_file(&self, name: &str) -> Result<PathBuf> {
         let dir = self.model_dir.as_ref().ok_or_else(|| {
             Error::Msg("a face-aligning encoder must be loaded from its directory".into())
         })?;
-        let path = dir.join(&self.landmarks);
-        let mut cache = CACHE
-            .get_or_init(Default::default)
-            .lock()
-            .expect("predictor cache");
-        if let Some(p) = cache.get(&path) {
-            return Ok(p.clone());
+        Ok(dir.join(name))
+    }
+
+    /// The landmark predictor, loaded once per process and file.
+    fn predictor(&self) -> Result<std::sync::Arc<ShapePredictor>> {
+        cached(self.model_file(&self.landmarks)?, ShapePredictor::load)
+    }
+
+    /// Every face of a decoded photo with its aligned `size x size` chip of `channels` bytes a
+    /// pixel, best detection first (a detecting encoder; `name` names the photo in errors).
+    pub fn photo_faces(
+        &self,
+        img: &image::RgbImage,
+        name: &Path,
+        size: usize,
+        channels: usize,
+    ) -> Result<Vec<FaceChip>> {
+        let file = self.detector.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: this face encoder takes face crops, not photos (it has no detector)",
+                name.display()
+            ))
+        })?;
+        let det = cached(self.model_file(file)?, MmodDetector::load)?;
+        let sp = self.predictor()?;
+        let rgb = Rgb {
+            pixels: img.as_raw(),
+            width: img.width() as usize,
+            height: img.height() as usize,
+        };
+        check_photo_size(rgb, self.upsample, name)?;
+        face_chips(&det, &sp, rgb, self.upsample, size, channels, self.padding)
+    }
+
+    /// The chip of the one face of an enrolment photo: a photo with no face or several is
+    /// refused, naming the file and how many faces were found.
+    pub fn one_face(
+        &self,
+        img: &image::RgbImage,
+        name: &Path,
+        size: usize,
+        channels: usize,
+    ) -> Result<Vec<u8>> {
+        let mut faces = self.photo_faces(img, name, size, channels)?;
+        match faces.len() {
+            1 => Ok(faces.pop().expect("one face").chip),
+            0 => Err(Error::format(
+                name,
+                format!(
+                    "no face found in this {}x{} photo (the detector finds faces of about {} px and more); an enrolment photo must show exactly one face",
+                    img.width(),
+                    img.height(),
+                    80 >> self.upsample.min(1)
+                ),
+            )),
+            n => Err(Error::format(
+                name,
+                format!("{n} faces found; an enrolment photo must show exactly one face"),
+            )),
         }
-        let p = std::sync::Arc::new(ShapePredictor::load(&path)?);
-        cache.insert(path, p.clone());
-        Ok(p)
     }
 
     /// Read `path` and return its aligned `size x size` greyscale face chip.
@@ -146,6 +225,10 @@ fn default_true() -> bool {
     true
 }
 
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
 impl Preprocess {
     /// Read an image file (PNG, PGM/PNM, JPEG) as the 0..255 pixels this preprocessing
     /// expects: greyscale, resized with the aspect ratio kept and padded with `pad`. Inversion,
@@ -153,6 +236,9 @@ impl Preprocess {
     /// training batches and queries.
     pub fn load_file(&self, path: &Path) -> Result<Vec<u8>> {
         if let Some(fa) = &self.face_align {
+            if fa.detector.is_some() {
+                return self.load_query_file(path);
+            }
             return fa.load_chip(path, self.height);
         }
         if self.channels != 1 {
@@ -182,6 +268,10 @@ impl Preprocess {
     /// blank image (every pixel alike) is refused: it holds nothing to compare. `name` is what
     /// errors call the image.
     pub fn load_query_bytes(&self, bytes: &[u8], name: &Path) -> Result<Vec<u8>> {
+        if let Some(fa) = self.face_align.as_ref().filter(|fa| fa.detector.is_some()) {
+            let img = Self::decode_photo(bytes, name)?;
+            return fa.one_face(&img, name, self.height, self.channels);
+        }
         let g = crate::corpus::image_file::decode_grey(bytes, name)?;
         let (lo, hi) = g
             .as_raw()
@@ -227,6 +317,46 @@ impl Preprocess {
             }
         }
         Ok(px)
+    }
+
+    /// Whether this encoder finds faces in photos (a face detector is part of it): a query
+    /// photo then has an answer for each face ([`Preprocess::photo_faces`]).
+    pub fn detects_faces(&self) -> bool {
+        self.face_align
+            .as_ref()
+            .is_some_and(|fa| fa.detector.is_some())
+    }
+
+    /// Every face of a photo (encoded bytes) with its chip, ready for
+    /// [`ImageModel::embed_pixels`], best detection first; `None` when the encoder does not
+    /// find faces ([`Preprocess::detects_faces`]).
+    pub fn photo_faces(&self, bytes: &[u8], name: &Path) -> Result<Option<Vec<FaceChip>>> {
+        match self.face_align.as_ref().filter(|fa| fa.detector.is_some()) {
+            Some(fa) => {
+                let img = Self::decode_photo(bytes, name)?;
+                fa.photo_faces(&img, name, self.height, self.channels)
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A photo decoded as RGB; a blank one (every value alike) is refused.
+    fn decode_photo(bytes: &[u8], name: &Path) -> Result<image::RgbImage> {
+        let img = crate::corpus::image_file::decode_rgb(bytes, name)?;
+        let raw = img.as_raw();
+        if raw.iter().all(|&p| p == raw[0]) {
+            return Err(Error::format(
+                name,
+                format!(
+                    "image is blank ({}x{}, every value {}): nothing to compare",
+                    img.width(),
+                    img.height(),
+                    raw[0]
+                ),
+            ));
+        }
+        Ok(img)
     }
 
     /// [`Preprocess::load_query_bytes`] of a file.
@@ -437,15 +567,22 @@ impl ImageModel {
         let mut config: ImageModelConfig = fsutil::read_json(&cfg_path)?;
         if let Some(fa) = &mut config.preprocess.face_align {
             fa.model_dir = Some(dir.to_path_buf());
-            let lp = dir.join(&fa.landmarks);
-            if !lp.exists() {
-                return Err(Error::io(
-                    &lp,
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "the encoder's landmark predictor is missing from its directory",
-                    ),
-                ));
+            let files = [
+                (Some(&fa.landmarks), "landmark predictor"),
+                (fa.detector.as_ref(), "face detector"),
+            ];
+            for (file, what) in files {
+                let Some(file) = file else { continue };
+                let p = dir.join(file);
+                if !p.exists() {
+                    return Err(Error::io(
+                        &p,
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!("the encoder's {what} is missing from its directory"),
+                        ),
+                    ));
+                }
             }
         }
         if config.format != IMAGE_FORMAT || config.format_version != 1 {
@@ -469,13 +606,14 @@ impl ImageModel {
                 )
             })?;
             let p = &config.preprocess;
-            if (p.height, p.width, p.channels) != (net.side(), net.side(), 1)
+            if (p.height, p.width) != (net.side(), net.side())
+                || !matches!(p.channels, 1 | 3)
                 || config.dim != net.dim()
             {
                 return Err(Error::corrupt(
                     &cfg_path,
                     format!(
-                        "config says {}x{}x{} inputs and {} dimensions; the weights are for {s}x{s}x1 and {}",
+                        "config says {}x{}x{} inputs and {} dimensions; the weights are for {s}x{s} chips (1 or 3 channels) and {}",
                         p.height, p.width, p.channels, config.dim, net.dim(), s = net.side()
                     ),
                 ));
@@ -755,16 +893,17 @@ impl ImageModel {
         let cfg_path = dir.join(CONFIG_FILE);
         let config: ImageModelConfig = fsutil::read_json(&cfg_path)?;
         if let Some(fa) = config.preprocess.face_align {
-            if fa.landmarks.contains('/') || fa.landmarks.contains("..") {
-                return Err(Error::corrupt(
-                    &cfg_path,
-                    format!(
-                        "landmarks file {:?} must be a plain file name",
-                        fa.landmarks
-                    ),
-                ));
+            for (what, f) in std::iter::once(("landmarks", fa.landmarks))
+                .chain(fa.detector.map(|d| ("detector", d)))
+            {
+                if f.contains('/') || f.contains("..") {
+                    return Err(Error::corrupt(
+                        &cfg_path,
+                        format!("{what} file {f:?} must be a plain file name"),
+                    ));
+                }
+                v.push(f);
             }
-            v.push(fa.landmarks);
         }
         Ok(v)
     }

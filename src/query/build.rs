@@ -406,7 +406,8 @@ pub fn encode_texts(enc: &TextEncoder, texts: &[&str], p: &dyn BuildProgress) ->
 /// Embed an image set in chunks of 2,048 (512 a batch), reporting the stage `embedding`;
 /// `n * dim` floats.
 pub fn embed_images(model: &ImageModel, set: &ImageSet, p: &dyn BuildProgress) -> Result<Vec<f32>> {
-    let per = set.rows * set.cols;
+    // Colour encoders (the face-finding one) read 3 bytes a pixel.
+    let per = set.rows * set.cols * model.config.preprocess.channels;
     p.stage("embedding", set.n as u64);
     let mut out = Vec::with_capacity(set.n * model.config.dim);
     for start in (0..set.n).step_by(2048) {

@@ -8,6 +8,7 @@
 //! ([`render`]).
 
 pub mod add;
+pub mod attendance;
 mod backend;
 pub mod bench;
 pub mod build;
@@ -22,7 +23,7 @@ pub mod verify;
 
 pub use build::{build_index, BuildProgress, BuildRecord, BuildSource, Built};
 pub use searcher::{
-    search, shorten, Answer, Encoder, NewItem, OpenOptions, Query, QueryHit, SearchOptions,
-    Searcher, Stats,
+    search, shorten, Answer, Encoder, FaceAnswer, FaceBox, FaceVerification, NewItem, OpenOptions,
+    Query, QueryHit, SearchOptions, Searcher, Stats,
 };
 pub use verify::{identify, verify, Aggregate, Verification};

@@ -2,7 +2,7 @@
 //! and an index's figures (`index stats`). The CLI prints these strings; JSON is the types'
 //! own serialisation.
 
-use super::searcher::{Answer, QueryHit, Stats};
+use super::searcher::{Answer, FaceAnswer, FaceVerification, QueryHit, Reply, Stats};
 use std::fmt::Write;
 
 /// A readable table of `hits` for the query `what`, decided at `thr` (none: no decision).
@@ -67,6 +67,83 @@ impl Answer {
         }
         t
     }
+}
+
+/// The `query --json` of a photo with one answer per face: `faces` (each its `box`, `score`,
+/// `threshold`, `results` and `identity`), and `results` / `identity` of the first face (the
+/// best detection) for readers of one answer; with no face, empty `results` and a `note`.
+pub fn faces_json(what: &str, faces: &[FaceAnswer]) -> serde_json::Value {
+    let mut j = serde_json::json!({ "query": what, "faces": faces });
+    match faces.first() {
+        Some(f) => {
+            j["threshold"] = serde_json::json!(f.answer.threshold);
+            j["results"] = serde_json::json!(f.answer.results);
+            if let Some(id) = &f.answer.identity {
+                j["identity"] = serde_json::json!(id);
+            }
+        }
+        None => {
+            j["results"] = serde_json::json!([]);
+            j["note"] = "no face found in the photo".into();
+        }
+    }
+    j
+}
+
+impl Reply {
+    /// The JSON of `query --json` (and the server's query answer) for this reply to `what`.
+    pub fn to_json(&self, what: &str) -> serde_json::Value {
+        match self {
+            Reply::One(a) => a.to_json(what),
+            Reply::Faces(f) => faces_json(what, f),
+        }
+    }
+
+    /// The table `query` prints for this reply to `what`.
+    pub fn table(&self, what: &str) -> String {
+        match self {
+            Reply::One(a) => a.table(what),
+            Reply::Faces(f) => faces_table(what, f),
+        }
+    }
+}
+
+/// The neighbour table of each face of a photo, the box and score above each.
+pub fn faces_table(what: &str, faces: &[FaceAnswer]) -> String {
+    if faces.is_empty() {
+        return format!("query {what}: no face found");
+    }
+    let mut out = format!("query {what}: {} face(s)", faces.len());
+    for (i, f) in faces.iter().enumerate() {
+        let _ = write!(
+            out,
+            "\nface {} at {}\n{}",
+            i + 1,
+            f.face,
+            f.answer.table(&format!("{what} face {}", i + 1))
+        );
+    }
+    out
+}
+
+/// `verify`'s line for each face of a photo (a line saying none was found when none was).
+pub fn face_verdicts(file: &str, faces: &[FaceVerification]) -> String {
+    if faces.is_empty() {
+        return format!("{file}: no face found: REJECTED");
+    }
+    let lines: Vec<String> = faces
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            format!(
+                "{file} face {} at {}: {}",
+                i + 1,
+                f.face,
+                f.verification.verdict()
+            )
+        })
+        .collect();
+    lines.join("\n")
 }
 
 impl Stats {

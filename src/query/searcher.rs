@@ -177,6 +177,60 @@ pub struct Answer {
     pub identity: Option<String>,
 }
 
+/// Where a face is in a query photo: dlib's inclusive box in photo pixels and the
+/// detector's score.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct FaceBox {
+    /// `[left, top, right, bottom]`.
+    #[serde(rename = "box")]
+    pub rect: [i64; 4],
+    /// The detector's score (greater: surer).
+    pub score: f32,
+}
+
+impl FaceBox {
+    fn of(c: &crate::model::dlib_faces::FaceChip) -> FaceBox {
+        let r = c.rect;
+        FaceBox {
+            rect: [r.left, r.top, r.right, r.bottom],
+            score: c.score,
+        }
+    }
+}
+
+impl std::fmt::Display for FaceBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [l, t, r, b] = self.rect;
+        write!(f, "({l}, {t}, {r}, {b}), detection score {:.3}", self.score)
+    }
+}
+
+/// One face of a query photo and the index's answer for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceAnswer {
+    #[serde(flatten)]
+    pub face: FaceBox,
+    #[serde(flatten)]
+    pub answer: Answer,
+}
+
+/// What a query gets back: an answer, or, from an index whose encoder finds faces, an answer
+/// for each face of a photo.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    One(Answer),
+    Faces(Vec<FaceAnswer>),
+}
+
+/// One face of a photo checked against a claimed identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceVerification {
+    #[serde(flatten)]
+    pub face: FaceBox,
+    #[serde(flatten)]
+    pub verification: Verification,
+}
+
 /// A new item for [`Searcher::add`].
 #[derive(Debug, Clone)]
 pub struct NewItem<'a> {
@@ -481,6 +535,107 @@ impl Searcher {
     pub fn query_many(&self, qs: &[Query], o: &SearchOptions) -> Result<Vec<Answer>> {
         let vs = self.embed_many(qs)?;
         self.store.answers(&vs, o)
+    }
+
+    /// Whether the index's encoder finds faces in photos: an image query then has one answer
+    /// per face ([`Searcher::query_faces`]), and an enrolment photo must show exactly one.
+    pub fn detects_faces(&self) -> bool {
+        matches!(&self.encoder, Encoder::Image(m) if m.config.preprocess.detects_faces())
+    }
+
+    /// Every face of a photo query (an image file or its bytes) with its embedding, best
+    /// detection first; `None` when the encoder does not find faces or `q` is no photo.
+    pub fn embed_faces(&self, q: &Query) -> Result<Option<Vec<(FaceBox, Vec<f32>)>>> {
+        let Encoder::Image(m) = &self.encoder else {
+            return Ok(None);
+        };
+        let p = &m.config.preprocess;
+        if !p.detects_faces() {
+            return Ok(None);
+        }
+        let read;
+        let (bytes, name): (&[u8], &str) = match *q {
+            Query::ImageBytes(b, name) => (b, name),
+            Query::Image(file) => {
+                read = crate::fsutil::read_regular(Path::new(file))?;
+                (&read, file)
+            }
+            _ => return Ok(None),
+        };
+        let Some(found) = p.photo_faces(bytes, Path::new(name))? else {
+            return Ok(None);
+        };
+        let pixels: Vec<u8> = found.iter().flat_map(|f| f.chip.iter().copied()).collect();
+        let v = m.embed_pixels(&pixels, found.len(), IMAGE_BATCH)?;
+        Ok(Some(
+            found
+                .iter()
+                .zip(v.chunks(m.config.dim.max(1)))
+                .map(|(f, e)| (FaceBox::of(f), e.to_vec()))
+                .collect(),
+        ))
+    }
+
+    /// One answer per face of a photo query (none when no face is found); `None` when the
+    /// encoder does not find faces or `q` is no photo (use [`Searcher::query`]).
+    pub fn query_faces(&self, q: &Query, o: &SearchOptions) -> Result<Option<Vec<FaceAnswer>>> {
+        let Some(faces) = self.embed_faces(q)? else {
+            return Ok(None);
+        };
+        let vs: Vec<Vec<f32>> = faces.iter().map(|(_, v)| v.clone()).collect();
+        let answers = if vs.is_empty() {
+            Vec::new()
+        } else {
+            self.store.answers(&vs, o)?
+        };
+        Ok(Some(
+            faces
+                .into_iter()
+                .zip(answers)
+                .map(|((face, _), answer)| FaceAnswer { face, answer })
+                .collect(),
+        ))
+    }
+
+    /// Answer many queries: as [`Searcher::query_many`], except that a photo sent to an index
+    /// whose encoder finds faces gets an answer for each face ([`Searcher::query_faces`]).
+    pub fn replies(&self, qs: &[Query], o: &SearchOptions) -> Result<Vec<Reply>> {
+        if !self.detects_faces() {
+            return Ok(self
+                .query_many(qs, o)?
+                .into_iter()
+                .map(Reply::One)
+                .collect());
+        }
+        qs.iter()
+            .map(|q| match self.query_faces(q, o)? {
+                Some(faces) => Ok(Reply::Faces(faces)),
+                None => self.query(q, o).map(Reply::One),
+            })
+            .collect()
+    }
+
+    /// [`Searcher::verify`] for each face of a photo query; `None` as [`Searcher::query_faces`].
+    pub fn verify_faces(
+        &self,
+        q: &Query,
+        label: &str,
+        threshold: Option<f32>,
+        aggregate: Aggregate,
+    ) -> Result<Option<Vec<FaceVerification>>> {
+        let Some(faces) = self.embed_faces(q)? else {
+            return Ok(None);
+        };
+        faces
+            .into_iter()
+            .map(|(face, v)| {
+                Ok(FaceVerification {
+                    face,
+                    verification: self.verify_vector(&v, label, threshold, aggregate)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 
     /// Accept or reject the claim that `q` is the enrolled `label` (see [`verify::verify`]).

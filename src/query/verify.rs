@@ -21,6 +21,27 @@ pub struct Verification {
     pub nearest_id: u64,
 }
 
+impl Verification {
+    /// The decision for a person: `ACCEPTED as "label" (nearest distance 0.3112 <= threshold
+    /// 0.6000, 1 enrolled image(s))`.
+    pub fn verdict(&self) -> String {
+        format!(
+            "{} as {:?} ({} distance {:.4} {} threshold {:.4}, {} enrolled image(s))",
+            if self.accepted {
+                "ACCEPTED"
+            } else {
+                "REJECTED"
+            },
+            self.label,
+            self.aggregate.describe(),
+            self.distance,
+            if self.accepted { "<=" } else { ">" },
+            self.threshold,
+            self.references
+        )
+    }
+}
+
 /// Compare `query` with every live item labelled `label`; accept iff their combined distance is
 /// at most `threshold` (default: the index's calibrated threshold). Errors when the label has no
 /// enrolled item or no threshold is known.

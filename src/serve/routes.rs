@@ -457,6 +457,18 @@ async fn query(
         .map(|c| c.as_query().describe())
         .collect();
     let list = req.batch.then_some("queries");
+    if h.searcher.detects_faces() {
+        return timed(&st, query_photos(h, req.queries, what, req.options, list))
+            .await
+            .map(|js| {
+                Json(if req.batch {
+                    json!({ "answers": js })
+                } else {
+                    js[0].clone()
+                })
+            })
+            .map_err(|e| scrub(h, e));
+    }
     timed(&st, async {
         let vs = embed(&st, h, req.queries, list).await?;
         let s = h.searcher.clone();
@@ -480,6 +492,31 @@ async fn query(
     })
     .await
     .map_err(|e| scrub(h, e))
+}
+
+/// Queries to an index whose encoder finds faces: each photo answered per face (its box,
+/// score, neighbours and identity, as `query --json`), other queries as usual; on the
+/// blocking pool, since a photo is many embeddings.
+async fn query_photos(
+    h: &IndexHandle,
+    queries: Vec<Content>,
+    what: Vec<String>,
+    opts: crate::query::SearchOptions,
+    list: Option<&'static str>,
+) -> Result<Vec<Value>, ApiError> {
+    let s = h.searcher.clone();
+    blocking(move || {
+        queries
+            .iter()
+            .zip(what)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                let r = s.replies(&[c.as_query()], &opts).map(|r| r[0].to_json(&w));
+                r.map_err(|e| ApiError::from(e).at(field_of(list, i, c)))
+            })
+            .collect()
+    })
+    .await
 }
 
 async fn add_items(
@@ -560,6 +597,26 @@ async fn verify(
 ) -> Result<Json<Value>, ApiError> {
     let req = VerifyRequest::parse(&body, &st.limits)?;
     let h = st.index(&name)?;
+    if h.searcher.detects_faces() && matches!(req.content, Content::Image { .. }) {
+        let s = h.searcher.clone();
+        return timed(&st, async move {
+            let faces = blocking(move || {
+                let q = req.content.as_query();
+                s.verify_faces(&q, &req.label, req.threshold, req.aggregate)
+                    .map_err(|e| ApiError::from(e).at("image"))
+            })
+            .await?
+            .unwrap_or_default();
+            let accepted = faces.iter().any(|f| f.verification.accepted);
+            Ok(Json(json!({
+                "accepted": accepted,
+                "decision": if accepted { "accept" } else { "reject" },
+                "faces": faces,
+            })))
+        })
+        .await
+        .map_err(|e| scrub(h, e));
+    }
     timed(&st, async {
         let v = embed(&st, h, vec![req.content], None)
             .await?

@@ -8,6 +8,7 @@ mod dlib_detect;
 mod dlib_face;
 mod engine;
 mod ensemble;
+mod face_photos;
 mod faces;
 mod hostile;
 mod index_crash;

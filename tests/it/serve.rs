@@ -1095,3 +1095,73 @@ fn serve_image_index_answers_base64_images_like_the_library() {
     );
     srv.stop();
 }
+
+/// A face roll served: a photo is answered per face (box, score, neighbours, identity) as the
+/// library answers it, `/verify` per face, and enrolling a photo of two people is a 400 that
+/// names the photo and the count, with nothing added.
+#[test]
+#[cfg_attr(
+    not(has_dlib_detector),
+    ignore = "needs dlib's models (bash benches/peers/fetch_dlib_models.sh) and ../shared/corpora/faces-photos"
+)]
+fn serve_face_roll_answers_each_face_like_the_library() {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, roll) = super::face_photos::roll(tmp.path());
+    let photo = super::face_photos::examples().join("examples/two_people.jpg");
+    let bytes = std::fs::read(&photo).unwrap();
+    let want = {
+        let s = Searcher::open(&roll, &OpenOptions::default()).unwrap();
+        let opts = SearchOptions {
+            k: 3,
+            ..Default::default()
+        };
+        s.query_faces(&Query::ImageBytes(&bytes, "two.jpg"), &opts)
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(want.len(), 2);
+    let srv = Server::start(&["--index", &format!("roll={}", roll.display())]);
+    let got = srv.post_ok(
+        "/v1/indexes/roll/query",
+        &json!({"image": b64(&bytes), "image_name": "two.jpg", "k": 3}),
+    );
+    let faces = got["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), want.len(), "{got}");
+    for (g, w) in faces.iter().zip(&want) {
+        assert_eq!(g["box"], json!(w.face.rect), "{got}");
+        assert_eq!(g["identity"], json!(w.answer.identity), "{got}");
+        let ids: Vec<u64> = g["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_u64().unwrap())
+            .collect();
+        let wids: Vec<u64> = w.answer.results.iter().map(|h| h.id).collect();
+        assert_eq!(ids, wids, "{got}");
+    }
+    let v = srv.post_ok(
+        "/v1/indexes/roll/verify",
+        &json!({"image": b64(&bytes), "label": "biden"}),
+    );
+    assert_eq!(v["accepted"], true, "{v}");
+    let acc: Vec<bool> = v["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["accepted"].as_bool().unwrap())
+        .collect();
+    assert_eq!(acc.iter().filter(|a| **a).count(), 1, "{v}");
+    let (st, e) = srv.post(
+        "/v1/indexes/roll/items",
+        &json!({"image": b64(&bytes), "image_name": "two.jpg", "label": "pair"}),
+    );
+    assert_eq!(st, 400, "{e}");
+    let msg = e["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("two.jpg: 2 faces found"), "{e}");
+    let (_, _, b) = srv.get("/v1/indexes/roll");
+    let idx: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(idx["items"], 3, "{idx}");
+    srv.stop();
+}
