@@ -205,6 +205,9 @@ impl std::fmt::Display for FaceBox {
     }
 }
 
+/// A face found in a photo and its embedding.
+pub type EmbeddedFace = (FaceBox, Vec<f32>);
+
 /// One face of a query photo and the index's answer for it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaceAnswer {
@@ -545,7 +548,7 @@ impl Searcher {
 
     /// Every face of a photo query (an image file or its bytes) with its embedding, best
     /// detection first; `None` when the encoder does not find faces or `q` is no photo.
-    pub fn embed_faces(&self, q: &Query) -> Result<Option<Vec<(FaceBox, Vec<f32>)>>> {
+    pub fn embed_faces(&self, q: &Query) -> Result<Option<Vec<EmbeddedFace>>> {
         let Encoder::Image(m) = &self.encoder else {
             return Ok(None);
         };
@@ -710,18 +713,39 @@ impl Searcher {
     /// Distances between the two sides of labelled pairs, embedded with the index's encoder
     /// (what calibration sweeps over).
     pub fn pair_distances(&self, pairs: &[(Query, Query)]) -> Result<Vec<f32>> {
-        let mut qs = Vec::with_capacity(pairs.len() * 2);
-        for (a, b) in pairs {
-            qs.push(*a);
-            qs.push(*b);
+        // Each distinct text, file or id is embedded once, however many pairs it is in (a
+        // photo through the face detector costs about a second).
+        let mut at: HashMap<String, usize> = HashMap::new();
+        let mut qs: Vec<Query> = Vec::new();
+        let mut sides: Vec<usize> = Vec::with_capacity(pairs.len() * 2);
+        for q in pairs.iter().flat_map(|(a, b)| [a, b]) {
+            let key = match *q {
+                Query::Text(t) => Some(format!("t{t}")),
+                Query::Image(f) => Some(format!("f{f}")),
+                Query::Id(id) => Some(format!("#{id}")),
+                Query::ImageBytes(..) | Query::Vector(_) => None,
+            };
+            let i = match key.as_ref().and_then(|k| at.get(k)) {
+                Some(&i) => i,
+                None => {
+                    qs.push(*q);
+                    if let Some(k) = key {
+                        at.insert(k, qs.len() - 1);
+                    }
+                    qs.len() - 1
+                }
+            };
+            sides.push(i);
+        }
+        let mut vs = Vec::with_capacity(qs.len());
+        for chunk in qs.chunks(2048) {
+            vs.extend(self.embed_many(chunk)?);
         }
         let metric = self.metric();
-        let mut out = Vec::with_capacity(pairs.len());
-        for chunk in qs.chunks(2048) {
-            let vs = self.embed_many(chunk)?;
-            out.extend(vs.chunks(2).map(|p| metric.distance(&p[0], &p[1])));
-        }
-        Ok(out)
+        Ok(sides
+            .chunks(2)
+            .map(|p| metric.distance(&vs[p[0]], &vs[p[1]]))
+            .collect())
     }
 
     /// Write the log into the next generation (readers keep searching meanwhile).

@@ -266,3 +266,68 @@ fn attendance_needs_a_face_finding_encoder() {
         "does not find faces",
     );
 }
+
+/// `calibrate` on a face roll from a TSV of photo pairs (deepface's labelled pairs, each photo
+/// through the detector once): the threshold is stored and `query` decides at it.
+#[test]
+#[cfg_attr(
+    not(has_dlib_detector),
+    ignore = "needs dlib's models (bash benches/peers/fetch_dlib_models.sh) and ../shared/corpora/faces-photos"
+)]
+fn calibrate_a_face_roll_on_photo_pairs() {
+    let t = tempfile::tempdir().unwrap();
+    let (_, idx) = roll(t.path());
+    let deepface = root().join("../shared/corpora/faces-photos/deepface");
+    let csv = std::fs::read_to_string(deepface.join("face-recognition-pivot.csv")).unwrap();
+    // The pairs among the first 14 photos named (both classes are there).
+    let mut photos: Vec<String> = Vec::new();
+    let mut tsv = String::from("a\tb\tlabel\n");
+    let (mut yes, mut no) = (0, 0);
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let name = |s: &str| s.rsplit('/').next().unwrap().to_string();
+        let (a, b) = (name(f[0]), name(f[1]));
+        for p in [&a, &b] {
+            if !photos.contains(p) && photos.len() < 14 {
+                photos.push(p.clone());
+            }
+        }
+        if photos.contains(&a) && photos.contains(&b) {
+            let same = f[2] == "Yes";
+            yes += same as usize;
+            no += !same as usize;
+            let path = |p: &str| deepface.join(p).display().to_string();
+            tsv += &format!("{}\t{}\t{}\n", path(&a), path(&b), same as u8);
+        }
+    }
+    assert!(yes > 0 && no > 0, "{yes} same, {no} different");
+    let pairs = t.path().join("pairs.tsv");
+    std::fs::write(&pairs, tsv).unwrap();
+    let c = ok_json(&[
+        "calibrate",
+        "--index",
+        s(&idx),
+        "--pairs",
+        s(&pairs),
+        "--json",
+    ]);
+    println!("{} pairs over {} photos: {c}", yes + no, photos.len());
+    assert_eq!(c["n_pairs"], yes + no, "{c}");
+    let thr = c["threshold"].as_f64().unwrap();
+    assert!(thr > 0.3 && thr < 0.9, "{c}");
+    assert!(c["f1"].as_f64().unwrap() > 0.9, "{c}");
+    let st = ok_json(&["index", "stats", "--index", s(&idx), "--json"]);
+    assert!(
+        (st["threshold"].as_f64().unwrap() - thr).abs() < 1e-6,
+        "{st}"
+    );
+    let q = ok_json(&[
+        "query",
+        "--index",
+        s(&idx),
+        "--image",
+        s(&examples().join("examples/obama-480p.jpg")),
+        "--json",
+    ]);
+    assert!((q["threshold"].as_f64().unwrap() - thr).abs() < 1e-6, "{q}");
+}
