@@ -50,6 +50,14 @@ impl twindex::query::BuildProgress for Bars {
     }
 }
 
+/// A weight: a finite number, 0 or more (NaN, infinities and negatives refused in one line).
+pub fn parse_weight(s: &str) -> std::result::Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?}: expected a finite weight, 0 or more")),
+    }
+}
+
 /// `--threshold`: a finite distance (negative allowed, NaN and infinities refused).
 pub fn parse_threshold(s: &str) -> std::result::Result<f32, String> {
     let v: f32 = s

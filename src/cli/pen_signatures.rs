@@ -33,7 +33,7 @@ pub struct DtwArgs {
     pub dtw_raw_features: bool,
     /// DTW scorer: weight of the tempo term, |ln T - mean ln T_ref| over pen-down times T
     /// (0: DTW alone).
-    #[arg(long, default_value_t = DtwScorer::default().tempo_weight)]
+    #[arg(long, default_value_t = DtwScorer::default().tempo_weight, allow_negative_numbers = true, value_parser = super::common::parse_weight)]
     pub dtw_tempo_weight: f32,
 }
 

@@ -275,8 +275,21 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
             "empty body; expected a JSON object",
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::field("malformed_json", "body", format!("not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        // serde_json calls a \uD800-\uDFFF escape without its partner "unexpected end of hex
+        // escape" or "lone leading surrogate": say what is wrong with the string.
+        let msg = if msg.contains("hex escape") {
+            format!(
+                "a \\u escape in a string is half of a UTF-16 surrogate pair without the other half (line {} column {}); strings must be valid Unicode",
+                e.line(),
+                e.column()
+            )
+        } else {
+            msg
+        };
+        ApiError::field("malformed_json", "body", format!("not valid JSON: {msg}"))
+    })
 }
 
 /// The content fields of `o`: exactly one of text, image, vector, id.

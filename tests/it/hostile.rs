@@ -552,3 +552,24 @@ fn a_text_model_given_as_an_image_encoder_is_named() {
     );
     assert!(!out.exists());
 }
+
+/// `--dtw-tempo-weight NaN` (or a negative weight) is refused where it is parsed, naming the
+/// flag; it used to surface as "scores[0] is NaN" deep in the evaluation.
+#[test]
+fn a_nan_or_negative_dtw_weight_is_refused_at_the_flag() {
+    for v in ["NaN", "-1", "inf"] {
+        let o = twindex(&[
+            "eval",
+            "--protocol",
+            "signatures-online",
+            "--dtw-tempo-weight",
+            v,
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{v}: {err}");
+        assert!(
+            err.contains("--dtw-tempo-weight") && err.contains("expected a finite weight"),
+            "{v}: {err}"
+        );
+    }
+}

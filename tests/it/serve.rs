@@ -530,6 +530,21 @@ fn serve_refuses_malformed_requests_with_named_fields() {
         "only {} kinds of malformed request",
         kinds.len()
     );
+    // Half a UTF-16 surrogate pair in a string is named as such (serde_json's own words were
+    // "unexpected end of hex escape").
+    for body in [
+        r#"{"id": 1, "label": "\ud800 x"}"#,
+        r#"{"id": 1, "label": "\udc00"}"#,
+    ] {
+        let (s, _, b) = srv.call("POST", q, &json_h, body.as_bytes());
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(s, 400, "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            msg.contains("surrogate pair") && msg.contains("column"),
+            "{body}: {v}"
+        );
+    }
     // Raw garbage on the socket: an HTTP 400, and the server goes on.
     let mut s = TcpStream::connect(&srv.addr).unwrap();
     s.write_all(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
