@@ -6,9 +6,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use twindex::index::Index;
-use twindex::query::add::{add_items, id_ranges, Additions};
+use twindex::query::add::{add_to_index, id_ranges, Additions};
 use twindex::query::maintain;
-use twindex::query::{OpenOptions, Searcher};
 
 #[derive(Debug, Subcommand)]
 pub enum IndexCmd {
@@ -138,14 +137,9 @@ fn add(a: AddArgs) -> Result<()> {
         a.vectors.as_deref(),
         a.label.clone(),
     )?;
-    let opts = OpenOptions {
-        writable: true,
-        model: a.model.clone(),
-    };
-    let s = Searcher::open(&a.index, &opts)
-        .with_context(|| format!("opening index {} for writing", a.index.display()))?;
-    let ids = add_items(&s, &what)?;
-    let n = s.stats().items;
+    let r = add_to_index(&a.index, a.model.as_deref(), &what)
+        .with_context(|| format!("adding to index {}", a.index.display()))?;
+    let (ids, n) = (r.ids, r.items);
     eprintln!(
         "added {} item(s) to {} (ids {}); {} items now",
         ids.len(),

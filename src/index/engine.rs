@@ -1354,6 +1354,100 @@ fn remove_created(dir: &Path, existed: bool) {
     }
 }
 
+/// What [`append_add`] wrote.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The new items' ids.
+    pub ids: Vec<u64>,
+    /// Live items in the index now (checkpointed ones, plus logged adds, minus logged deletes).
+    pub items: usize,
+}
+
+/// Add items to the index in `dir` without loading it: take the writer lock, read the manifest
+/// and the write-ahead log (the log's records only: no data file is read or hashed, no graph
+/// is built), check the batch as [`Index::log_add`] does, append one record and fsync. Readers
+/// and the next writer apply it when they open the index. The encoder that made `vectors` is
+/// checked against the manifest's (`encoder`: it must not have changed since the caller read
+/// it). Returns `Ok(None)`, writing nothing, when the log has grown enough to want a checkpoint
+/// ([`Index::wants_checkpoint`]'s rule): the caller then adds through an opened index, which
+/// checkpoints, so the log stays short.
+pub fn append_add(
+    dir: &Path,
+    encoder: &EncoderRecord,
+    vectors: &[f32],
+    items: Vec<Item>,
+) -> Result<Option<Appended>> {
+    let _lock = WriterLock::acquire(dir)?;
+    let m = store::read_manifest(dir)?;
+    if &m.encoder != encoder {
+        return Err(Error::Msg(format!(
+            "{}: the index's encoder changed while the items were being embedded; add them again",
+            dir.display()
+        )));
+    }
+    let replay = wal::read(dir, m.generation)?;
+    let f = &m.files;
+    let data = f.vectors.bytes
+        + f.items.bytes
+        + f.tombstones.bytes
+        + f.graph.as_ref().map_or(0, |g| g.bytes);
+    if replay.valid_bytes > AUTO_CHECKPOINT_MIN_BYTES
+        && replay.valid_bytes as f64 > AUTO_CHECKPOINT_FRACTION * data as f64
+    {
+        return Ok(None);
+    }
+    let path = dir.join(wal::wal_name(m.generation));
+    let (mut next_id, mut live) = (m.next_id, m.item_count as i64);
+    for r in &replay.records {
+        match r {
+            wal::Record::Add {
+                first_id,
+                dim,
+                items,
+                ..
+            } => {
+                if *first_id != next_id || *dim != m.dim {
+                    return Err(Error::corrupt(
+                        &path,
+                        format!(
+                            "an add of ids from {first_id} (dimension {dim}) where the index expects id {next_id} (dimension {})",
+                            m.dim
+                        ),
+                    ));
+                }
+                next_id += items.len() as u64;
+                live += items.len() as i64;
+            }
+            wal::Record::Delete { ids } => live -= ids.len() as i64,
+        }
+    }
+    let rows = check_batch(vectors, m.dim, items.len(), "added vectors")?;
+    if m.normalize {
+        check_directions(vectors, m.dim, "added vectors")?;
+    }
+    if replay.torn_bytes > 0 {
+        eprintln!(
+            "twindex: {}: dropped a torn record ({} bytes) at the end of the write-ahead log: a write cut short by a crash, never acknowledged",
+            path.display(),
+            replay.torn_bytes
+        );
+    }
+    if rows > 0 {
+        let rec = wal::Record::Add {
+            first_id: next_id,
+            dim: m.dim,
+            vectors: prepare_rows(vectors, m.dim, m.normalize),
+            items,
+        };
+        let mut w = wal::WalWriter::open(dir, m.generation, replay.valid_bytes)?;
+        w.append(&rec.encode())?;
+    }
+    Ok(Some(Appended {
+        ids: (next_id..next_id + rows as u64).collect(),
+        items: (live.max(0) as usize) + rows,
+    }))
+}
+
 /// Check a batch of `n_items` rows of `dim`; returns the row count.
 fn check_batch(vectors: &[f32], dim: usize, n_items: usize, ctx: &str) -> Result<usize> {
     if vectors.len() != n_items * dim {

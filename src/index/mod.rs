@@ -32,7 +32,9 @@ pub mod wal;
 
 pub use bench::{BenchOptions, BenchReport, BuildStats, SweepPoint};
 pub use dedup::{Dedup, DupPair};
-pub use engine::{Index, ItemView, NewGeneration, PendingAdd, PendingDelete, Recovery};
+pub use engine::{
+    append_add, Appended, Index, ItemView, NewGeneration, PendingAdd, PendingDelete, Recovery,
+};
 pub use flat::FlatIndex;
 pub use hnsw::{HnswGraph, HnswParams, DEFAULT_RERANK};
 pub use hnsw_rs_backend::HnswRsIndex;

@@ -2,8 +2,8 @@
 //! dimension; encoded in chunks, logged and acknowledged as one write.
 
 use crate::error::{Error, Result};
-use crate::index::{Item, Matrix};
-use crate::query::{Query, Searcher};
+use crate::index::{Appended, Item, Matrix};
+use crate::query::{Encoder, Query, Searcher};
 use std::path::Path;
 
 /// What to add, all under one label.
@@ -50,18 +50,22 @@ impl<'a> Additions<'a> {
     }
 }
 
-/// Add `what` to the index of `s` as one write: texts, then images (encoded in chunks of 1,024
-/// so a forward pass stays bounded), then the raw vectors (which must have the index's
-/// dimension), all in one logged record. A command killed part-way adds nothing, and a retry
-/// adds no duplicates (issue 25: it committed each 1,024 as it went). Returns the new ids.
-pub fn add_items(s: &Searcher, what: &Additions) -> Result<Vec<u64>> {
+/// The vectors and items of `what` for the index in `dir` (of dimension `dim`, encoder `enc`):
+/// texts, then images (encoded in chunks of 1,024 so a forward pass stays bounded), then the
+/// raw vectors (which must have the index's dimension).
+fn embedded(
+    enc: &Encoder,
+    dir: &Path,
+    dim: usize,
+    what: &Additions,
+) -> Result<(Vec<f32>, Vec<Item>)> {
     if let Some((p, m)) = &what.vectors {
-        if m.cols != s.dim() {
+        if m.cols != dim {
             return Err(Error::Msg(format!(
                 "{}: vectors of dimension {}, the index holds dimension {}",
                 p.display(),
                 m.cols,
-                s.dim()
+                dim
             )));
         }
     }
@@ -71,9 +75,14 @@ pub fn add_items(s: &Searcher, what: &Additions) -> Result<Vec<u64>> {
         .map(|t| Query::Text(t))
         .chain(what.images.iter().map(|i| Query::Image(i)))
         .collect();
+    let no_ids = |id: u64| -> Result<Vec<f32>> {
+        Err(Error::InvalidArgument(format!(
+            "item {id}: not an addition"
+        )))
+    };
     let mut vectors = Vec::new();
     for chunk in contents.chunks(1024) {
-        vectors.extend(s.embed_many(chunk)?.concat());
+        vectors.extend(enc.embed_many(dir, dim, chunk, &no_ids)?.concat());
     }
     let mut items: Vec<Item> = what
         .texts
@@ -93,7 +102,48 @@ pub fn add_items(s: &Searcher, what: &Additions) -> Result<Vec<u64>> {
             payload: None,
         }));
     }
+    Ok((vectors, items))
+}
+
+/// Add `what` to the index of `s` as one write (see [`embedded`]), all in one logged record.
+/// A command killed part-way adds nothing, and a retry adds no duplicates (issue 25: it
+/// committed each 1,024 as it went). Returns the new ids.
+pub fn add_items(s: &Searcher, what: &Additions) -> Result<Vec<u64>> {
+    let (vectors, items) = embedded(s.encoder(), s.dir(), s.dim(), what)?;
     s.add_vectors(&vectors, items)
+}
+
+/// Add `what` to the index in `dir` without loading the index: its encoder is loaded (`model`:
+/// a text model's folder when it moved), the items embedded and one record appended to the
+/// write-ahead log ([`crate::index::append_add`]), so an add costs the same at a million items
+/// as at a thousand. `Ok(None)`, having written nothing, when the log is due a checkpoint: add
+/// through an opened [`Searcher`] ([`add_items`]) then, which checkpoints.
+pub fn append_items(
+    dir: &Path,
+    model: Option<&Path>,
+    what: &Additions,
+) -> Result<Option<Appended>> {
+    let m = crate::index::store::read_manifest(dir)?;
+    let enc = Encoder::load(dir, &m.encoder, model)?;
+    let (vectors, items) = embedded(&enc, dir, m.dim, what)?;
+    crate::index::append_add(dir, &m.encoder, &vectors, items)
+}
+
+/// `index add`: [`append_items`], or, when the log is due a checkpoint, [`add_items`] through
+/// the opened index (which checkpoints). Returns the new ids and the live items now.
+pub fn add_to_index(dir: &Path, model: Option<&Path>, what: &Additions) -> Result<Appended> {
+    if let Some(r) = append_items(dir, model, what)? {
+        return Ok(r);
+    }
+    let opts = crate::query::OpenOptions {
+        writable: true,
+        model: model.map(Path::to_path_buf),
+    };
+    let s = Searcher::open(dir, &opts)?;
+    let ids = add_items(&s, what)?;
+    let items = s.stats().items;
+    s.close()?;
+    Ok(Appended { ids, items })
 }
 
 /// Ids as ranges: `0-9, 12`.

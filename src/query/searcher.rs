@@ -96,6 +96,20 @@ pub enum Encoder {
 }
 
 impl Encoder {
+    /// The encoder the index in `dir` records (`model`: a text model's folder when it moved),
+    /// its files checked against the recorded sha256.
+    pub fn load(dir: &Path, rec: &EncoderRecord, model: Option<&Path>) -> Result<Encoder> {
+        Ok(match rec {
+            EncoderRecord::Text { .. } => {
+                Encoder::Text(Box::new(encoder::load_text_encoder_from(dir, rec, model)?))
+            }
+            _ => match encoder::load_index_encoder(dir, rec)? {
+                Some(m) => Encoder::Image(Box::new(m)),
+                None => Encoder::Vectors,
+            },
+        })
+    }
+
     /// `"image"`, `"text"` or `"vectors"`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -103,6 +117,111 @@ impl Encoder {
             Encoder::Text(_) => "text",
             Encoder::Vectors => "vectors",
         }
+    }
+
+    /// Embed queries for the index in `dir` (of dimension `dim`; `stored` gives an item's
+    /// stored vector): texts in shared forward passes and images likewise. Errors name the
+    /// failing query by position when there are many.
+    pub fn embed_many(
+        &self,
+        dir: &Path,
+        dim: usize,
+        qs: &[Query],
+        stored: &dyn Fn(u64) -> Result<Vec<f32>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; qs.len()];
+        let mut texts: Vec<(usize, &str)> = Vec::new();
+        let mut pixels: Vec<u8> = Vec::new();
+        let mut image_at: Vec<usize> = Vec::new();
+        let mut idx_cache = HashMap::new();
+        let (text_enc, image_enc) = match self {
+            Encoder::Text(t) => (Some(&**t), None),
+            Encoder::Image(m) => (None, Some(&**m)),
+            Encoder::Vectors => (None, None),
+        };
+        let at = |i: usize, e: Error| -> Error {
+            if qs.len() == 1 {
+                e
+            } else {
+                Error::InvalidArgument(format!("query {}: {e}", i + 1))
+            }
+        };
+        for (i, q) in qs.iter().enumerate() {
+            match *q {
+                Query::Text(t) => {
+                    if t.trim().is_empty() {
+                        return Err(at(
+                            i,
+                            Error::Empty("the query text is empty (or only spaces)".into()),
+                        ));
+                    }
+                    if text_enc.is_none() {
+                        return Err(at(i, self.wrong_kind(dir, "a text")));
+                    }
+                    texts.push((i, t));
+                }
+                Query::ImageBytes(b, name) => {
+                    let m = image_enc.ok_or_else(|| at(i, self.wrong_kind(dir, "an image")))?;
+                    let px = m.config.preprocess.load_query_bytes(b, Path::new(name));
+                    pixels.extend(px.map_err(|e| at(i, e))?);
+                    image_at.push(i);
+                }
+                Query::Image(spec) => {
+                    let m = image_enc.ok_or_else(|| at(i, self.wrong_kind(dir, "an image")))?;
+                    let px = load_image_spec(m, spec, &mut idx_cache);
+                    pixels.extend(px.map_err(|e| at(i, e))?);
+                    image_at.push(i);
+                }
+                Query::Vector(v) => {
+                    if v.len() != dim {
+                        return Err(at(i, Error::dim(dim, v.len(), "query vector")));
+                    }
+                    if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+                        return Err(at(
+                            i,
+                            Error::InvalidArgument(format!(
+                                "query vector: value {j} is {} (must be finite)",
+                                v[j]
+                            )),
+                        ));
+                    }
+                    out[i] = Some(v.to_vec());
+                }
+                Query::Id(id) => {
+                    out[i] = Some(stored(id).map_err(|e| at(i, e))?);
+                }
+            }
+        }
+        if let (Some(enc), false) = (text_enc, texts.is_empty()) {
+            let strs: Vec<&str> = texts.iter().map(|(_, t)| *t).collect();
+            let v = enc.encode(&strs, TEXT_BATCH)?;
+            for ((i, _), row) in texts.iter().zip(v.chunks(enc.dim())) {
+                out[*i] = Some(row.to_vec());
+            }
+        }
+        if let (Some(m), false) = (image_enc, image_at.is_empty()) {
+            let v = m.embed_pixels(&pixels, image_at.len(), IMAGE_BATCH)?;
+            for (&i, row) in image_at.iter().zip(v.chunks(m.config.dim)) {
+                out[i] = Some(row.to_vec());
+            }
+        }
+        out.into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::Empty("a query was left unembedded".into()))
+    }
+
+    fn wrong_kind(&self, dir: &Path, what: &str) -> Error {
+        let hint = match self {
+            Encoder::Text(_) => "it is a text index: query it with a text, a vector or an id",
+            Encoder::Image(_) => "it is an image index: query it with an image, a vector or an id",
+            Encoder::Vectors => {
+                "it is an index of raw vectors (no encoder): query it with a vector or an id"
+            }
+        };
+        Error::InvalidArgument(format!(
+            "{}: {what} cannot be embedded here; {hint}",
+            dir.display()
+        ))
     }
 }
 
@@ -308,17 +427,7 @@ impl Searcher {
         } else {
             Index::open(dir)?
         };
-        let rec = &index.manifest().encoder;
-        let encoder =
-            match rec {
-                EncoderRecord::Text { .. } => Encoder::Text(Box::new(
-                    encoder::load_text_encoder_from(dir, rec, opts.model.as_deref())?,
-                )),
-                _ => match encoder::load_index_encoder(dir, rec)? {
-                    Some(m) => Encoder::Image(Box::new(m)),
-                    None => Encoder::Vectors,
-                },
-            };
+        let encoder = Encoder::load(dir, &index.manifest().encoder, opts.model.as_deref())?;
         Ok(Searcher {
             dir: dir.to_path_buf(),
             encoder,
@@ -425,100 +534,9 @@ impl Searcher {
     /// Embed many queries, texts in shared forward passes and images likewise (what a server's
     /// batching queue calls). Errors name the failing query by position when there are many.
     pub fn embed_many(&self, qs: &[Query]) -> Result<Vec<Vec<f32>>> {
-        let dim = self.dim();
-        let mut out: Vec<Option<Vec<f32>>> = vec![None; qs.len()];
-        let mut texts: Vec<(usize, &str)> = Vec::new();
-        let mut pixels: Vec<u8> = Vec::new();
-        let mut image_at: Vec<usize> = Vec::new();
-        let mut idx_cache = HashMap::new();
-        let (text_enc, image_enc) = match &self.encoder {
-            Encoder::Text(t) => (Some(&**t), None),
-            Encoder::Image(m) => (None, Some(&**m)),
-            Encoder::Vectors => (None, None),
-        };
-        let at = |i: usize, e: Error| -> Error {
-            if qs.len() == 1 {
-                e
-            } else {
-                Error::InvalidArgument(format!("query {}: {e}", i + 1))
-            }
-        };
-        for (i, q) in qs.iter().enumerate() {
-            match *q {
-                Query::Text(t) => {
-                    if t.trim().is_empty() {
-                        return Err(at(
-                            i,
-                            Error::Empty("the query text is empty (or only spaces)".into()),
-                        ));
-                    }
-                    if text_enc.is_none() {
-                        return Err(at(i, self.wrong_kind("a text")));
-                    }
-                    texts.push((i, t));
-                }
-                Query::ImageBytes(b, name) => {
-                    let m = image_enc.ok_or_else(|| at(i, self.wrong_kind("an image")))?;
-                    let px = m.config.preprocess.load_query_bytes(b, Path::new(name));
-                    pixels.extend(px.map_err(|e| at(i, e))?);
-                    image_at.push(i);
-                }
-                Query::Image(spec) => {
-                    let m = image_enc.ok_or_else(|| at(i, self.wrong_kind("an image")))?;
-                    let px = load_image_spec(m, spec, &mut idx_cache);
-                    pixels.extend(px.map_err(|e| at(i, e))?);
-                    image_at.push(i);
-                }
-                Query::Vector(v) => {
-                    if v.len() != dim {
-                        return Err(at(i, Error::dim(dim, v.len(), "query vector")));
-                    }
-                    if let Some(j) = v.iter().position(|x| !x.is_finite()) {
-                        return Err(at(
-                            i,
-                            Error::InvalidArgument(format!(
-                                "query vector: value {j} is {} (must be finite)",
-                                v[j]
-                            )),
-                        ));
-                    }
-                    out[i] = Some(v.to_vec());
-                }
-                Query::Id(id) => {
-                    out[i] = Some(self.store.stored_vector(id).map_err(|e| at(i, e))?);
-                }
-            }
-        }
-        if let (Some(enc), false) = (text_enc, texts.is_empty()) {
-            let strs: Vec<&str> = texts.iter().map(|(_, t)| *t).collect();
-            let v = enc.encode(&strs, TEXT_BATCH)?;
-            for ((i, _), row) in texts.iter().zip(v.chunks(enc.dim())) {
-                out[*i] = Some(row.to_vec());
-            }
-        }
-        if let (Some(m), false) = (image_enc, image_at.is_empty()) {
-            let v = m.embed_pixels(&pixels, image_at.len(), IMAGE_BATCH)?;
-            for (&i, row) in image_at.iter().zip(v.chunks(m.config.dim)) {
-                out[i] = Some(row.to_vec());
-            }
-        }
-        out.into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::Empty("a query was left unembedded".into()))
-    }
-
-    fn wrong_kind(&self, what: &str) -> Error {
-        let hint = match &self.encoder {
-            Encoder::Text(_) => "it is a text index: query it with a text, a vector or an id",
-            Encoder::Image(_) => "it is an image index: query it with an image, a vector or an id",
-            Encoder::Vectors => {
-                "it is an index of raw vectors (no encoder): query it with a vector or an id"
-            }
-        };
-        Error::InvalidArgument(format!(
-            "{}: {what} cannot be embedded here; {hint}",
-            self.dir.display()
-        ))
+        self.encoder.embed_many(&self.dir, self.dim(), qs, &|id| {
+            self.store.stored_vector(id)
+        })
     }
 
     /// The neighbours of an embedded query, with decisions.

@@ -1005,3 +1005,164 @@ fn a_second_writer_waits_for_the_first() {
     let stats = ok_json(&["index", "stats", "--index", d, "--json"]);
     assert_eq!(stats["items"], json!(60_101));
 }
+
+/// Every data file of an index with its size and modification time (the write-ahead log and
+/// the lock left out).
+fn data_files(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            e.path().is_file() && !n.starts_with("wal.") && n != "write.lock"
+        })
+        .map(|e| {
+            let md = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().to_string(),
+                md.len(),
+                md.modified().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 25's "appends without loading the index": `index add` appends one log record and
+/// leaves every data file as it was (nothing read whole, no graph built); readers apply it on
+/// open; ids continue across appends and deletes; and once the log is due a checkpoint the
+/// next add goes through the opened index, which checkpoints.
+#[test]
+fn index_add_appends_to_the_log_without_loading_the_index() {
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("idx");
+    let npy = tmp.path().join("base.npy");
+    write_vectors(&npy, 0..300);
+    ok_json(&[
+        "index",
+        "build",
+        "--vectors",
+        &p(&npy),
+        "--out",
+        &p(&dir),
+        "--json",
+    ]);
+    let before = data_files(&dir);
+    let one = tmp.path().join("one.npy");
+    write_vectors(&one, [300]);
+    let a = ok_json(&[
+        "index",
+        "add",
+        "--index",
+        &p(&dir),
+        "--vectors",
+        &p(&one),
+        "--label",
+        "new",
+        "--json",
+    ]);
+    assert_eq!(a["ids"], json!([300]), "{a}");
+    assert_eq!(a["items"], 301, "{a}");
+    assert_eq!(data_files(&dir), before, "an append touched a data file");
+    ok_json(&["index", "delete", "--index", &p(&dir), "5", "--json"]);
+    let two = tmp.path().join("two.npy");
+    write_vectors(&two, [301, 302]);
+    let a = ok_json(&[
+        "index",
+        "add",
+        "--index",
+        &p(&dir),
+        "--vectors",
+        &p(&two),
+        "--json",
+    ]);
+    assert_eq!(a["ids"], json!([301, 302]), "{a}");
+    assert_eq!(a["items"], 302, "{a}");
+    // A reader sees the appended items: item 300 is its own nearest neighbour.
+    let q = ok_json(&[
+        "query",
+        "--index",
+        &p(&dir),
+        "--item",
+        "300",
+        "--k",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(q["results"][0]["id"], 300, "{q}");
+    assert_eq!(q["results"][0]["label"], "new", "{q}");
+    let st = ok_json(&["index", "stats", "--index", &p(&dir), "--json"]);
+    assert_eq!(st["items"], 302, "{st}");
+    // A wrong dimension is refused and appends nothing.
+    let bad = tmp.path().join("bad.npy");
+    let m = twindex::index::Matrix {
+        rows: 1,
+        cols: DIM + 1,
+        data: vec![0.5; DIM + 1],
+    };
+    twindex::index::vecio::write_npy(&bad, &m).unwrap();
+    fails_with(
+        &["index", "add", "--index", &p(&dir), "--vectors", &p(&bad)],
+        "dimension",
+    );
+    let st = ok_json(&["index", "stats", "--index", &p(&dir), "--json"]);
+    assert_eq!(st["items"], 302, "{st}");
+
+    // The checkpoint rule: a log past 64 MiB and a quarter of the data makes the next add open
+    // the index (which checkpoints) instead of appending.
+    let small = tmp.path().join("small");
+    let cfg = IndexConfig {
+        metric: Metric::L2,
+        normalize: false,
+        backend: Backend::Flat,
+        hnsw: HnswParams::default(),
+    };
+    let rec = EncoderRecord::vectors("t", 4);
+    Index::create(
+        &small,
+        cfg,
+        rec.clone(),
+        4,
+        &[1.0; 4],
+        vec![item(0)],
+        &|_| {},
+    )
+    .unwrap()
+    .close()
+    .unwrap();
+    let rows = (65usize << 20) / 16 + 1;
+    let big: Vec<f32> = (0..rows * 4).map(|i| (i % 97) as f32 + 1.0).collect();
+    let items: Vec<Item> = (0..rows as u64).map(item).collect();
+    let r = twindex::index::append_add(&small, &rec, &big, items).unwrap();
+    assert_eq!(r.map(|r| r.items), Some(rows + 1));
+    let r = twindex::index::append_add(&small, &rec, &big[..4], vec![item(1)]).unwrap();
+    assert!(r.is_none(), "a log due a checkpoint was appended to");
+    let tiny = tmp.path().join("tiny.npy");
+    twindex::index::vecio::write_npy(
+        &tiny,
+        &twindex::index::Matrix {
+            rows: 1,
+            cols: 4,
+            data: vec![1.0, 2.0, 3.0, 4.0],
+        },
+    )
+    .unwrap();
+    let a = ok_json(&[
+        "index",
+        "add",
+        "--index",
+        &p(&small),
+        "--vectors",
+        &p(&tiny),
+        "--json",
+    ]);
+    assert_eq!(a["ids"], json!([rows + 1]), "{a}");
+    let st = ok_json(&["index", "stats", "--index", &p(&small), "--json"]);
+    assert_eq!(st["items"], rows + 2, "{st}");
+    assert!(
+        st["log_bytes"].as_u64().unwrap() < 1 << 20,
+        "the fallback add did not checkpoint: {st}"
+    );
+}
