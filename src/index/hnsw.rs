@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtOrd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::distance::{kernels, prefetch, DistanceKernels};
+use super::linebuf::LineBuf;
 use super::metric::{check_rows, Metric};
 use super::quantize::{
     dot_i16_u8_kernel, dot_u8_kernel, dot_u8_u8_kernel, quantize_weights, I16Kernel, Quantize, Sq8,
@@ -265,7 +266,9 @@ pub struct HnswGraph {
     /// Words per block (a multiple of [`LINE_WORDS`]).
     stride_words: usize,
     len: usize,
-    blocks: Vec<UnsafeCell<Line>>,
+    /// Node blocks, `stride_words / LINE_WORDS` lines each, in one mapping that grows without
+    /// copying (see [`LineBuf`]).
+    blocks: LineBuf<Line>,
     levels: Vec<u8>,
     /// Start of each node's upper-level lists in `upper` (`level` lists of `1 + m` words).
     upper_off: Vec<usize>,
@@ -289,7 +292,7 @@ pub struct HnswGraph {
     exact: Rows,
 }
 
-// SAFETY: the UnsafeCell data (blocks, upper) is written only (a) through `&mut self`, or
+// SAFETY: the shared-mutable data (the blocks' mapping, `upper`) is written only (a) through `&mut self`, or
 // (b) during `add`'s parallel insertion, where every read and write of a node's link lists
 // happens under that node's lock in `locks`, and vectors and levels are written before the
 // parallel phase starts and never during it. Queries (`&self`) read without locks, which is
@@ -334,7 +337,7 @@ impl HnswGraph {
             header_words,
             stride_words,
             len: 0,
-            blocks: Vec::new(),
+            blocks: LineBuf::default(),
             levels: Vec::new(),
             upper_off: Vec::new(),
             upper: Vec::new(),
@@ -420,7 +423,10 @@ impl HnswGraph {
     #[inline(always)]
     fn block(&self, node: usize) -> *mut u32 {
         let lines = self.stride_words / LINE_WORDS;
-        UnsafeCell::raw_get(self.blocks[node * lines..].as_ptr()) as *mut u32
+        debug_assert!((node + 1) * lines <= self.blocks.len());
+        // SAFETY: every node below `len` has its whole block in the buffer (`grow`), and nodes
+        // come from `len`-checked ids and links validated when read or written by `add`.
+        unsafe { self.blocks.as_ptr().add(node * lines) as *mut u32 }
     }
 
     #[inline(always)]
@@ -1170,7 +1176,7 @@ impl HnswGraph {
         } else if entry != EMPTY {
             return Err(bad(32, "empty graph with an entry point".into()));
         }
-        g.grow(n, &levels);
+        g.grow(n, &levels)?;
         if !g.is_quantized() {
             for i in 0..n {
                 let p = g.vec_ptr(i) as *mut f32;
@@ -1293,25 +1299,15 @@ impl HnswGraph {
         Ok(())
     }
 
-    /// Append `n_new` nodes with the given levels (links empty, vectors zero).
-    fn grow(&mut self, n_new: usize, levels: &[u8]) {
+    /// Append `n_new` nodes with the given levels (links empty, vectors zero). The blocks'
+    /// mapping grows in place or is moved by the kernel, never copied; new lines are advised to
+    /// use huge pages before they are touched: the search jumps between nodes at random, so
+    /// 2 MiB pages save most TLB misses.
+    fn grow(&mut self, n_new: usize, levels: &[u8]) -> Result<()> {
         let lines = self.stride_words / LINE_WORDS;
         let new_len = self.len + n_new;
-        let need = new_len * lines;
-        if self.blocks.capacity() < need {
-            // A fresh buffer, advised to use huge pages before it is touched: the search jumps
-            // between nodes at random, so 2 MiB pages save most TLB misses.
-            let cap = need.max(self.blocks.capacity() * 3 / 2);
-            let mut fresh: Vec<UnsafeCell<Line>> = Vec::with_capacity(cap);
-            advise_huge_pages(
-                fresh.as_ptr() as *const u8,
-                cap * std::mem::size_of::<Line>(),
-            );
-            fresh.append(&mut self.blocks);
-            self.blocks = fresh;
-        }
         self.blocks
-            .resize_with(need, || UnsafeCell::new(Line([0; LINE_WORDS])));
+            .grow_zeroed(new_len * lines, advise_huge_pages)?;
         for &lv in levels {
             self.upper_off.push(self.upper.len());
             let words = lv as usize * (1 + self.params.m);
@@ -1320,6 +1316,7 @@ impl HnswGraph {
             self.locks.push(Mutex::new(()));
         }
         self.len = new_len;
+        Ok(())
     }
 
     /// Write `vectors` (prepared) into the blocks of slots `first..`.
@@ -1401,7 +1398,7 @@ impl VectorIndex for HnswGraph {
         let levels: Vec<u8> = (first..first + rows)
             .map(|i| self.random_level(i) as u8)
             .collect();
-        self.grow(rows, &levels);
+        self.grow(rows, &levels)?;
         if self.is_quantized() {
             if rows > 0 {
                 let mut v = vectors.to_vec();

@@ -20,6 +20,7 @@ pub mod hnsw;
 pub mod hnsw_rs_backend;
 pub mod items;
 pub mod lexical;
+pub mod linebuf;
 pub mod manifest;
 pub mod metric;
 pub mod parquet;

@@ -81,16 +81,25 @@ fn sq8_recall_against_flat_for_every_metric() {
     let (data, queries) = all.split_at(n * dim);
     for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
         let oracle = FlatIndex::from_vectors(dim, metric, data).unwrap();
-        let plain = build_in_pool(2, dim, metric, params(Quantize::None), data);
+        // One thread each, so that both graphs are the same on every run (parallel insertion
+        // orders vary with the machine's load, and so would the margin checked below).
+        let plain = build_in_pool(1, dim, metric, params(Quantize::None), data);
         // Two batches: the second is encoded with the first batch's ranges, then the graph
         // has doubled and is retrained. The walk's breadth is the same as the plain one's.
         let p = HnswParams {
             rerank: 16,
             ..params(Quantize::Sq8)
         };
-        let mut g = HnswGraph::new(dim, metric, p).unwrap();
-        g.add(&data[..1500 * dim], &|_| {}).unwrap();
-        g.add(&data[1500 * dim..], &|_| {}).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let g = pool.install(|| {
+            let mut g = HnswGraph::new(dim, metric, p).unwrap();
+            g.add(&data[..1500 * dim], &|_| {}).unwrap();
+            g.add(&data[1500 * dim..], &|_| {}).unwrap();
+            g
+        });
         assert!(g.is_quantized() && g.quantizer().is_some());
         let r_plain = recall(&plain, &oracle, queries, 10, 16);
         let r_sq8 = recall(&g, &oracle, queries, 10, 16);
