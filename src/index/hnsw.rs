@@ -1300,14 +1300,11 @@ impl HnswGraph {
     }
 
     /// Append `n_new` nodes with the given levels (links empty, vectors zero). The blocks'
-    /// mapping grows in place or is moved by the kernel, never copied; new lines are advised to
-    /// use huge pages before they are touched: the search jumps between nodes at random, so
-    /// 2 MiB pages save most TLB misses.
+    /// mapping grows in place or is moved by the kernel, never copied (see [`LineBuf`]).
     fn grow(&mut self, n_new: usize, levels: &[u8]) -> Result<()> {
         let lines = self.stride_words / LINE_WORDS;
         let new_len = self.len + n_new;
-        self.blocks
-            .grow_zeroed(new_len * lines, advise_huge_pages)?;
+        self.blocks.grow_zeroed(new_len * lines)?;
         for &lv in levels {
             self.upper_off.push(self.upper.len());
             let words = lv as usize * (1 + self.params.m);
@@ -1327,25 +1324,6 @@ impl HnswGraph {
             unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p, self.dim) };
         }
     }
-}
-
-/// Ask the kernel to back `[ptr, ptr + len)` with transparent huge pages (Linux; a hint, errors
-/// ignored).
-fn advise_huge_pages(ptr: *const u8, len: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = (ptr as usize).div_ceil(HUGE) * HUGE;
-        let end = (ptr as usize + len) / HUGE * HUGE;
-        if end > start {
-            // SAFETY: the range lies inside an allocation we own; madvise only sets a hint.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (ptr, len);
 }
 
 struct Reader<'a> {

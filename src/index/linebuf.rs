@@ -52,9 +52,11 @@ impl<T: Copy> LineBuf<T> {
     }
 
     /// Grow to `len` elements, the new ones zero; the mapping grows by at least half when it
-    /// must, and `advise` is called on each newly mapped range (huge pages) before it is
-    /// touched. Never shrinks.
-    pub fn grow_zeroed(&mut self, len: usize, advise: impl Fn(*const u8, usize)) -> Result<()> {
+    /// must. Never shrinks. The whole mapping is advised to use transparent huge pages (the
+    /// graph search jumps between nodes at random, so 2 MiB pages save most TLB misses): all of
+    /// it, so that the kernel keeps it one region, which `mremap` needs (advising only its
+    /// 2 MiB-aligned middle split it in three, and growing it then failed).
+    pub fn grow_zeroed(&mut self, len: usize) -> Result<()> {
         if len <= self.len {
             return Ok(());
         }
@@ -72,8 +74,7 @@ impl<T: Copy> LineBuf<T> {
             };
             self.ptr = NonNull::new(p as *mut T).expect("a mapping is never null");
             self.cap = bytes / size;
-            // SAFETY: old_bytes <= bytes, inside the mapping just made.
-            advise(unsafe { p.add(old_bytes) }, bytes - old_bytes);
+            advise_huge_pages(p, bytes);
         }
         // Fresh anonymous pages read as zero, and nothing beyond `len` was ever written (the
         // buffer never shrinks), so the new elements are zero already.
@@ -94,6 +95,18 @@ impl<T: Copy> Drop for LineBuf<T> {
             }
         }
     }
+}
+
+/// Ask the kernel to back the whole mapping `[p, p + bytes)` with transparent huge pages (a
+/// hint; errors ignored).
+fn advise_huge_pages(p: *mut u8, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a page-aligned mapping of `bytes` that we own; madvise only sets a flag on it.
+    unsafe {
+        libc::madvise(p as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (p, bytes);
 }
 
 fn map(bytes: usize) -> Result<*mut u8> {
@@ -159,8 +172,8 @@ mod tests {
     fn growing_keeps_contents_and_zeroes_the_rest() {
         let mut b: LineBuf<[u64; 8]> = LineBuf::default();
         let mut n = 0;
-        for step in [1usize, 3, 1000, 7, 70_000, 5, 300_000] {
-            b.grow_zeroed(n + step, |_, _| {}).unwrap();
+        for step in [1usize, 3, 1000, 7, 70_000, 5, 300_000, 600_000] {
+            b.grow_zeroed(n + step).unwrap();
             for i in 0..n + step {
                 // SAFETY: i < len.
                 let v = unsafe { *b.as_ptr().add(i) };
