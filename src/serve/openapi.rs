@@ -93,8 +93,19 @@ pub fn document() -> Value {
         "properties": {
             "query": {"type": "string"},
             "threshold": {"type": ["number", "null"]},
-            "results": {"type": "array", "items": schema("QueryHit")},
+            "results": {"type": "array", "items": schema("QueryHit"), "description": "An index that finds faces: the first face's."},
             "identity": {"type": "string"},
+            "faces": {
+                "type": "array",
+                "description": "An index whose encoder finds faces, queried with a photo: one answer per face found, best detection first.",
+                "items": {"type": "object", "properties": {
+                    "box": {"type": "array", "items": {"type": "integer"}, "description": "[left, top, right, bottom] in photo pixels."},
+                    "score": {"type": "number", "description": "The detector's score."},
+                    "threshold": {"type": ["number", "null"]},
+                    "results": {"type": "array", "items": schema("QueryHit")},
+                    "identity": {"type": "string"},
+                }},
+            },
         },
     });
     let mut delete = op(

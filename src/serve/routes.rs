@@ -600,6 +600,7 @@ async fn verify(
     if h.searcher.detects_faces() && matches!(req.content, Content::Image { .. }) {
         let s = h.searcher.clone();
         return timed(&st, async move {
+            let label = req.label.clone();
             let faces = blocking(move || {
                 let q = req.content.as_query();
                 s.verify_faces(&q, &req.label, req.threshold, req.aggregate)
@@ -609,6 +610,7 @@ async fn verify(
             .unwrap_or_default();
             let accepted = faces.iter().any(|f| f.verification.accepted);
             Ok(Json(json!({
+                "label": label,
                 "accepted": accepted,
                 "decision": if accepted { "accept" } else { "reject" },
                 "faces": faces,

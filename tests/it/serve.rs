@@ -1160,7 +1160,11 @@ fn serve_face_roll_answers_each_face_like_the_library() {
         "/v1/indexes/roll/verify",
         &json!({"image": b64(&bytes), "label": "biden"}),
     );
-    assert_eq!(v["accepted"], true, "{v}");
+    assert_eq!(
+        (&v["accepted"], &v["label"]),
+        (&json!(true), &json!("biden")),
+        "{v}"
+    );
     let acc: Vec<bool> = v["faces"]
         .as_array()
         .unwrap()
