@@ -19,6 +19,7 @@ pub struct AttendanceArgs {
     /// Same-person threshold as a distance (default: the roll's calibrated one).
     #[arg(long, allow_negative_numbers = true, value_parser = common::parse_threshold)]
     pub threshold: Option<f32>,
+    /// Print the run as one JSON object (seen, absent, unknown).
     #[arg(long)]
     pub json: bool,
 }
