@@ -6,7 +6,7 @@ use super::common;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use twindex::query::{Aggregate, Query, Searcher};
+use twindex::query::{render, Aggregate, Query, Searcher};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -60,14 +60,11 @@ pub fn run(a: VerifyArgs) -> Result<()> {
     let q = Query::Image(&file);
     if let Some(faces) = s.verify_faces(&q, &label, a.threshold, a.aggregate)? {
         if a.json {
-            return common::print_json(&serde_json::json!({
-                "file": file,
-                "label": label,
-                "accepted": faces.iter().any(|f| f.verification.accepted),
-                "faces": faces,
-            }));
+            let mut j = render::face_verdicts_json(&label, &faces);
+            j["file"] = serde_json::json!(file);
+            return common::print_json(&j);
         }
-        println!("{}", twindex::query::render::face_verdicts(&file, &faces));
+        println!("{}", render::face_verdicts(&file, &faces));
         return Ok(());
     }
     let r = s.verify(&q, &label, a.threshold, a.aggregate)?;

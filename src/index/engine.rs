@@ -482,10 +482,9 @@ impl Index {
             w.next_id = idx.manifest.next_id;
         }
         if replay.torn_bytes > 0 && (writer || !WriterLock::is_held(dir)) {
-            eprintln!(
-                "twindex: {}: dropped a torn record ({} bytes) at the end of the write-ahead log: a write cut short by a crash, never acknowledged",
-                dir.join(wal::wal_name(idx.manifest.generation)).display(),
-                replay.torn_bytes
+            warn_torn(
+                &dir.join(wal::wal_name(idx.manifest.generation)),
+                replay.torn_bytes,
             );
         }
         Ok(idx)
@@ -506,15 +505,7 @@ impl Index {
                     let want = batch
                         .as_ref()
                         .map_or(self.manifest.next_id, |b| b.ids().end);
-                    if first_id != want || dim != self.dim() {
-                        return Err(Error::corrupt(
-                            &path,
-                            format!(
-                                "an add of ids from {first_id} (dimension {dim}) where the index expects id {want} (dimension {})",
-                                self.dim()
-                            ),
-                        ));
-                    }
+                    check_logged_add(&path, (first_id, dim), (want, self.dim()))?;
                     match &mut batch {
                         Some(b) => {
                             b.vectors.extend(vectors);
@@ -1042,13 +1033,7 @@ impl Index {
 
     /// Whether the log has grown enough to checkpoint by itself.
     pub fn wants_checkpoint(&self) -> bool {
-        let (bytes, _) = self.log_size();
-        let f = &self.manifest.files;
-        let data = f.vectors.bytes
-            + f.items.bytes
-            + f.tombstones.bytes
-            + f.graph.as_ref().map_or(0, |g| g.bytes);
-        bytes > AUTO_CHECKPOINT_MIN_BYTES && bytes as f64 > AUTO_CHECKPOINT_FRACTION * data as f64
+        log_due_checkpoint(self.log_size().0, &self.manifest)
     }
 
     /// The calibrated duplicate threshold, if one was set.
@@ -1386,14 +1371,7 @@ pub fn append_add(
         )));
     }
     let replay = wal::read(dir, m.generation)?;
-    let f = &m.files;
-    let data = f.vectors.bytes
-        + f.items.bytes
-        + f.tombstones.bytes
-        + f.graph.as_ref().map_or(0, |g| g.bytes);
-    if replay.valid_bytes > AUTO_CHECKPOINT_MIN_BYTES
-        && replay.valid_bytes as f64 > AUTO_CHECKPOINT_FRACTION * data as f64
-    {
+    if log_due_checkpoint(replay.valid_bytes, &m) {
         return Ok(None);
     }
     let path = dir.join(wal::wal_name(m.generation));
@@ -1406,15 +1384,7 @@ pub fn append_add(
                 items,
                 ..
             } => {
-                if *first_id != next_id || *dim != m.dim {
-                    return Err(Error::corrupt(
-                        &path,
-                        format!(
-                            "an add of ids from {first_id} (dimension {dim}) where the index expects id {next_id} (dimension {})",
-                            m.dim
-                        ),
-                    ));
-                }
+                check_logged_add(&path, (*first_id, *dim), (next_id, m.dim))?;
                 next_id += items.len() as u64;
                 live += items.len() as i64;
             }
@@ -1426,11 +1396,7 @@ pub fn append_add(
         check_directions(vectors, m.dim, "added vectors")?;
     }
     if replay.torn_bytes > 0 {
-        eprintln!(
-            "twindex: {}: dropped a torn record ({} bytes) at the end of the write-ahead log: a write cut short by a crash, never acknowledged",
-            path.display(),
-            replay.torn_bytes
-        );
+        warn_torn(&path, replay.torn_bytes);
     }
     if rows > 0 {
         let rec = wal::Record::Add {
@@ -1446,6 +1412,41 @@ pub fn append_add(
         ids: (next_id..next_id + rows as u64).collect(),
         items: (live.max(0) as usize) + rows,
     }))
+}
+
+/// Whether a log of `log_bytes` over the data files `m` names is due a checkpoint: past
+/// [`AUTO_CHECKPOINT_MIN_BYTES`] and [`AUTO_CHECKPOINT_FRACTION`] of the data.
+fn log_due_checkpoint(log_bytes: u64, m: &Manifest) -> bool {
+    let f = &m.files;
+    let data = f.vectors.bytes
+        + f.items.bytes
+        + f.tombstones.bytes
+        + f.graph.as_ref().map_or(0, |g| g.bytes);
+    log_bytes > AUTO_CHECKPOINT_MIN_BYTES
+        && log_bytes as f64 > AUTO_CHECKPOINT_FRACTION * data as f64
+}
+
+/// A logged add of ids from `got.0` at dimension `got.1` must continue the ids at `want.0` in
+/// an index of dimension `want.1`; else the log at `path` is corrupt.
+fn check_logged_add(path: &Path, got: (u64, usize), want: (u64, usize)) -> Result<()> {
+    if got != want {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "an add of ids from {} (dimension {}) where the index expects id {} (dimension {})",
+                got.0, got.1, want.0, want.1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Say on stderr that a torn tail of `bytes` was dropped from the log at `path`.
+fn warn_torn(path: &Path, bytes: u64) {
+    eprintln!(
+        "twindex: {}: dropped a torn record ({bytes} bytes) at the end of the write-ahead log: a write cut short by a crash, never acknowledged",
+        path.display()
+    );
 }
 
 /// Check a batch of `n_items` rows of `dim`; returns the row count.

@@ -139,9 +139,13 @@ pub fn import_dlib_face(src: &Path, out: &Path, opts: &DlibImport) -> Result<Dli
             out.display()
         )));
     }
-    let tmp = out.with_extension("importing.tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(ctx(format!("creating {}", tmp.display())))?;
+    // A fresh sibling of this process's own: `create_dir` fails rather than reuse (or, on a
+    // failure, remove) a directory that twindex did not create.
+    let tmp = out.with_extension(format!("importing-{}.tmp", std::process::id()));
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(ctx(format!("creating {}", parent.display())))?;
+    }
+    std::fs::create_dir(&tmp).map_err(ctx(format!("creating {}", tmp.display())))?;
     let write = || -> Result<()> {
         let weights = tmp.join(WEIGHTS_FILE);
         candle_core::safetensors::save(&net.tensors()?, &weights)
@@ -155,9 +159,6 @@ pub fn import_dlib_face(src: &Path, out: &Path, opts: &DlibImport) -> Result<Dli
         crate::fsutil::atomic_write_json(&tmp.join(CONFIG_FILE), &config)?;
         // Check that the directory loads as an encoder before it takes its name.
         ImageModel::load(&tmp)?;
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).ok();
-        }
         if out.exists() {
             std::fs::remove_dir(out)
                 .map_err(ctx(format!("{} exists and is not empty", out.display())))?;

@@ -167,7 +167,7 @@ impl FaceAlign {
                     "no face found in this {}x{} photo (the detector finds faces of about {} px and more); an enrolment photo must show exactly one face",
                     img.width(),
                     img.height(),
-                    80 >> self.upsample.min(1)
+                    80 >> self.upsample.min(2)
                 ),
             )),
             n => Err(Error::format(
@@ -229,16 +229,27 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
+/// An image whose every value is alike holds nothing to compare: refused, naming it.
+fn refuse_blank(raw: &[u8], width: u32, height: u32, name: &Path) -> Result<()> {
+    match raw.first() {
+        Some(&v) if raw.iter().all(|&p| p == v) => Err(Error::format(
+            name,
+            format!("image is blank ({width}x{height}, every pixel {v}): nothing to compare"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Preprocess {
     /// Read an image file (PNG, PGM/PNM, JPEG) as the 0..255 pixels this preprocessing
     /// expects: greyscale, resized with the aspect ratio kept and padded with `pad`. Inversion,
     /// scaling and standardisation happen later, in [`ImageModel::input_tensor`], the same for
     /// training batches and queries.
     pub fn load_file(&self, path: &Path) -> Result<Vec<u8>> {
+        if self.detects_faces() {
+            return self.load_query_file(path);
+        }
         if let Some(fa) = &self.face_align {
-            if fa.detector.is_some() {
-                return self.load_query_file(path);
-            }
             return fa.load_chip(path, self.height);
         }
         if self.channels != 1 {
@@ -268,25 +279,12 @@ impl Preprocess {
     /// blank image (every pixel alike) is refused: it holds nothing to compare. `name` is what
     /// errors call the image.
     pub fn load_query_bytes(&self, bytes: &[u8], name: &Path) -> Result<Vec<u8>> {
-        if let Some(fa) = self.face_align.as_ref().filter(|fa| fa.detector.is_some()) {
+        if let Some(fa) = self.photo_align() {
             let img = Self::decode_photo(bytes, name)?;
             return fa.one_face(&img, name, self.height, self.channels);
         }
         let g = crate::corpus::image_file::decode_grey(bytes, name)?;
-        let (lo, hi) = g
-            .as_raw()
-            .iter()
-            .fold((255u8, 0u8), |(lo, hi), &p| (lo.min(p), hi.max(p)));
-        if lo == hi {
-            return Err(Error::format(
-                name,
-                format!(
-                    "image is blank ({}x{}, every pixel {lo}): nothing to compare",
-                    g.width(),
-                    g.height()
-                ),
-            ));
-        }
+        refuse_blank(g.as_raw(), g.width(), g.height(), name)?;
         let mut px = if let Some(fa) = &self.face_align {
             fa.chip_of(g, name, self.height)?
         } else {
@@ -322,16 +320,19 @@ impl Preprocess {
     /// Whether this encoder finds faces in photos (a face detector is part of it): a query
     /// photo then has an answer for each face ([`Preprocess::photo_faces`]).
     pub fn detects_faces(&self) -> bool {
-        self.face_align
-            .as_ref()
-            .is_some_and(|fa| fa.detector.is_some())
+        self.photo_align().is_some()
+    }
+
+    /// The face alignment when it finds faces in photos (it carries a detector).
+    fn photo_align(&self) -> Option<&FaceAlign> {
+        self.face_align.as_ref().filter(|fa| fa.detector.is_some())
     }
 
     /// Every face of a photo (encoded bytes) with its chip, ready for
     /// [`ImageModel::embed_pixels`], best detection first; `None` when the encoder does not
     /// find faces ([`Preprocess::detects_faces`]).
     pub fn photo_faces(&self, bytes: &[u8], name: &Path) -> Result<Option<Vec<FaceChip>>> {
-        match self.face_align.as_ref().filter(|fa| fa.detector.is_some()) {
+        match self.photo_align() {
             Some(fa) => {
                 let img = Self::decode_photo(bytes, name)?;
                 fa.photo_faces(&img, name, self.height, self.channels)
@@ -344,18 +345,7 @@ impl Preprocess {
     /// A photo decoded as RGB; a blank one (every value alike) is refused.
     fn decode_photo(bytes: &[u8], name: &Path) -> Result<image::RgbImage> {
         let img = crate::corpus::image_file::decode_rgb(bytes, name)?;
-        let raw = img.as_raw();
-        if raw.iter().all(|&p| p == raw[0]) {
-            return Err(Error::format(
-                name,
-                format!(
-                    "image is blank ({}x{}, every value {}): nothing to compare",
-                    img.width(),
-                    img.height(),
-                    raw[0]
-                ),
-            ));
-        }
+        refuse_blank(img.as_raw(), img.width(), img.height(), name)?;
         Ok(img)
     }
 

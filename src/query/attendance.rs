@@ -119,7 +119,7 @@ pub fn take_attendance(
         faces += found.len();
         for fa in found {
             let hit = fa.answer.results.first();
-            match hit.filter(|h| h.duplicate && !h.label.is_empty()) {
+            match super::verify::identified(&fa.answer.results) {
                 Some(h) => {
                     let e = seen.entry(h.label.clone()).or_insert_with(|| Seen {
                         label: h.label.clone(),

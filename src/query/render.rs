@@ -126,6 +126,18 @@ pub fn faces_table(what: &str, faces: &[FaceAnswer]) -> String {
     out
 }
 
+/// The JSON of a claim checked on each face of a photo (`verify --json`, the server's
+/// `/verify`): `label`, `accepted` (by any face), `decision` and the `faces`.
+pub fn face_verdicts_json(label: &str, faces: &[FaceVerification]) -> serde_json::Value {
+    let accepted = faces.iter().any(|f| f.verification.accepted);
+    serde_json::json!({
+        "label": label,
+        "accepted": accepted,
+        "decision": if accepted { "accept" } else { "reject" },
+        "faces": faces,
+    })
+}
+
 /// `verify`'s line for each face of a photo (a line saying none was found when none was).
 pub fn face_verdicts(file: &str, faces: &[FaceVerification]) -> String {
     if faces.is_empty() {

@@ -591,7 +591,7 @@ impl Searcher {
         Ok(Some(
             found
                 .iter()
-                .zip(v.chunks(m.config.dim.max(1)))
+                .zip(v.chunks(m.config.dim))
                 .map(|(f, e)| (FaceBox::of(f), e.to_vec()))
                 .collect(),
         ))
@@ -603,17 +603,17 @@ impl Searcher {
         let Some(faces) = self.embed_faces(q)? else {
             return Ok(None);
         };
-        let vs: Vec<Vec<f32>> = faces.iter().map(|(_, v)| v.clone()).collect();
+        let (boxes, vs): (Vec<FaceBox>, Vec<Vec<f32>>) = faces.into_iter().unzip();
         let answers = if vs.is_empty() {
             Vec::new()
         } else {
             self.store.answers(&vs, o)?
         };
         Ok(Some(
-            faces
+            boxes
                 .into_iter()
                 .zip(answers)
-                .map(|((face, _), answer)| FaceAnswer { face, answer })
+                .map(|(face, answer)| FaceAnswer { face, answer })
                 .collect(),
         ))
     }

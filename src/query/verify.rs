@@ -144,10 +144,12 @@ pub fn verify_among(
 /// Who the query is: the label of the nearest hit when that hit is within the threshold
 /// (`duplicate`) and labelled, else `"unknown"`.
 pub fn identify(hits: &[QueryHit]) -> String {
-    match hits.first() {
-        Some(h) if h.duplicate && !h.label.is_empty() => h.label.clone(),
-        _ => "unknown".into(),
-    }
+    identified(hits).map_or_else(|| "unknown".into(), |h| h.label.clone())
+}
+
+/// The nearest hit when it names who the query is: within the threshold and labelled.
+pub fn identified(hits: &[QueryHit]) -> Option<&QueryHit> {
+    hits.first().filter(|h| h.duplicate && !h.label.is_empty())
 }
 
 pub use crate::calibration::Aggregate;

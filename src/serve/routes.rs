@@ -460,11 +460,11 @@ async fn query(
     if h.searcher.detects_faces() {
         return timed(&st, query_photos(h, req.queries, what, req.options, list))
             .await
-            .map(|js| {
+            .map(|mut js| {
                 Json(if req.batch {
                     json!({ "answers": js })
                 } else {
-                    js[0].clone()
+                    js.swap_remove(0)
                 })
             })
             .map_err(|e| scrub(h, e));
@@ -608,13 +608,9 @@ async fn verify(
             })
             .await?
             .unwrap_or_default();
-            let accepted = faces.iter().any(|f| f.verification.accepted);
-            Ok(Json(json!({
-                "label": label,
-                "accepted": accepted,
-                "decision": if accepted { "accept" } else { "reject" },
-                "faces": faces,
-            })))
+            Ok(Json(crate::query::render::face_verdicts_json(
+                &label, &faces,
+            )))
         })
         .await
         .map_err(|e| scrub(h, e));

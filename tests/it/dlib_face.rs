@@ -166,8 +166,16 @@ fn imported_face_encoder_enrols_identifies_and_verifies() {
     let t = tempfile::tempdir().unwrap();
     let model = t.path().join("dlib-face");
     let (m, ds) = (model.to_str().unwrap(), d.to_str().unwrap());
+    // A user's directory named like an import's working directory is not twindex's to remove.
+    let theirs = t.path().join("dlib-face.importing.tmp");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("notes.txt"), "mine").unwrap();
     let v = ok_json(&["import", "dlib-face", "--models", ds, "--out", m, "--json"]);
     assert_eq!(v["dim"], 128);
+    assert_eq!(
+        std::fs::read_to_string(theirs.join("notes.txt")).unwrap(),
+        "mine"
+    );
     // A second import into the same place refuses and leaves the first intact.
     fails_with(
         &["import", "dlib-face", "--models", ds, "--out", m],
