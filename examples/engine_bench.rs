@@ -7,6 +7,10 @@
 //! # one durable add (log record fsync'd + graph insert), at several index sizes:
 //! cargo run --release --example engine_bench -- adds --dir TMP [--sizes 10000,100000,1000000]
 //!     [--dim 384] [--adds 1000]
+//! # what one open and one search of an item's neighbours cost a fresh process (run it
+//! # several times: one open a process), with the resident memory split into the process's
+//! # own (anonymous) pages and the page-cache pages of the index's files it maps:
+//! cargo run --release --example engine_bench -- open --index DIR [--item 0] [--k 3]
 //! ```
 //!
 //! Prints one JSON object. Queries are the file's lines (blank lines skipped). The adds use
@@ -222,12 +226,44 @@ fn adds(args: &[String]) -> Result<serde_json::Value, String> {
     }))
 }
 
+fn open(args: &[String]) -> Result<serde_json::Value, String> {
+    let dir = PathBuf::from(arg(args, "--index").ok_or("--index DIR is required")?);
+    let item: u64 =
+        arg(args, "--item").map_or(Ok(0), |s| s.parse().map_err(|e| format!("--item: {e}")))?;
+    let k: usize =
+        arg(args, "--k").map_or(Ok(3), |s| s.parse().map_err(|e| format!("--k: {e}")))?;
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    let before = twindex::timing::rss_now();
+    let t = Instant::now();
+    let idx = Index::open(&dir).map_err(|e| e.to_string())?;
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let opened = twindex::timing::rss_now();
+    let t = Instant::now();
+    let q = idx.get(item).map_err(|e| e.to_string())?.vector.to_vec();
+    let hits = idx.search(&q, k, None).map_err(|e| e.to_string())?;
+    let search_ms = t.elapsed().as_secs_f64() * 1e3;
+    let after = twindex::timing::rss_now();
+    Ok(json!({
+        "index": dir.display().to_string(),
+        "items": idx.len(),
+        "open_ms": open_ms,
+        "search_ms": search_ms,
+        "neighbours": hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+        "rss_mb": {"start": mb(before.total), "opened": mb(opened.total), "after_search": mb(after.total)},
+        "anon_mb": {"start": mb(before.anon), "opened": mb(opened.anon), "after_search": mb(after.anon)},
+    }))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let res = match args.first().map(String::as_str) {
         Some("query") => query(&args),
         Some("adds") => adds(&args),
-        _ => Err("usage: engine_bench query --index DIR --queries FILE | adds --dir DIR".into()),
+        Some("open") => open(&args),
+        _ => Err(
+            "usage: engine_bench query --index DIR --queries FILE | adds --dir DIR | open --index DIR"
+                .into(),
+        ),
     };
     match res {
         Ok(j) => {

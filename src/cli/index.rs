@@ -1,4 +1,4 @@
-//! `twindex index add|delete|compact|checkpoint|stats`; `build` and `push` have their own files.
+//! `twindex index add|delete|compact|checkpoint|stats|verify`; `build`, `push`: own files.
 
 use super::common;
 use anyhow::{Context, Result};
@@ -23,6 +23,8 @@ pub enum IndexCmd {
     Checkpoint(CompactArgs),
     /// Items, dimension, metric, encoder, threshold, log size.
     Stats(CompactArgs),
+    /// Read every file of the index whole (checksums, items, graph links, vectors).
+    Verify(CompactArgs),
     /// Put an index, or embedding parts, into a Milvus collection (HNSW, the index's metric,
     /// the encoder and threshold in its description).
     Push(super::push::PushArgs),
@@ -80,10 +82,7 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
             let n = maintain::delete(&a.index, &a.ids)?;
             let (k, dir) = (a.ids.len(), a.index.display());
             eprintln!("deleted {k} item(s); {n} remain in {dir}");
-            if a.json {
-                common::print_json(&json!({ "deleted": a.ids, "items": n }))?;
-            }
-            Ok(())
+            json_if(a.json, &json!({ "deleted": a.ids, "items": n }))
         }
         IndexCmd::Compact(a) => {
             let r = maintain::compact(&a.index, &common::Bars::default())?;
@@ -95,6 +94,11 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
             let r = maintain::checkpoint(&a.index)?;
             let (dir, n, b, g) = (a.index.display(), r.records, r.log_bytes, r.generation);
             eprintln!("checkpointed {dir}: {n} logged write(s) ({b} bytes) now in generation {g}");
+            json_if(a.json, &r)
+        }
+        IndexCmd::Verify(a) => {
+            let r = maintain::verify(&a.index)?;
+            eprintln!("verified {}: {}", a.index.display(), r.summary());
             json_if(a.json, &r)
         }
         IndexCmd::Stats(a) => {

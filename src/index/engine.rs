@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -32,6 +32,9 @@ use super::rows::Rows;
 use super::store::{self, Item};
 use super::vector_index::{Hit, Progress, VectorIndex};
 use super::wal::{self, WalWriter, WriterLock, LOCK_FILE};
+
+mod verify;
+pub use verify::Verified;
 
 /// Neighbours fetched per item in the first round of [`Index::dedup`] (doubled while all of them
 /// are within the threshold).
@@ -184,8 +187,9 @@ pub struct Index {
     manifest: Manifest,
     engine: Engine,
     items: Items,
+    /// Each slot's id, ascending (ids are handed out in order and slots never reordered), so
+    /// that a binary search finds an id's slot.
     ids: Vec<u64>,
-    slot_of: HashMap<u64, u32>,
     deleted: Vec<bool>,
     n_deleted: usize,
     /// Data files that differ from memory (the log holds the difference).
@@ -287,6 +291,7 @@ impl Index {
                     items: empty.clone(),
                     tombstones: empty,
                     graph: None,
+                    catalog: None,
                 },
                 checksum: None,
             };
@@ -296,7 +301,6 @@ impl Index {
                 engine,
                 items: Items::from_vec(items)?,
                 ids: (0..rows as u64).collect(),
-                slot_of: (0..rows as u32).map(|s| (s as u64, s)).collect(),
                 deleted: vec![false; rows],
                 n_deleted: 0,
                 dirty: ALL,
@@ -359,49 +363,63 @@ impl Index {
     fn open_once(dir: &Path, writer: bool) -> Result<Index> {
         let m = store::read_manifest(dir)?;
         let files = &m.files;
-        let vpath = dir.join(&files.vectors.name);
-        // A quantized graph keeps the vectors file mapped (re-ranking reads it); the others
-        // hold the vectors in memory.
+        let vpath = store::sized_data_file(dir, &files.vectors)?;
+        // The stored vectors, read when needed: a quantized graph keeps the file mapped
+        // (re-ranking reads it); a graph file of format 3 or 4 holds them in its blocks
+        // already; flat indexes and older graph files read them.
         let quantized = m.backend == Backend::Hnsw && m.hnsw.quantize != Quantize::None;
-        let mut mapped = None;
-        let vectors = if quantized {
-            mapped = Some(Rows::map_vectors(dir, &files.vectors, m.slot_count, m.dim)?);
-            Vec::new()
-        } else {
+        let read_vectors = || {
             store::parse_vectors(
                 &store::read_data_file(dir, &files.vectors)?,
                 m.slot_count,
                 m.dim,
                 &vpath,
-            )?
+            )
         };
-        let ipath = dir.join(&files.items.name);
-        let (ids, items) = Items::map(dir, &files.items)?;
+        let vectors = || -> Result<Rows> {
+            if quantized {
+                Rows::map_vectors(dir, &files.vectors, m.slot_count, m.dim)
+            } else {
+                Ok(Rows::from_vec(m.dim, read_vectors()?))
+            }
+        };
+        // The catalogue (no JSON parsed), or the items file itself for indexes without one
+        // (the next checkpoint writes one).
+        let (ipath, (ids, items)) = match &files.catalog {
+            Some(c) => (
+                dir.join(&c.name),
+                Items::open_catalog(dir, &files.items, c)?,
+            ),
+            None => (dir.join(&files.items.name), Items::map(dir, &files.items)?),
+        };
         if ids.len() != m.slot_count {
             return Err(Error::corrupt(
                 &ipath,
                 format!("{} items, the manifest says {}", ids.len(), m.slot_count),
             ));
         }
-        let mut slot_of = HashMap::with_capacity(ids.len());
-        for (slot, &id) in ids.iter().enumerate() {
-            if id >= m.next_id || slot_of.insert(id, slot as u32).is_some() {
-                return Err(Error::corrupt(
-                    &ipath,
-                    format!(
-                        "line {}: id {id} is duplicated or not below next_id {}",
-                        slot + 1,
-                        m.next_id
-                    ),
-                ));
-            }
+        let prev = std::iter::once(None).chain(ids.iter().map(Some));
+        if let Some((slot, (&id, _))) = ids
+            .iter()
+            .zip(prev)
+            .enumerate()
+            .find(|(_, (&id, prev))| id >= m.next_id || prev.is_some_and(|&p| p >= id))
+        {
+            return Err(Error::corrupt(
+                &ipath,
+                format!(
+                    "item {}: id {id} is not above the one before or not below next_id {}",
+                    slot + 1,
+                    m.next_id
+                ),
+            ));
         }
         let tpath = dir.join(&files.tombstones.name);
         let tomb = store::parse_ids(&store::read_data_file(dir, &files.tombstones)?, &tpath)?;
         let mut deleted = vec![false; ids.len()];
         for &id in &tomb {
-            match slot_of.get(&id) {
-                Some(&s) if !deleted[s as usize] => deleted[s as usize] = true,
+            match ids.binary_search(&id) {
+                Ok(s) if !deleted[s] => deleted[s] = true,
                 _ => {
                     return Err(Error::corrupt(
                         &tpath,
@@ -432,28 +450,28 @@ impl Index {
                 let entry = files.graph.as_ref().ok_or_else(|| {
                     Error::corrupt(dir.join(MANIFEST_FILE), "hnsw index without a graph file")
                 })?;
-                let bytes = store::read_data_file(dir, entry)?;
-                let rows = match mapped.take() {
-                    Some(r) => r,
-                    None => Rows::from_vec(m.dim, vectors),
-                };
-                Engine::Hnsw(HnswGraph::read_graph_rows(
+                let gpath = store::sized_data_file(dir, entry)?;
+                Engine::Hnsw(HnswGraph::map_graph(
                     m.dim,
                     m.metric,
                     m.hnsw,
-                    rows,
-                    &bytes,
-                    &dir.join(&entry.name),
+                    m.slot_count,
+                    &gpath,
+                    entry.bytes,
+                    &vectors,
                 )?)
             }
             _ => {
                 let mut e = Engine::new(&cfg, m.dim, ids.len())?;
-                e.get_mut().add(&vectors, &|_| {})?;
+                e.get_mut().add(&read_vectors()?, &|_| {})?;
                 e
             }
         };
         let replay = wal::read(dir, m.generation)?;
         let next_id = m.next_id;
+        // A graph file of an older format is written anew by the next checkpoint.
+        let legacy = matches!(&engine, Engine::Hnsw(g) if g.read_from_legacy_file());
+        let no_catalog = files.catalog.is_none();
         let mut idx = Index {
             dir: dir.to_path_buf(),
             n_deleted: tomb.len(),
@@ -461,9 +479,12 @@ impl Index {
             engine,
             items,
             ids,
-            slot_of,
             deleted,
-            dirty: CLEAN,
+            dirty: Changed {
+                graph: legacy,
+                items: no_catalog,
+                ..CLEAN
+            },
             wal: Mutex::new(WalState {
                 next_id,
                 ..WalState::default()
@@ -626,6 +647,17 @@ impl Index {
             .map(|(&id, _)| id)
     }
 
+    /// Copy the mapped graph into memory of its own (huge pages), for a long-running process
+    /// (a server, a benchmark): opening maps the graph unread, which suits a command that runs
+    /// a few searches and exits, but a search of a mapped graph takes page faults and small
+    /// pages' TLB misses.
+    pub fn load_graph(&mut self) -> Result<()> {
+        match &mut self.engine {
+            Engine::Hnsw(g) => g.copy_into_memory(),
+            _ => Ok(()),
+        }
+    }
+
     /// The slot (engine address) of the live item `id`.
     pub fn slot_of_id(&self, id: u64) -> Option<usize> {
         self.live_slot(id).ok()
@@ -663,8 +695,8 @@ impl Index {
     }
 
     fn live_slot(&self, id: u64) -> Result<usize> {
-        match self.slot_of.get(&id) {
-            Some(&s) if !self.deleted[s as usize] => Ok(s as usize),
+        match self.ids.binary_search(&id) {
+            Ok(s) if !self.deleted[s] => Ok(s),
             _ => Err(Error::UnknownId(id)),
         }
     }
@@ -830,9 +862,6 @@ impl Index {
         }
         self.engine.get_mut().add(&p.vectors, progress)?;
         let new_ids: Vec<u64> = p.ids().collect();
-        for (i, &id) in new_ids.iter().enumerate() {
-            self.slot_of.insert(id, (self.ids.len() + i) as u32);
-        }
         self.ids.extend_from_slice(&new_ids);
         self.items.extend(p.items)?;
         self.deleted.resize(self.ids.len(), false);
@@ -998,12 +1027,6 @@ impl Index {
             self.engine = c.engine;
             self.ids = c.ids;
             self.items = c.items;
-            self.slot_of = self
-                .ids
-                .iter()
-                .enumerate()
-                .map(|(s, &id)| (id, s as u32))
-                .collect();
             self.deleted = vec![false; self.ids.len()];
             self.n_deleted = 0;
         }
@@ -1013,7 +1036,8 @@ impl Index {
         if items_written {
             // Map the file just written, so that the items added since opening leave memory.
             // Should that fail, the ones in memory are just as right.
-            let _ = self.items.remap(&self.dir, &self.manifest.files.items);
+            let m = &self.manifest.files;
+            let _ = self.items.remap(&self.dir, &m.items, m.catalog.as_ref());
         }
         store::remove_unreferenced(&self.dir, &self.manifest);
     }
@@ -1226,6 +1250,7 @@ impl Index {
             for kind in [
                 "vectors.{g}.f32",
                 "items.{g}.jsonl",
+                "items.{g}.idx",
                 "tombstones.{g}.u64",
                 "graph.{g}.hnsw",
             ] {
@@ -1256,6 +1281,12 @@ impl Index {
             files.items = store::write_data_file(dir, &format!("items.{gen}.jsonl"), |w| {
                 items.write(w, ids)
             })?;
+            let jsonl = dir.join(&files.items.name);
+            files.catalog = Some(store::write_data_file(
+                dir,
+                &format!("items.{gen}.idx"),
+                |w| items.write_catalog(w, ids, &jsonl),
+            )?);
         }
         if changed.tombstones {
             let mut tomb: Vec<u64> = ids

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtOrd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::distance::{kernels, prefetch, DistanceKernels};
-use super::linebuf::LineBuf;
+use super::linebuf::{LineBuf, FILE_ALIGN};
 use super::metric::{check_rows, Metric};
 use super::quantize::{
     dot_i16_u8_kernel, dot_u8_kernel, dot_u8_u8_kernel, quantize_weights, I16Kernel, Quantize, Sq8,
@@ -139,9 +139,16 @@ const LINE_WORDS: usize = 16;
 const MAX_LEVEL: usize = 30;
 const EMPTY: u64 = u64::MAX;
 const GRAPH_MAGIC: &[u8; 8] = b"TWXHNSW\0";
-/// Version 1: links only. Version 2: links, then the quantizer (quantized graphs).
+/// Version 1: links only. Version 2: links, then the quantizer (quantized graphs). Versions
+/// 3 and 4 (what is written now): the node blocks as in memory, page-aligned so that opening
+/// maps them; see [`HnswGraph::write_graph`].
 const GRAPH_VERSION: u32 = 1;
 const GRAPH_VERSION_QUANTIZED: u32 = 2;
+const GRAPH_VERSION_BLOCKS: u32 = 3;
+const GRAPH_VERSION_QUANTIZED_BLOCKS: u32 = 4;
+/// Header bytes of version 1 and 2; versions 3 and 4 add the block stride.
+const HEADER_BYTES_V1: usize = 40;
+const HEADER_BYTES: usize = 44;
 /// The quantizer kind in a version-2 graph file.
 const QUANT_SQ8: u32 = 1;
 
@@ -290,6 +297,9 @@ pub struct HnswGraph {
     trained_on: usize,
     /// Quantized graphs: the full-precision vectors (the blocks hold the codes).
     exact: Rows,
+    /// Read from a graph file of format version 1 or 2 (no blocks): the next checkpoint
+    /// should write it anew, so that later opens map it.
+    legacy_file: bool,
 }
 
 // SAFETY: the shared-mutable data (the blocks' mapping, `upper`) is written only (a) through `&mut self`, or
@@ -352,7 +362,19 @@ impl HnswGraph {
             quant: None,
             trained_on: 0,
             exact: Rows::from_vec(dim, Vec::new()),
+            legacy_file: false,
         })
+    }
+
+    /// Whether this graph was read from a file of format version 1 or 2, which opening cannot
+    /// map (a checkpoint writes the current format).
+    pub fn read_from_legacy_file(&self) -> bool {
+        self.legacy_file
+    }
+
+    /// Copy mapped node blocks into memory of their own (see [`LineBuf::copy_into_memory`]).
+    pub fn copy_into_memory(&mut self) -> Result<()> {
+        self.blocks.copy_into_memory()
     }
 
     /// Whether the walk scores quantized codes.
@@ -400,12 +422,7 @@ impl HnswGraph {
         if self.len == 0 {
             return 0.0;
         }
-        let total: usize = (0..self.len)
-            .map(|i| {
-                // SAFETY: i < len; no writer exists while `&self` is shared outside `add`.
-                unsafe { *self.links(i, 0) as usize }
-            })
-            .sum();
+        let total: usize = (0..self.len).map(|i| self.list(i, 0).1).sum();
         total as f64 / self.len as f64
     }
 
@@ -418,6 +435,17 @@ impl HnswGraph {
             let off = self.upper_off[node] + (level - 1) * (1 + self.params.m);
             UnsafeCell::raw_get(self.upper[off..].as_ptr())
         }
+    }
+
+    /// `node`'s link list at `level` and its count, clamped to the list's capacity: the
+    /// level-0 lists of a mapped graph are not read on open (see [`HnswGraph::map_graph`]), so
+    /// every reader clamps the count and skips links that are not nodes (`>= len`).
+    #[inline(always)]
+    fn list(&self, node: usize, level: usize) -> (*mut u32, usize) {
+        let p = self.links(node, level);
+        let cap = if level == 0 { self.m0 } else { self.params.m };
+        // SAFETY: the count word heads every list.
+        (p, (unsafe { *p } as usize).min(cap))
     }
 
     #[inline(always)]
@@ -594,12 +622,14 @@ impl HnswGraph {
             loop {
                 let mut changed = false;
                 let _g = BUILD.then(|| lock(&self.locks[cur.slot as usize]));
-                let p = self.links(cur.slot as usize, level);
-                // SAFETY: counts never exceed the list capacity and links are valid slots
-                // (kept by insertion, checked on load); in BUILD mode the node lock is held.
-                let cnt = unsafe { *p } as usize;
+                let (p, cnt) = self.list(cur.slot as usize, level);
                 for j in 0..cnt {
+                    // SAFETY: j < the clamped count, inside the list; links that are not
+                    // nodes are skipped; in BUILD mode the node lock is held.
                     let n = unsafe { *p.add(1 + j) };
+                    if n as usize >= self.len {
+                        continue;
+                    }
                     let key = self.dist_bounded(q, n as usize, cur.key);
                     if key < cur.key {
                         cur = Scored { key, slot: n };
@@ -639,12 +669,11 @@ impl HnswGraph {
             s.buf.clear();
             {
                 let _g = BUILD.then(|| lock(&self.locks[c.slot as usize]));
-                let p = self.links(c.slot as usize, level);
-                // SAFETY: as in `greedy`.
-                let cnt = unsafe { *p } as usize;
+                let (p, cnt) = self.list(c.slot as usize, level);
                 for j in 0..cnt {
+                    // SAFETY: as in `greedy`.
                     let n = unsafe { *p.add(1 + j) };
-                    if s.visit(n) {
+                    if (n as usize) < self.len && s.visit(n) {
                         prefetch(self.vec_ptr(n as usize));
                         s.buf.push(n);
                     }
@@ -719,10 +748,9 @@ impl HnswGraph {
         for n in &selected {
             let ni = n.slot as usize;
             let _g = lock(&self.locks[ni]);
-            let p = self.links(ni, level);
-            // SAFETY: n's lock is held; counts stay <= cap.
+            let (p, cnt) = self.list(ni, level);
+            // SAFETY: n's lock is held; counts stay <= cap; links that are not nodes dropped.
             unsafe {
-                let cnt = *p as usize;
                 if cnt < cap {
                     *p.add(1 + cnt) = q as u32;
                     *p = (cnt + 1) as u32;
@@ -734,6 +762,9 @@ impl HnswGraph {
                     });
                     for j in 0..cnt {
                         let x = *p.add(1 + j);
+                        if x as usize >= self.len {
+                            continue;
+                        }
                         s.prune.push(Scored {
                             key: self.dist_nodes(ni, x as usize, f32::INFINITY),
                             slot: x,
@@ -870,11 +901,12 @@ impl HnswGraph {
     fn in_degrees(&self) -> Vec<u32> {
         let mut indeg = vec![0u32; self.len];
         for i in 0..self.len {
-            let p = self.links(i, 0);
-            // SAFETY: no concurrent writer (called from `&mut self`); counts <= m0.
-            let cnt = unsafe { *p } as usize;
+            let (p, cnt) = self.list(i, 0);
             for j in 0..cnt {
-                indeg[unsafe { *p.add(1 + j) } as usize] += 1;
+                // SAFETY: no concurrent writer (called from `&mut self`); j < the count.
+                if let Some(d) = indeg.get_mut(unsafe { *p.add(1 + j) } as usize) {
+                    *d += 1;
+                }
             }
         }
         indeg
@@ -891,11 +923,13 @@ impl HnswGraph {
         let mut fill = start.clone();
         let mut rev = vec![0u32; start[self.len]];
         for i in 0..self.len {
-            let p = self.links(i, 0);
-            // SAFETY: as in `in_degrees`.
-            let cnt = unsafe { *p } as usize;
+            let (p, cnt) = self.list(i, 0);
             for j in 0..cnt {
+                // SAFETY: as in `in_degrees`.
                 let t = unsafe { *p.add(1 + j) } as usize;
+                if t >= self.len {
+                    continue;
+                }
                 rev[fill[t]] = i as u32;
                 fill[t] += 1;
             }
@@ -925,10 +959,10 @@ impl HnswGraph {
     /// Add the level-0 link `from -> to`, in a free slot or instead of `from`'s most redundant
     /// link (the target with the most in-links).
     fn put_link(&mut self, from: usize, to: usize, indeg: &[u32]) {
-        let p = self.links(from, 0);
-        // SAFETY: `&mut self`; counts <= m0 and links valid.
+        let (p, cnt) = self.list(from, 0);
+        // SAFETY: `&mut self`; j < the clamped count; a link that is not a node has no
+        // in-degree and is the first replaced.
         unsafe {
-            let cnt = *p as usize;
             if (0..cnt).any(|j| *p.add(1 + j) as usize == to) {
                 return;
             }
@@ -937,7 +971,7 @@ impl HnswGraph {
                 *p = (cnt + 1) as u32;
             } else {
                 let j = (0..cnt)
-                    .max_by_key(|&j| indeg[*p.add(1 + j) as usize])
+                    .max_by_key(|&j| indeg.get(*p.add(1 + j) as usize).unwrap_or(&u32::MAX))
                     .expect("a full list is not empty");
                 *p.add(1 + j) = to as u32;
             }
@@ -953,12 +987,11 @@ impl HnswGraph {
         stack.clear();
         stack.push(from);
         while let Some(n) = stack.pop() {
-            let p = self.links(n, 0);
-            // SAFETY: called with no concurrent writer (from `&mut self` methods).
-            let cnt = unsafe { *p } as usize;
+            let (p, cnt) = self.list(n, 0);
             for j in 0..cnt {
+                // SAFETY: called with no concurrent writer (from `&mut self` methods).
                 let x = unsafe { *p.add(1 + j) } as usize;
-                if !reach[x] {
+                if x < self.len && !reach[x] {
                     reach[x] = true;
                     stack.push(x);
                 }
@@ -1021,13 +1054,19 @@ impl HnswGraph {
         out
     }
 
-    /// Serialise the links (not the vectors) to `w`; read back with [`HnswGraph::read_graph`].
+    /// Serialise the graph to `w` (format version 3, or 4 when quantized): a header padded to
+    /// [`FILE_ALIGN`] bytes, the node blocks byte for byte as in memory (each node's level-0
+    /// links and its vector, or its codes) padded with zeros to [`FILE_ALIGN`], then the
+    /// levels, the upper-level lists and (version 4) the quantizer. Opening an index maps the
+    /// blocks ([`HnswGraph::map_graph`]) instead of reading them; [`HnswGraph::read_graph`]
+    /// reads any version from bytes.
     pub fn write_graph(&self, w: &mut dyn Write) -> std::io::Result<()> {
-        w.write_all(GRAPH_MAGIC)?;
+        let mut head = Vec::with_capacity(FILE_ALIGN);
+        head.extend_from_slice(GRAPH_MAGIC);
         let version = if self.is_quantized() {
-            GRAPH_VERSION_QUANTIZED
+            GRAPH_VERSION_QUANTIZED_BLOCKS
         } else {
-            GRAPH_VERSION
+            GRAPH_VERSION_BLOCKS
         };
         for v in [
             version,
@@ -1035,21 +1074,30 @@ impl HnswGraph {
             self.params.m as u32,
             self.m0 as u32,
         ] {
-            w.write_all(&v.to_le_bytes())?;
+            head.extend_from_slice(&v.to_le_bytes());
         }
-        w.write_all(&(self.len as u64).to_le_bytes())?;
-        w.write_all(&self.entry.load(AtOrd::Acquire).to_le_bytes())?;
-        w.write_all(&self.levels)?;
-        let mut buf = Vec::with_capacity(4 * (1 + self.m0));
-        for node in 0..self.len {
-            buf.clear();
-            let p = self.links(node, 0);
-            for j in 0..=self.m0 {
-                // SAFETY: j <= m0 stays inside the level-0 header; no writer runs during `&self`.
-                buf.extend_from_slice(&unsafe { *p.add(j) }.to_le_bytes());
+        head.extend_from_slice(&(self.len as u64).to_le_bytes());
+        head.extend_from_slice(&self.entry.load(AtOrd::Acquire).to_le_bytes());
+        head.extend_from_slice(&(self.stride_words as u32).to_le_bytes());
+        head.resize(FILE_ALIGN, 0);
+        w.write_all(&head)?;
+        let words = self.len * self.stride_words;
+        // SAFETY: the blocks of the first `len` nodes are initialised words (zeroed, then
+        // written); no writer runs while `&self` is shared outside `add`.
+        let blocks =
+            unsafe { std::slice::from_raw_parts(self.blocks.as_ptr() as *const u32, words) };
+        if cfg!(target_endian = "little") {
+            // SAFETY: the same words viewed as their (little-endian) bytes.
+            let b = unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, 4 * words) };
+            w.write_all(b)?;
+        } else {
+            for c in blocks.chunks(1 << 14) {
+                let b: Vec<u8> = c.iter().flat_map(|x| x.to_le_bytes()).collect();
+                w.write_all(&b)?;
             }
-            w.write_all(&buf)?;
         }
+        w.write_all(&vec![0u8; blocks_end(words) - FILE_ALIGN - 4 * words])?;
+        w.write_all(&self.levels)?;
         for node in 0..self.len {
             let lv = self.levels[node] as usize;
             let off = self.upper_off[node];
@@ -1059,7 +1107,6 @@ impl HnswGraph {
             }
         }
         if self.is_quantized() {
-            // The quantizer (the codes are recomputed from the vectors on load).
             match &self.quant {
                 None => w.write_all(&0u32.to_le_bytes())?,
                 Some(sq) => {
@@ -1076,9 +1123,9 @@ impl HnswGraph {
         Ok(())
     }
 
-    /// Rebuild a graph from its stored `vectors` (already prepared, as written) and the bytes
-    /// of [`HnswGraph::write_graph`]. Every count and link is checked, so a damaged file gives
-    /// an error naming `path` and the byte offset, never a panic.
+    /// Rebuild a graph from the bytes of a graph file (any format version) and the stored
+    /// `vectors` (already prepared, as written). Every count and link is checked, so a damaged
+    /// file gives an error naming `path` and the byte offset, never a panic.
     pub fn read_graph(
         dim: usize,
         metric: Metric,
@@ -1093,7 +1140,7 @@ impl HnswGraph {
     }
 
     /// [`HnswGraph::read_graph`] taking the vectors as [`Rows`] (a quantized graph keeps them,
-    /// memory-mapped or not; an unquantized one copies them into its blocks).
+    /// memory-mapped or not; a version-1 file's vectors are copied into the blocks).
     pub fn read_graph_rows(
         dim: usize,
         metric: Metric,
@@ -1104,174 +1151,321 @@ impl HnswGraph {
     ) -> Result<Self> {
         let mut g = HnswGraph::new(dim, metric, params)?;
         let n = vectors.len();
-        let bad = |off: usize, msg: String| Error::corrupt(path, format!("at byte {off}: {msg}"));
-        let mut r = Reader { bytes, off: 0 };
+        let h = g.header(bytes, n, path)?;
+        let mut r = Reader {
+            bytes,
+            off: 0,
+            base: 0,
+        };
+        if h.blocks {
+            let words = n * g.stride_words;
+            let end = blocks_end(words);
+            let body = bytes
+                .get(FILE_ALIGN..FILE_ALIGN + 4 * words)
+                .filter(|_| bytes.len() >= end)
+                .ok_or_else(|| too_short(path, bytes.len(), n))?;
+            g.blocks.grow_zeroed(n * (g.stride_words / LINE_WORDS))?;
+            let dst = g.blocks.as_ptr() as *mut u32;
+            for (i, b) in body.chunks_exact(4).enumerate() {
+                // SAFETY: `g` is not shared yet; its buffer holds n blocks of stride words.
+                unsafe { *dst.add(i) = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) };
+            }
+            r.off = end;
+            g.read_tail(&mut r, &h, path)?;
+            g.check_level0()
+                .map_err(|(node, msg)| bad(path, FILE_ALIGN + 4 * node * g.stride_words, msg))?;
+            if g.is_quantized() {
+                g.exact = vectors;
+            }
+        } else {
+            g.legacy_file = true;
+            r.off = HEADER_BYTES_V1;
+            let levels = r.take(n).ok_or_else(|| too_short(path, bytes.len(), n))?;
+            check_levels(levels, h.entry, path, HEADER_BYTES_V1)?;
+            g.grow(n, levels)?;
+            if !g.is_quantized() {
+                for i in 0..n {
+                    let p = g.vec_ptr(i) as *mut f32;
+                    // SAFETY: `g` is not shared yet; slot i's block holds dim floats.
+                    unsafe { std::ptr::copy_nonoverlapping(vectors.row(i).as_ptr(), p, dim) };
+                }
+            }
+            for node in 0..n {
+                g.read_list(&mut r, node, 0, path)?;
+            }
+            g.read_upper(&mut r, path)?;
+            g.read_quantizer(&mut r, path)?;
+            if g.is_quantized() {
+                g.exact = vectors;
+                g.encode_range(0, n);
+                g.exact.release();
+            }
+        }
+        if r.off != bytes.len() {
+            return Err(bad(
+                path,
+                r.off,
+                format!("{} trailing bytes", bytes.len() - r.off),
+            ));
+        }
+        g.entry.store(h.entry, AtOrd::Release);
+        Ok(g)
+    }
+
+    /// Open the graph file at `path` (`file_bytes` long, as the manifest says) of an index of
+    /// `n` slots without reading its node blocks: they are mapped copy-on-write
+    /// ([`LineBuf::map_file`]) and faulted in as searches touch them, so opening costs the
+    /// header, the levels and the upper lists (about 5% of the graph), whatever the index's
+    /// size. Those are checked as [`HnswGraph::read_graph`] checks them; the level-0 lists in
+    /// the blocks are not read, so searches skip any link that is not a node and count no
+    /// more links than a list holds (a damaged list cannot lead a search astray in memory),
+    /// and [`HnswGraph::check_level0`] finds them (`twindex index verify`). Files of format
+    /// version 1 or 2 (no blocks) are read whole with [`HnswGraph::read_graph_rows`].
+    /// `vectors` is called for the stored vectors when the graph needs them (quantized graphs
+    /// re-rank on them; version-1 files hold no vectors).
+    pub fn map_graph(
+        dim: usize,
+        metric: Metric,
+        params: HnswParams,
+        n: usize,
+        path: &Path,
+        file_bytes: u64,
+        vectors: &dyn Fn() -> Result<Rows>,
+    ) -> Result<Self> {
+        use std::io::Read;
+        let mut g = HnswGraph::new(dim, metric, params)?;
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut head = vec![0u8; HEADER_BYTES.min(file_bytes as usize)];
+        f.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
+        let h = g.header(&head, n, path)?;
+        let words = n * g.stride_words;
+        let end = blocks_end(words);
+        if !h.blocks || !cfg!(all(target_os = "linux", target_endian = "little")) {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            return Self::read_graph_rows(dim, metric, params, vectors()?, &bytes, path);
+        }
+        if file_bytes < end as u64 {
+            return Err(too_short(path, file_bytes as usize, n));
+        }
+        let mut tail = vec![0u8; file_bytes as usize - end];
+        {
+            use std::io::{Seek, SeekFrom};
+            f.seek(SeekFrom::Start(end as u64))
+                .and_then(|_| f.read_exact(&mut tail))
+                .map_err(|e| Error::io(path, e))?;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            g.blocks = LineBuf::map_file(
+                &f,
+                FILE_ALIGN as u64,
+                n * (g.stride_words / LINE_WORDS),
+                path,
+            )?;
+        }
+        // Offsets in messages count from the file's start.
+        let mut r = Reader {
+            bytes: &tail,
+            off: 0,
+            base: end,
+        };
+        g.read_tail(&mut r, &h, path)?;
+        if r.off != tail.len() {
+            return Err(bad(
+                path,
+                r.at(),
+                format!("{} trailing bytes", tail.len() - r.off),
+            ));
+        }
+        if g.is_quantized() {
+            g.exact = vectors()?;
+            if g.exact.len() != n {
+                return Err(Error::corrupt(
+                    path,
+                    format!("graph has {n} nodes, the vectors file {}", g.exact.len()),
+                ));
+            }
+        }
+        g.entry.store(h.entry, AtOrd::Release);
+        Ok(g)
+    }
+
+    /// Parse and check a graph file's header against this (empty) graph's parameters and the
+    /// `n` slots of its index.
+    fn header(&self, bytes: &[u8], n: usize, path: &Path) -> Result<GraphHeader> {
+        let mut r = Reader {
+            bytes,
+            off: 0,
+            base: 0,
+        };
         let magic = r
             .take(8)
-            .ok_or_else(|| bad(0, "file too short for a graph header".into()))?;
+            .ok_or_else(|| bad(path, 0, "file too short for a graph header".into()))?;
         if magic != GRAPH_MAGIC {
-            return Err(bad(0, "not a twindex HNSW graph (bad magic)".into()));
+            return Err(bad(path, 0, "not a twindex HNSW graph (bad magic)".into()));
         }
-        let header_end = 8 + 4 * 4 + 8 + 8;
-        let too_short = || bad(bytes.len(), format!("file ends early (graph of {n} nodes)"));
-        let version = r.u32().ok_or_else(too_short)?;
-        let gdim = r.u32().ok_or_else(too_short)? as usize;
-        let gm = r.u32().ok_or_else(too_short)? as usize;
-        let gm0 = r.u32().ok_or_else(too_short)? as usize;
-        let gn = r.u64().ok_or_else(too_short)?;
-        let entry = r.u64().ok_or_else(too_short)?;
-        let want_version = if g.is_quantized() {
-            GRAPH_VERSION_QUANTIZED
+        let short = || too_short(path, bytes.len(), n);
+        let version = r.u32().ok_or_else(short)?;
+        let gdim = r.u32().ok_or_else(short)? as usize;
+        let gm = r.u32().ok_or_else(short)? as usize;
+        let gm0 = r.u32().ok_or_else(short)? as usize;
+        let gn = r.u64().ok_or_else(short)?;
+        let entry = r.u64().ok_or_else(short)?;
+        let (legacy, blocks) = if self.is_quantized() {
+            (GRAPH_VERSION_QUANTIZED, GRAPH_VERSION_QUANTIZED_BLOCKS)
         } else {
-            GRAPH_VERSION
+            (GRAPH_VERSION, GRAPH_VERSION_BLOCKS)
         };
-        if version != want_version {
+        if version != legacy && version != blocks {
             return Err(bad(
+                path,
                 8,
                 format!(
-                    "graph version {version}, expected {want_version} for quantize = {}",
-                    params.quantize.name()
+                    "graph version {version}, expected {blocks} (or {legacy}) for quantize = {}",
+                    self.params.quantize.name()
                 ),
             ));
         }
-        if gdim != dim {
+        if gdim != self.dim {
             return Err(Error::corrupt(
                 path,
-                format!("graph dimension {gdim} does not match the index dimension {dim}"),
+                format!(
+                    "graph dimension {gdim} does not match the index dimension {}",
+                    self.dim
+                ),
             ));
         }
-        if gm != params.m || gm0 != g.m0 {
+        if gm != self.params.m || gm0 != self.m0 {
             return Err(bad(
+                path,
                 16,
                 format!(
                     "graph has m = {gm}, m0 = {gm0}; manifest says m = {}",
-                    params.m
+                    self.params.m
                 ),
             ));
         }
         if gn != n as u64 {
             return Err(bad(
+                path,
                 24,
-                format!("graph has {gn} nodes, the vectors file {n}"),
+                format!("graph has {gn} nodes, the index {n} slots"),
             ));
         }
-        let levels = r.take(n).ok_or_else(too_short)?.to_vec();
-        if let Some(i) = levels.iter().position(|&l| l as usize > MAX_LEVEL) {
-            return Err(bad(
-                header_end + i,
-                format!("node {i} has level {} > {MAX_LEVEL}", levels[i]),
-            ));
-        }
-        if n > 0 {
-            if entry == EMPTY {
-                return Err(bad(32, "graph with nodes has no entry point".into()));
-            }
-            let (en, el) = unpack(entry);
-            if en >= n || levels[en] as usize != el {
+        if version == blocks {
+            let stride = r.u32().ok_or_else(short)? as usize;
+            if stride != self.stride_words {
                 return Err(bad(
-                    32,
-                    format!("entry point {en} at level {el} is not a node of that level"),
+                    path,
+                    HEADER_BYTES_V1,
+                    format!(
+                        "blocks of {stride} words, expected {} for this dimension",
+                        self.stride_words
+                    ),
                 ));
             }
-        } else if entry != EMPTY {
-            return Err(bad(32, "empty graph with an entry point".into()));
         }
-        g.grow(n, &levels)?;
-        if !g.is_quantized() {
-            for i in 0..n {
-                let p = g.vec_ptr(i) as *mut f32;
-                // SAFETY: `g` is not shared yet; slot i's block holds dim floats.
-                unsafe { std::ptr::copy_nonoverlapping(vectors.row(i).as_ptr(), p, dim) };
+        Ok(GraphHeader {
+            blocks: version == blocks,
+            entry,
+        })
+    }
+
+    /// Read the levels, the upper-level lists and the quantizer (what follows the blocks in a
+    /// version 3 or 4 file), checking each, and size the graph for them.
+    fn read_tail(&mut self, r: &mut Reader, h: &GraphHeader, path: &Path) -> Result<()> {
+        let n = self.blocks.len() / (self.stride_words / LINE_WORDS);
+        let at = r.at();
+        let levels = r.take(n).ok_or_else(|| too_short(path, r.end(), n))?;
+        check_levels(levels, h.entry, path, at)?;
+        self.push_levels(levels);
+        self.len = n;
+        self.read_upper(r, path)?;
+        self.read_quantizer(r, path)
+    }
+
+    /// Read `node`'s link list at `level` (the count, then as many words as the level's
+    /// capacity) and check it: the count within the capacity, every link a node of that level.
+    fn read_list(&self, r: &mut Reader, node: usize, level: usize, path: &Path) -> Result<()> {
+        let cap = if level == 0 { self.m0 } else { self.params.m };
+        let off = r.at();
+        let n = self.levels.len();
+        let b = r
+            .take(4 * (1 + cap))
+            .ok_or_else(|| too_short(path, r.end(), n))?;
+        let p = self.links(node, level);
+        for (j, w) in b.chunks_exact(4).enumerate() {
+            // SAFETY: j <= cap is inside node's list at this level; the graph is not shared
+            // while it is read.
+            unsafe { *p.add(j) = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) };
+        }
+        // SAFETY: the list just written, 1 + cap words.
+        let words = unsafe { std::slice::from_raw_parts(p as *const u32, 1 + cap) };
+        check_list(words, cap, level, &self.levels)
+            .map_err(|msg| bad(path, off, format!("node {node} level {level}: {msg}")))
+    }
+
+    /// Read every node's upper-level lists into the arena (levels already pushed).
+    fn read_upper(&mut self, r: &mut Reader, path: &Path) -> Result<()> {
+        for node in 0..self.levels.len() {
+            for level in 1..=self.levels[node] as usize {
+                self.read_list(r, node, level, path)?;
             }
         }
-        let check = |off: usize,
-                     node: usize,
-                     level: usize,
-                     cnt: u32,
-                     cap: usize,
-                     link: &[u32]|
-         -> Result<()> {
-            if cnt as usize > cap {
+        Ok(())
+    }
+
+    /// Read the quantizer of a quantized graph (nothing for a plain one).
+    fn read_quantizer(&mut self, r: &mut Reader, path: &Path) -> Result<()> {
+        if !self.is_quantized() {
+            return Ok(());
+        }
+        let n = self.levels.len();
+        let off = r.at();
+        let end = r.end();
+        let short = || too_short(path, end, n);
+        match r.u32().ok_or_else(short)? {
+            0 if n == 0 => {}
+            QUANT_SQ8 => {
+                let trained_on = r.u64().ok_or_else(short)? as usize;
+                let mut f = |count: usize| -> Result<Vec<f32>> {
+                    let b = r.take(4 * count).ok_or_else(short)?;
+                    Ok(b.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect())
+                };
+                let min = f(self.dim)?;
+                let scale = f(self.dim)?;
+                let sq = Sq8::from_parts(self.metric, min, scale)
+                    .map_err(|e| bad(path, off, format!("quantizer: {e}")))?;
+                self.quant = Some(sq);
+                self.trained_on = trained_on;
+            }
+            k => {
                 return Err(bad(
+                    path,
                     off,
-                    format!("node {node} level {level}: {cnt} links > capacity {cap}"),
-                ));
-            }
-            if let Some(&x) = link[..cnt as usize]
-                .iter()
-                .find(|&&x| x as usize >= n || (levels[x as usize] as usize) < level)
-            {
-                return Err(bad(off, format!("node {node} level {level}: bad link {x}")));
-            }
-            Ok(())
-        };
-        let mut words = vec![0u32; 1 + g.m0.max(params.m)];
-        for node in 0..n {
-            let off = r.off;
-            for w in words[..=g.m0].iter_mut() {
-                *w = r.u32().ok_or_else(too_short)?;
-            }
-            check(off, node, 0, words[0], g.m0, &words[1..=g.m0])?;
-            let p = g.links(node, 0);
-            for (j, w) in words[..=g.m0].iter().enumerate() {
-                // SAFETY: j <= m0 is inside the header; `g` is not shared yet.
-                unsafe { *p.add(j) = *w };
+                    format!("quantizer kind {k} is not sq8 ({QUANT_SQ8}), or missing for a graph of {n} nodes"),
+                ))
             }
         }
-        for (node, &lv) in levels.iter().enumerate() {
-            for level in 1..=lv as usize {
-                let off = r.off;
-                for w in words[..=params.m].iter_mut() {
-                    *w = r.u32().ok_or_else(too_short)?;
-                }
-                check(off, node, level, words[0], params.m, &words[1..=params.m])?;
-                let p = g.links(node, level);
-                for (j, w) in words[..=params.m].iter().enumerate() {
-                    // SAFETY: j <= m is inside this level's list; `g` is not shared yet.
-                    unsafe { *p.add(j) = *w };
-                }
+        Ok(())
+    }
+
+    /// Check every node's level-0 list (count within capacity, links to nodes): what
+    /// [`HnswGraph::map_graph`] leaves unread. The error names the first bad node.
+    pub fn check_level0(&self) -> std::result::Result<(), (usize, String)> {
+        let mut words = vec![0u32; 1 + self.m0];
+        for node in 0..self.len {
+            let p = self.links(node, 0);
+            for (j, w) in words.iter_mut().enumerate() {
+                // SAFETY: j <= m0 is inside node's block; no writer runs during `&self`.
+                *w = unsafe { *p.add(j) };
             }
+            check_list(&words, self.m0, 0, &self.levels)
+                .map_err(|msg| (node, format!("node {node} level 0: {msg}")))?;
         }
-        if g.is_quantized() {
-            let off = r.off;
-            match r.u32().ok_or_else(too_short)? {
-                0 if n == 0 => {}
-                QUANT_SQ8 => {
-                    let trained_on = r.u64().ok_or_else(too_short)? as usize;
-                    let mut f = |count: usize| -> Result<Vec<f32>> {
-                        let b = r.take(4 * count).ok_or_else(too_short)?;
-                        Ok(b.chunks_exact(4)
-                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                            .collect())
-                    };
-                    let min = f(dim)?;
-                    let scale = f(dim)?;
-                    let sq = Sq8::from_parts(metric, min, scale)
-                        .map_err(|e| bad(off, format!("quantizer: {e}")))?;
-                    g.quant = Some(sq);
-                    g.trained_on = trained_on;
-                }
-                k => {
-                    return Err(bad(
-                        off,
-                        format!("quantizer kind {k} is not sq8 ({QUANT_SQ8}), or missing for a graph of {n} nodes"),
-                    ))
-                }
-            }
-            g.exact = vectors;
-            g.encode_range(0, n);
-            g.exact.release();
-        } else {
-            drop(vectors);
-        }
-        if r.off != bytes.len() {
-            return Err(bad(
-                r.off,
-                format!("{} trailing bytes", bytes.len() - r.off),
-            ));
-        }
-        g.entry.store(entry, AtOrd::Release);
-        Ok(g)
+        Ok(())
     }
 
     /// Write the codes of slots `from..to` from their full-precision vectors.
@@ -1305,6 +1499,18 @@ impl HnswGraph {
         let lines = self.stride_words / LINE_WORDS;
         let new_len = self.len + n_new;
         self.blocks.grow_zeroed(new_len * lines)?;
+        self.push_levels(levels);
+        self.len = new_len;
+        Ok(())
+    }
+
+    /// Room for the upper-level lists (empty), the level and the lock of nodes with `levels`.
+    fn push_levels(&mut self, levels: &[u8]) {
+        let words: usize = levels.iter().map(|&l| l as usize).sum::<usize>() * (1 + self.params.m);
+        self.upper.reserve(words);
+        self.upper_off.reserve(levels.len());
+        self.levels.reserve(levels.len());
+        self.locks.reserve(levels.len());
         for &lv in levels {
             self.upper_off.push(self.upper.len());
             let words = lv as usize * (1 + self.params.m);
@@ -1312,8 +1518,6 @@ impl HnswGraph {
             self.levels.push(lv);
             self.locks.push(Mutex::new(()));
         }
-        self.len = new_len;
-        Ok(())
     }
 
     /// Write `vectors` (prepared) into the blocks of slots `first..`.
@@ -1329,9 +1533,87 @@ impl HnswGraph {
 struct Reader<'a> {
     bytes: &'a [u8],
     off: usize,
+    /// Where `bytes` starts in the file (for messages).
+    base: usize,
+}
+
+/// What a graph file's header says beyond what it is checked against.
+struct GraphHeader {
+    /// Format version 3 or 4: the node blocks as in memory.
+    blocks: bool,
+    entry: u64,
+}
+
+/// Where the node blocks of `words` words end in a version 3 or 4 file (padded).
+fn blocks_end(words: usize) -> usize {
+    FILE_ALIGN + (4 * words).div_ceil(FILE_ALIGN) * FILE_ALIGN
+}
+
+fn bad(path: &Path, off: usize, msg: String) -> Error {
+    Error::corrupt(path, format!("at byte {off}: {msg}"))
+}
+
+fn too_short(path: &Path, len: usize, n: usize) -> Error {
+    bad(path, len, format!("file ends early (graph of {n} nodes)"))
+}
+
+/// Check the levels (read at byte `at`) and the entry point against them.
+fn check_levels(levels: &[u8], entry: u64, path: &Path, at: usize) -> Result<()> {
+    let n = levels.len();
+    if let Some(i) = levels.iter().position(|&l| l as usize > MAX_LEVEL) {
+        return Err(bad(
+            path,
+            at + i,
+            format!("node {i} has level {} > {MAX_LEVEL}", levels[i]),
+        ));
+    }
+    if n > 0 {
+        if entry == EMPTY {
+            return Err(bad(path, 32, "graph with nodes has no entry point".into()));
+        }
+        let (en, el) = unpack(entry);
+        if en >= n || levels[en] as usize != el {
+            return Err(bad(
+                path,
+                32,
+                format!("entry point {en} at level {el} is not a node of that level"),
+            ));
+        }
+    } else if entry != EMPTY {
+        return Err(bad(path, 32, "empty graph with an entry point".into()));
+    }
+    Ok(())
+}
+
+/// Check one link list (`words[0]` links in `words[1..]`, capacity `cap`) at `level`.
+fn check_list(
+    words: &[u32],
+    cap: usize,
+    level: usize,
+    levels: &[u8],
+) -> std::result::Result<(), String> {
+    let cnt = words[0] as usize;
+    if cnt > cap {
+        return Err(format!("{cnt} links > capacity {cap}"));
+    }
+    match words[1..=cnt]
+        .iter()
+        .find(|&&x| x as usize >= levels.len() || (levels[x as usize] as usize) < level)
+    {
+        Some(x) => Err(format!("bad link {x}")),
+        None => Ok(()),
+    }
 }
 
 impl<'a> Reader<'a> {
+    /// The position in the file.
+    fn at(&self) -> usize {
+        self.base + self.off
+    }
+    /// The end of the bytes in the file.
+    fn end(&self) -> usize {
+        self.base + self.bytes.len()
+    }
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let s = self.bytes.get(self.off..self.off.checked_add(n)?)?;
         self.off += n;

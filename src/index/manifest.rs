@@ -127,9 +127,13 @@ pub struct DataFiles {
     pub items: FileEntry,
     /// Sorted little-endian u64 ids of deleted items.
     pub tombstones: FileEntry,
-    /// The HNSW links (our own backend only).
+    /// The HNSW graph (our own backend only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph: Option<FileEntry>,
+    /// The items' catalogue: ids, where each line of the items file starts, labels (binary,
+    /// so that opening parses no JSON). Indexes written before it have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<FileEntry>,
 }
 
 /// The encoder that produced an index's vectors, as the index manifest, a Parquet part's

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use std::path::Path;
 
 use super::manifest::FileEntry;
-use super::store::sha256_hex;
+use super::store::check_sha256;
 
 /// A read-only mapping of a whole file.
 pub(super) struct Mapped {
@@ -36,6 +36,13 @@ impl Mapped {
     /// Map the data file `path` after checking its size and sha256 against `entry` (a pass
     /// over the mapping: call [`Self::release`] once done with the pages).
     pub(super) fn open_checked(path: &Path, entry: &FileEntry) -> Result<Mapped> {
+        let m = Self::open_sized(path, entry)?;
+        check_sha256(path, m.bytes(), entry)?;
+        Ok(m)
+    }
+
+    /// Map the data file `path` after checking its size against `entry` (nothing is read).
+    pub(super) fn open_sized(path: &Path, entry: &FileEntry) -> Result<Mapped> {
         let len = std::fs::metadata(path)
             .map_err(|e| Error::io(path, e))?
             .len();
@@ -45,18 +52,7 @@ impl Mapped {
                 format!("file is {len} bytes, the manifest says {}", entry.bytes),
             ));
         }
-        let m = map_file(path, len as usize)?;
-        let got = sha256_hex(m.bytes());
-        if got != entry.sha256 {
-            return Err(Error::corrupt(
-                path,
-                format!(
-                    "checksum mismatch: sha256 is {got}, the manifest says {} (the file is damaged)",
-                    entry.sha256
-                ),
-            ));
-        }
-        Ok(m)
+        map_file(path, len as usize)
     }
 
     /// Drop the pages a pass made resident from this process (they stay in the page cache; a
@@ -140,8 +136,9 @@ impl Rows {
     }
 
     /// Map the vectors file `dir/entry.name` of `rows × dim` little-endian floats, checking
-    /// its size and sha256 against the manifest and that every value is finite (one pass over
-    /// the mapping, whose pages are then released from this process again).
+    /// its size against the manifest: nothing is read, so opening costs the same at any size.
+    /// Its sha256 and that every value is finite are checked by [`Rows::check_vectors`]
+    /// (`twindex index verify`).
     pub fn map_vectors(dir: &Path, entry: &FileEntry, rows: usize, dim: usize) -> Result<Self> {
         let path = dir.join(&entry.name);
         if cfg!(not(all(unix, target_endian = "little"))) {
@@ -160,17 +157,7 @@ impl Rows {
                 ),
             ));
         }
-        let m = Mapped::open_checked(&path, entry)?;
-        let bytes = m.bytes();
-        if let Some(i) = bytes
-            .chunks_exact(4)
-            .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
-        {
-            return Err(Error::corrupt(
-                &path,
-                format!("at byte {}: non-finite value", 4 * i),
-            ));
-        }
+        let m = Mapped::open_sized(&path, entry)?;
         let r = Rows {
             dim,
             mapped: Some(m),
@@ -179,6 +166,25 @@ impl Rows {
         };
         r.release();
         Ok(r)
+    }
+
+    /// Check the vectors file `dir/entry.name` whole: its sha256 against the manifest and
+    /// every value finite (a pass over a mapping, released again).
+    pub fn check_vectors(dir: &Path, entry: &FileEntry) -> Result<()> {
+        let path = dir.join(&entry.name);
+        let m = Mapped::open_checked(&path, entry)?;
+        let bad = m
+            .bytes()
+            .chunks_exact(4)
+            .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
+        m.release();
+        match bad {
+            Some(i) => Err(Error::corrupt(
+                &path,
+                format!("at byte {}: non-finite value", 4 * i),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Drop the mapped pages a pass over every row made resident from this process (they stay

@@ -27,9 +27,10 @@ use super::manifest::{FileEntry, Manifest, FORMAT_VERSION, MANIFEST_FILE};
 /// Data-file kinds and extensions: `<kind>.<generation>.<ext>`. The cleanup removes only
 /// names of exactly this shape (and their temporary files), never anything else a user keeps
 /// in the directory.
-const DATA_FILES: [(&str, &str); 5] = [
+const DATA_FILES: [(&str, &str); 6] = [
     ("vectors", "f32"),
     ("items", "jsonl"),
+    ("items", "idx"),
     ("tombstones", "u64"),
     ("graph", "hnsw"),
     ("wal", "log"),
@@ -138,8 +139,10 @@ pub fn write_data_file(
     entry.ok_or_else(|| Error::Msg(format!("{name}: nothing was written")))
 }
 
-/// Read `dir/entry.name` and check its size and sha256 against the manifest.
-pub fn read_data_file(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
+/// The path of the data file `dir/entry.name`, checked cheaply: a plain file name, and the
+/// file's size the manifest's (a `stat`; the sha256 is left to [`read_data_file`] and
+/// `twindex index verify`).
+pub fn sized_data_file(dir: &Path, entry: &FileEntry) -> Result<std::path::PathBuf> {
     if entry.name.contains('/') || entry.name.contains('\\') || entry.name.starts_with('.') {
         return Err(Error::corrupt(
             dir.join(MANIFEST_FILE),
@@ -147,28 +150,48 @@ pub fn read_data_file(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
         ));
     }
     let path = dir.join(&entry.name);
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    if bytes.len() as u64 != entry.bytes {
+    let len = std::fs::metadata(&path)
+        .map_err(|e| Error::io(&path, e))?
+        .len();
+    check_size(&path, len, entry)?;
+    Ok(path)
+}
+
+fn check_size(path: &Path, len: u64, entry: &FileEntry) -> Result<()> {
+    if len != entry.bytes {
         return Err(Error::corrupt(
-            &path,
+            path,
             format!(
-                "file is {} bytes, the manifest says {} (truncated or replaced)",
-                bytes.len(),
+                "file is {len} bytes, the manifest says {} (truncated or replaced)",
                 entry.bytes
             ),
         ));
     }
-    let got = sha256_hex(&bytes);
+    Ok(())
+}
+
+/// Read `dir/entry.name` and check its size and sha256 against the manifest.
+pub fn read_data_file(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
+    let path = sized_data_file(dir, entry)?;
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    check_size(&path, bytes.len() as u64, entry)?;
+    check_sha256(&path, &bytes, entry)?;
+    Ok(bytes)
+}
+
+/// Check `bytes` (the file `path`) against the manifest's sha256.
+pub fn check_sha256(path: &Path, bytes: &[u8], entry: &FileEntry) -> Result<()> {
+    let got = sha256_hex(bytes);
     if got != entry.sha256 {
         return Err(Error::corrupt(
-            &path,
+            path,
             format!(
                 "checksum mismatch: sha256 is {got}, the manifest says {} (the file is damaged)",
                 entry.sha256
             ),
         ));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Read and check `dir/manifest.json`: valid JSON, a supported `format_version`, sane fields.
@@ -255,6 +278,7 @@ pub fn remove_unreferenced(dir: &Path, m: &Manifest) {
         Some(&m.files.items),
         Some(&m.files.tombstones),
         m.files.graph.as_ref(),
+        m.files.catalog.as_ref(),
     ]
     .into_iter()
     .flatten()

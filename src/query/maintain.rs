@@ -71,3 +71,10 @@ pub fn delete(dir: &Path, ids: &[u64]) -> Result<usize> {
     idx.delete(ids)?;
     Ok(idx.len())
 }
+
+/// Check the index in `dir` whole (see [`Index::verify`]): what opening leaves unread.
+pub fn verify(dir: &Path) -> Result<crate::index::engine::Verified> {
+    let idx = Index::open(dir)
+        .map_err(|e| Error::Msg(format!("opening index {}: {e}", dir.display())))?;
+    idx.verify()
+}

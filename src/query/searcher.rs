@@ -489,6 +489,15 @@ impl Searcher {
         Ok(self.local("this operation")?.read())
     }
 
+    /// Copy a local index's mapped graph into memory (see [`Index::load_graph`]): for a
+    /// server. Nothing to do for Milvus.
+    pub fn load_graph(&self) -> Result<()> {
+        match self.store.local() {
+            Some(l) => l.write().load_graph(),
+            None => Ok(()),
+        }
+    }
+
     /// The local index, or an error naming `what` needs it.
     fn local(&self, what: &str) -> Result<&Local> {
         self.store.local().ok_or_else(|| {

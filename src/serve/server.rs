@@ -206,7 +206,10 @@ impl Server {
                         )));
                     }
                     dirs.push((real, &spec.name));
-                    Searcher::open(&spec.dir, &oo)?
+                    let s = Searcher::open(&spec.dir, &oo)?;
+                    // A server keeps the graph in memory: no request waits on a page fault.
+                    s.load_graph()?;
+                    s
                 }
             });
             let queue = match searcher.encoder().kind() {

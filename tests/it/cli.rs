@@ -198,7 +198,7 @@ fn vector_index_build_query_delete_dedup_and_bad_input() {
     );
     assert!(!dir.path().join("e").exists(), "nothing left behind");
 
-    // Corrupt a data file: opening names it.
+    // Corrupt a data file: `index verify` names it (opening reads sizes and headers only).
     let m: Value =
         serde_json::from_slice(&std::fs::read(idx.join("manifest.json")).unwrap()).unwrap();
     let vfile = idx.join(m["files"]["vectors"]["name"].as_str().unwrap());
@@ -206,7 +206,7 @@ fn vector_index_build_query_delete_dedup_and_bad_input() {
     bytes[10] ^= 0xff;
     std::fs::write(&vfile, &bytes).unwrap();
     fails_with(
-        &["query", "--index", p(&idx), "--item", "1"],
+        &["index", "verify", "--index", p(&idx)],
         vfile.file_name().unwrap().to_str().unwrap(),
     );
 }

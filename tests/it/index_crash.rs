@@ -211,7 +211,7 @@ fn crash_safety_under_sigkill() {
     assert_eq!(last.load(Ordering::SeqCst), TOTAL);
     assert_eq!(verify(&dir, TOTAL), TOTAL);
     // After a checkpoint, nothing but the current generation is left behind (the checkpoint
-    // removes what killed children left): its five files, the manifest and the lock.
+    // removes what killed children left): its six files, the manifest and the lock.
     if committed_more {
         let files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
@@ -219,7 +219,7 @@ fn crash_safety_under_sigkill() {
             .collect();
         assert_eq!(
             files.len(),
-            6,
+            7,
             "stale files left in the index directory: {files:?}"
         );
     }

@@ -201,9 +201,9 @@ fn add_delete_compact_persist() {
     let files = data_files(&dir);
     let gen = reopened.manifest().generation;
     println!("generation {gen}: {files:?}");
-    // The five of the generation, its write-ahead log and the writer lock, and the three
-    // files of the user.
-    assert_eq!(files.len(), 5 + 2 + 3, "{files:?}");
+    // The six of the generation (vectors, items and their catalogue, tombstones, graph,
+    // manifest), its write-ahead log and the writer lock, and the three files of the user.
+    assert_eq!(files.len(), 6 + 2 + 3, "{files:?}");
     assert!(files.contains(&format!("wal.{gen}.log")), "{files:?}");
     assert!(files.contains(&"vectors.npy".to_string()));
 }
@@ -221,7 +221,10 @@ fn corruption_is_detected_and_named() {
     let mut bad = good.clone();
     bad[1234] ^= 0x40;
     std::fs::write(&vpath, &bad).unwrap();
-    match Index::open(&dir) {
+    // Opening reads only sizes and headers (it costs the same at any size); `verify` reads
+    // every byte and names the file.
+    let opened = Index::open(&dir).unwrap();
+    match opened.verify() {
         Err(e @ Error::Corrupt { .. }) => {
             let msg = e.to_string();
             println!("{msg}");
@@ -484,4 +487,97 @@ fn metric_conventions() {
         assert_eq!(m.name().parse::<Metric>().unwrap(), m);
     }
     assert!("manhattan".parse::<Metric>().is_err());
+}
+
+/// Opening maps the graph's node blocks and reads neither the vectors nor the items file, so
+/// a damaged level-0 list opens: searches skip links that are not nodes and read no more links
+/// than a list holds (no panic, no read outside the graph), and `verify`, which reads every
+/// byte, names the graph file and the node.
+#[test]
+fn opening_maps_the_graph_and_verify_reads_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("idx");
+    let (idx, v) = build(&dir, Backend::Hnsw, Metric::L2, 400, 21);
+    let m = idx.manifest().clone();
+    drop(idx);
+    let r = Index::open(&dir).unwrap().verify().unwrap();
+    assert_eq!((r.files, r.slots, r.graph_nodes), (5, 400, 400), "{r:?}");
+    // Node 7's first link points past the graph, node 8's count exceeds its capacity.
+    let gname = m.files.graph.as_ref().unwrap().name.clone();
+    let gpath = dir.join(&gname);
+    let mut g = std::fs::read(&gpath).unwrap();
+    assert_eq!(&g[8..12], &3u32.to_le_bytes(), "format version 3");
+    let stride = 4 * u32::from_le_bytes(g[40..44].try_into().unwrap()) as usize;
+    let block = |node: usize| (1 << 16) + node * stride;
+    g[block(7) + 4..block(7) + 8].copy_from_slice(&(u32::MAX - 5).to_le_bytes());
+    g[block(8)..block(8) + 4].copy_from_slice(&1000u32.to_le_bytes());
+    std::fs::write(&gpath, &g).unwrap();
+    // The manifest agrees with the damaged file, so that only the links are wrong.
+    let mpath = dir.join("manifest.json");
+    let mut mj: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    mj["files"]["graph"]["sha256"] = json!(twindex::index::store::sha256_hex(&g));
+    mj.as_object_mut().unwrap().remove("checksum");
+    std::fs::write(&mpath, serde_json::to_vec(&mj).unwrap()).unwrap();
+    let idx = Index::open(&dir).unwrap();
+    for q in v.chunks(DIM).take(60) {
+        let hits = idx.search(q, 10, None).unwrap();
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|h| h.id < 400), "{hits:?}");
+    }
+    let e = idx.verify().unwrap_err().to_string();
+    println!("{e}");
+    assert!(
+        e.contains(&gname) && e.contains("node 7 level 0: bad link"),
+        "{e}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Indexes written before the graph file held its node blocks (graph format 1, and 2 when
+/// quantized) and before the items had a catalogue still open and answer as they did when
+/// written (`tests/data/index-format*`, built by the binary of that time: item 5's nearest are
+/// 5, 43, 12); a writer's checkpoint writes the current formats, which open mapped, with the
+/// same answers.
+#[test]
+fn indexes_of_the_earlier_formats_open_and_are_converted_by_a_checkpoint() {
+    for (name, version) in [("index-format1", 3u32), ("index-format2-sq8", 4)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(name);
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data")
+                .join(name),
+            &dir,
+        );
+        let nearest = |idx: &Index| -> Vec<u64> {
+            let q = idx.get(5).unwrap().vector.to_vec();
+            idx.search(&q, 3, None)
+                .unwrap()
+                .iter()
+                .map(|h| h.id)
+                .collect()
+        };
+        let idx = Index::open(&dir).unwrap();
+        assert_eq!(nearest(&idx), [5, 43, 12], "{name}");
+        idx.verify().unwrap();
+        assert!(idx.manifest().files.catalog.is_none());
+        drop(idx);
+        Index::open_writer(&dir).unwrap().close().unwrap();
+        let idx = Index::open(&dir).unwrap();
+        let m = idx.manifest();
+        let g = std::fs::read(dir.join(&m.files.graph.as_ref().unwrap().name)).unwrap();
+        assert_eq!(&g[8..12], &version.to_le_bytes(), "{name}");
+        assert!(m.files.catalog.is_some(), "{name}");
+        assert_eq!(nearest(&idx), [5, 43, 12], "{name}");
+        assert_eq!(idx.get(7).unwrap().item.source, "small.npy#7");
+        idx.verify().unwrap();
+    }
 }

@@ -202,7 +202,7 @@ fn sq8_graph_file_round_trip_and_version_checks() {
     let err = HnswGraph::read_graph(dim, Metric::L2, params(Quantize::None), &data, &bytes, path)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("graph version 2"), "{err}");
+    assert!(err.contains("graph version 4"), "{err}");
     assert!(HnswGraph::read_graph(
         dim,
         Metric::L2,
