@@ -39,6 +39,10 @@ pub use verify::Verified;
 /// Neighbours fetched per item in the first round of [`Index::dedup`] (doubled while all of them
 /// are within the threshold).
 const DEDUP_FIRST_K: usize = 16;
+/// [`Index::dedup`] refuses a threshold within which more pairs than this lie: no
+/// near-duplicate threshold does that (at distance 100 on a cosine index every pair is within
+/// it), and the report would run to gigabytes.
+pub const DEDUP_MAX_PAIRS: usize = 2_000_000;
 
 // One engine per open index: the size of the enum does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -1108,6 +1112,13 @@ impl Index {
         let ef = self.manifest.hnsw.ef_search;
         let keep = |s: usize| !self.deleted[s];
         let done = std::sync::atomic::AtomicUsize::new(0);
+        // Each pair is found from both its ends.
+        let found = std::sync::atomic::AtomicUsize::new(0);
+        let too_many = || {
+            Error::InvalidArgument(format!(
+                "more than {DEDUP_MAX_PAIRS} pairs lie within distance {threshold_distance}: that is no near-duplicate threshold (the report would run to gigabytes); lower --threshold"
+            ))
+        };
         let per_slot: Result<Vec<Vec<DupPair>>> = (0..self.ids.len())
             .into_par_iter()
             .filter(|&s| !self.deleted[s])
@@ -1124,8 +1135,19 @@ impl Index {
                         && hits
                             .last()
                             .is_some_and(|h| super::is_duplicate(h.distance, threshold_distance));
+                    if k > 2 * DEDUP_MAX_PAIRS {
+                        return Err(too_many());
+                    }
                     if !all_within || k >= live {
                         let me = self.ids[s];
+                        let within = hits
+                            .iter()
+                            .filter(|h| super::is_duplicate(h.distance, threshold_distance))
+                            .count();
+                        if found.fetch_add(within, Ordering::Relaxed) + within > 2 * DEDUP_MAX_PAIRS
+                        {
+                            return Err(too_many());
+                        }
                         return Ok(hits
                             .into_iter()
                             .filter(|h| {

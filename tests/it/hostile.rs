@@ -573,3 +573,52 @@ fn a_nan_or_negative_dtw_weight_is_refused_at_the_flag() {
         );
     }
 }
+
+/// A dedup threshold within which every pair lies (here 2,100 items, 2.2 M pairs at distance
+/// 100 on a cosine index) is refused in one line before anything is written, not written out
+/// without bound.
+#[test]
+fn a_dedup_threshold_that_takes_in_everything_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let npy = tmp.path().join("v.npy");
+    let n = 2100;
+    let data: Vec<f32> = (0..n * 2)
+        .map(|i| 1.0 + ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    write_npy(
+        &npy,
+        &Matrix {
+            rows: n,
+            cols: 2,
+            data,
+        },
+    )
+    .unwrap();
+    let dir = tmp.path().join("idx");
+    let (npy, dir) = (npy.to_str().unwrap(), dir.to_str().unwrap());
+    let o = twindex(&[
+        "index",
+        "build",
+        "--vectors",
+        npy,
+        "--metric",
+        "cosine",
+        "--out",
+        dir,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = tmp.path().join("all.tsv");
+    refused(
+        &[
+            "dedup",
+            "--index",
+            dir,
+            "--threshold",
+            "100",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["more than 2000000 pairs", "lower --threshold"],
+    );
+    assert!(!out.exists(), "nothing written");
+}
