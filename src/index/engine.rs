@@ -1467,6 +1467,71 @@ pub fn append_add(
     }))
 }
 
+/// Delete items from the index in `dir` without loading it: take the writer lock, read the
+/// manifest, the items' catalogue (ids, mapped), the tombstones and the log's records, check
+/// that each id is live and named once (the errors [`Index::delete`] gives), append one delete
+/// record and fsync. Returns the live items left, or `Ok(None)`, writing nothing, when the log
+/// wants a checkpoint or the index has no catalogue (written before it had one): the caller
+/// then deletes through an opened index.
+pub fn append_delete(dir: &Path, ids: &[u64]) -> Result<Option<usize>> {
+    let _lock = WriterLock::acquire(dir)?;
+    let m = store::read_manifest(dir)?;
+    let Some(cat) = &m.files.catalog else {
+        return Ok(None);
+    };
+    let replay = wal::read(dir, m.generation)?;
+    if log_due_checkpoint(replay.valid_bytes, &m) {
+        return Ok(None);
+    }
+    let path = dir.join(wal::wal_name(m.generation));
+    let (stored, _) = Items::open_catalog(dir, &m.files.items, cat)?;
+    let tpath = dir.join(&m.files.tombstones.name);
+    let mut gone: HashSet<u64> =
+        store::parse_ids(&store::read_data_file(dir, &m.files.tombstones)?, &tpath)?
+            .into_iter()
+            .collect();
+    let mut added = Vec::new();
+    let mut next_id = m.next_id;
+    for r in &replay.records {
+        match r {
+            wal::Record::Add {
+                first_id,
+                dim,
+                items,
+                ..
+            } => {
+                check_logged_add(&path, (*first_id, *dim), (next_id, m.dim))?;
+                added.push(next_id..next_id + items.len() as u64);
+                next_id += items.len() as u64;
+            }
+            wal::Record::Delete { ids } => gone.extend(ids),
+        }
+    }
+    let exists =
+        |id: u64| stored.binary_search(&id).is_ok() || added.iter().any(|r| r.contains(&id));
+    let mut seen = HashSet::with_capacity(ids.len());
+    for &id in ids {
+        if !exists(id) || gone.contains(&id) {
+            return Err(Error::UnknownId(id));
+        }
+        if !seen.insert(id) {
+            return Err(Error::InvalidArgument(format!(
+                "id {id} is named twice in one delete"
+            )));
+        }
+    }
+    if replay.torn_bytes > 0 {
+        warn_torn(&path, replay.torn_bytes);
+    }
+    if !ids.is_empty() {
+        let mut w = wal::WalWriter::open(dir, m.generation, replay.valid_bytes)?;
+        w.append(&wal::Record::Delete { ids: ids.to_vec() }.encode())?;
+    }
+    let logged: usize = added.iter().map(|r| (r.end - r.start) as usize).sum();
+    let live = (stored.len() + logged).saturating_sub(gone.len() + ids.len());
+    Ok(Some(live))
+}
+
 /// Whether a log of `log_bytes` over the data files `m` names is due a checkpoint: past
 /// [`AUTO_CHECKPOINT_MIN_BYTES`] and [`AUTO_CHECKPOINT_FRACTION`] of the data.
 fn log_due_checkpoint(log_bytes: u64, m: &Manifest) -> bool {

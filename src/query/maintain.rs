@@ -65,8 +65,13 @@ pub fn checkpoint(dir: &Path) -> Result<Checkpointed> {
     })
 }
 
-/// Delete `ids` from the index in `dir` (tombstones); returns the live items left.
+/// Delete `ids` from the index in `dir` (tombstones); returns the live items left. The
+/// index is not loaded: one log record is appended ([`crate::index::engine::append_delete`]),
+/// unless the log is due a checkpoint or the index predates the items' catalogue.
 pub fn delete(dir: &Path, ids: &[u64]) -> Result<usize> {
+    if let Some(n) = crate::index::engine::append_delete(dir, ids)? {
+        return Ok(n);
+    }
     let mut idx = open_writer(dir)?;
     idx.delete(ids)?;
     Ok(idx.len())

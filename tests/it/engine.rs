@@ -1034,7 +1034,7 @@ fn data_files(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
 /// open; ids continue across appends and deletes; and once the log is due a checkpoint the
 /// next add goes through the opened index, which checkpoints.
 #[test]
-fn index_add_appends_to_the_log_without_loading_the_index() {
+fn index_add_and_delete_append_to_the_log_without_loading_the_index() {
     let p = |x: &Path| x.to_str().unwrap().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("idx");
@@ -1095,6 +1095,16 @@ fn index_add_appends_to_the_log_without_loading_the_index() {
     assert_eq!(q["results"][0]["label"], "new", "{q}");
     let st = ok_json(&["index", "stats", "--index", &p(&dir), "--json"]);
     assert_eq!(st["items"], 302, "{st}");
+    // Deletes append without loading too: an id added in the log; refusals append nothing.
+    let d = ok_json(&["index", "delete", "--index", &p(&dir), "301", "--json"]);
+    assert_eq!(d["items"], 301, "{d}");
+    fails_with(&["index", "delete", "--index", &p(&dir), "5"], "5");
+    fails_with(&["index", "delete", "--index", &p(&dir), "7", "7"], "twice");
+    fails_with(&["index", "delete", "--index", &p(&dir), "999"], "999");
+    assert_eq!(data_files(&dir), before, "a delete touched a data file");
+    fails_with(&["query", "--index", &p(&dir), "--item", "301"], "301");
+    let st = ok_json(&["index", "stats", "--index", &p(&dir), "--json"]);
+    assert_eq!(st["items"], 301, "{st}");
     // A wrong dimension is refused and appends nothing.
     let bad = tmp.path().join("bad.npy");
     let m = twindex::index::Matrix {
@@ -1108,7 +1118,7 @@ fn index_add_appends_to_the_log_without_loading_the_index() {
         "dimension",
     );
     let st = ok_json(&["index", "stats", "--index", &p(&dir), "--json"]);
-    assert_eq!(st["items"], 302, "{st}");
+    assert_eq!(st["items"], 301, "{st}");
 
     // The checkpoint rule: a log past 64 MiB and a quarter of the data makes the next add open
     // the index (which checkpoints) instead of appending.
