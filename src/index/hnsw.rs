@@ -7,7 +7,9 @@
 //! * distances use the SIMD kernels of [`super::distance`]; for `l2` they stop early once the
 //!   partial sum passes the current ef-th best (exact results, less memory traffic);
 //! * the neighbours about to be scored are prefetched (first line of each, then all of the next
-//!   one while the current one is scored), and the node blocks sit on transparent huge pages;
+//!   one while the current one is scored), and the node blocks sit on transparent huge pages
+//!   (a graph opened from disk is mapped from its file instead, see [`HnswGraph::map_graph`],
+//!   until [`HnswGraph::copy_into_memory`]);
 //! * visited sets are generation-stamped `Vec<u32>`s taken from a pool, so a query allocates
 //!   nothing but its result;
 //! * neighbours are chosen with the paper's heuristic (algorithm 4, as hnswlib does it);

@@ -1,12 +1,13 @@
 //! The items of an index (label, source, payload per slot), kept so that a reopened index's
 //! resident set is its vectors (or codes) and graph, not its texts.
 //!
-//! Labels stay in memory, packed in one buffer (filtered searches test a label per candidate,
-//! and `labels()` scans them all). The rest of an item is read on demand: on open, the
-//! `items.<gen>.jsonl` file is memory-mapped, checked (size, sha256, every line parsed) in one
-//! pass whose pages are then released from the process, and only the start of each line is
-//! kept; [`Items::get`] parses one line when a caller asks for that item. Items added after
-//! opening live in memory behind the mapped ones until the next checkpoint maps the new file.
+//! Opening reads no line: the `items.<gen>.idx` catalogue (ids, where each line of
+//! `items.<gen>.jsonl` starts, labels) and the items file are memory-mapped, the catalogue's
+//! structure checked ([`Items::open_catalog`]); [`Items::get`] parses one line when a caller
+//! asks for that item, and labels are read from the catalogue (filtered searches test one per
+//! candidate). Indexes written before the catalogue are opened by parsing every line once
+//! ([`Items::map`]), keeping the labels in memory and each line's start. Items added after
+//! opening live in memory behind the mapped ones until the next checkpoint maps the new files.
 
 use std::borrow::Cow;
 use std::path::Path;
