@@ -200,8 +200,8 @@ fn expected_mutual_info(c: &Contingency) -> f64 {
 }
 
 /// Adjusted mutual information of a clustering `pred` against labels `truth` (scikit-learn's
-/// `adjusted_mutual_info_score`, arithmetic mean: (MI - E[MI]) / (mean(H(truth), H(pred)) -
-/// E[MI])); 1 when both are a single class or identical up to renaming.
+/// `adjusted_mutual_info_score`, arithmetic mean: (MI - E\[MI\]) / (mean(H(truth), H(pred)) -
+/// E\[MI\])); 1 when both are a single class or identical up to renaming.
 pub fn ami(truth: &[u32], pred: &[usize]) -> Result<f64> {
     let c = contingency(truth, pred)?;
     let (nt, np) = (c.a.len(), c.b.len());
