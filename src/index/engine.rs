@@ -707,18 +707,7 @@ impl Index {
 
     /// The slots of `ids`, each live and named once.
     fn live_slots(&self, ids: &[u64]) -> Result<Vec<usize>> {
-        let mut seen = HashSet::with_capacity(ids.len());
-        let mut slots = Vec::with_capacity(ids.len());
-        for &id in ids {
-            let slot = self.live_slot(id)?;
-            if !seen.insert(id) {
-                return Err(Error::InvalidArgument(format!(
-                    "id {id} is named twice in one delete"
-                )));
-            }
-            slots.push(slot);
-        }
-        Ok(slots)
+        check_delete(ids, |id| self.live_slot(id))
     }
 
     /// The `k` nearest live items to `query`, nearest first. `ef` defaults to the manifest's
@@ -1423,48 +1412,116 @@ pub fn append_add(
             dir.display()
         )));
     }
-    let replay = wal::read(dir, m.generation)?;
-    if log_due_checkpoint(replay.valid_bytes, &m) {
+    let Some(log) = Log::read(dir, &m)? else {
         return Ok(None);
-    }
-    let path = dir.join(wal::wal_name(m.generation));
-    let (mut next_id, mut live) = (m.next_id, m.item_count as i64);
-    for r in &replay.records {
-        match r {
-            wal::Record::Add {
-                first_id,
-                dim,
-                items,
-                ..
-            } => {
-                check_logged_add(&path, (*first_id, *dim), (next_id, m.dim))?;
-                next_id += items.len() as u64;
-                live += items.len() as i64;
-            }
-            wal::Record::Delete { ids } => live -= ids.len() as i64,
-        }
-    }
+    };
     let rows = check_batch(vectors, m.dim, items.len(), "added vectors")?;
     if m.normalize {
         check_directions(vectors, m.dim, "added vectors")?;
     }
-    if replay.torn_bytes > 0 {
-        warn_torn(&path, replay.torn_bytes);
-    }
+    log.report_torn();
+    let next_id = log.next_id;
     if rows > 0 {
-        let rec = wal::Record::Add {
+        log.append(wal::Record::Add {
             first_id: next_id,
             dim: m.dim,
             vectors: prepare_rows(vectors, m.dim, m.normalize),
             items,
-        };
-        let mut w = wal::WalWriter::open(dir, m.generation, replay.valid_bytes)?;
-        w.append(&rec.encode())?;
+        })?;
     }
+    let live = (m.item_count + log.added()).saturating_sub(log.deleted.len());
     Ok(Some(Appended {
         ids: (next_id..next_id + rows as u64).collect(),
-        items: (live.max(0) as usize) + rows,
+        items: live + rows,
     }))
+}
+
+/// The write-ahead log as an appender without the loaded index sees it: its records checked
+/// and summed up, ready to take one more.
+struct Log {
+    dir: PathBuf,
+    generation: u64,
+    valid_bytes: u64,
+    torn_bytes: u64,
+    /// The id the next add gets.
+    next_id: u64,
+    /// The ids each logged add took.
+    added: Vec<std::ops::Range<u64>>,
+    /// The ids logged deletes named.
+    deleted: Vec<u64>,
+}
+
+impl Log {
+    /// Read the log of the index whose manifest is `m` (the writer lock held); `None` when it
+    /// is due a checkpoint (then the caller writes through an opened index, which checkpoints).
+    fn read(dir: &Path, m: &Manifest) -> Result<Option<Log>> {
+        let replay = wal::read(dir, m.generation)?;
+        if log_due_checkpoint(replay.valid_bytes, m) {
+            return Ok(None);
+        }
+        let path = dir.join(wal::wal_name(m.generation));
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            generation: m.generation,
+            valid_bytes: replay.valid_bytes,
+            torn_bytes: replay.torn_bytes,
+            next_id: m.next_id,
+            added: Vec::new(),
+            deleted: Vec::new(),
+        };
+        for r in &replay.records {
+            match r {
+                wal::Record::Add {
+                    first_id,
+                    dim,
+                    items,
+                    ..
+                } => {
+                    check_logged_add(&path, (*first_id, *dim), (log.next_id, m.dim))?;
+                    let end = log.next_id + items.len() as u64;
+                    log.added.push(log.next_id..end);
+                    log.next_id = end;
+                }
+                wal::Record::Delete { ids } => log.deleted.extend(ids),
+            }
+        }
+        Ok(Some(log))
+    }
+
+    /// Items the logged adds hold.
+    fn added(&self) -> usize {
+        self.added.iter().map(|r| (r.end - r.start) as usize).sum()
+    }
+
+    /// Say on stderr that a torn tail will be cut off, if there is one (once the new
+    /// record's checks passed).
+    fn report_torn(&self) {
+        if self.torn_bytes > 0 {
+            let path = self.dir.join(wal::wal_name(self.generation));
+            warn_torn(&path, self.torn_bytes);
+        }
+    }
+
+    /// Append `rec` after the valid records and fsync.
+    fn append(&self, rec: wal::Record) -> Result<()> {
+        let mut w = wal::WalWriter::open(&self.dir, self.generation, self.valid_bytes)?;
+        w.append(&rec.encode())
+    }
+}
+
+/// Check that each of `ids` is live (`slot` finds it, or says why not) and named once.
+fn check_delete<T>(ids: &[u64], slot: impl Fn(u64) -> Result<T>) -> Result<Vec<T>> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    let mut out = Vec::with_capacity(ids.len());
+    for &id in ids {
+        out.push(slot(id)?);
+        if !seen.insert(id) {
+            return Err(Error::InvalidArgument(format!(
+                "id {id} is named twice in one delete"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// Delete items from the index in `dir` without loading it: take the writer lock, read the
@@ -1479,56 +1536,25 @@ pub fn append_delete(dir: &Path, ids: &[u64]) -> Result<Option<usize>> {
     let Some(cat) = &m.files.catalog else {
         return Ok(None);
     };
-    let replay = wal::read(dir, m.generation)?;
-    if log_due_checkpoint(replay.valid_bytes, &m) {
+    let Some(log) = Log::read(dir, &m)? else {
         return Ok(None);
-    }
-    let path = dir.join(wal::wal_name(m.generation));
+    };
     let (stored, _) = Items::open_catalog(dir, &m.files.items, cat)?;
     let tpath = dir.join(&m.files.tombstones.name);
-    let mut gone: HashSet<u64> =
-        store::parse_ids(&store::read_data_file(dir, &m.files.tombstones)?, &tpath)?
-            .into_iter()
-            .collect();
-    let mut added = Vec::new();
-    let mut next_id = m.next_id;
-    for r in &replay.records {
-        match r {
-            wal::Record::Add {
-                first_id,
-                dim,
-                items,
-                ..
-            } => {
-                check_logged_add(&path, (*first_id, *dim), (next_id, m.dim))?;
-                added.push(next_id..next_id + items.len() as u64);
-                next_id += items.len() as u64;
-            }
-            wal::Record::Delete { ids } => gone.extend(ids),
+    let tomb = store::parse_ids(&store::read_data_file(dir, &m.files.tombstones)?, &tpath)?;
+    let gone: HashSet<u64> = tomb.iter().chain(&log.deleted).copied().collect();
+    check_delete(ids, |id| {
+        let exists = stored.binary_search(&id).is_ok() || log.added.iter().any(|r| r.contains(&id));
+        match exists && !gone.contains(&id) {
+            true => Ok(()),
+            false => Err(Error::UnknownId(id)),
         }
-    }
-    let exists =
-        |id: u64| stored.binary_search(&id).is_ok() || added.iter().any(|r| r.contains(&id));
-    let mut seen = HashSet::with_capacity(ids.len());
-    for &id in ids {
-        if !exists(id) || gone.contains(&id) {
-            return Err(Error::UnknownId(id));
-        }
-        if !seen.insert(id) {
-            return Err(Error::InvalidArgument(format!(
-                "id {id} is named twice in one delete"
-            )));
-        }
-    }
-    if replay.torn_bytes > 0 {
-        warn_torn(&path, replay.torn_bytes);
-    }
+    })?;
+    log.report_torn();
     if !ids.is_empty() {
-        let mut w = wal::WalWriter::open(dir, m.generation, replay.valid_bytes)?;
-        w.append(&wal::Record::Delete { ids: ids.to_vec() }.encode())?;
+        log.append(wal::Record::Delete { ids: ids.to_vec() })?;
     }
-    let logged: usize = added.iter().map(|r| (r.end - r.start) as usize).sum();
-    let live = (stored.len() + logged).saturating_sub(gone.len() + ids.len());
+    let live = (stored.len() + log.added()).saturating_sub(gone.len() + ids.len());
     Ok(Some(live))
 }
 

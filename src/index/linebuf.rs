@@ -201,11 +201,6 @@ impl<T: Copy> LineBuf<T> {
         self.file_bytes = 0;
         Ok(())
     }
-
-    /// Bytes of the buffer that are a view of a file (see [`Self::map_file`]).
-    pub fn file_backed_bytes(&self) -> usize {
-        self.file_bytes.min(self.len * std::mem::size_of::<T>())
-    }
 }
 
 /// The alignment of a mapped region's start and length in a file (a multiple of every page

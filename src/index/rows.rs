@@ -146,7 +146,7 @@ impl Rows {
             let v = super::store::parse_vectors(&bytes, rows, dim, &path)?;
             return Ok(Rows::from_vec(dim, v));
         }
-        // The file's own size and checksum against the manifest are checked on mapping.
+        // The file's own size against the manifest is checked on mapping.
         let want = rows as u64 * dim as u64 * 4;
         if entry.bytes != want {
             return Err(Error::corrupt(
@@ -168,22 +168,27 @@ impl Rows {
         Ok(r)
     }
 
-    /// Check the vectors file `dir/entry.name` whole: its sha256 against the manifest and
-    /// every value finite (a pass over a mapping, released again).
-    pub fn check_vectors(dir: &Path, entry: &FileEntry) -> Result<()> {
+    /// [`Rows::map_vectors`], then the file checked whole: its sha256 against the manifest
+    /// and every value finite (passes over the mapping, released again).
+    pub fn check_vectors(dir: &Path, entry: &FileEntry, rows: usize, dim: usize) -> Result<Self> {
+        let r = Self::map_vectors(dir, entry, rows, dim)?;
         let path = dir.join(&entry.name);
-        let m = Mapped::open_checked(&path, entry)?;
-        let bad = m
-            .bytes()
+        // Read into memory instead (not unix): checked as read.
+        let Some(m) = &r.mapped else {
+            return Ok(r);
+        };
+        let bytes = m.bytes();
+        check_sha256(&path, bytes, entry)?;
+        let bad = bytes
             .chunks_exact(4)
             .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
-        m.release();
+        r.release();
         match bad {
             Some(i) => Err(Error::corrupt(
                 &path,
                 format!("at byte {}: non-finite value", 4 * i),
             )),
-            None => Ok(()),
+            None => Ok(r),
         }
     }
 

@@ -45,7 +45,8 @@ impl Index {
     pub fn verify(&self) -> Result<Verified> {
         let (dir, m) = (&self.dir, &self.manifest);
         let f = &m.files;
-        Rows::check_vectors(dir, &f.vectors)?;
+        let n = m.slot_count;
+        let stored = Rows::check_vectors(dir, &f.vectors, n, m.dim)?;
         let rest = [Some(&f.items), Some(&f.tombstones), f.graph.as_ref()];
         let rest = rest.into_iter().chain([f.catalog.as_ref()]).flatten();
         let mut bytes = f.vectors.bytes;
@@ -56,7 +57,6 @@ impl Index {
             files += 1;
             bytes += e.bytes;
         }
-        let n = m.slot_count;
         let (ids, items) = Items::map(dir, &f.items)?;
         let cat = dir.join(f.catalog.as_ref().unwrap_or(&f.items).name.as_str());
         if ids[..] != self.ids[..n] {
@@ -78,7 +78,6 @@ impl Index {
                 .map_err(|(_, msg)| Error::corrupt(&gpath, msg))?;
             graph_nodes = g.len();
             if !g.is_quantized() {
-                let stored = Rows::map_vectors(dir, &f.vectors, n, m.dim)?;
                 let e = self.engine.get();
                 if let Some(s) = (0..n).find(|&s| e.vector(s) != Some(stored.row(s))) {
                     return Err(Error::corrupt(
