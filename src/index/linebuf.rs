@@ -174,9 +174,9 @@ impl<T: Copy> LineBuf<T> {
     }
 
     /// Copy a buffer that views a file into anonymous memory of its own, on huge pages: for
-    /// a long-running process (a server, a benchmark), whose searches then take neither page
-    /// faults nor the TLB misses of small file pages (about 10% of the query time measured on
-    /// MNIST-784). A one-off command is better served by the view. Nothing to do otherwise.
+    /// a long-running process (a server, a benchmark), whose searches on the view took about
+    /// 10% longer on MNIST-784 (page faults, small pages: the cause was not isolated). A
+    /// one-off command is better served by the view. Nothing to do otherwise.
     pub fn copy_into_memory(&mut self) -> Result<()> {
         if self.file_bytes == 0 {
             return Ok(());
