@@ -10,7 +10,14 @@
 //! # what one open and one search of an item's neighbours cost a fresh process (run it
 //! # several times: one open a process), with the resident memory split into the process's
 //! # own (anonymous) pages and the page-cache pages of the index's files it maps:
-//! cargo run --release --example engine_bench -- open --index DIR [--item 0] [--k 3]
+//! # (--link: link the log's adds into the graph before searching, as a writer's open does,
+//! # instead of scoring them one by one beside it, as a reader's open does):
+//! cargo run --release --example engine_bench -- open --index DIR [--item 0] [--k 3] [--link]
+//! # adds while readers search, in one process (a copy of the index is best: the adds stay in
+//! # its log): one thread adds one item at a time (each acknowledged once fsync'd), READERS
+//! # threads search seeded random unit vectors meanwhile; every add and every search timed:
+//! cargo run --release --example engine_bench -- concurrent --index DIR [--adds 10000]
+//!     [--readers 2] [--k 10]
 //! ```
 //!
 //! Prints one JSON object. Queries are the file's lines (blank lines skipped). The adds use
@@ -235,9 +242,15 @@ fn open(args: &[String]) -> Result<serde_json::Value, String> {
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
     let before = twindex::timing::rss_now();
     let t = Instant::now();
-    let idx = Index::open(&dir).map_err(|e| e.to_string())?;
+    let mut idx = Index::open(&dir).map_err(|e| e.to_string())?;
     let open_ms = t.elapsed().as_secs_f64() * 1e3;
     let opened = twindex::timing::rss_now();
+    let unlinked = idx.unlinked();
+    let t = Instant::now();
+    if args.iter().any(|a| a == "--link") {
+        idx.link_pending();
+    }
+    let link_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let q = idx.get(item).map_err(|e| e.to_string())?.vector.to_vec();
     let hits = idx.search(&q, k, None).map_err(|e| e.to_string())?;
@@ -247,10 +260,113 @@ fn open(args: &[String]) -> Result<serde_json::Value, String> {
         "index": dir.display().to_string(),
         "items": idx.len(),
         "open_ms": open_ms,
+        "logged_adds_unlinked_at_open": unlinked,
+        "link_ms": link_ms,
         "search_ms": search_ms,
         "neighbours": hits.iter().map(|h| h.id).collect::<Vec<_>>(),
         "rss_mb": {"start": mb(before.total), "opened": mb(opened.total), "after_search": mb(after.total)},
         "anon_mb": {"start": mb(before.anon), "opened": mb(opened.anon), "after_search": mb(after.anon)},
+    }))
+}
+
+fn concurrent(args: &[String]) -> Result<serde_json::Value, String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = PathBuf::from(arg(args, "--index").ok_or("--index DIR is required")?);
+    let num = |name: &str, default: usize| -> Result<usize, String> {
+        arg(args, name).map_or(Ok(default), |s| {
+            s.parse().map_err(|e| format!("{name}: {e}"))
+        })
+    };
+    let (n_adds, readers, k) = (
+        num("--adds", 10_000)?,
+        num("--readers", 2)?,
+        num("--k", 10)?,
+    );
+    let t0 = Instant::now();
+    let opts = OpenOptions {
+        writable: true,
+        ..OpenOptions::default()
+    };
+    let s = Searcher::open(&dir, &opts).map_err(|e| e.to_string())?;
+    s.load_graph().map_err(|e| e.to_string())?;
+    let open_s = t0.elapsed().as_secs_f64();
+    let (items_before, dim) = (s.len(), s.dim());
+    let done = AtomicBool::new(false);
+    let sopts = SearchOptions {
+        k,
+        ..SearchOptions::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let adds: Vec<Vec<f32>> = (0..n_adds).map(|_| unit(&mut rng, dim)).collect();
+    eprintln!(
+        "opened {} items in {open_s:.1} s; {n_adds} adds, {readers} readers",
+        items_before
+    );
+    let (add_ms, query_ms, ids) = std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..readers)
+            .map(|r| {
+                let (s, done, sopts) = (&s, &done, &sopts);
+                sc.spawn(move || {
+                    let mut rng = ChaCha8Rng::seed_from_u64(SEED + 1 + r as u64);
+                    let mut ms = Vec::new();
+                    while !done.load(Ordering::Acquire) {
+                        let q = unit(&mut rng, dim);
+                        let t = Instant::now();
+                        let a = s.search_vector(&q, sopts).expect("search");
+                        ms.push(t.elapsed().as_secs_f64() * 1e3);
+                        assert_eq!(a.results.len(), k);
+                    }
+                    ms
+                })
+            })
+            .collect();
+        let mut ms = Vec::with_capacity(n_adds);
+        let mut ids = Vec::with_capacity(n_adds);
+        for (i, v) in adds.iter().enumerate() {
+            let item = Item {
+                label: String::new(),
+                source: format!("concurrent-add{i}"),
+                payload: None,
+            };
+            let t = Instant::now();
+            let id = s.add_vectors(v, vec![item]).expect("add");
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            ids.push(id[0]);
+        }
+        done.store(true, Ordering::Release);
+        let q: Vec<f64> = workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("reader"))
+            .collect();
+        (ms, q, ids)
+    });
+    let found = ids
+        .iter()
+        .zip(&adds)
+        .filter(|(&id, v)| {
+            s.search_vector(
+                v,
+                &SearchOptions {
+                    k: 1,
+                    ..SearchOptions::default()
+                },
+            )
+            .is_ok_and(|a| a.results.first().is_some_and(|h| h.id == id))
+        })
+        .count();
+    let n_queries = query_ms.len();
+    Ok(json!({
+        "what": "one-item durable adds (fsync'd) on one thread while reader threads search (k 10), one process",
+        "index": dir.display().to_string(),
+        "items_before": items_before,
+        "items_after": s.len(),
+        "open_and_load_seconds": open_s,
+        "readers": readers,
+        "add": summary(add_ms),
+        "query": summary(query_ms),
+        "queries": n_queries,
+        "added_found_as_own_nearest": found,
+        "log_size": s.index().map(|i| i.log_size()).map_err(|e| e.to_string())?,
     }))
 }
 
@@ -260,8 +376,10 @@ fn main() -> ExitCode {
         Some("query") => query(&args),
         Some("adds") => adds(&args),
         Some("open") => open(&args),
+        Some("concurrent") => concurrent(&args),
         _ => Err(
-            "usage: engine_bench query --index DIR --queries FILE | adds --dir DIR | open --index DIR"
+            "usage: engine_bench query --index DIR --queries FILE | adds --dir DIR | \
+                  open --index DIR | concurrent --index DIR"
                 .into(),
         ),
     };

@@ -31,7 +31,8 @@ pub fn run(a: DedupArgs) -> Result<()> {
     for f in report_files(&a.out) {
         check_report_path(&a.index, &f, a.overwrite)?;
     }
-    let idx = open(&a.index)?;
+    let mut idx = open(&a.index)?;
+    idx.link_pending(); // every item is searched: logged adds into the graph first
     let Some(thr) = a.threshold.or_else(|| idx.threshold_distance()) else {
         bail!(
             "{} has no calibrated threshold: pass --threshold DISTANCE or run `twindex calibrate`",

@@ -57,8 +57,7 @@ pub struct EmbedArgs {
     /// for --corpus. Default: ../shared/models/all-MiniLM-L6-v2 for --text.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Texts, one a line (blank lines skipped), or a TSV with --text-column; `.gz` is read as
-    /// gzip.
+    /// Texts, one a line (blank lines skipped), or a TSV with --text-column; `.gz`: gzipped.
     #[arg(long, conflicts_with = "corpus")]
     pub text: Option<PathBuf>,
     /// --text as a TSV: the header name of the text column.

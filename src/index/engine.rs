@@ -326,9 +326,11 @@ impl Index {
     }
 
     /// Open the index in `dir` for reading: the files of the manifest's generation (checking
-    /// the format version, every file's size and sha256, and that the files agree with the
-    /// manifest's dimension and counts) and the write-ahead log replayed over them. The handle
-    /// is a snapshot: later writes by other handles are not seen. Writing through it takes the
+    /// the format version, every file's size, the headers, and that the files agree with the
+    /// manifest's dimension and counts; [`Index::verify`] reads the rest) and the write-ahead
+    /// log replayed over them. Logged adds stay outside an HNSW graph, scored one by one by
+    /// every search, until a write or [`Index::load_graph`] links them. The handle is a
+    /// snapshot: later writes by other handles are not seen. Writing through it takes the
     /// writer lock then, and is refused if the index changed on disk since this open.
     ///
     /// A torn record at the end of the log (a crash mid-append, never acknowledged) is dropped
@@ -499,7 +501,7 @@ impl Index {
             },
             poisoned: AtomicBool::new(false),
         };
-        idx.replay(replay.records)?;
+        idx.replay(replay.records, writer)?;
         {
             let w = idx.wal.get_mut().expect("fresh mutex");
             w.bytes = replay.valid_bytes;
@@ -515,8 +517,12 @@ impl Index {
         Ok(idx)
     }
 
-    /// Apply logged records to memory, consecutive adds in one batch.
-    fn replay(&mut self, records: Vec<wal::Record>) -> Result<()> {
+    /// Apply logged records to memory, consecutive adds in one batch. A reader (`link`
+    /// false) leaves the added nodes outside the HNSW graph, scored one by one by searches
+    /// ([`HnswGraph::append_unlinked`]), until a write or [`Index::load_graph`] links them:
+    /// a command that searches a few times and exits then never walks the mapped graph to
+    /// insert them.
+    fn replay(&mut self, records: Vec<wal::Record>, link: bool) -> Result<()> {
         let path = self.dir.join(wal::wal_name(self.manifest.generation));
         let mut batch: Option<PendingAdd> = None;
         for r in records {
@@ -547,7 +553,7 @@ impl Index {
                 }
                 wal::Record::Delete { ids } => {
                     if let Some(b) = batch.take() {
-                        self.apply_add_mem(b, &|_| {})?;
+                        self.apply_add_mem(b, &|_| {}, link)?;
                     }
                     let slots = self.live_slots(&ids).map_err(|e| {
                         Error::corrupt(&path, format!("a logged delete does not apply: {e}"))
@@ -557,7 +563,7 @@ impl Index {
             }
         }
         if let Some(b) = batch {
-            self.apply_add_mem(b, &|_| {})?;
+            self.apply_add_mem(b, &|_| {}, link)?;
         }
         Ok(())
     }
@@ -655,10 +661,33 @@ impl Index {
     /// (a server, a benchmark): opening maps the graph unread, which suits a command that runs
     /// a few searches and exits, but searches of a mapped graph measured about 10% slower
     /// (page faults on 4 KiB pages).
+    /// Logged adds that opening for reading left outside the graph are linked into it here
+    /// (a long-running process searches many times).
     pub fn load_graph(&mut self) -> Result<()> {
         match &mut self.engine {
-            Engine::Hnsw(g) => g.copy_into_memory(),
+            Engine::Hnsw(g) => {
+                g.copy_into_memory()?;
+                g.link_pending();
+                Ok(())
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// Link into the graph the logged adds that opening for reading left outside it (see
+    /// [`Index::open`]); every write through `&mut self` does this first.
+    pub fn link_pending(&mut self) {
+        if let Engine::Hnsw(g) = &mut self.engine {
+            g.link_pending();
+        }
+    }
+
+    /// Logged adds that opening for reading left outside the graph and searches score one by
+    /// one (0 once linked, and always for a writer).
+    pub fn unlinked(&self) -> usize {
+        match &self.engine {
+            Engine::Hnsw(g) => g.unlinked(),
+            _ => 0,
         }
     }
 
@@ -787,6 +816,7 @@ impl Index {
         items: Vec<Item>,
         progress: &Progress,
     ) -> Result<Vec<u64>> {
+        self.link_pending();
         let p = self.log_add(vectors, items)?;
         let ids = self.apply_add(p, progress)?;
         if self.wants_checkpoint() {
@@ -843,17 +873,25 @@ impl Index {
         // A failure here leaves the log ahead of memory: refuse writes until reopened (which
         // replays the log).
         self.poisoned.store(true, Ordering::SeqCst);
-        let ids = self.apply_add_mem(p, progress)?;
+        let ids = self.apply_add_mem(p, progress, true)?;
         self.poisoned.store(false, Ordering::SeqCst);
         Ok(ids)
     }
 
-    fn apply_add_mem(&mut self, p: PendingAdd, progress: &Progress) -> Result<Vec<u64>> {
+    fn apply_add_mem(
+        &mut self,
+        p: PendingAdd,
+        progress: &Progress,
+        link: bool,
+    ) -> Result<Vec<u64>> {
         let rows = p.items.len();
         if rows == 0 {
             return Ok(Vec::new());
         }
-        self.engine.get_mut().add(&p.vectors, progress)?;
+        match &mut self.engine {
+            Engine::Hnsw(g) if !link => g.append_unlinked(&p.vectors)?,
+            e => e.get_mut().add(&p.vectors, progress)?,
+        }
         let new_ids: Vec<u64> = p.ids().collect();
         self.ids.extend_from_slice(&new_ids);
         self.items.extend(p.items)?;
@@ -870,6 +908,7 @@ impl Index {
     /// error and deletes nothing). Deleted items stay in the graph as tombstones, skipped by
     /// searches, until [`Index::compact`]. Durable (logged) when this returns.
     pub fn delete(&mut self, ids: &[u64]) -> Result<()> {
+        self.link_pending();
         let p = self.log_delete(ids)?;
         self.apply_delete(p);
         if self.wants_checkpoint() {
@@ -909,6 +948,7 @@ impl Index {
     /// Rebuild without the deleted items (ids are kept) and checkpoint. A plain checkpoint
     /// when nothing is deleted.
     pub fn compact(&mut self, progress: &Progress) -> Result<()> {
+        self.link_pending();
         let g = self.write_compacted(progress)?;
         self.install(g);
         Ok(())
@@ -975,6 +1015,7 @@ impl Index {
     /// Write the log's content into the next generation's data files and retire the log.
     /// Also done on [`Index::close`] and, past a size, by the writes themselves.
     pub fn checkpoint(&mut self) -> Result<()> {
+        self.link_pending();
         self.repair_graph();
         let g = self.write_checkpoint()?;
         self.install(g);
@@ -1074,6 +1115,7 @@ impl Index {
                 )));
             }
         }
+        self.link_pending();
         self.check_writable()?;
         let old = std::mem::replace(&mut self.manifest.calibration, calibration);
         if let Err(e) = self.checkpoint() {
@@ -1186,6 +1228,13 @@ impl Index {
             return Err(Error::Msg(format!(
                 "{}: an earlier write failed, so this handle may differ from the disk; reopen the index",
                 self.dir.display()
+            )));
+        }
+        if self.unlinked() > 0 {
+            return Err(Error::Msg(format!(
+                "{}: opened for reading with {} logged adds outside the graph; link them first (Index::link_pending) or open it with Index::open_writer",
+                self.dir.display(),
+                self.unlinked()
             )));
         }
         Ok(())

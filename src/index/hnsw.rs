@@ -275,6 +275,9 @@ pub struct HnswGraph {
     /// Words per block (a multiple of [`LINE_WORDS`]).
     stride_words: usize,
     len: usize,
+    /// The last `unlinked` nodes are stored but not in the graph (see
+    /// [`HnswGraph::append_unlinked`]): searches score them one by one.
+    unlinked: usize,
     /// Node blocks, `stride_words / LINE_WORDS` lines each, in one mapping that grows without
     /// copying (see [`LineBuf`]).
     blocks: LineBuf<Line>,
@@ -349,6 +352,7 @@ impl HnswGraph {
             header_words,
             stride_words,
             len: 0,
+            unlinked: 0,
             blocks: LineBuf::default(),
             levels: Vec::new(),
             upper_off: Vec::new(),
@@ -847,6 +851,7 @@ impl HnswGraph {
     /// one whose target has the most other in-links). Returns how many links were made.
     /// O(nodes x links) a round plus a search per node fixed.
     pub fn repair_unreachable(&mut self) -> usize {
+        self.link_pending();
         let ep = self.entry.load(AtOrd::Acquire);
         if ep == EMPTY || self.len < 2 {
             return 0;
@@ -1052,6 +1057,15 @@ impl HnswGraph {
             }
             out.sort_unstable();
         }
+        if self.unlinked > 0 {
+            // Nodes not linked yet: scored one by one, on full precision like the re-ranked.
+            let tail = (self.len - self.unlinked..self.len).filter(|&n| keep(n));
+            out.extend(tail.map(|n| Scored {
+                key: self.key(q, self.exact(n)),
+                slot: n as u32,
+            }));
+            out.sort_unstable();
+        }
         out.truncate(k);
         out
     }
@@ -1063,6 +1077,12 @@ impl HnswGraph {
     /// blocks ([`HnswGraph::map_graph`]) instead of reading them; [`HnswGraph::read_graph`]
     /// reads any version from bytes.
     pub fn write_graph(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        if self.unlinked > 0 {
+            return Err(std::io::Error::other(format!(
+                "{} nodes are not linked into the graph yet (link_pending first)",
+                self.unlinked
+            )));
+        }
         let mut head = Vec::with_capacity(FILE_ALIGN);
         head.extend_from_slice(GRAPH_MAGIC);
         let version = if self.is_quantized() {
@@ -1495,6 +1515,141 @@ impl HnswGraph {
         Ok(())
     }
 
+    /// Append `vectors` as new nodes: their blocks, vectors or codes (a quantized graph
+    /// retrains its quantizer when it has doubled since the last training) and levels, random
+    /// when `levelled`, else 0 (an unlinked node has no upper lists). Links nothing.
+    fn store(&mut self, vectors: &[f32], levelled: bool) -> Result<()> {
+        let rows = check_rows(vectors, self.dim, "vectors")?;
+        if self.len + rows >= u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "an index holds fewer than {} vectors",
+                u32::MAX
+            )));
+        }
+        let first = self.len;
+        let levels: Vec<u8> = (first..first + rows)
+            .map(|i| {
+                if levelled {
+                    self.random_level(i) as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        self.grow(rows, &levels)?;
+        if self.is_quantized() {
+            if rows > 0 {
+                let mut v = vectors.to_vec();
+                if self.metric.normalizes() {
+                    v.chunks_mut(self.dim).for_each(|r| self.metric.prepare(r));
+                }
+                self.exact.extend(&v);
+                drop(v);
+                // Retrain when the graph has doubled since the last training (amortised
+                // O(dim) a row): an index begun with a few items gets ranges of its data.
+                if self.quant.is_none() || self.len >= 2 * self.trained_on {
+                    self.retrain()?;
+                } else {
+                    self.encode_range(first, first + rows);
+                }
+            }
+        } else {
+            self.copy_vectors(first, vectors);
+            if self.metric.normalizes() {
+                for i in first..first + rows {
+                    let p = self.vec_ptr(i) as *mut f32;
+                    // SAFETY: `&mut self`; the slice is slot i's vector.
+                    self.metric
+                        .prepare(unsafe { std::slice::from_raw_parts_mut(p, self.dim) });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Link the stored nodes `first..len` (each with its level and empty lists) into the graph.
+    fn link(&mut self, first: usize, progress: &Progress) {
+        let rows = self.len - first;
+        let this = &*self;
+        let done = AtomicUsize::new(0);
+        let tick = |_: ()| {
+            let d = done.fetch_add(1, AtOrd::Relaxed) + 1;
+            if d.is_multiple_of(512) || d == rows {
+                progress(d);
+            }
+        };
+        // The first node is inserted alone so that the parallel phase starts from an entry point;
+        // a small batch (an enrolment, a logged add) wholly on this thread: handing a few
+        // inserts to the pool costs more in wake-ups than it saves.
+        let mut s = this.take_scratch();
+        let seq = if rows <= SERIAL_INSERTS {
+            rows
+        } else if this.entry.load(AtOrd::Acquire) == EMPTY {
+            1
+        } else {
+            0
+        };
+        for q in first..first + seq {
+            this.insert(q, &mut s);
+            tick(());
+        }
+        this.put_scratch(s);
+        (first + seq..first + rows).into_par_iter().for_each_init(
+            || ScratchGuard {
+                graph: this,
+                s: Some(this.take_scratch()),
+            },
+            |g, q| {
+                if let Some(s) = g.s.as_mut() {
+                    this.insert(q, s);
+                }
+                tick(());
+            },
+        );
+        // Pruning can take a node's last in-link away, leaving it unreachable by any search.
+        // A whole scan is cheap next to a big batch; single adds to a big graph leave it to
+        // the next checkpoint or open (see `repair_unreachable`).
+        self.unlinked = 0;
+        if rows.saturating_mul(REPAIR_BATCH_RATIO) >= self.len {
+            self.repair_unreachable();
+        }
+    }
+
+    /// Store `vectors` as nodes that no link reaches yet: searches score them one by one beside
+    /// the walk, until [`HnswGraph::link_pending`] (or any add) links them. For a process that
+    /// opens an index, replays a few logged adds and searches a few times: inserting them would
+    /// walk (and fault in) much of a mapped graph. An empty graph links them at once.
+    pub fn append_unlinked(&mut self, vectors: &[f32]) -> Result<()> {
+        if self.entry.load(AtOrd::Acquire) == EMPTY {
+            return self.add(vectors, &|_| {});
+        }
+        self.store(vectors, false)?;
+        self.unlinked += vectors.len() / self.dim;
+        Ok(())
+    }
+
+    /// Nodes stored by [`HnswGraph::append_unlinked`] and not linked yet.
+    pub fn unlinked(&self) -> usize {
+        self.unlinked
+    }
+
+    /// Link the nodes that [`HnswGraph::append_unlinked`] stored, as an add of them would have.
+    pub fn link_pending(&mut self) {
+        if self.unlinked == 0 {
+            return;
+        }
+        let first = self.len - self.unlinked;
+        // Unlinked nodes are the last ones and own no upper lists: give them their levels.
+        self.levels.truncate(first);
+        self.upper_off.truncate(first);
+        self.locks.truncate(first);
+        let levels: Vec<u8> = (first..self.len)
+            .map(|i| self.random_level(i) as u8)
+            .collect();
+        self.push_levels(&levels);
+        self.link(first, &|_| {});
+    }
+
     /// Append `n_new` nodes with the given levels (links empty, vectors zero). The blocks'
     /// mapping grows in place or is moved by the kernel, never copied (see [`LineBuf`]).
     fn grow(&mut self, n_new: usize, levels: &[u8]) -> Result<()> {
@@ -1649,87 +1804,10 @@ impl VectorIndex for HnswGraph {
     }
 
     fn add(&mut self, vectors: &[f32], progress: &Progress) -> Result<()> {
-        let rows = check_rows(vectors, self.dim, "vectors")?;
-        if self.len + rows >= u32::MAX as usize {
-            return Err(Error::InvalidArgument(format!(
-                "an index holds fewer than {} vectors",
-                u32::MAX
-            )));
-        }
+        self.link_pending();
         let first = self.len;
-        let levels: Vec<u8> = (first..first + rows)
-            .map(|i| self.random_level(i) as u8)
-            .collect();
-        self.grow(rows, &levels)?;
-        if self.is_quantized() {
-            if rows > 0 {
-                let mut v = vectors.to_vec();
-                if self.metric.normalizes() {
-                    v.chunks_mut(self.dim).for_each(|r| self.metric.prepare(r));
-                }
-                self.exact.extend(&v);
-                drop(v);
-                // Retrain when the graph has doubled since the last training (amortised
-                // O(dim) a row): an index begun with a few items gets ranges of its data.
-                if self.quant.is_none() || self.len >= 2 * self.trained_on {
-                    self.retrain()?;
-                } else {
-                    self.encode_range(first, first + rows);
-                }
-            }
-        } else {
-            self.copy_vectors(first, vectors);
-            if self.metric.normalizes() {
-                for i in first..first + rows {
-                    let p = self.vec_ptr(i) as *mut f32;
-                    // SAFETY: `&mut self`; the slice is slot i's vector.
-                    self.metric
-                        .prepare(unsafe { std::slice::from_raw_parts_mut(p, self.dim) });
-                }
-            }
-        }
-        let this = &*self;
-        let done = AtomicUsize::new(0);
-        let tick = |_: ()| {
-            let d = done.fetch_add(1, AtOrd::Relaxed) + 1;
-            if d.is_multiple_of(512) || d == rows {
-                progress(d);
-            }
-        };
-        // The first node is inserted alone so that the parallel phase starts from an entry point;
-        // a small batch (an enrolment, a logged add) wholly on this thread: handing a few
-        // inserts to the pool costs more in wake-ups than it saves.
-        let mut s = this.take_scratch();
-        let seq = if rows <= SERIAL_INSERTS {
-            rows
-        } else if this.entry.load(AtOrd::Acquire) == EMPTY {
-            1
-        } else {
-            0
-        };
-        for q in first..first + seq {
-            this.insert(q, &mut s);
-            tick(());
-        }
-        this.put_scratch(s);
-        (first + seq..first + rows).into_par_iter().for_each_init(
-            || ScratchGuard {
-                graph: this,
-                s: Some(this.take_scratch()),
-            },
-            |g, q| {
-                if let Some(s) = g.s.as_mut() {
-                    this.insert(q, s);
-                }
-                tick(());
-            },
-        );
-        // Pruning can take a node's last in-link away, leaving it unreachable by any search.
-        // A whole scan is cheap next to a big batch; single adds to a big graph leave it to
-        // the next checkpoint or open (see `repair_unreachable`).
-        if rows.saturating_mul(REPAIR_BATCH_RATIO) >= self.len {
-            self.repair_unreachable();
-        }
+        self.store(vectors, true)?;
+        self.link(first, progress);
         Ok(())
     }
 

@@ -581,3 +581,134 @@ fn indexes_of_the_earlier_formats_open_and_are_converted_by_a_checkpoint() {
         idx.verify().unwrap();
     }
 }
+
+/// Exact top-k live ids by L2 (the oracle).
+fn exact_top(v: &[f32], live: &dyn Fn(u64) -> bool, q: &[f32], k: usize) -> Vec<u64> {
+    let mut d: Vec<(f32, u64)> = v
+        .chunks(DIM)
+        .enumerate()
+        .filter(|&(i, _)| live(i as u64))
+        .map(|(i, r)| {
+            (
+                r.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum(),
+                i as u64,
+            )
+        })
+        .collect();
+    d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    d.into_iter().take(k).map(|(_, i)| i).collect()
+}
+
+#[test]
+fn a_reader_scores_logged_adds_beside_the_graph_and_links_them_before_writing() {
+    use twindex::index::Quantize;
+    // One thread, so that a writer's replay and a reader's later linking insert alike.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for quantize in [Quantize::None, Quantize::Sq8] {
+            println!("quantize {quantize:?}, seeds 31 / 32");
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("idx");
+            let (n, added) = (2000, 24);
+            let mut v = random_vectors(31, n + added, DIM);
+            let mut cfg = config(Backend::Hnsw, Metric::L2);
+            cfg.hnsw.quantize = quantize;
+            let mut w = Index::create(
+                &dir,
+                cfg,
+                encoder(),
+                DIM,
+                &v[..n * DIM],
+                items(0, n),
+                &|_| {},
+            )
+            .unwrap();
+            // Three logged batches and a delete between them (one of the added, one old).
+            for (a, b) in [(0, 10), (10, 11), (11, added)] {
+                let rows = &v[(n + a) * DIM..(n + b) * DIM];
+                w.add(rows, items(n + a, b - a), &|_| {}).unwrap();
+                if a == 0 {
+                    w.delete(&[(n + 3) as u64, 17]).unwrap();
+                }
+            }
+            drop(w); // no checkpoint: the adds live in the log
+            let live = |id: u64| id != (n + 3) as u64 && id != 17;
+            let mut r = Index::open(&dir).unwrap();
+            assert_eq!(r.unlinked(), added, "a reader leaves logged adds unlinked");
+            assert_eq!(r.len(), n + added - 2);
+            let queries = random_vectors(32, 40, DIM);
+            let own = v[n * DIM..].to_vec();
+            let all_q: Vec<&[f32]> = own.chunks(DIM).chain(queries.chunks(DIM)).collect();
+            let before: Vec<Vec<u64>> = all_q
+                .iter()
+                .map(|q| {
+                    r.search(q, 10, None)
+                        .unwrap()
+                        .iter()
+                        .map(|h| h.id)
+                        .collect()
+                })
+                .collect();
+            for (i, (q, got)) in all_q.iter().zip(&before).enumerate() {
+                assert!(
+                    got.iter().all(|&id| live(id)),
+                    "a deleted id came back: {got:?}"
+                );
+                let want = exact_top(&v, &live, q, 10);
+                // Unlinked items are scored exactly: every one the oracle ranks in the top 10
+                // is there.
+                for id in want.iter().filter(|&&id| id >= n as u64) {
+                    assert!(
+                        got.contains(id),
+                        "query {i}: added item {id} missed: {got:?} vs {want:?}"
+                    );
+                }
+                if i < added && live((n + i) as u64) {
+                    assert_eq!(got[0], (n + i) as u64, "an added item is its own nearest");
+                }
+            }
+            assert!(r.get((n + 5) as u64).unwrap().vector == &v[(n + 5) * DIM..(n + 6) * DIM]);
+            // A write through `&self` with adds unlinked is refused, nothing logged.
+            let e = r.log_delete(&[1]).unwrap_err().to_string();
+            assert!(e.contains("logged adds outside the graph"), "{e}");
+            // Linking gives the graph a writer's replay builds.
+            r.load_graph().unwrap();
+            assert_eq!(r.unlinked(), 0);
+            let wr = Index::open_writer(&dir).unwrap();
+            assert_eq!(wr.unlinked(), 0, "a writer links logged adds on open");
+            for q in &all_q {
+                let a: Vec<u64> = r
+                    .search(q, 10, None)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.id)
+                    .collect();
+                let b: Vec<u64> = wr
+                    .search(q, 10, None)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.id)
+                    .collect();
+                assert_eq!(a, b, "linked by a reader and replayed by a writer differ");
+            }
+            drop(wr);
+            // A write through `&mut` on a fresh reader links first, then checkpoints whole.
+            let mut r = Index::open(&dir).unwrap();
+            v.extend(random_vectors(33, 1, DIM));
+            r.add(&v[(n + added) * DIM..], items(n + added, 1), &|_| {})
+                .unwrap();
+            r.close().unwrap();
+            let r = Index::open(&dir).unwrap();
+            assert_eq!((r.unlinked(), r.recovery().records), (0, 0), "checkpointed");
+            r.verify().unwrap();
+            for i in [0, 9, 10, 23, 24] {
+                let q = &v[(n + i) * DIM..(n + i + 1) * DIM];
+                let hits = r.search(q, 1, None).unwrap();
+                assert_eq!(hits[0].id, (n + i) as u64, "added item {i} is in the graph");
+            }
+        }
+    });
+}
