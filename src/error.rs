@@ -113,3 +113,20 @@ impl Error {
         }
     }
 }
+
+/// `s` as one of `choices`, each a value with the names that mean it (the first is the one an
+/// error lists): what every `FromStr` of a fixed set of names does. An unknown name is an
+/// [`Error::InvalidArgument`] naming `what`, `s` and the names expected.
+pub fn parse_choice<T: Copy>(what: &str, s: &str, choices: &[(&[&str], T)]) -> Result<T> {
+    if let Some(&(_, v)) = choices.iter().find(|(names, _)| names.contains(&s)) {
+        return Ok(v);
+    }
+    let names: Vec<&str> = choices.iter().map(|(n, _)| n[0]).collect();
+    let expected = match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    };
+    Err(Error::InvalidArgument(format!(
+        "{what} {s:?}: expected {expected}"
+    )))
+}

@@ -96,14 +96,12 @@ impl std::str::FromStr for Metric {
 
     /// The names of [`Metric::name`], exactly (what manifests and `--metric` hold).
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "l2" => Ok(Metric::L2),
-            "cosine" => Ok(Metric::Cosine),
-            "dot" => Ok(Metric::Dot),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown metric {other:?}: expected l2, cosine or dot"
-            ))),
-        }
+        let choices: [(&[&str], _); 3] = [
+            (&["l2"], Metric::L2),
+            (&["cosine"], Metric::Cosine),
+            (&["dot"], Metric::Dot),
+        ];
+        crate::error::parse_choice("unknown metric", s, &choices)
     }
 }
 

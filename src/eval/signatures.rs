@@ -91,21 +91,7 @@ pub fn parse_writers(flag: &str, s: &str) -> Result<Vec<usize>> {
 
 /// `A-B` for a sorted list of writers (`A-B, C-D` when it has gaps).
 pub fn writer_ranges(w: &[usize]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < w.len() {
-        let mut j = i;
-        while j + 1 < w.len() && w[j + 1] == w[j] + 1 {
-            j += 1;
-        }
-        out.push(if i == j {
-            w[i].to_string()
-        } else {
-            format!("{}-{}", w[i], w[j])
-        });
-        i = j + 1;
-    }
-    out.join(", ")
+    crate::query::add::id_ranges(w)
 }
 
 /// Every writer of `writers` must be in the corpus `root` (whose signatures are `sigs`).

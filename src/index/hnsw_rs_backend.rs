@@ -14,9 +14,10 @@ use crate::error::{Error, Result};
 use hnsw_rs::prelude::{Distance, FilterT, Hnsw};
 
 use super::distance::{kernels, DistanceKernels};
+use super::flat::FlatIndex;
 use super::hnsw::HnswParams;
 use super::metric::Metric;
-use super::vector_index::{append_rows, prepare_query, Hit, Progress, SlotFilter, VectorIndex};
+use super::vector_index::{prepare_query, Hit, Progress, SlotFilter, VectorIndex};
 
 /// Layers hnsw_rs may use (its own maximum).
 const MAX_LAYERS: usize = 16;
@@ -69,20 +70,19 @@ impl Distance<f32> for EngineDist {
     }
 }
 
-/// An HNSW index built by hnsw_rs, with a contiguous copy of the vectors.
+/// An HNSW index built by hnsw_rs, with a contiguous copy of the vectors (a flat index: the
+/// stored rows, prepared for the metric).
 pub struct HnswRsIndex {
-    metric: Metric,
-    dim: usize,
     params: HnswParams,
-    data: Vec<f32>,
+    rows: FlatIndex,
     graph: Hnsw<'static, f32, EngineDist>,
 }
 
 impl std::fmt::Debug for HnswRsIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HnswRsIndex")
-            .field("metric", &self.metric)
-            .field("dim", &self.dim)
+            .field("metric", &self.metric())
+            .field("dim", &self.dim())
             .field("params", &self.params)
             .field("len", &self.len())
             .finish()
@@ -99,11 +99,7 @@ impl HnswRsIndex {
                 params.m
             )));
         }
-        if dim == 0 {
-            return Err(Error::InvalidArgument(
-                "dimension must be at least 1".into(),
-            ));
-        }
+        let rows = FlatIndex::new(dim, metric)?;
         let dist = EngineDist {
             metric,
             kernels: *kernels(),
@@ -116,10 +112,8 @@ impl HnswRsIndex {
             dist,
         );
         Ok(HnswRsIndex {
-            metric,
-            dim,
             params,
-            data: Vec::new(),
+            rows,
             graph,
         })
     }
@@ -136,23 +130,22 @@ impl VectorIndex for HnswRsIndex {
     }
 
     fn metric(&self) -> Metric {
-        self.metric
+        self.rows.metric()
     }
 
     fn dim(&self) -> usize {
-        self.dim
+        self.rows.dim()
     }
 
     fn len(&self) -> usize {
-        self.data.len() / self.dim
+        self.rows.len()
     }
 
     fn add(&mut self, vectors: &[f32], progress: &Progress) -> Result<()> {
         let first = self.len();
-        let start = self.data.len();
-        append_rows(&mut self.data, vectors, self.dim, self.metric)?;
-        let dim = self.dim;
-        let rows_data: Vec<(&[f32], usize)> = self.data[start..]
+        self.rows.add(vectors, &|_| {})?;
+        let dim = self.dim();
+        let rows_data: Vec<(&[f32], usize)> = self.rows.data()[first * dim..]
             .chunks_exact(dim)
             .enumerate()
             .map(|(i, v)| (v, first + i))
@@ -173,7 +166,8 @@ impl VectorIndex for HnswRsIndex {
         ef: usize,
         keep: &SlotFilter,
     ) -> Result<Vec<Hit>> {
-        let q = prepare_query(self.metric, self.dim, query)?;
+        let (metric, dim) = (self.metric(), self.dim());
+        let q = prepare_query(metric, dim, query)?;
         let n = self.len();
         if k == 0 || n == 0 {
             return Ok(Vec::new());
@@ -190,9 +184,7 @@ impl VectorIndex for HnswRsIndex {
                 .take(k)
                 .map(|nb| Hit {
                     id: nb.d_id as u64,
-                    distance: self
-                        .metric
-                        .key_to_distance(from_engine(self.metric, nb.distance)),
+                    distance: metric.key_to_distance(from_engine(metric, nb.distance)),
                 })
                 .collect();
             // hnsw_rs may come back short when many slots are filtered out: widen and retry.
@@ -204,13 +196,13 @@ impl VectorIndex for HnswRsIndex {
     }
 
     fn vector(&self, slot: usize) -> Option<&[f32]> {
-        self.data.get(slot * self.dim..(slot + 1) * self.dim)
+        self.rows.vector(slot)
     }
 
     fn memory_bytes(&self) -> usize {
         // Our copy, hnsw_rs's copy, and about 2·m links of 8 bytes per point plus bookkeeping.
         let n = self.len();
-        2 * self.data.capacity() * 4 + n * (2 * self.params.m * 16 + 64)
+        2 * self.rows.memory_bytes() + n * (2 * self.params.m * 16 + 64)
     }
 }
 

@@ -42,14 +42,12 @@ impl std::str::FromStr for Backend {
     type Err = crate::error::Error;
 
     fn from_str(s: &str) -> crate::error::Result<Self> {
-        match s {
-            "hnsw" => Ok(Backend::Hnsw),
-            "hnsw_rs" | "hnsw-rs" => Ok(Backend::HnswRs),
-            "flat" | "exact" => Ok(Backend::Flat),
-            other => Err(crate::error::Error::InvalidArgument(format!(
-                "unknown index backend {other:?}: expected hnsw, hnsw_rs or flat"
-            ))),
-        }
+        let choices: [(&[&str], _); 3] = [
+            (&["hnsw"], Backend::Hnsw),
+            (&["hnsw_rs", "hnsw-rs"], Backend::HnswRs),
+            (&["flat", "exact"], Backend::Flat),
+        ];
+        crate::error::parse_choice("unknown index backend", s, &choices)
     }
 }
 

@@ -74,13 +74,8 @@ impl std::str::FromStr for Quantize {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Quantize::None),
-            "sq8" => Ok(Quantize::Sq8),
-            other => Err(Error::InvalidArgument(format!(
-                "quantize {other:?}: expected none or sq8"
-            ))),
-        }
+        let choices: [(&[&str], _); 2] = [(&["none"], Quantize::None), (&["sq8"], Quantize::Sq8)];
+        crate::error::parse_choice("quantize", s, &choices)
     }
 }
 

@@ -39,13 +39,11 @@ pub enum LinearPrecision {
 impl std::str::FromStr for LinearPrecision {
     type Err = crate::error::Error;
     fn from_str(s: &str) -> crate::error::Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" | "float32" => Ok(LinearPrecision::F32),
-            "bf16" | "bfloat16" => Ok(LinearPrecision::Bf16),
-            _ => Err(crate::error::Error::InvalidArgument(format!(
-                "precision {s:?}: expected f32 or bf16"
-            ))),
-        }
+        let choices: [(&[&str], _); 2] = [
+            (&["f32", "float32"], LinearPrecision::F32),
+            (&["bf16", "bfloat16"], LinearPrecision::Bf16),
+        ];
+        crate::error::parse_choice("precision", &s.to_ascii_lowercase(), &choices)
     }
 }
 

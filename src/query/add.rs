@@ -146,13 +146,16 @@ pub fn add_to_index(dir: &Path, model: Option<&Path>, what: &Additions) -> Resul
     Ok(Appended { ids, items })
 }
 
-/// Ids as ranges: `0-9, 12`.
-pub fn id_ranges(ids: &[u64]) -> String {
+/// Sorted ids (or writers) as ranges: `0-9, 12`.
+pub fn id_ranges<T>(ids: &[T]) -> String
+where
+    T: Copy + PartialEq + std::fmt::Display + std::ops::Add<Output = T> + From<u8>,
+{
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
     while i < ids.len() {
         let mut j = i;
-        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+        while j + 1 < ids.len() && ids[j + 1] == ids[j] + T::from(1) {
             j += 1;
         }
         out.push(if j == i {
@@ -172,6 +175,6 @@ mod tests {
     #[test]
     fn ids_print_as_ranges() {
         assert_eq!(id_ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
-        assert_eq!(id_ranges(&[]), "");
+        assert_eq!(id_ranges::<u64>(&[]), "");
     }
 }

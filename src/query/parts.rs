@@ -396,13 +396,11 @@ impl std::str::FromStr for ExportFormat {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<ExportFormat> {
-        match s {
-            "parquet" => Ok(ExportFormat::Parquet),
-            "npy" => Ok(ExportFormat::Npy),
-            other => Err(Error::InvalidArgument(format!(
-                "--format {other:?}: expected parquet or npy"
-            ))),
-        }
+        let choices: [(&[&str], _); 2] = [
+            (&["parquet"], ExportFormat::Parquet),
+            (&["npy"], ExportFormat::Npy),
+        ];
+        crate::error::parse_choice("--format", s, &choices)
     }
 }
 

@@ -174,6 +174,26 @@ pub fn multiple_negatives_ranking(
     candle_nn::loss::cross_entropy(&scores, &target)
 }
 
+/// `(N, D, C)` of embeddings `[N, D]`, `proxies` `[C, D]` and one class label below C a row,
+/// or an error naming `loss` and the shapes.
+pub(crate) fn proxy_shapes(
+    emb: &Tensor,
+    proxies: &Tensor,
+    labels: &[u32],
+    loss: &str,
+) -> Result<(usize, usize, usize)> {
+    let (n, d) = emb.dims2()?;
+    let (c, d2) = proxies.dims2()?;
+    if d != d2 || labels.len() != n || labels.iter().any(|&y| y as usize >= c) {
+        candle_core::bail!(
+            "{loss}: {n}x{d} embeddings, {c}x{d2} proxies, {} labels (largest {:?}): need the same D, one label per row, labels below C",
+            labels.len(),
+            labels.iter().max()
+        );
+    }
+    Ok((n, d, c))
+}
+
 /// Additive angular margin loss (ArcFace, Deng et al. 2019): embeddings `emb` `[N, D]` and one
 /// learned proxy per class `proxies` `[C, D]`, both L2-normalised; the logit of item `i` for
 /// class `c` is `scale * cos(theta_ic)`, except for its own class `y_i`, where the angle is
@@ -187,15 +207,7 @@ pub fn additive_angular_margin(
     margin: f64,
     scale: f64,
 ) -> Result<Tensor> {
-    let (n, d) = emb.dims2()?;
-    let (c, d2) = proxies.dims2()?;
-    if d != d2 || labels.len() != n || labels.iter().any(|&y| y as usize >= c) {
-        candle_core::bail!(
-            "additive_angular_margin: {n}x{d} embeddings, {c}x{d2} proxies, {} labels (max {:?})",
-            labels.len(),
-            labels.iter().max()
-        );
-    }
+    let (n, _, c) = proxy_shapes(emb, proxies, labels, "additive_angular_margin")?;
     let cos = unit_rows(emb)?
         .matmul(&unit_rows(proxies)?.t()?)?
         .clamp(-1.0 + 1e-6, 1.0 - 1e-6)?;

@@ -18,15 +18,7 @@ pub fn proxy_anchor(
     margin: f64,
     alpha: f64,
 ) -> Result<Tensor> {
-    let (n, d) = emb.dims2()?;
-    let (c, d2) = proxies.dims2()?;
-    if d != d2 || labels.len() != n || labels.iter().any(|&y| y as usize >= c) {
-        bail!(
-            "proxy_anchor: {n}x{d} embeddings, {c}x{d2} proxies, {} labels (largest {:?}): need the same D, one label per row, labels below C",
-            labels.len(),
-            labels.iter().max()
-        );
-    }
+    let (n, _, c) = super::loss::proxy_shapes(emb, proxies, labels, "proxy_anchor")?;
     if emb.dtype() != proxies.dtype() {
         bail!(
             "proxy_anchor: embeddings are {:?} but proxies {:?}",
