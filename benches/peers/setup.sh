@@ -14,11 +14,19 @@ PYTHON="${PYTHON:-python3}"
 # Pins (all have cp311 manylinux x86_64 wheels, except hnswlib 0.8.0, which is an sdist
 # and is compiled here with the system C++ compiler; its setup.py builds with
 # -march=native unless HNSWLIB_NO_NATIVE is set, which is what a pip user gets).
+# usearch, voyager, scann and ngt (module ngtpy) are the further ANN peers of compare_ann.sh.
+# scann 1.4.2's TensorFlow ops do not load against tensorflow-cpu 2.21.0 (undefined absl
+# symbol), so `import scann` fails while TF is importable; ann_mnist784.py uses scann's pybind
+# searcher, which needs no TF, and hides TF while importing it.
 PINS=(
   "numpy==2.4.6"
   "tensorflow-cpu==2.21.0"
   "hnswlib==0.8.0"
   "faiss-cpu==1.15.1"
+  "usearch==2.26.6"
+  "voyager==2.2.3"
+  "scann==1.4.2"
+  "ngt==2.8.0.post1"
 )
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -46,10 +54,23 @@ done
 
 "$VENV/bin/python" - <<'PY' >&2
 import importlib
+import sys
 for mod, attr in [("numpy", "__version__"), ("tensorflow", "__version__"),
-                  ("keras", "__version__"), ("hnswlib", None), ("faiss", "__version__")]:
+                  ("keras", "__version__"), ("hnswlib", None), ("faiss", "__version__"),
+                  ("usearch", "__version__"), ("voyager", None), ("ngtpy", None),
+                  ("scann.scann_ops.py.scann_ops_pybind", None)]:
     try:
-        m = importlib.import_module(mod)
+        if mod.startswith("scann"):  # see the note at PINS
+            tf = sys.modules.pop("tensorflow", None)
+            sys.modules["tensorflow"] = None
+            try:
+                m = importlib.import_module(mod)
+            finally:
+                sys.modules["tensorflow"] = tf
+                if tf is None:
+                    del sys.modules["tensorflow"]
+        else:
+            m = importlib.import_module(mod)
         v = getattr(m, attr, "?") if attr else "importable"
         print(f"setup: {mod:<10} {v}")
     except Exception as e:  # report, don't fail the whole setup
