@@ -296,7 +296,9 @@ fn concurrent(args: &[String]) -> Result<serde_json::Value, String> {
         k,
         ..SearchOptions::default()
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    // Seeded by the index's size, so that a second run on the same index adds new vectors
+    // (the same ones again would tie with their twins as own nearest neighbours).
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ items_before as u64);
     let adds: Vec<Vec<f32>> = (0..n_adds).map(|_| unit(&mut rng, dim)).collect();
     eprintln!(
         "opened {} items in {open_s:.1} s; {n_adds} adds, {readers} readers",
