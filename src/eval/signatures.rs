@@ -90,9 +90,7 @@ pub fn parse_writers(flag: &str, s: &str) -> Result<Vec<usize>> {
 }
 
 /// `A-B` for a sorted list of writers (`A-B, C-D` when it has gaps).
-pub fn writer_ranges(w: &[usize]) -> String {
-    crate::query::add::id_ranges(w)
-}
+pub use crate::query::add::id_ranges as writer_ranges;
 
 /// Every writer of `writers` must be in the corpus `root` (whose signatures are `sigs`).
 pub fn check_in_corpus(

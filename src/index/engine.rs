@@ -661,6 +661,7 @@ impl Index {
     /// (a server, a benchmark): opening maps the graph unread, which suits a command that runs
     /// a few searches and exits, but searches of a mapped graph measured about 10% slower
     /// (page faults on 4 KiB pages).
+    ///
     /// Logged adds that opening for reading left outside the graph are linked into it here
     /// (a long-running process searches many times).
     pub fn load_graph(&mut self) -> Result<()> {
@@ -1230,11 +1231,11 @@ impl Index {
                 self.dir.display()
             )));
         }
-        if self.unlinked() > 0 {
+        let unlinked = self.unlinked();
+        if unlinked > 0 {
             return Err(Error::Msg(format!(
-                "{}: opened for reading with {} logged adds outside the graph; link them first (Index::link_pending) or open it with Index::open_writer",
+                "{}: opened for reading with {unlinked} logged adds outside the graph; link them first (Index::link_pending) or open it with Index::open_writer",
                 self.dir.display(),
-                self.unlinked()
             )));
         }
         Ok(())

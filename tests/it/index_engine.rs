@@ -582,26 +582,13 @@ fn indexes_of_the_earlier_formats_open_and_are_converted_by_a_checkpoint() {
     }
 }
 
-/// Exact top-k live ids by L2 (the oracle).
-fn exact_top(v: &[f32], live: &dyn Fn(u64) -> bool, q: &[f32], k: usize) -> Vec<u64> {
-    let mut d: Vec<(f32, u64)> = v
-        .chunks(DIM)
-        .enumerate()
-        .filter(|&(i, _)| live(i as u64))
-        .map(|(i, r)| {
-            (
-                r.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum(),
-                i as u64,
-            )
-        })
-        .collect();
-    d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    d.into_iter().take(k).map(|(_, i)| i).collect()
-}
-
 #[test]
 fn a_reader_scores_logged_adds_beside_the_graph_and_links_them_before_writing() {
-    use twindex::index::Quantize;
+    use twindex::index::{FlatIndex, Quantize, VectorIndex};
+    let top10 = |idx: &Index, q: &[f32]| -> Vec<u64> {
+        let hits = idx.search(q, 10, None).unwrap();
+        hits.iter().map(|h| h.id).collect()
+    };
     // One thread, so that a writer's replay and a reader's later linking insert alike.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -642,22 +629,17 @@ fn a_reader_scores_logged_adds_beside_the_graph_and_links_them_before_writing() 
             let queries = random_vectors(32, 40, DIM);
             let own = v[n * DIM..].to_vec();
             let all_q: Vec<&[f32]> = own.chunks(DIM).chain(queries.chunks(DIM)).collect();
-            let before: Vec<Vec<u64>> = all_q
-                .iter()
-                .map(|q| {
-                    r.search(q, 10, None)
-                        .unwrap()
-                        .iter()
-                        .map(|h| h.id)
-                        .collect()
-                })
-                .collect();
+            let before: Vec<Vec<u64>> = all_q.iter().map(|q| top10(&r, q)).collect();
+            // The oracle: exact search over every vector, deleted ones filtered out.
+            let flat = FlatIndex::from_vectors(DIM, Metric::L2, &v).unwrap();
             for (i, (q, got)) in all_q.iter().zip(&before).enumerate() {
                 assert!(
                     got.iter().all(|&id| live(id)),
                     "a deleted id came back: {got:?}"
                 );
-                let want = exact_top(&v, &live, q, 10);
+                let keep = |s: usize| live(s as u64);
+                let exact = flat.search_filtered(q, 10, 10, &keep).unwrap();
+                let want: Vec<u64> = exact.iter().map(|h| h.id).collect();
                 // Unlinked items are scored exactly: every one the oracle ranks in the top 10
                 // is there.
                 for id in want.iter().filter(|&&id| id >= n as u64) {
@@ -672,27 +654,23 @@ fn a_reader_scores_logged_adds_beside_the_graph_and_links_them_before_writing() 
             }
             assert!(r.get((n + 5) as u64).unwrap().vector == &v[(n + 5) * DIM..(n + 6) * DIM]);
             // A write through `&self` with adds unlinked is refused, nothing logged.
+            let wal = dir.join(twindex::index::wal::wal_name(r.manifest().generation));
+            let log_bytes = || std::fs::metadata(&wal).map(|m| m.len());
+            let logged = log_bytes().unwrap();
             let e = r.log_delete(&[1]).unwrap_err().to_string();
             assert!(e.contains("logged adds outside the graph"), "{e}");
+            assert_eq!(log_bytes().unwrap(), logged, "a refused delete appended");
             // Linking gives the graph a writer's replay builds.
             r.load_graph().unwrap();
             assert_eq!(r.unlinked(), 0);
             let wr = Index::open_writer(&dir).unwrap();
             assert_eq!(wr.unlinked(), 0, "a writer links logged adds on open");
             for q in &all_q {
-                let a: Vec<u64> = r
-                    .search(q, 10, None)
-                    .unwrap()
-                    .iter()
-                    .map(|h| h.id)
-                    .collect();
-                let b: Vec<u64> = wr
-                    .search(q, 10, None)
-                    .unwrap()
-                    .iter()
-                    .map(|h| h.id)
-                    .collect();
-                assert_eq!(a, b, "linked by a reader and replayed by a writer differ");
+                assert_eq!(
+                    top10(&r, q),
+                    top10(&wr, q),
+                    "linked by a reader and replayed by a writer differ"
+                );
             }
             drop(wr);
             // A write through `&mut` on a fresh reader links first, then checkpoints whole.
