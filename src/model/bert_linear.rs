@@ -382,7 +382,7 @@ impl Linear {
             Packed::F32(w) => {
                 // SAFETY: the constructor packed `w` only when AVX-512F was detected; sizes are
                 // checked above and the packing covers whole panels.
-                unsafe { avx512::gemm_f32(m, n, k, x, w, &self.bias, y, gelu) }
+                unsafe { avx512::gemm_f32((m, n, k), (x, w), &self.bias, y, gelu) }
             }
             #[cfg(target_arch = "x86_64")]
             Packed::Bf16 { data, k2 } => {
@@ -391,7 +391,7 @@ impl Linear {
                 // SAFETY: packed only when AVX512-BF16 was detected; sizes as above.
                 unsafe {
                     avx512::to_bf16_rows(x, m, k, *k2, rows);
-                    avx512::gemm_bf16(m, n, *k2, rows, data, &self.bias, y, gelu)
+                    avx512::gemm_bf16((m, n, *k2), (rows, data), &self.bias, y, gelu)
                 }
             }
             #[cfg(target_arch = "x86_64")]
@@ -616,20 +616,31 @@ mod avx512 {
         _mm512_fmadd_ps(half_x, erf, half_x)
     }
 
-    /// Start the accumulators of an `R x 64` tile: from the bias on the first depth block,
-    /// else from what the previous block stored in `c`.
-    #[inline(always)]
-    unsafe fn load_acc<const R: usize>(
+    /// One tile of the blocking: `R` rows of `a` (row stride `lda`) times a depth block of
+    /// `kc` elements of a packed panel `b`, into `c` (row stride `ldc`), whose `ncols` valid
+    /// columns start from `bias` on the first depth block (`first`), else from what the
+    /// previous block stored; GELU when this is the last block and the layer has it (`gelu`).
+    #[derive(Clone, Copy)]
+    struct Tile<T> {
+        a: *const T,
+        lda: usize,
+        b: *const T,
+        kc: usize,
         c: *mut f32,
         ldc: usize,
         bias: *const f32,
-        masks: &[__mmask16; 4],
+        ncols: usize,
         first: bool,
-    ) -> [[__m512; 4]; R] {
+        gelu: bool,
+    }
+
+    /// Start the accumulators of an `R x 64` tile.
+    #[inline(always)]
+    unsafe fn load_acc<const R: usize, T>(t: &Tile<T>, masks: &[__mmask16; 4]) -> [[__m512; 4]; R] {
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        if first {
+        if t.first {
             for j in 0..4 {
-                let b = _mm512_maskz_loadu_ps(masks[j], bias.add(16 * j));
+                let b = _mm512_maskz_loadu_ps(masks[j], t.bias.add(16 * j));
                 for row in acc.iter_mut() {
                     row[j] = b;
                 }
@@ -637,51 +648,38 @@ mod avx512 {
         } else {
             for (r, row) in acc.iter_mut().enumerate() {
                 for (j, v) in row.iter_mut().enumerate() {
-                    *v = _mm512_maskz_loadu_ps(masks[j], c.add(r * ldc + 16 * j));
+                    *v = _mm512_maskz_loadu_ps(masks[j], t.c.add(r * t.ldc + 16 * j));
                 }
             }
         }
         acc
     }
 
-    /// Store an `R x 64` tile (GELU first when this is the last depth block and `gelu`).
+    /// Store an `R x 64` tile (GELU first when `t.gelu`).
     #[inline(always)]
-    unsafe fn store_acc<const R: usize>(
+    unsafe fn store_acc<const R: usize, T>(
         mut acc: [[__m512; 4]; R],
-        c: *mut f32,
-        ldc: usize,
+        t: &Tile<T>,
         masks: &[__mmask16; 4],
-        gelu: bool,
     ) {
         for (r, row) in acc.iter_mut().enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
-                if gelu {
+                if t.gelu {
                     *v = gelu16(*v);
                 }
-                _mm512_mask_storeu_ps(c.add(r * ldc + 16 * j), masks[j], *v);
+                _mm512_mask_storeu_ps(t.c.add(r * t.ldc + 16 * j), masks[j], *v);
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The `R x 64` tile `t` (f32 inputs).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn kernel_f32<const R: usize>(
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        bias: *const f32,
-        ncols: usize,
-        first: bool,
-        last_gelu: bool,
-    ) {
-        let masks = col_masks(ncols);
-        let mut acc = load_acc::<R>(c, ldc, bias, &masks, first);
-        for kk in 0..kc {
-            let bp = b.add(kk * NR);
+    unsafe fn kernel_f32<const R: usize>(t: Tile<f32>) {
+        let masks = col_masks(t.ncols);
+        let mut acc = load_acc::<R, _>(&t, &masks);
+        for kk in 0..t.kc {
+            let bp = t.b.add(kk * NR);
             let bv = [
                 _mm512_loadu_ps(bp),
                 _mm512_loadu_ps(bp.add(16)),
@@ -689,34 +687,23 @@ mod avx512 {
                 _mm512_loadu_ps(bp.add(48)),
             ];
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(r * lda + kk));
+                let av = _mm512_set1_ps(*t.a.add(r * t.lda + kk));
                 for j in 0..4 {
                     row[j] = _mm512_fmadd_ps(av, bv[j], row[j]);
                 }
             }
         }
-        store_acc::<R>(acc, c, ldc, &masks, last_gelu);
+        store_acc::<R, _>(acc, &t, &masks);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The `R x 64` tile `t` (u16 inputs).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn kernel_bf16<const R: usize>(
-        a: *const u16,
-        lda: usize,
-        b: *const u16,
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        bias: *const f32,
-        ncols: usize,
-        first: bool,
-        last_gelu: bool,
-    ) {
-        let masks = col_masks(ncols);
-        let mut acc = load_acc::<R>(c, ldc, bias, &masks, first);
-        for kp in 0..kc / 2 {
-            let bp = b.add(kp * NR * 2) as *const __m512i;
+    unsafe fn kernel_bf16<const R: usize>(t: Tile<u16>) {
+        let masks = col_masks(t.ncols);
+        let mut acc = load_acc::<R, _>(&t, &masks);
+        for kp in 0..t.kc / 2 {
+            let bp = t.b.add(kp * NR * 2) as *const __m512i;
             let bv: [__m512bh; 4] = [
                 std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp)),
                 std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp.add(1))),
@@ -724,104 +711,101 @@ mod avx512 {
                 std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp.add(3))),
             ];
             for (r, row) in acc.iter_mut().enumerate() {
-                let pair = (a.add(r * lda + 2 * kp) as *const i32).read_unaligned();
+                let pair = (t.a.add(r * t.lda + 2 * kp) as *const i32).read_unaligned();
                 let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(pair));
                 for j in 0..4 {
                     row[j] = _mm512_dpbf16_ps(row[j], av, bv[j]);
                 }
             }
         }
-        store_acc::<R>(acc, c, ldc, &masks, last_gelu);
+        store_acc::<R, _>(acc, &t, &masks);
+    }
+
+    /// `$kernel::<R>($tile)` for a row count `$r` of 1 to [`MR`].
+    macro_rules! for_rows {
+        ($kernel:ident, $r:expr, $tile:expr) => {
+            match $r {
+                6 => $kernel::<6>($tile),
+                5 => $kernel::<5>($tile),
+                4 => $kernel::<4>($tile),
+                3 => $kernel::<3>($tile),
+                2 => $kernel::<2>($tile),
+                _ => $kernel::<1>($tile),
+            }
+        };
+    }
+
+    /// The cache blocking shared by both precisions, for `y (m x n) = x (m x k) Wᵀ + bias`
+    /// with W packed `[panel][k][NR]` (k in elements of `T`, depth blocks of `kc_max`): calls
+    /// `tile(rows, t)` for each block of at most [`MR`] rows of one panel.
+    #[inline(always)]
+    unsafe fn blocks<T>(
+        (m, n, k, kc_max): (usize, usize, usize, usize),
+        (x, w): (&[T], &[T]),
+        bias: &[f32],
+        y: &mut [f32],
+        gelu: bool,
+        mut tile: impl FnMut(usize, Tile<T>),
+    ) {
+        let panels = n.div_ceil(NR);
+        debug_assert!(w.len() >= panels * k * NR && x.len() >= m * k);
+        for i0 in (0..m).step_by(MC) {
+            let mc = MC.min(m - i0);
+            for k0 in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - k0);
+                let (first, last) = (k0 == 0, k0 + kc == k);
+                for p in 0..panels {
+                    let mut i = 0;
+                    while i < mc {
+                        let r = MR.min(mc - i);
+                        let t = Tile {
+                            a: x.as_ptr().add((i0 + i) * k + k0),
+                            lda: k,
+                            b: w.as_ptr().add(p * k * NR + k0 * NR),
+                            kc,
+                            c: y.as_mut_ptr().add((i0 + i) * n + p * NR),
+                            ldc: n,
+                            bias: bias.as_ptr().add(p * NR),
+                            ncols: NR.min(n - p * NR),
+                            first,
+                            gelu: last && gelu,
+                        };
+                        tile(r, t);
+                        i += r;
+                    }
+                }
+            }
+        }
     }
 
     /// `y (m x n) = x (m x k) Wᵀ + bias`, W packed `[panel][k][NR]`.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn gemm_f32(
-        m: usize,
-        n: usize,
-        k: usize,
-        x: &[f32],
-        w: &[f32],
+        (m, n, k): (usize, usize, usize),
+        xw: (&[f32], &[f32]),
         bias: &[f32],
         y: &mut [f32],
         gelu: bool,
     ) {
-        let panels = n.div_ceil(NR);
-        debug_assert!(w.len() >= panels * k * NR);
-        for i0 in (0..m).step_by(MC) {
-            let mc = MC.min(m - i0);
-            for k0 in (0..k).step_by(KC_F32) {
-                let kc = KC_F32.min(k - k0);
-                let (first, last) = (k0 == 0, k0 + kc == k);
-                for p in 0..panels {
-                    let b = w.as_ptr().add(p * k * NR + k0 * NR);
-                    let ncols = NR.min(n - p * NR);
-                    let bias = bias.as_ptr().add(p * NR);
-                    let mut i = 0;
-                    while i < mc {
-                        let r = MR.min(mc - i);
-                        let a = x.as_ptr().add((i0 + i) * k + k0);
-                        let c = y.as_mut_ptr().add((i0 + i) * n + p * NR);
-                        let g = last && gelu;
-                        match r {
-                            6 => kernel_f32::<6>(a, k, b, kc, c, n, bias, ncols, first, g),
-                            5 => kernel_f32::<5>(a, k, b, kc, c, n, bias, ncols, first, g),
-                            4 => kernel_f32::<4>(a, k, b, kc, c, n, bias, ncols, first, g),
-                            3 => kernel_f32::<3>(a, k, b, kc, c, n, bias, ncols, first, g),
-                            2 => kernel_f32::<2>(a, k, b, kc, c, n, bias, ncols, first, g),
-                            _ => kernel_f32::<1>(a, k, b, kc, c, n, bias, ncols, first, g),
-                        }
-                        i += r;
-                    }
-                }
-            }
-        }
+        // SAFETY (each tile): `blocks` keeps it inside x, w and y; AVX-512F is enabled here.
+        blocks((m, n, k, KC_F32), xw, bias, y, gelu, |r, t| unsafe {
+            for_rows!(kernel_f32, r, t)
+        })
     }
 
     /// `y (m x n) = x (m x k2, bfloat16) Wᵀ + bias`, W packed `[panel][k2/2][NR][2]`.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn gemm_bf16(
-        m: usize,
-        n: usize,
-        k2: usize,
-        x: &[u16],
-        w: &[u16],
+        (m, n, k2): (usize, usize, usize),
+        xw: (&[u16], &[u16]),
         bias: &[f32],
         y: &mut [f32],
         gelu: bool,
     ) {
-        let panels = n.div_ceil(NR);
-        debug_assert!(w.len() >= panels * k2 * NR && x.len() >= m * k2);
-        for i0 in (0..m).step_by(MC) {
-            let mc = MC.min(m - i0);
-            for k0 in (0..k2).step_by(KC_BF16) {
-                let kc = KC_BF16.min(k2 - k0);
-                let (first, last) = (k0 == 0, k0 + kc == k2);
-                for p in 0..panels {
-                    let b = w.as_ptr().add(p * k2 * NR + k0 * NR);
-                    let ncols = NR.min(n - p * NR);
-                    let bias = bias.as_ptr().add(p * NR);
-                    let mut i = 0;
-                    while i < mc {
-                        let r = MR.min(mc - i);
-                        let a = x.as_ptr().add((i0 + i) * k2 + k0);
-                        let c = y.as_mut_ptr().add((i0 + i) * n + p * NR);
-                        let g = last && gelu;
-                        match r {
-                            6 => kernel_bf16::<6>(a, k2, b, kc, c, n, bias, ncols, first, g),
-                            5 => kernel_bf16::<5>(a, k2, b, kc, c, n, bias, ncols, first, g),
-                            4 => kernel_bf16::<4>(a, k2, b, kc, c, n, bias, ncols, first, g),
-                            3 => kernel_bf16::<3>(a, k2, b, kc, c, n, bias, ncols, first, g),
-                            2 => kernel_bf16::<2>(a, k2, b, kc, c, n, bias, ncols, first, g),
-                            _ => kernel_bf16::<1>(a, k2, b, kc, c, n, bias, ncols, first, g),
-                        }
-                        i += r;
-                    }
-                }
-            }
-        }
+        // SAFETY (each tile): as in gemm_f32; AVX512-BF16 is enabled here.
+        blocks((m, n, k2, KC_BF16), xw, bias, y, gelu, |r, t| unsafe {
+            for_rows!(kernel_bf16, r, t)
+        })
     }
 
     /// e^x on 16 lanes for x <= 0 (relative error ~2e-7): 2^(x log2 e) split into an integer
