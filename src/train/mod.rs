@@ -22,7 +22,7 @@ pub use image::{
 pub use mining::{Miner, Triplet};
 pub use pair_loss::PairLoss;
 pub use pairs::PairMask;
-pub use progress::{Observer, Progress};
+pub use progress::{Observer, Progress, Throughput};
 pub use proxy_anchor::proxy_anchor;
 pub use text::{
     fine_tune_text, train_text, TextLoss, TextTrainConfig, TextTrainEvent, TextTrainOutcome,

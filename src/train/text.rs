@@ -7,7 +7,7 @@
 //! dev score (e.g. average precision) is computed after each epoch and the best epoch is kept.
 
 use super::loss;
-use super::progress::{Observer, Progress};
+use super::progress::{Observer, Progress, Throughput};
 use crate::corpus::pairs::TextPair;
 use crate::error::{Error, Result};
 use crate::model::gradbert::{AdamW, GradBert, Tape};
@@ -823,19 +823,13 @@ pub struct TextTrainReport {
     pub config: TextTrainConfig,
     /// The margin used (the loss's default when the config has none).
     pub margin: f64,
-    pub threads: usize,
     pub train_pairs: usize,
     pub steps: usize,
-    pub train_examples: usize,
-    /// Training only (dev evaluation excluded).
-    pub wall_seconds: f64,
-    pub cpu_seconds: f64,
+    /// Training only (dev evaluation excluded); pair rates for pair losses (not batch-hard).
+    #[serde(flatten)]
+    pub throughput: Throughput,
     /// Training and dev evaluation.
     pub total_wall_seconds: f64,
-    /// Pair losses only (not batch-hard).
-    pub pairs_per_second: Option<f64>,
-    pub pairs_per_cpu_second: Option<f64>,
-    pub examples_per_second: f64,
     pub best_epoch: usize,
     pub dev_average_precision: Option<f64>,
     pub history: Vec<TextEpochStats>,
@@ -926,7 +920,6 @@ pub fn fine_tune_text(
         &mut |ev| text_progress(ev, cfg.epochs, on),
     )?;
     let total_wall = sw.wall();
-    let eps = outcome.examples as f64;
     let pair_loss = !cfg.loss.on_groups();
     let report = TextTrainReport {
         model: run.out.display().to_string(),
@@ -935,16 +928,15 @@ pub fn fine_tune_text(
         dev: run.dev.map(|d| d.display().to_string()),
         config: cfg.clone(),
         margin: cfg.margin(),
-        threads: rayon::current_num_threads(),
         train_pairs: n_train,
         steps: outcome.steps,
-        train_examples: outcome.examples,
-        wall_seconds: outcome.wall_seconds,
-        cpu_seconds: outcome.cpu_seconds,
+        throughput: Throughput::new(
+            outcome.examples,
+            outcome.wall_seconds,
+            outcome.cpu_seconds,
+            pair_loss,
+        ),
         total_wall_seconds: total_wall,
-        pairs_per_second: pair_loss.then(|| eps / outcome.wall_seconds),
-        pairs_per_cpu_second: pair_loss.then(|| eps / outcome.cpu_seconds),
-        examples_per_second: eps / outcome.wall_seconds,
         best_epoch: outcome.best_epoch,
         dev_average_precision: outcome
             .history

@@ -10,7 +10,7 @@ use crate::model::{ImageModel, ImageModelConfig, TrainingRecord};
 use crate::train::image::EpochStats;
 use crate::train::image::{best_threshold_accuracy, embed_set, pair_distances};
 use crate::train::{
-    EnsembleTrainConfig, ImageTrainConfig, LossKind, Observer, Progress, TrainEvent,
+    EnsembleTrainConfig, ImageTrainConfig, LossKind, Observer, Progress, Throughput, TrainEvent,
 };
 use serde::Serialize;
 use std::path::Path;
@@ -40,14 +40,8 @@ pub struct IdxEncoderReport {
     pub epochs: usize,
     pub batch: usize,
     pub seed: u64,
-    pub threads: usize,
-    pub train_examples: usize,
-    pub wall_seconds: f64,
-    pub cpu_seconds: f64,
-    /// Pairs per second (contrastive loss only).
-    pub pairs_per_second: Option<f64>,
-    pub pairs_per_cpu_second: Option<f64>,
-    pub examples_per_second: f64,
+    #[serde(flatten)]
+    pub throughput: Throughput,
     /// Pair accuracy at the best threshold for those pairs, of the epoch kept, on the test set
     /// (without a hold-out) or on held-out training data (never both).
     pub test_pair_accuracy: Option<f64>,
@@ -202,7 +196,6 @@ pub fn train_idx(
         last,
         kept_epoch.unwrap_or(0)
     )));
-    let eps = outcome.examples as f64;
     let pairs = cfg.loss == LossKind::Contrastive;
     let training = &outcome.model.config.training;
     Ok(IdxTrainReport::Encoder(IdxEncoderReport {
@@ -213,13 +206,12 @@ pub fn train_idx(
         epochs: cfg.epochs,
         batch: cfg.batch,
         seed: cfg.seed,
-        threads: rayon::current_num_threads(),
-        train_examples: outcome.examples,
-        wall_seconds: outcome.wall_seconds,
-        cpu_seconds: outcome.cpu_seconds,
-        pairs_per_second: pairs.then(|| eps / outcome.wall_seconds),
-        pairs_per_cpu_second: pairs.then(|| eps / outcome.cpu_seconds),
-        examples_per_second: eps / outcome.wall_seconds,
+        throughput: Throughput::new(
+            outcome.examples,
+            outcome.wall_seconds,
+            outcome.cpu_seconds,
+            pairs,
+        ),
         test_pair_accuracy: (eval_set == "test").then_some(last),
         held_out_pair_accuracy: (eval_set != "test").then_some(last),
         pair_accuracy_epoch: kept_epoch,
