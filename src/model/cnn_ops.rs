@@ -199,19 +199,26 @@ mod x86 {
         acc
     }
 
-    /// Store 4 channel vectors of 8 columns into NHWC rows of stride `o` (4 floats per column).
+    /// The 4x4 transpose within each 128-bit half: lane `l` of `a[r]` (in either half) goes to
+    /// lane `r` of the result's vector `l`.
     #[inline(always)]
-    unsafe fn store_4x8(y: *mut f32, o: usize, a: [__m256; 4]) {
+    unsafe fn transpose_4x4(a: [__m256; 4]) -> [__m256; 4] {
         let t0 = _mm256_unpacklo_ps(a[0], a[1]);
         let t1 = _mm256_unpackhi_ps(a[0], a[1]);
         let t2 = _mm256_unpacklo_ps(a[2], a[3]);
         let t3 = _mm256_unpackhi_ps(a[2], a[3]);
-        let u = [
+        [
             _mm256_shuffle_ps::<0x44>(t0, t2),
             _mm256_shuffle_ps::<0xEE>(t0, t2),
             _mm256_shuffle_ps::<0x44>(t1, t3),
             _mm256_shuffle_ps::<0xEE>(t1, t3),
-        ];
+        ]
+    }
+
+    /// Store 4 channel vectors of 8 columns into NHWC rows of stride `o` (4 floats per column).
+    #[inline(always)]
+    unsafe fn store_4x8(y: *mut f32, o: usize, a: [__m256; 4]) {
+        let u = transpose_4x4(a);
         for (c, uc) in u.iter().enumerate() {
             _mm_storeu_ps(y.add(c * o), _mm256_castps256_ps128(*uc));
             _mm_storeu_ps(y.add((c + 4) * o), _mm256_extractf128_ps::<1>(*uc));
@@ -270,16 +277,7 @@ mod x86 {
                 let u: [__m256; 4] = std::array::from_fn(|c| {
                     _mm256_set_m128(_mm_loadu_ps(col(c + 4)), _mm_loadu_ps(col(c)))
                 });
-                let t0 = _mm256_unpacklo_ps(u[0], u[1]);
-                let t1 = _mm256_unpackhi_ps(u[0], u[1]);
-                let t2 = _mm256_unpacklo_ps(u[2], u[3]);
-                let t3 = _mm256_unpackhi_ps(u[2], u[3]);
-                let a = [
-                    _mm256_shuffle_ps::<0x44>(t0, t2),
-                    _mm256_shuffle_ps::<0xEE>(t0, t2),
-                    _mm256_shuffle_ps::<0x44>(t1, t3),
-                    _mm256_shuffle_ps::<0xEE>(t1, t3),
-                ];
+                let a = transpose_4x4(u);
                 for (q, aq) in a.iter().enumerate() {
                     _mm256_storeu_ps(p.add(((oc0 + q) * oh + i) * owp + j0), *aq);
                 }
@@ -299,27 +297,19 @@ mod x86 {
         img: &[f32],
         yb: &mut [f32],
     ) {
-        let (oh, ow) = (h / 2, w / 2);
-        assert!(c % 4 == 0 && img.len() >= h * w * c && yb.len() >= oh * ow * c);
+        assert!(c % 4 == 0 && img.len() >= h * w * c && yb.len() >= (h / 2) * (w / 2) * c);
         let (x, y) = (img.as_ptr(), yb.as_mut_ptr());
         let quarter = _mm_set1_ps(0.25);
-        for i in 0..oh {
-            let (r0, r1) = (x.add(2 * i * w * c), x.add((2 * i + 1) * w * c));
-            for j in 0..ow {
-                for cb in (0..c).step_by(4) {
-                    let (p0, p1) = (2 * j * c + cb, (2 * j + 1) * c + cb);
-                    let (a, b) = (_mm_loadu_ps(r0.add(p0)), _mm_loadu_ps(r0.add(p1)));
-                    let (cc, d) = (_mm_loadu_ps(r1.add(p0)), _mm_loadu_ps(r1.add(p1)));
-                    let v = match kind {
-                        super::Pool2::Avg => {
-                            _mm_mul_ps(quarter, _mm_add_ps(_mm_add_ps(_mm_add_ps(a, b), cc), d))
-                        }
-                        super::Pool2::Max => _mm_max_ps(_mm_max_ps(a, b), _mm_max_ps(cc, d)),
-                    };
-                    _mm_storeu_ps(y.add((i * ow + j) * c + cb), v);
+        super::for_windows((h, w, c), 4, |o, p| {
+            let [a, b, cc, d] = p.map(|q| _mm_loadu_ps(x.add(q)));
+            let v = match kind {
+                super::Pool2::Avg => {
+                    _mm_mul_ps(quarter, _mm_add_ps(_mm_add_ps(_mm_add_ps(a, b), cc), d))
                 }
-            }
-        }
+                super::Pool2::Max => _mm_max_ps(_mm_max_ps(a, b), _mm_max_ps(cc, d)),
+            };
+            _mm_storeu_ps(y.add(o), v);
+        });
     }
 
     /// Average-pooling backward of one image for `c` a multiple of 4: a quarter of each
@@ -333,23 +323,15 @@ mod x86 {
         gb: &[f32],
         gxb: &mut [f32],
     ) {
-        let (oh, ow) = (h / 2, w / 2);
-        assert!(c % 4 == 0 && gb.len() >= oh * ow * c && gxb.len() >= h * w * c);
+        assert!(c % 4 == 0 && gb.len() >= (h / 2) * (w / 2) * c && gxb.len() >= h * w * c);
         let (g, x) = (gb.as_ptr(), gxb.as_mut_ptr());
         let quarter = _mm_set1_ps(0.25);
-        for i in 0..oh {
-            let (r0, r1) = (x.add(2 * i * w * c), x.add((2 * i + 1) * w * c));
-            for j in 0..ow {
-                for cb in (0..c).step_by(4) {
-                    let v = _mm_mul_ps(quarter, _mm_loadu_ps(g.add((i * ow + j) * c + cb)));
-                    let (p0, p1) = (2 * j * c + cb, (2 * j + 1) * c + cb);
-                    _mm_storeu_ps(r0.add(p0), v);
-                    _mm_storeu_ps(r0.add(p1), v);
-                    _mm_storeu_ps(r1.add(p0), v);
-                    _mm_storeu_ps(r1.add(p1), v);
-                }
+        super::for_windows((h, w, c), 4, |o, p| {
+            let v = _mm_mul_ps(quarter, _mm_loadu_ps(g.add(o)));
+            for q in p {
+                _mm_storeu_ps(x.add(q), v);
             }
-        }
+        });
     }
 
     /// [`super::conv1c_fwd`] for `o` a multiple of 4, on AVX2+FMA.
@@ -1091,6 +1073,31 @@ fn pool_dims(d: &[usize]) -> Result<(usize, usize, usize, usize)> {
     }
 }
 
+/// The windows of 2x2, stride-2 pooling over one `h x w x c` NHWC image, channels in blocks
+/// of `step` (which divides `c`): `f(o, [p00, p01, p10, p11])` with `o` the offset of a block
+/// in the pooled image and `p..` those of the same block in the window's four pixels (row,
+/// column).
+#[inline(always)]
+fn for_windows(
+    (h, w, c): (usize, usize, usize),
+    step: usize,
+    mut f: impl FnMut(usize, [usize; 4]),
+) {
+    let (oh, ow) = (h / 2, w / 2);
+    for i in 0..oh {
+        for j in 0..ow {
+            let p00 = (2 * i * w + 2 * j) * c;
+            let p10 = p00 + w * c;
+            for cb in (0..c).step_by(step) {
+                f(
+                    (i * ow + j) * c + cb,
+                    [p00 + cb, p00 + c + cb, p10 + cb, p10 + c + cb],
+                );
+            }
+        }
+    }
+}
+
 simd_fn! {
     /// 2x2 pooling of one NHWC image `img` (`h x w x c`) into `yb`.
     fn pool_fwd_image(kind: Pool2, dims: (usize, usize, usize), img: &[f32], yb: &mut [f32]) {
@@ -1100,25 +1107,16 @@ simd_fn! {
             unsafe { x86::pool_fwd_image(kind, dims, img, yb) };
             return;
         }
-        let (h, w, c) = dims;
-        let (oh, ow) = (h / 2, w / 2);
-        for i in 0..oh {
-            for j in 0..ow {
-                let o = (i * ow + j) * c;
-                let p00 = ((2 * i) * w + 2 * j) * c;
-                let p01 = p00 + c;
-                let p10 = p00 + w * c;
-                let p11 = p10 + c;
-                for ch in 0..c {
-                    let (a, bb, cc, d) =
-                        (img[p00 + ch], img[p01 + ch], img[p10 + ch], img[p11 + ch]);
-                    yb[o + ch] = match kind {
-                        Pool2::Avg => 0.25 * (a + bb + cc + d),
-                        Pool2::Max => a.max(bb).max(cc.max(d)),
-                    };
-                }
+        let c = dims.2;
+        for_windows(dims, c, |o, [p00, p01, p10, p11]| {
+            for ch in 0..c {
+                let (a, bb, cc, d) = (img[p00 + ch], img[p01 + ch], img[p10 + ch], img[p11 + ch]);
+                yb[o + ch] = match kind {
+                    Pool2::Avg => 0.25 * (a + bb + cc + d),
+                    Pool2::Max => a.max(bb).max(cc.max(d)),
+                };
             }
-        }
+        });
     }
 }
 
@@ -1132,45 +1130,36 @@ simd_fn! {
             unsafe { x86::avg_pool_bwd_image(dims, gb, gxb) };
             return;
         }
-        let (h, w, c) = dims;
-        let (oh, ow) = (h / 2, w / 2);
-        for i in 0..oh {
-            let (r0, r1) = (2 * i * w * c, (2 * i + 1) * w * c);
-            for j in 0..ow {
-                let g = &gb[(i * ow + j) * c..][..c];
-                let (p00, p10) = (r0 + 2 * j * c, r1 + 2 * j * c);
-                match kind {
-                    Pool2::Avg => {
-                        for p in [p00, p00 + c, p10, p10 + c] {
-                            for (d, &gv) in gxb[p..p + c].iter_mut().zip(g) {
-                                *d = 0.25 * gv;
-                            }
-                        }
-                    }
-                    Pool2::Max => {
-                        // Branch-free (vectorises over channels): the first maximal input of
-                        // each window gets the gradient, the others zero.
-                        for (ch, &gv) in g.iter().enumerate() {
-                            let (a, b, cc, d) = (
-                                img[p00 + ch],
-                                img[p00 + c + ch],
-                                img[p10 + ch],
-                                img[p10 + c + ch],
-                            );
-                            let m = a.max(b).max(cc.max(d));
-                            let ta = a == m;
-                            let tb = !ta && b == m;
-                            let tc = !ta && !tb && cc == m;
-                            let td = !ta && !tb && !tc;
-                            gxb[p00 + ch] = if ta { gv } else { 0.0 };
-                            gxb[p00 + c + ch] = if tb { gv } else { 0.0 };
-                            gxb[p10 + ch] = if tc { gv } else { 0.0 };
-                            gxb[p10 + c + ch] = if td { gv } else { 0.0 };
+        let c = dims.2;
+        for_windows(dims, c, |o, [p00, p01, p10, p11]| {
+            let g = &gb[o..][..c];
+            match kind {
+                Pool2::Avg => {
+                    for p in [p00, p01, p10, p11] {
+                        for (d, &gv) in gxb[p..p + c].iter_mut().zip(g) {
+                            *d = 0.25 * gv;
                         }
                     }
                 }
+                Pool2::Max => {
+                    // Branch-free (vectorises over channels): the first maximal input of each
+                    // window gets the gradient, the others zero.
+                    for (ch, &gv) in g.iter().enumerate() {
+                        let (a, b, cc, d) =
+                            (img[p00 + ch], img[p01 + ch], img[p10 + ch], img[p11 + ch]);
+                        let m = a.max(b).max(cc.max(d));
+                        let ta = a == m;
+                        let tb = !ta && b == m;
+                        let tc = !ta && !tb && cc == m;
+                        let td = !ta && !tb && !tc;
+                        gxb[p00 + ch] = if ta { gv } else { 0.0 };
+                        gxb[p01 + ch] = if tb { gv } else { 0.0 };
+                        gxb[p10 + ch] = if tc { gv } else { 0.0 };
+                        gxb[p11 + ch] = if td { gv } else { 0.0 };
+                    }
+                }
             }
-        }
+        });
     }
 }
 

@@ -22,6 +22,20 @@ fn zero(emb: &Tensor) -> Result<Tensor> {
     emb.affine(0.0, 0.0)?.sum_all()
 }
 
+/// The loss `what` of `emb` against `reference` under `mask`: the shapes checked, zero (still
+/// joined to `emb`'s graph) when the mask holds no pair, else `body()`.
+fn over_pairs(
+    (emb, reference, mask): (&Tensor, &Tensor, &PairMask),
+    what: &str,
+    body: impl FnOnce() -> Result<Tensor>,
+) -> Result<Tensor> {
+    mask.check(emb, reference, what)?;
+    if mask.n_pos() + mask.n_neg() == 0 {
+        return zero(emb);
+    }
+    body()
+}
+
 /// Multi-similarity loss (Wang et al., CVPR 2019; PML `MultiSimilarityLoss`), mean over the
 /// rows `i` of `(1/alpha) log(1 + sum_pos exp(-alpha (s_ij - base))) + (1/beta) log(1 +
 /// sum_neg exp(beta (s_ik - base)))`, `s` the cosine similarity. PML's defaults: alpha 2,
@@ -34,14 +48,12 @@ pub fn multi_similarity(
     beta: f64,
     base: f64,
 ) -> Result<Tensor> {
-    mask.check(emb, reference, "multi_similarity")?;
-    if mask.n_pos() + mask.n_neg() == 0 {
-        return zero(emb);
-    }
-    let s = cosine_matrix(emb, reference)?;
-    let pos = (masked_logsumexp(&s.affine(-alpha, alpha * base)?, &mask.pos, true)? / alpha)?;
-    let neg = (masked_logsumexp(&s.affine(beta, -beta * base)?, &mask.neg, true)? / beta)?;
-    (pos + neg)?.mean_all()
+    over_pairs((emb, reference, mask), "multi_similarity", || {
+        let s = cosine_matrix(emb, reference)?;
+        let pos = (masked_logsumexp(&s.affine(-alpha, alpha * base)?, &mask.pos, true)? / alpha)?;
+        let neg = (masked_logsumexp(&s.affine(beta, -beta * base)?, &mask.neg, true)? / beta)?;
+        (pos + neg)?.mean_all()
+    })
 }
 
 /// Supervised contrastive loss (Khosla et al., NeurIPS 2020; PML `SupConLoss`): per row `i`,
@@ -128,34 +140,32 @@ pub fn circle(
     m: f64,
     gamma: f64,
 ) -> Result<Tensor> {
-    mask.check(emb, reference, "circle")?;
-    if mask.n_pos() + mask.n_neg() == 0 {
-        return zero(emb);
-    }
-    let (rows, cols) = (mask.n, mask.m);
-    let s = cosine_matrix(emb, reference)?;
-    let sv = host2(&s)?;
-    let (mut wp, mut wn) = (vec![0f64; rows * cols], vec![0f64; rows * cols]);
-    for i in 0..rows {
-        for j in 0..cols {
-            wp[i * cols + j] = -gamma * (1.0 + m - sv[i][j]).max(0.0);
-            wn[i * cols + j] = gamma * (sv[i][j] + m).max(0.0);
+    over_pairs((emb, reference, mask), "circle", || {
+        let (rows, cols) = (mask.n, mask.m);
+        let s = cosine_matrix(emb, reference)?;
+        let sv = host2(&s)?;
+        let (mut wp, mut wn) = (vec![0f64; rows * cols], vec![0f64; rows * cols]);
+        for i in 0..rows {
+            for j in 0..cols {
+                wp[i * cols + j] = -gamma * (1.0 + m - sv[i][j]).max(0.0);
+                wn[i * cols + j] = gamma * (sv[i][j] + m).max(0.0);
+            }
         }
-    }
-    let lp = (s.affine(1.0, -(1.0 - m))? * constant(wp, (rows, cols), emb)?)?;
-    let ln = (s.affine(1.0, -m)? * constant(wn, (rows, cols), emb)?)?;
-    let lse =
-        (masked_logsumexp(&lp, &mask.pos, false)? + masked_logsumexp(&ln, &mask.neg, false)?)?;
-    let full: Vec<f64> = (0..rows)
-        .map(|i| {
-            let row = i * cols..(i + 1) * cols;
-            let p = mask.pos[row.clone()].iter().any(|&b| b);
-            let q = mask.neg[row].iter().any(|&b| b);
-            (p && q) as u8 as f64
-        })
-        .collect();
-    let per_row = (softplus(&lse)? * constant(full, (rows, 1), emb)?.squeeze(1)?)?;
-    mean_of_positive(&per_row)
+        let lp = (s.affine(1.0, -(1.0 - m))? * constant(wp, (rows, cols), emb)?)?;
+        let ln = (s.affine(1.0, -m)? * constant(wn, (rows, cols), emb)?)?;
+        let lse =
+            (masked_logsumexp(&lp, &mask.pos, false)? + masked_logsumexp(&ln, &mask.neg, false)?)?;
+        let full: Vec<f64> = (0..rows)
+            .map(|i| {
+                let row = i * cols..(i + 1) * cols;
+                let p = mask.pos[row.clone()].iter().any(|&b| b);
+                let q = mask.neg[row].iter().any(|&b| b);
+                (p && q) as u8 as f64
+            })
+            .collect();
+        let per_row = (softplus(&lse)? * constant(full, (rows, 1), emb)?.squeeze(1)?)?;
+        mean_of_positive(&per_row)
+    })
 }
 
 /// Generalised lifted structure loss (Hermans et al. 2017, p. 4; PML
@@ -169,14 +179,12 @@ pub fn generalized_lifted(
     neg_margin: f64,
     pos_margin: f64,
 ) -> Result<Tensor> {
-    mask.check(emb, reference, "generalized_lifted")?;
-    if mask.n_pos() + mask.n_neg() == 0 {
-        return zero(emb);
-    }
-    let d = unit_distance_matrix(emb, reference)?;
-    let pos = masked_logsumexp(&d.affine(1.0, -pos_margin)?, &mask.pos, false)?;
-    let neg = masked_logsumexp(&d.affine(-1.0, neg_margin)?, &mask.neg, false)?;
-    (pos + neg)?.relu()?.mean_all()
+    over_pairs((emb, reference, mask), "generalized_lifted", || {
+        let d = unit_distance_matrix(emb, reference)?;
+        let pos = masked_logsumexp(&d.affine(1.0, -pos_margin)?, &mask.pos, false)?;
+        let neg = masked_logsumexp(&d.affine(-1.0, neg_margin)?, &mask.neg, false)?;
+        (pos + neg)?.relu()?.mean_all()
+    })
 }
 
 /// Angular loss (Wang et al., ICCV 2017; PML `AngularLoss`): for each positive pair `(a, p)`
