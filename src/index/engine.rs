@@ -22,6 +22,7 @@ use super::flat::FlatIndex;
 use super::hnsw::HnswGraph;
 use super::hnsw_rs_backend::HnswRsIndex;
 use super::items::Items;
+use super::linebuf::LineBuf;
 use super::manifest::{
     Backend, Calibration, DataFiles, EncoderRecord, FileEntry, IndexConfig, Manifest,
     FORMAT_VERSION, MANIFEST_FILE,
@@ -192,9 +193,10 @@ pub struct Index {
     engine: Engine,
     items: Items,
     /// Each slot's id, ascending (ids are handed out in order and slots never reordered), so
-    /// that a binary search finds an id's slot.
-    ids: Vec<u64>,
-    deleted: Vec<bool>,
+    /// that a binary search finds an id's slot. Like the tombstones beside it, grown without
+    /// copying (see [`LineBuf`]): an add never stalls on a reallocation.
+    ids: LineBuf<u64>,
+    deleted: LineBuf<bool>,
     n_deleted: usize,
     /// Data files that differ from memory (the log holds the difference).
     dirty: Changed,
@@ -212,6 +214,13 @@ impl std::fmt::Debug for Index {
             .field("manifest", &self.manifest)
             .finish()
     }
+}
+
+/// `n` tombstone flags, all false.
+fn zeroed(n: usize) -> LineBuf<bool> {
+    let mut b = LineBuf::default();
+    b.resize_zeroed(n);
+    b
 }
 
 const CLEAN: Changed = Changed {
@@ -305,7 +314,7 @@ impl Index {
                 engine,
                 items: Items::from_vec(items)?,
                 ids: (0..rows as u64).collect(),
-                deleted: vec![false; rows],
+                deleted: zeroed(rows),
                 n_deleted: 0,
                 dirty: ALL,
                 wal: Mutex::new(WalState {
@@ -484,8 +493,8 @@ impl Index {
             manifest: m,
             engine,
             items,
-            ids,
-            deleted,
+            ids: LineBuf::from_slice(&ids),
+            deleted: LineBuf::from_slice(&deleted),
             dirty: Changed {
                 graph: legacy,
                 items: no_catalog,
@@ -896,7 +905,7 @@ impl Index {
         let new_ids: Vec<u64> = p.ids().collect();
         self.ids.extend_from_slice(&new_ids);
         self.items.extend(p.items)?;
-        self.deleted.resize(self.ids.len(), false);
+        self.deleted.resize_zeroed(self.ids.len());
         self.manifest.next_id += rows as u64;
         self.dirty = self.dirty.or(Changed {
             tombstones: false,
@@ -1060,9 +1069,9 @@ impl Index {
         }
         if let Some(c) = g.compacted {
             self.engine = c.engine;
-            self.ids = c.ids;
+            self.ids = LineBuf::from_slice(&c.ids);
             self.items = c.items;
-            self.deleted = vec![false; self.ids.len()];
+            self.deleted = zeroed(self.ids.len());
             self.n_deleted = 0;
         }
         let items_written = self.manifest.files.items.name != g.manifest.files.items.name;

@@ -19,7 +19,8 @@
 //!   (f32) against codes, neighbour selection while building scores codes against codes, and
 //!   the best `rerank` candidates of a search are re-scored on the f32 vectors, kept apart
 //!   ([`super::rows::Rows`]: memory-mapped from the vectors file when opened from disk);
-//! * a batch is inserted in parallel (rayon) with one lock per node, as hnswlib does; a node
+//! * a batch is inserted in parallel (rayon) with a lock per node (striped: node `i` takes
+//!   lock `i % LOCK_STRIPES`; an insert holds one at a time), as hnswlib does; a node
 //!   searches all its levels first and links bottom-up, so no concurrent insertion can reach
 //!   it on a level whose lower lists are still empty.
 //!
@@ -29,7 +30,6 @@
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::cell::UnsafeCell;
 use std::collections::BinaryHeap;
 use std::io::Write;
 use std::path::Path;
@@ -157,7 +157,9 @@ const QUANT_SQ8: u32 = 1;
 /// Per-search scratch space, pooled so that queries allocate nothing.
 #[derive(Default)]
 struct Scratch {
-    tags: Vec<u32>,
+    /// The visit marks, one a node: grown without copying as the graph grows (a reader's
+    /// next search after an add would otherwise copy megabytes at 1M nodes).
+    tags: LineBuf<u32>,
     tag: u32,
     cand: BinaryHeap<Nearest>,
     top: BinaryHeap<Scored>,
@@ -194,7 +196,7 @@ struct Probe<'a> {
 impl Scratch {
     fn start(&mut self, n: usize) {
         if self.tags.len() < n {
-            self.tags.resize(n, 0);
+            self.tags.resize_zeroed(n);
         }
         self.tag = self.tag.wrapping_add(1);
         if self.tag == 0 {
@@ -259,6 +261,10 @@ fn mark_reverse(to: usize, start: &[usize], rev: &[u32], bwd: &mut [bool], stack
 /// Batches of at most this many rows are inserted on the calling thread.
 const SERIAL_INSERTS: usize = 4;
 
+/// Locks of the nodes' link lists (node `i` takes lock `i % LOCK_STRIPES`): enough that
+/// inserting threads rarely share one, few enough to cost nothing per node.
+const LOCK_STRIPES: usize = 4096;
+
 /// `add` repairs unreachable nodes itself when the batch holds at least 1/this of the graph.
 const REPAIR_BATCH_RATIO: usize = 64;
 
@@ -281,11 +287,15 @@ pub struct HnswGraph {
     /// Node blocks, `stride_words / LINE_WORDS` lines each, in one mapping that grows without
     /// copying (see [`LineBuf`]).
     blocks: LineBuf<Line>,
-    levels: Vec<u8>,
-    /// Start of each node's upper-level lists in `upper` (`level` lists of `1 + m` words).
-    upper_off: Vec<usize>,
-    upper: Vec<UnsafeCell<u32>>,
-    locks: Vec<Mutex<()>>,
+    /// Each node's level, the start of its upper-level lists in `upper` (`level` lists of
+    /// `1 + m` words) and those lists: like the blocks, they grow without copying, so no add
+    /// stalls on a reallocation. `upper` is read and written through raw pointers only (the
+    /// parallel insertion writes it under the nodes' locks).
+    levels: LineBuf<u8>,
+    upper_off: LineBuf<usize>,
+    upper: LineBuf<u32>,
+    /// The nodes' link-list locks, striped.
+    locks: Box<[Mutex<()>]>,
     /// `EMPTY` or `pack(node, level)` of the entry point.
     entry: AtomicU64,
     global: Mutex<()>,
@@ -309,7 +319,7 @@ pub struct HnswGraph {
 
 // SAFETY: the shared-mutable data (the blocks' mapping, `upper`) is written only (a) through `&mut self`, or
 // (b) during `add`'s parallel insertion, where every read and write of a node's link lists
-// happens under that node's lock in `locks`, and vectors and levels are written before the
+// happens under that node's lock in `locks` (striped; one held at a time), and vectors and levels are written before the
 // parallel phase starts and never during it. Queries (`&self`) read without locks, which is
 // sound because (b) runs inside `add(&mut self)`.
 unsafe impl Sync for HnswGraph {}
@@ -354,10 +364,10 @@ impl HnswGraph {
             len: 0,
             unlinked: 0,
             blocks: LineBuf::default(),
-            levels: Vec::new(),
-            upper_off: Vec::new(),
-            upper: Vec::new(),
-            locks: Vec::new(),
+            levels: LineBuf::default(),
+            upper_off: LineBuf::default(),
+            upper: LineBuf::default(),
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             entry: AtomicU64::new(EMPTY),
             global: Mutex::new(()),
             pool: Mutex::new(Vec::new()),
@@ -439,7 +449,9 @@ impl HnswGraph {
             self.block(node)
         } else {
             let off = self.upper_off[node] + (level - 1) * (1 + self.params.m);
-            UnsafeCell::raw_get(self.upper[off..].as_ptr())
+            debug_assert!(off + 1 + self.params.m <= self.upper.len());
+            // SAFETY: the list lies inside `upper` (its node's level covers `level`).
+            unsafe { self.upper.as_ptr().add(off) }
         }
     }
 
@@ -627,7 +639,7 @@ impl HnswGraph {
         while level > to {
             loop {
                 let mut changed = false;
-                let _g = BUILD.then(|| lock(&self.locks[cur.slot as usize]));
+                let _g = BUILD.then(|| self.lock_node(cur.slot as usize));
                 let (p, cnt) = self.list(cur.slot as usize, level);
                 for j in 0..cnt {
                     // SAFETY: j < the clamped count, inside the list; links that are not
@@ -674,7 +686,7 @@ impl HnswGraph {
             }
             s.buf.clear();
             {
-                let _g = BUILD.then(|| lock(&self.locks[c.slot as usize]));
+                let _g = BUILD.then(|| self.lock_node(c.slot as usize));
                 let (p, cnt) = self.list(c.slot as usize, level);
                 for j in 0..cnt {
                     // SAFETY: as in `greedy`.
@@ -741,7 +753,7 @@ impl HnswGraph {
         let mut selected = std::mem::take(&mut s.selected);
         self.select(&s.layers[level], self.params.m, &mut selected);
         {
-            let _g = lock(&self.locks[q]);
+            let _g = self.lock_node(q);
             let p = self.links(q, level);
             // SAFETY: q's lock is held; selected.len() <= m <= cap.
             unsafe {
@@ -753,7 +765,7 @@ impl HnswGraph {
         }
         for n in &selected {
             let ni = n.slot as usize;
-            let _g = lock(&self.locks[ni]);
+            let _g = self.lock_node(ni);
             let (p, cnt) = self.list(ni, level);
             // SAFETY: n's lock is held; counts stay <= cap; links that are not nodes dropped.
             unsafe {
@@ -1123,9 +1135,8 @@ impl HnswGraph {
         for node in 0..self.len {
             let lv = self.levels[node] as usize;
             let off = self.upper_off[node];
-            for cell in &self.upper[off..off + lv * (1 + self.params.m)] {
-                // SAFETY: no writer runs while `&self` is shared outside `add`.
-                w.write_all(&unsafe { *cell.get() }.to_le_bytes())?;
+            for word in &self.upper[off..off + lv * (1 + self.params.m)] {
+                w.write_all(&word.to_le_bytes())?;
             }
         }
         if self.is_quantized() {
@@ -1642,7 +1653,6 @@ impl HnswGraph {
         // Unlinked nodes are the last ones and own no upper lists: give them their levels.
         self.levels.truncate(first);
         self.upper_off.truncate(first);
-        self.locks.truncate(first);
         let levels: Vec<u8> = (first..self.len)
             .map(|i| self.random_level(i) as u8)
             .collect();
@@ -1661,20 +1671,26 @@ impl HnswGraph {
         Ok(())
     }
 
-    /// Room for the upper-level lists (empty), the level and the lock of nodes with `levels`.
+    /// Room for the upper-level lists (empty) and the level of nodes with `levels`.
     fn push_levels(&mut self, levels: &[u8]) {
-        let words: usize = levels.iter().map(|&l| l as usize).sum::<usize>() * (1 + self.params.m);
-        self.upper.reserve(words);
-        self.upper_off.reserve(levels.len());
-        self.levels.reserve(levels.len());
-        self.locks.reserve(levels.len());
-        for &lv in levels {
-            self.upper_off.push(self.upper.len());
-            let words = lv as usize * (1 + self.params.m);
-            self.upper.extend((0..words).map(|_| UnsafeCell::new(0)));
-            self.levels.push(lv);
-            self.locks.push(Mutex::new(()));
-        }
+        let mut off = self.upper.len();
+        let offs: Vec<usize> = levels
+            .iter()
+            .map(|&lv| {
+                let o = off;
+                off += lv as usize * (1 + self.params.m);
+                o
+            })
+            .collect();
+        self.upper_off.extend_from_slice(&offs);
+        self.upper.resize_zeroed(off);
+        self.levels.extend_from_slice(levels);
+    }
+
+    /// The link-list lock of `node`.
+    #[inline(always)]
+    fn lock_node(&self, node: usize) -> MutexGuard<'_, ()> {
+        lock(&self.locks[node % LOCK_STRIPES])
     }
 
     /// Write `vectors` (prepared) into the blocks of slots `first..`.
@@ -1850,7 +1866,7 @@ impl VectorIndex for HnswGraph {
             + self.upper.capacity() * 4
             + self.upper_off.capacity() * 8
             + self.levels.capacity()
-            + self.locks.capacity() * std::mem::size_of::<Mutex<()>>()
+            + LOCK_STRIPES * std::mem::size_of::<Mutex<()>>()
             + self.exact.memory_bytes()
             + self.quant.as_ref().map_or(0, |q| 8 * q.dim())
     }
