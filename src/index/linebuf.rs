@@ -249,6 +249,7 @@ impl<T: Copy> LineBuf<T> {
 
 impl<T: Copy> std::ops::Deref for LineBuf<T> {
     type Target = [T];
+    #[inline(always)]
     fn deref(&self) -> &[T] {
         // SAFETY: `len` initialised elements at `ptr` (dangling and 0 while nothing is mapped).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
@@ -256,6 +257,7 @@ impl<T: Copy> std::ops::Deref for LineBuf<T> {
 }
 
 impl<T: Copy> std::ops::DerefMut for LineBuf<T> {
+    #[inline(always)]
     fn deref_mut(&mut self) -> &mut [T] {
         // SAFETY: as in `deref`, borrowed mutably.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
