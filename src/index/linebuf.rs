@@ -1,5 +1,5 @@
 //! Zeroed, 64-byte-aligned memory that grows without copying, for the HNSW graph's node blocks
-//! and the index's other per-item arrays (ids, tombstones, levels, labels' ends): one anonymous
+//! and the index's other per-item arrays (ids, tombstones, levels, upper-level lists, visit marks): one anonymous
 //! mapping, grown on Linux with `mremap` (the kernel moves page tables, never the bytes),
 //! elsewhere by mapping anew and copying. At a million 384-d nodes (1.7 GB) a grow by copying
 //! took seconds, during which the add held the graph and every reader waited; the per-item
@@ -75,10 +75,15 @@ impl<T: Copy> LineBuf<T> {
         if len > self.cap {
             let size = std::mem::size_of::<T>();
             let want = len.max(self.cap + self.cap / 2);
-            // Whole pages: a small buffer that grows one element at a time maps a page once.
+            // Whole pages: a small buffer that grows one element at a time maps a page once
+            // (only where pages hold whole elements, so that `cap * size` stays the mapping's
+            // length for mremap and munmap).
             let bytes = want
                 .checked_mul(size)
-                .and_then(|b| b.checked_next_multiple_of(PAGE))
+                .and_then(|b| match PAGE % size {
+                    0 => b.checked_next_multiple_of(PAGE),
+                    _ => Some(b),
+                })
                 .ok_or_else(|| Error::Msg(format!("{want} elements overflow")))?;
             let old_bytes = self.cap * size;
             if self.file_bytes > 0 {
@@ -325,7 +330,7 @@ fn map(bytes: usize) -> Result<*mut u8> {
     };
     if p == libc::MAP_FAILED {
         return Err(Error::Msg(format!(
-            "could not map {bytes} bytes for the graph: {}",
+            "could not map {bytes} bytes of index memory: {}",
             std::io::Error::last_os_error()
         )));
     }
@@ -346,7 +351,7 @@ fn remap(old: *mut u8, old_bytes: usize, bytes: usize) -> Result<*mut u8> {
     };
     if p == libc::MAP_FAILED {
         return Err(Error::Msg(format!(
-            "could not grow the graph's mapping to {bytes} bytes: {}",
+            "could not grow an index mapping to {bytes} bytes: {}",
             std::io::Error::last_os_error()
         )));
     }
