@@ -166,7 +166,7 @@ pub struct NewGeneration {
 
 struct Compacted {
     engine: Engine,
-    ids: Vec<u64>,
+    ids: LineBuf<u64>,
     items: Items,
 }
 
@@ -214,13 +214,6 @@ impl std::fmt::Debug for Index {
             .field("manifest", &self.manifest)
             .finish()
     }
-}
-
-/// `n` tombstone flags, all false.
-fn zeroed(n: usize) -> LineBuf<bool> {
-    let mut b = LineBuf::default();
-    b.resize_zeroed(n);
-    b
 }
 
 const CLEAN: Changed = Changed {
@@ -314,7 +307,7 @@ impl Index {
                 engine,
                 items: Items::from_vec(items)?,
                 ids: (0..rows as u64).collect(),
-                deleted: zeroed(rows),
+                deleted: LineBuf::zeroed(rows),
                 n_deleted: 0,
                 dirty: ALL,
                 wal: Mutex::new(WalState {
@@ -431,7 +424,7 @@ impl Index {
         }
         let tpath = dir.join(&files.tombstones.name);
         let tomb = store::parse_ids(&store::read_data_file(dir, &files.tombstones)?, &tpath)?;
-        let mut deleted = vec![false; ids.len()];
+        let mut deleted: LineBuf<bool> = LineBuf::zeroed(ids.len());
         for &id in &tomb {
             match ids.binary_search(&id) {
                 Ok(s) if !deleted[s] => deleted[s] = true,
@@ -493,8 +486,8 @@ impl Index {
             manifest: m,
             engine,
             items,
-            ids: LineBuf::from_slice(&ids),
-            deleted: LineBuf::from_slice(&deleted),
+            ids,
+            deleted,
             dirty: Changed {
                 graph: legacy,
                 items: no_catalog,
@@ -986,7 +979,7 @@ impl Index {
         let mut engine = Engine::new(&self.config(), dim, live.len())?;
         engine.get_mut().add(&vectors, progress)?;
         drop(vectors);
-        let ids: Vec<u64> = live.iter().map(|&s| self.ids[s]).collect();
+        let ids: LineBuf<u64> = live.iter().map(|&s| self.ids[s]).collect();
         let items = self.items.select(&live)?;
         let deleted = vec![false; ids.len()];
         let manifest = self.write_generation(&engine, &ids, &items, &deleted, ALL)?;
@@ -1069,9 +1062,9 @@ impl Index {
         }
         if let Some(c) = g.compacted {
             self.engine = c.engine;
-            self.ids = LineBuf::from_slice(&c.ids);
+            self.ids = c.ids;
             self.items = c.items;
-            self.deleted = zeroed(self.ids.len());
+            self.deleted = LineBuf::zeroed(self.ids.len());
             self.n_deleted = 0;
         }
         let items_written = self.manifest.files.items.name != g.manifest.files.items.name;

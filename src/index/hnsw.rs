@@ -19,8 +19,9 @@
 //!   (f32) against codes, neighbour selection while building scores codes against codes, and
 //!   the best `rerank` candidates of a search are re-scored on the f32 vectors, kept apart
 //!   ([`super::rows::Rows`]: memory-mapped from the vectors file when opened from disk);
-//! * a batch is inserted in parallel (rayon) with a lock per node (striped: node `i` takes
-//!   lock `i % LOCK_STRIPES`; an insert holds one at a time), as hnswlib does; a node
+//! * a batch is inserted in parallel (rayon) under link-list locks, as hnswlib's per-node
+//!   ones but striped (node `i` takes lock `i % LOCK_STRIPES`; an insert holds one at a
+//!   time); a node
 //!   searches all its levels first and links bottom-up, so no concurrent insertion can reach
 //!   it on a level whose lower lists are still empty.
 //!
@@ -317,10 +318,10 @@ pub struct HnswGraph {
     legacy_file: bool,
 }
 
-// SAFETY: the shared-mutable data (the blocks' mapping, `upper`) is written only (a) through `&mut self`, or
-// (b) during `add`'s parallel insertion, where every read and write of a node's link lists
-// happens under that node's lock in `locks` (striped; one held at a time), and vectors and levels are written before the
-// parallel phase starts and never during it. Queries (`&self`) read without locks, which is
+// SAFETY: the shared-mutable data (the blocks' mapping, `upper`) is written only (a) through
+// `&mut self`, or (b) during `add`'s parallel insertion, where every read and write of a node's
+// link lists happens under that node's lock in `locks` (striped; one held at a time), and
+// vectors and levels are written before the parallel phase starts and never during it. Queries (`&self`) read without locks, which is
 // sound because (b) runs inside `add(&mut self)`.
 unsafe impl Sync for HnswGraph {}
 

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+use super::linebuf::LineBuf;
 use super::manifest::FileEntry;
 use super::rows::Mapped;
 use super::store::{self, Item};
@@ -55,11 +56,11 @@ impl Items {
 
     /// Map the items file `dir/entry.name`, checking its size and sha256 against the manifest
     /// and parsing every line; returns the ids in slot order and the items.
-    pub fn map(dir: &Path, entry: &FileEntry) -> Result<(Vec<u64>, Self)> {
+    pub fn map(dir: &Path, entry: &FileEntry) -> Result<(LineBuf<u64>, Self)> {
         let path = dir.join(&entry.name);
         if cfg!(not(unix)) {
             let (ids, items) = store::parse_items(&store::read_data_file(dir, entry)?, &path)?;
-            return Ok((ids, Items::from_vec(items)?));
+            return Ok((LineBuf::from_slice(&ids), Items::from_vec(items)?));
         }
         let m = Mapped::open_checked(&path, entry)?;
         let bytes = m.bytes();
@@ -67,7 +68,7 @@ impl Items {
             Error::corrupt(&path, format!("at byte {}: not UTF-8", e.valid_up_to()))
         })?;
         let mut out = Items::default();
-        let mut ids = Vec::new();
+        let mut ids = LineBuf::default();
         let mut at = 0usize;
         for (i, line) in text.split_inclusive('\n').enumerate() {
             let start = at;
@@ -209,16 +210,16 @@ impl Items {
         dir: &Path,
         entry: &FileEntry,
         cat: &FileEntry,
-    ) -> Result<(Vec<u64>, Self)> {
+    ) -> Result<(LineBuf<u64>, Self)> {
         let cpath = store::sized_data_file(dir, cat)?;
         let ipath = store::sized_data_file(dir, entry)?;
         if cfg!(not(all(unix, target_endian = "little"))) {
             let (ids, items) = store::parse_items(&store::read_data_file(dir, entry)?, &ipath)?;
-            return Ok((ids, Items::from_vec(items)?));
+            return Ok((LineBuf::from_slice(&ids), Items::from_vec(items)?));
         }
         let m = Mapped::open_sized(&cpath, cat)?;
         let c = Catalog::check(m, entry.bytes).map_err(|msg| Error::corrupt(&cpath, msg))?;
-        let ids = c.ids().to_vec();
+        let ids = LineBuf::from_slice(c.ids());
         let n = c.n;
         let mut out = Items::default();
         if n > 0 {
@@ -503,7 +504,7 @@ mod tests {
         })
         .unwrap();
         let (got_ids, mut mapped) = Items::map(dir.path(), &entry).unwrap();
-        assert_eq!(got_ids, ids);
+        assert_eq!(got_ids[..], ids);
         assert_eq!(mapped.mapped_len(), 3);
         for (s, it) in items.iter().enumerate() {
             assert_eq!(&*mapped.get(s).unwrap(), it);
@@ -566,7 +567,7 @@ mod tests {
         })
         .unwrap();
         let (got, mut opened) = Items::open_catalog(dir.path(), &entry, &cat).unwrap();
-        assert_eq!(got, ids);
+        assert_eq!(got[..], ids);
         for (s, it) in items.iter().enumerate() {
             assert_eq!(&*opened.get(s).unwrap(), it);
             assert_eq!(opened.label(s), it.label);

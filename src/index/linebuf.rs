@@ -1,7 +1,7 @@
 //! Zeroed, 64-byte-aligned memory that grows without copying, for the HNSW graph's node blocks
-//! and the index's other per-item arrays (ids, tombstones, levels, upper-level lists, visit marks): one anonymous
-//! mapping, grown on Linux with `mremap` (the kernel moves page tables, never the bytes),
-//! elsewhere by mapping anew and copying. At a million 384-d nodes (1.7 GB) a grow by copying
+//! and the index's other per-item arrays (ids, tombstones, levels, upper-level lists, visit
+//! marks): one anonymous mapping, grown on Linux with `mremap` (the kernel moves page tables,
+//! never the bytes), elsewhere by mapping anew and copying. At a million 384-d nodes (1.7 GB) a grow by copying
 //! took seconds, during which the add held the graph and every reader waited; the per-item
 //! arrays, grown by a `Vec`'s doubling, stalled the first add after opening a 1M-item index
 //! for 45-68 ms.
@@ -108,6 +108,13 @@ impl<T: Copy> LineBuf<T> {
 }
 
 impl<T: Copy> LineBuf<T> {
+    /// `len` zero elements.
+    pub fn zeroed(len: usize) -> Self {
+        let mut b = LineBuf::default();
+        b.resize_zeroed(len);
+        b
+    }
+
     /// A buffer holding `items`.
     pub fn from_slice(items: &[T]) -> Self {
         let mut b = LineBuf::default();
@@ -252,6 +259,15 @@ impl<T: Copy> LineBuf<T> {
     }
 }
 
+impl<T: Copy> std::fmt::Debug for LineBuf<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineBuf")
+            .field("len", &self.len)
+            .field("capacity", &self.cap)
+            .finish()
+    }
+}
+
 impl<T: Copy> std::ops::Deref for LineBuf<T> {
     type Target = [T];
     #[inline(always)]
@@ -279,7 +295,11 @@ impl<'a, T: Copy> IntoIterator for &'a LineBuf<T> {
 
 impl<T: Copy> FromIterator<T> for LineBuf<T> {
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
-        LineBuf::from_slice(&iter.into_iter().collect::<Vec<T>>())
+        let mut b = LineBuf::default();
+        for item in iter {
+            b.push(item);
+        }
+        b
     }
 }
 

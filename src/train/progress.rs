@@ -30,7 +30,7 @@ pub type Observer<'a> = dyn Fn(Progress) + Sync + 'a;
 pub struct Throughput {
     pub threads: usize,
     pub train_examples: usize,
-    /// Training only (evaluation between epochs included where the trainer does it).
+    /// Training time only (evaluation excluded), as the trainer measured it.
     pub wall_seconds: f64,
     pub cpu_seconds: f64,
     /// Examples per second, for losses on pairs only (an example is a pair).
