@@ -49,11 +49,11 @@ NICE="${NICE-nice -n 5}"
 DATASETS="${DATASETS:-mnist glosses}"
 RERANKS="${RERANKS:-10 16 24}"
 LIMIT_QUERIES="${LIMIT_QUERIES:-0}"
-GLOSSES_INDEX="${GLOSSES_INDEX:-/work/main/index/glosses-100k}"
+GLOSSES_INDEX="${GLOSSES_INDEX:-index/glosses-100k}"   # docs/engine.md builds it
 PEERS="${PEERS:-hnswlib faiss faiss_sq8 usearch voyager scann faiss_ivfpqfs ngt}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUTDIR="$HERE/results"; mkdir -p "$OUTDIR"
-WORK="$OUTDIR/.ann_$STAMP"; mkdir -p "$WORK"
+WORK="$OUTDIR/.ann_$STAMP"; mkdir "$WORK"   # its own: removed at the end
 COMBINED="$OUTDIR/compare_ann_$STAMP.json"
 DATA="$HERE/.data"
 
