@@ -57,10 +57,23 @@ struct SentenceBertConfig {
     max_seq_length: Option<usize>,
 }
 
+/// `1_Pooling/config.json`: sentence-transformers up to 5 writes `pooling_mode_mean_tokens:
+/// true`, version 6 `pooling_mode: "mean"` (or a list of modes).
 #[derive(serde::Deserialize)]
 struct PoolingConfig {
     #[serde(default)]
     pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode: serde_json::Value,
+}
+
+impl PoolingConfig {
+    fn is_mean(&self) -> bool {
+        let mean = serde_json::Value::from("mean");
+        self.pooling_mode_mean_tokens
+            || self.pooling_mode == mean
+            || self.pooling_mode.as_array() == Some(&vec![mean])
+    }
 }
 
 fn require(dir: &Path, name: &str) -> Result<PathBuf> {
@@ -146,12 +159,10 @@ impl TextModelParts {
         }
 
         let pooling_path = dir.join("1_Pooling").join("config.json");
-        if pooling_path.is_file()
-            && !read_json::<PoolingConfig>(&pooling_path)?.pooling_mode_mean_tokens
-        {
+        if pooling_path.is_file() && !read_json::<PoolingConfig>(&pooling_path)?.is_mean() {
             return Err(Error::format(
                 pooling_path,
-                "only mean pooling (pooling_mode_mean_tokens: true) is supported",
+                "only mean pooling (pooling_mode_mean_tokens: true, or pooling_mode: \"mean\") is supported",
             ));
         }
 
@@ -371,5 +382,28 @@ impl TextEncoder {
         let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, dim)
         let unit = mean_pool_normalize(&hidden, &mask)?;
         Ok(unit.flatten_all()?.to_vec1::<f32>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pooling_configs_of_sentence_transformers_5_and_6_read_as_mean() {
+        let p = |s: &str| {
+            serde_json::from_str::<super::PoolingConfig>(s)
+                .unwrap()
+                .is_mean()
+        };
+        assert!(p(
+            r#"{"word_embedding_dimension": 384, "pooling_mode_mean_tokens": true}"#
+        ));
+        assert!(p(
+            r#"{"embedding_dimension": 384, "pooling_mode": "mean", "include_prompt": true}"#
+        ));
+        assert!(p(r#"{"pooling_mode": ["mean"]}"#));
+        assert!(!p(r#"{"pooling_mode": "cls"}"#));
+        assert!(!p(
+            r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#
+        ));
     }
 }
