@@ -2,10 +2,9 @@
 
 use super::common;
 use super::protocol;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
-use twindex::corpus::pairs::read_pairs_tsv;
 use twindex::corpus::Protocol;
 use twindex::eval;
 use twindex::eval::protocol::{Aggregate, FolderOptions};
@@ -113,48 +112,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
 /// The default text model: all-MiniLM-L6-v2 in ../shared.
 pub use twindex::corpus::resolve::default_text_model;
 
-fn run_text(a: &EvalArgs, pairs_path: &Path) -> Result<()> {
-    let model_dir = match &a.model {
+fn run_text(a: &EvalArgs, pairs: &Path) -> Result<()> {
+    let model = match &a.model {
         Some(m) => m.clone(),
         None => default_text_model()?,
     };
-    let enc = twindex::model::TextEncoder::load(&model_dir)
-        .with_context(|| format!("loading text encoder {}", model_dir.display()))?;
-    let pairs = read_pairs_tsv(pairs_path)?;
-    if a.retrieval {
-        let mut distractors = Vec::new();
-        for d in &a.distractors {
-            distractors.extend(read_pairs_tsv(d)?);
-        }
-        let note = |m: &str| eprintln!("{m}");
-        let c = eval::text::compare_retrieval(
-            &enc,
-            &model_dir,
-            pairs_path,
-            &pairs,
-            &distractors,
-            a.batch,
-            &note,
-        )?;
-        if a.json {
-            return common::print_json(&serde_json::to_value(&c)?);
-        }
-        println!("{c}");
-        return Ok(());
-    }
-    let r = eval::text::evaluate_text_pairs(
-        &enc,
-        &model_dir,
-        pairs_path,
-        &pairs,
-        a.dev.as_deref(),
-        a.batch,
-    )?;
-    if r.threshold_chosen_on_evaluated_pairs {
-        eprintln!(
-            "note: no --dev pairs, so pair_accuracy is measured at a threshold chosen on the evaluated pairs themselves (optimistic); pass --dev for an honest figure"
-        );
-    }
+    let retrieval = a.retrieval.then_some(a.distractors.as_slice());
+    let note = |m: &str| eprintln!("{m}");
+    let r = eval::text::evaluate_text(&model, pairs, a.dev.as_deref(), retrieval, a.batch, &note)?;
     if a.json {
         return common::print_json(&serde_json::to_value(&r)?);
     }

@@ -10,7 +10,7 @@ use twindex::train::{fine_tune_text, TextTrainConfig, TextTrainRun};
 #[derive(Debug, Args)]
 pub struct TextArgs {
     /// Training pairs: TSV with a header naming q1/question1, q2/question2 and
-    /// is_duplicate/label columns.
+    /// is_duplicate/label columns, or anchor, positive, negative_1... (`mine-negatives`).
     #[arg(long)]
     pub pairs: PathBuf,
     /// Dev pairs (same format): average precision after each epoch; the best epoch is kept.
@@ -41,14 +41,8 @@ pub fn run(a: TextArgs) -> Result<()> {
         dev: a.dev.as_deref(),
         out: &a.out,
     };
-    let dev_ap = |enc: &twindex::model::TextEncoder,
-                  dev: &[twindex::corpus::pairs::TextPair]|
-     -> twindex::Result<f64> {
-        let s = eval::text::pair_similarities(enc, dev, 32)?;
-        Ok(eval::text::text_pair_report(&s, dev)?.average_precision)
-    };
     let on = super::protocol::progress();
-    let report = fine_tune_text(&run, &a.cfg, dev_ap, &on)?;
+    let report = fine_tune_text(&run, &a.cfg, eval::text::dev_average_precision, &on)?;
     if a.json {
         common::print_json(&serde_json::to_value(&report)?)?;
     }

@@ -360,6 +360,59 @@ pub fn compare_retrieval(
     })
 }
 
+/// Average precision of `enc` on dev pairs: the score by which `train text` keeps its best
+/// epoch.
+pub fn dev_average_precision(enc: &TextEncoder, dev: &[TextPair]) -> Result<f64> {
+    let s = pair_similarities(enc, dev, 32)?;
+    Ok(text_pair_report(&s, dev)?.average_precision)
+}
+
+/// What `twindex eval --pairs` measures: pair classification, or duplicate retrieval.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum TextEvaluation {
+    Pairs(TextPairEval),
+    Retrieval(RetrievalComparison),
+}
+
+impl std::fmt::Display for TextEvaluation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TextEvaluation::Pairs(r) => r.fmt(f),
+            TextEvaluation::Retrieval(r) => r.fmt(f),
+        }
+    }
+}
+
+/// `twindex eval --pairs`: the text encoder in `model` on the pairs file `pairs_path`: with
+/// `retrieval` (the distractor pair files), [`compare_retrieval`]; else
+/// [`evaluate_text_pairs`] with the threshold chosen on `dev` (a note says when it is chosen
+/// on the evaluated pairs themselves).
+pub fn evaluate_text(
+    model: &std::path::Path,
+    pairs_path: &std::path::Path,
+    dev: Option<&std::path::Path>,
+    retrieval: Option<&[std::path::PathBuf]>,
+    batch: usize,
+    note: &dyn Fn(&str),
+) -> Result<TextEvaluation> {
+    let enc = TextEncoder::load(model)?;
+    let pairs = crate::corpus::pairs::read_pairs_tsv(pairs_path)?;
+    if let Some(files) = retrieval {
+        let mut distractors = Vec::new();
+        for d in files {
+            distractors.extend(crate::corpus::pairs::read_pairs_tsv(d)?);
+        }
+        let c = compare_retrieval(&enc, model, pairs_path, &pairs, &distractors, batch, note)?;
+        return Ok(TextEvaluation::Retrieval(c));
+    }
+    let r = evaluate_text_pairs(&enc, model, pairs_path, &pairs, dev, batch)?;
+    if r.threshold_chosen_on_evaluated_pairs {
+        note("note: no --dev pairs, so pair_accuracy is measured at a threshold chosen on the evaluated pairs themselves (optimistic); pass --dev for an honest figure");
+    }
+    Ok(TextEvaluation::Pairs(r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +422,7 @@ mod tests {
             a: a.into(),
             b: b.into(),
             duplicate: d,
+            negatives: Vec::new(),
         }
     }
 
