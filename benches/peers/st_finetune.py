@@ -90,6 +90,12 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--max-train", type=int, default=None)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--mine-corpus", default=None,
+                    help="mnrl: mine hard negatives first (util.mine_hard_negatives) from these texts, one a line")
+    ap.add_argument("--mine-ranks", default="1..30", help="A..B: range_min = A-1, range_max = B")
+    ap.add_argument("--mine-negatives", type=int, default=1)
+    ap.add_argument("--mine-relative-margin", type=float, default=None)
+    ap.add_argument("--mine-absolute-margin", type=float, default=None)
     ap.add_argument("--out", default=None, help="save the fine-tuned model here")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
@@ -108,6 +114,7 @@ def main():
     a, b, y = read_pairs(args.train, args.max_train)
     model = SentenceTransformer(args.base, device="cpu")
     margin = args.margin
+    mined = {}
     if args.loss in ("contrastive", "online-contrastive"):
         margin = 0.5 if margin is None else margin
         ds = Dataset.from_dict({"sentence1": a, "sentence2": b, "label": y})
@@ -119,9 +126,23 @@ def main():
         pa = [s for s, d in zip(a, y) if d]
         pb = [t for t, d in zip(b, y) if d]
         ds = Dataset.from_dict({"anchor": pa, "positive": pb})
+        if args.mine_corpus:
+            from sentence_transformers.util import mine_hard_negatives
+            corpus = [l.rstrip("\n") for l in open(args.mine_corpus, encoding="utf-8") if l.strip()]
+            first, last = (int(x) for x in args.mine_ranks.split(".."))
+            c0, t0 = time.process_time(), time.perf_counter()
+            ds = mine_hard_negatives(
+                ds, model, corpus=corpus, range_min=first - 1, range_max=last,
+                relative_margin=args.mine_relative_margin, absolute_margin=args.mine_absolute_margin,
+                num_negatives=args.mine_negatives, sampling_strategy="top", output_format="n-tuple",
+                batch_size=32, use_faiss=False, verbose=False)
+            mined.update(cpu_seconds=time.process_time() - c0, wall_seconds=time.perf_counter() - t0,
+                         rows=len(ds), corpus=len(corpus), ranks=args.mine_ranks,
+                         negatives=args.mine_negatives, relative_margin=args.mine_relative_margin,
+                         absolute_margin=args.mine_absolute_margin)
         loss = losses.MultipleNegativesRankingLoss(model, scale=args.scale)
         sampler = BatchSamplers.NO_DUPLICATES
-        n_examples = len(pa)
+        n_examples = len(ds)
     else:
         margin = 5.0 if margin is None else margin
         texts, labels = groups(a, b, y)
@@ -199,6 +220,7 @@ def main():
         "wall_seconds_including_dev_eval": wall,
         "pairs_per_second": n_examples_total / max(wall - eval_seconds, 1e-9),
         "dev_history": dev_history,
+        "mined_negatives": mined or None,
         "test_average_precision": test_ap,
         "test_roc_auc": test_auc,
         "test": args.test,

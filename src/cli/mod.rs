@@ -10,6 +10,7 @@ mod demo;
 mod eval;
 mod import;
 mod index;
+mod mine;
 mod pen_signatures;
 mod protocol;
 mod push;
@@ -77,6 +78,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Write an index's items and vectors as Parquet (or .npy) with its encoder and threshold.
     Export(scale::ExportArgs),
+    /// Hard negatives for text pairs from a text index, for `train text --loss mnrl`.
+    MineNegatives(mine::MineArgs),
     /// Encode one shard of a big corpus into a Parquet part (`--shard I/N` on N machines).
     Embed(scale::EmbedArgs),
 }
@@ -126,6 +129,7 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a),
         Command::Attendance(a) => attendance::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::MineNegatives(a) => mine::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

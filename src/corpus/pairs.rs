@@ -2,6 +2,7 @@
 //! columns and the label column are found by name.
 
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// One labelled pair.
@@ -11,6 +12,9 @@ pub struct TextPair {
     pub b: String,
     /// True for a duplicate / paraphrase.
     pub duplicate: bool,
+    /// Hard negatives of `a` (the `negative_*` columns of a mined-negatives file, which
+    /// [`crate::query::negatives`] writes); empty for plain labelled pairs.
+    pub negatives: Vec<String>,
 }
 
 const A_NAMES: [&str; 5] = ["q1", "question1", "sentence1", "text1", "a"];
@@ -50,13 +54,17 @@ pub fn read_plain_pairs(path: &Path) -> Result<Vec<TextPair>> {
             a: f[0].to_string(),
             b: f[1].to_string(),
             duplicate,
+            negatives: Vec::new(),
         });
     }
     Ok(out)
 }
 
 /// Read a pairs TSV. The header must name a first-text column (`q1`, `question1`,
-/// `sentence1`...), a second-text column and a 0/1 label column (`is_duplicate`, `label`).
+/// `sentence1`...), a second-text column and a 0/1 label column (`is_duplicate`, `label`); or
+/// be a mined-negatives file (`anchor`, `positive`, `negative_1`, ... as
+/// [`crate::query::negatives`] writes it and sentence-transformers' `mine_hard_negatives`
+/// n-tuples read): each row then is a duplicate pair with its hard negatives.
 pub fn read_pairs_tsv(path: &Path) -> Result<Vec<TextPair>> {
     let text = super::text::read_utf8(path)?;
     let mut lines = text.lines();
@@ -79,11 +87,23 @@ pub fn read_pairs_tsv(path: &Path) -> Result<Vec<TextPair>> {
                 )
             })
     };
-    let (ia, ib, iy) = (
-        find(&A_NAMES, "first-text")?,
-        find(&B_NAMES, "second-text")?,
-        find(&Y_NAMES, "label")?,
-    );
+    let negatives: Vec<usize> = (0..header.len())
+        .filter(|&i| header[i].starts_with("negative"))
+        .collect();
+    let tuples = header.iter().any(|h| h == "anchor") && header.iter().any(|h| h == "positive");
+    let (ia, ib, iy) = if tuples {
+        (
+            find(&["anchor"], "anchor")?,
+            find(&["positive"], "positive")?,
+            None,
+        )
+    } else {
+        (
+            find(&A_NAMES, "first-text")?,
+            find(&B_NAMES, "second-text")?,
+            Some(find(&Y_NAMES, "label")?),
+        )
+    };
     let mut out = Vec::new();
     for (n, line) in lines.enumerate() {
         if line.trim().is_empty() {
@@ -95,18 +115,18 @@ pub fn read_pairs_tsv(path: &Path) -> Result<Vec<TextPair>> {
                 Error::format(
                     path,
                     format!(
-                        "line {}: {} columns, expected at least {}",
+                        "line {}: {} columns, expected {}",
                         n + 2,
                         f.len(),
-                        header.len().min(ia.max(ib).max(iy) + 1)
+                        header.len()
                     ),
                 )
             })
         };
-        let duplicate = match get(iy)?.trim() {
-            "1" => true,
-            "0" => false,
-            other => {
+        let duplicate = match iy.map(|iy| get(iy).map(str::trim)).transpose()? {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(other) => {
                 return Err(Error::format(
                     path,
                     format!("line {}: label {other:?}, expected 0 or 1", n + 2),
@@ -117,12 +137,61 @@ pub fn read_pairs_tsv(path: &Path) -> Result<Vec<TextPair>> {
             a: get(ia)?.to_string(),
             b: get(ib)?.to_string(),
             duplicate,
+            negatives: if tuples {
+                negatives
+                    .iter()
+                    .map(|&i| Ok(get(i)?.to_string()))
+                    .collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            },
         });
     }
     if out.is_empty() {
         return Err(Error::Empty(format!("{} holds no pairs", path.display())));
     }
     Ok(out)
+}
+
+/// Duplicate groups: the connected components of the duplicate pairs over distinct texts.
+/// Returns the distinct texts (first-seen order) and a group label per text.
+pub fn duplicate_groups(pairs: &[TextPair]) -> (Vec<String>, Vec<u32>) {
+    let mut id: HashMap<&str, usize> = HashMap::new();
+    let mut texts: Vec<String> = Vec::new();
+    for p in pairs {
+        for t in [p.a.as_str(), p.b.as_str()] {
+            id.entry(t).or_insert_with(|| {
+                texts.push(t.to_string());
+                texts.len() - 1
+            });
+        }
+    }
+    let mut parent: Vec<usize> = (0..texts.len()).collect();
+    fn root(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    for p in pairs.iter().filter(|p| p.duplicate) {
+        let (a, b) = (
+            root(&mut parent, id[p.a.as_str()]),
+            root(&mut parent, id[p.b.as_str()]),
+        );
+        if a != b {
+            parent[a.max(b)] = a.min(b);
+        }
+    }
+    let mut label_of_root: HashMap<usize, u32> = HashMap::new();
+    let labels = (0..texts.len())
+        .map(|i| {
+            let r = root(&mut parent, i);
+            let next = label_of_root.len() as u32;
+            *label_of_root.entry(r).or_insert(next)
+        })
+        .collect();
+    (texts, labels)
 }
 
 #[cfg(test)]
@@ -148,5 +217,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no first-text column"));
+        std::fs::write(
+            &p,
+            "anchor\tpositive\tnegative_1\tnegative_2\na\tb\tc\td\nx\ty\tz\n",
+        )
+        .unwrap();
+        let e = read_pairs_tsv(&p).unwrap_err().to_string();
+        assert!(e.contains("line 3: 3 columns, expected 4"), "{e}");
+        std::fs::write(&p, "anchor\tpositive\tnegative_1\tnegative_2\na\tb\tc\td\n").unwrap();
+        let v = read_pairs_tsv(&p).unwrap();
+        assert_eq!(
+            (v[0].a.as_str(), v[0].b.as_str(), v[0].duplicate),
+            ("a", "b", true)
+        );
+        assert_eq!(v[0].negatives, ["c", "d"]);
     }
 }

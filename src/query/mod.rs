@@ -16,6 +16,7 @@ pub mod encoder;
 pub mod hybrid;
 pub mod maintain;
 pub mod milvus;
+pub mod negatives;
 pub mod parts;
 pub mod render;
 pub mod searcher;

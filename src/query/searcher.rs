@@ -555,6 +555,11 @@ impl Searcher {
             .ok_or_else(|| Error::Empty("the backend gave no answer".into()))
     }
 
+    /// The neighbours of many embedded queries (searched in parallel under one snapshot).
+    pub fn search_vectors(&self, vs: &[Vec<f32>], o: &SearchOptions) -> Result<Vec<Answer>> {
+        self.store.answers(vs, o)
+    }
+
     /// Embed and search one query.
     pub fn query(&self, q: &Query, o: &SearchOptions) -> Result<Answer> {
         let v = self.embed(q)?;

@@ -159,17 +159,25 @@ fn unit_rows(t: &Tensor) -> Result<Tensor> {
 }
 
 /// Multiple negatives ranking loss (InfoNCE with in-batch negatives; sentence-transformers'
-/// `MultipleNegativesRankingLoss` on (anchor, positive) pairs): row `i` of `anchors` `[N, D]`
-/// must be nearer to `positives[i]` than to every other positive. Cross-entropy over
-/// `scale * cos(anchor_i, positive_j)` with target `j = i`, mean over anchors.
+/// `MultipleNegativesRankingLoss` on (anchor, positive, negatives...) rows): row `i` of
+/// `anchors` `[N, D]` must be nearer to `candidates[i]` than to every other candidate.
+/// `candidates` `[M, D]`, `M >= N`, holds the N positives first, then any hard negatives of the
+/// batch (sentence-transformers' layout: every anchor is scored against all of them).
+/// Cross-entropy over `scale * cos(anchor_i, candidate_j)` with target `j = i`, mean over
+/// anchors.
 pub fn multiple_negatives_ranking(
     anchors: &Tensor,
-    positives: &Tensor,
+    candidates: &Tensor,
     scale: f64,
 ) -> Result<Tensor> {
-    check_rows(anchors, positives, "multiple_negatives_ranking")?;
-    let scores = (unit_rows(anchors)?.matmul(&unit_rows(positives)?.t()?)? * scale)?;
-    let n = anchors.dim(0)?;
+    let (n, d) = anchors.dims2()?;
+    let (m, d2) = candidates.dims2()?;
+    if d != d2 || m < n {
+        candle_core::bail!(
+            "multiple_negatives_ranking: {n}x{d} anchors and {m}x{d2} candidates: need the same D and at least one candidate (the positive) per anchor"
+        );
+    }
+    let scores = (unit_rows(anchors)?.matmul(&unit_rows(candidates)?.t()?)? * scale)?;
     let target = Tensor::arange(0u32, n as u32, anchors.device())?;
     candle_nn::loss::cross_entropy(&scores, &target)
 }

@@ -8,6 +8,7 @@
 
 use super::loss;
 use super::progress::{Observer, Progress, Throughput};
+pub use crate::corpus::pairs::duplicate_groups;
 use crate::corpus::pairs::TextPair;
 use crate::error::{Error, Result};
 use crate::model::gradbert::{AdamW, GradBert, Tape};
@@ -230,50 +231,10 @@ pub fn linear_warmup_decay(lr: f64, s: usize, warmup: usize, total: usize) -> f6
     }
 }
 
-/// Duplicate groups: the connected components of the duplicate pairs over distinct texts.
-/// Returns the distinct texts (first-seen order) and a group label per text.
-pub fn duplicate_groups(pairs: &[TextPair]) -> (Vec<String>, Vec<u32>) {
-    let mut id: HashMap<&str, usize> = HashMap::new();
-    let mut texts: Vec<String> = Vec::new();
-    for p in pairs {
-        for t in [p.a.as_str(), p.b.as_str()] {
-            id.entry(t).or_insert_with(|| {
-                texts.push(t.to_string());
-                texts.len() - 1
-            });
-        }
-    }
-    let mut parent: Vec<usize> = (0..texts.len()).collect();
-    fn root(parent: &mut [usize], mut x: usize) -> usize {
-        while parent[x] != x {
-            parent[x] = parent[parent[x]];
-            x = parent[x];
-        }
-        x
-    }
-    for p in pairs.iter().filter(|p| p.duplicate) {
-        let (a, b) = (
-            root(&mut parent, id[p.a.as_str()]),
-            root(&mut parent, id[p.b.as_str()]),
-        );
-        if a != b {
-            parent[a.max(b)] = a.min(b);
-        }
-    }
-    let mut label_of_root: HashMap<usize, u32> = HashMap::new();
-    let labels = (0..texts.len())
-        .map(|i| {
-            let r = root(&mut parent, i);
-            let next = label_of_root.len() as u32;
-            *label_of_root.entry(r).or_insert(next)
-        })
-        .collect();
-    (texts, labels)
-}
-
 /// Batches of pair indices in which no text occurs twice (sentence-transformers'
 /// `NoDuplicatesBatchSampler`): each batch takes, in the shuffled order, the next pairs whose
-/// texts are not in it yet; skipped pairs stay first in line for the next batch.
+/// texts (hard negatives included) are not in it yet; skipped pairs stay first in line for the
+/// next batch.
 pub fn no_duplicate_batches(pairs: &[TextPair], order: &[usize], batch: usize) -> Vec<Vec<usize>> {
     let mut remaining: Vec<usize> = order.to_vec();
     let mut out = Vec::new();
@@ -285,9 +246,9 @@ pub fn no_duplicate_batches(pairs: &[TextPair], order: &[usize], batch: usize) -
         );
         for &i in &remaining {
             let p = &pairs[i];
-            if cur.len() < batch && !seen.contains(p.a.as_str()) && !seen.contains(p.b.as_str()) {
-                seen.insert(p.a.as_str());
-                seen.insert(p.b.as_str());
+            let mut texts = [&p.a, &p.b].into_iter().chain(&p.negatives);
+            if cur.len() < batch && !texts.clone().any(|t| seen.contains(t.as_str())) {
+                seen.extend(texts.by_ref().map(String::as_str));
                 cur.push(i);
             } else {
                 rest.push(i);
@@ -475,6 +436,20 @@ pub fn train_text(
         )));
     }
     let train = &train[..cfg.max_train.unwrap_or(train.len()).min(train.len())];
+    let negatives = train.first().map_or(0, |p| p.negatives.len());
+    if let Some(p) = train.iter().find(|p| p.negatives.len() != negatives) {
+        return Err(Error::InvalidArgument(format!(
+            "every training row must have the same number of hard negatives ({negatives} in the first, {} in the row of {:?})",
+            p.negatives.len(),
+            p.a
+        )));
+    }
+    if negatives > 0 && cfg.loss != TextLoss::Mnrl {
+        return Err(Error::InvalidArgument(format!(
+            "the training rows hold hard negatives, which only --loss mnrl trains on (got --loss {})",
+            cfg.loss.name()
+        )));
+    }
     let mut model = Trainable::load(base)?;
 
     // Examples of this loss.
@@ -532,7 +507,8 @@ pub fn train_text(
         } else {
             train
                 .iter()
-                .flat_map(|p| [p.a.as_str(), p.b.as_str()])
+                .flat_map(|p| [&p.a, &p.b].into_iter().chain(&p.negatives))
+                .map(String::as_str)
                 .collect()
         };
         texts.sort_unstable();
@@ -573,8 +549,10 @@ pub fn train_text(
                 Batch::Pairs(idx) => {
                     let rows: Vec<&[u32]> = idx
                         .iter()
-                        .map(|&i| tok[train[i].a.as_str()].as_slice())
-                        .chain(idx.iter().map(|&i| tok[train[i].b.as_str()].as_slice()))
+                        .map(|&i| &train[i].a)
+                        .chain(idx.iter().map(|&i| &train[i].b))
+                        .chain(idx.iter().flat_map(|&i| &train[i].negatives))
+                        .map(|t| tok[t.as_str()].as_slice())
                         .collect();
                     model.embed(&rows, dropout_seed)?
                 }
@@ -592,7 +570,7 @@ pub fn train_text(
                     let n = idx.len();
                     let (a, p) = (emb.narrow(0, 0, n)?, emb.narrow(0, n, n)?);
                     n_ex += n;
-                    n_texts += 2 * n;
+                    n_texts += (2 + negatives) * n;
                     let y = || -> Result<Tensor> {
                         let v: Vec<f32> = idx
                             .iter()
@@ -609,7 +587,11 @@ pub fn train_text(
                             let d = loss::cosine_distance(&a, &p)?;
                             loss::online_contrastive(&d, &y()?, margin)?
                         }
-                        _ => loss::multiple_negatives_ranking(&a, &p, cfg.scale)?,
+                        _ => {
+                            // The positives, then every hard negative of the batch.
+                            let c = emb.narrow(0, n, emb.dim(0)? - n)?;
+                            loss::multiple_negatives_ranking(&a, &c, cfg.scale)?
+                        }
                     }
                 }
                 Batch::Items(idx) => {
@@ -824,6 +806,8 @@ pub struct TextTrainReport {
     /// The margin used (the loss's default when the config has none).
     pub margin: f64,
     pub train_pairs: usize,
+    /// Hard negatives a training row (a mined-negatives file's; 0 for labelled pairs).
+    pub hard_negatives: usize,
     pub steps: usize,
     /// Training only (dev evaluation excluded); pair rates for pair losses (not batch-hard).
     #[serde(flatten)]
@@ -893,12 +877,13 @@ pub fn fine_tune_text(
         .transpose()?;
     let n_train = cfg.max_train.unwrap_or(train.len()).min(train.len());
     on(Progress::Line(format!(
-        "fine-tuning {} with {} on {} ({} pairs, {} duplicates), {} epoch(s), batch {}, lr {}, seed {}, {} threads",
+        "fine-tuning {} with {} on {} ({} pairs, {} duplicates, {} hard negatives each), {} epoch(s), batch {}, lr {}, seed {}, {} threads",
         run.base.display(),
         cfg.loss.name(),
         run.pairs.display(),
         n_train,
         train[..n_train].iter().filter(|p| p.duplicate).count(),
+        train.first().map_or(0, |p| p.negatives.len()),
         cfg.epochs,
         cfg.batch,
         cfg.lr,
@@ -929,6 +914,7 @@ pub fn fine_tune_text(
         config: cfg.clone(),
         margin: cfg.margin(),
         train_pairs: n_train,
+        hard_negatives: train.first().map_or(0, |p| p.negatives.len()),
         steps: outcome.steps,
         throughput: Throughput::new(
             outcome.examples,
@@ -964,6 +950,7 @@ mod tests {
             a: a.into(),
             b: b.into(),
             duplicate: d,
+            negatives: Vec::new(),
         }
     }
 

@@ -16,6 +16,7 @@ mod index_engine;
 mod index_graph;
 mod index_io;
 mod index_quant;
+mod negatives;
 mod pen_signatures;
 mod pml_oracle;
 mod props;

@@ -109,6 +109,20 @@ fn mnrl_and_batch_hard_match_f64() {
         (got - want).abs() < 1e-4 * want.max(1.0),
         "mnrl {got} vs {want}"
     );
+    // With hard negatives: anchors A[0..2], candidates B[0..2] (their positives) then B[2..4]
+    // (two hard negatives): every anchor against all four.
+    let mut want = 0.0;
+    for i in 0..2 {
+        let s: Vec<f64> = (0..4).map(|j| 20.0 * cos(A[i], B[j])).collect();
+        let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = mx + s.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+        want += (lse - s[i]) / 2.0;
+    }
+    let got = scalar(&loss::multiple_negatives_ranking(&t2(&A[..2]), &b, 20.0).unwrap());
+    assert!(
+        (got - want).abs() < 1e-4 * want.max(1.0),
+        "mnrl with negatives {got} vs {want}"
+    );
 
     // Batch-hard on a line: labels 0 at x = 0, 1; label 1 at x = 3, 5; label 2 at x = 4, 9.
     let x = [0.0f64, 1.0, 3.0, 5.0, 4.0, 9.0];
@@ -310,6 +324,7 @@ fn bad_input_is_a_clear_error() {
         a: "a".into(),
         b: "b".into(),
         duplicate: true,
+        negatives: Vec::new(),
     }];
     let cfg = TextTrainConfig::default();
     let err = train_text(dir.path(), &pairs, &cfg, None, &mut |_| {})
@@ -423,6 +438,7 @@ fn bad_input_with_a_real_base_model_is_a_clear_error() {
         a: "a".into(),
         b: "b".into(),
         duplicate: false,
+        negatives: Vec::new(),
     }];
     let err = train_text(Path::new(MODEL), &none, &cfg, None, &mut |_| {})
         .err()
