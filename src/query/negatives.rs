@@ -6,7 +6,8 @@
 //! (above an absolute or relative margin of the positive's similarity: NV-Retriever's "95%"
 //! rule is a relative margin of 0.05) are dropped; the nearest survivors become the row's
 //! negatives. Rows are written as the (anchor, positive, negative_1, ...) TSV that
-//! `train text --loss mnrl` reads ([`crate::corpus::pairs::read_pairs_tsv`]).
+//! `train text --loss mnrl` reads ([`crate::corpus::pairs::read_pairs_tsv`]). The index's items
+//! must carry their texts as sources (built with `--text`, without `--id-column`).
 
 use crate::corpus::pairs::{duplicate_groups, TextPair};
 use crate::error::{Error, Result};
