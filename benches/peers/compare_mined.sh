@@ -7,7 +7,9 @@
 # (`twindex eval`): duplicate-retrieval MRR@10 over the 19,413 questions of qqp-10k (test
 # queries; the dev split's queries too, which is where settings are chosen) and test AP, for the
 # base model (zero-shot) and both fine-tuned models. Writes
-# benches/peers/results/compare_mined_<stamp>.json and prints it.
+# benches/peers/results/compare_mined_<stamp>.json and prints it. RANKS must start at 1 for the
+# two sides to mean the same (sentence-transformers counts range_min among the candidates left
+# after its filters, twindex counts the index's ranks).
 #
 #   bash benches/peers/compare_mined.sh [RANKS] [NEGATIVES] [RELATIVE_MARGIN]   # default 1..30 1 0.05
 #
@@ -32,6 +34,7 @@ STAMP="${RUN_ID:-$(date -u +%Y%m%dT%H%M%SZ)}"
 W="runs/mined-$STAMP"
 OUT="$HERE/results/compare_mined_$STAMP.json"
 export HF_HUB_OFFLINE=1 RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1 OMP_NUM_THREADS=1
+case "$RANKS" in 1..*) ;; *) echo "compare_mined: RANKS must start at 1 (got $RANKS): see the header" >&2; exit 2;; esac
 [ -x "$TWINDEX" ] || { echo "compare_mined: build $TWINDEX first (cargo build --release)" >&2; exit 2; }
 "$PY" -c "import sentence_transformers, datasets, accelerate, sklearn" 2>/dev/null \
   || { echo "compare_mined: $PY lacks sentence-transformers/datasets/accelerate/scikit-learn" >&2; exit 2; }

@@ -91,11 +91,21 @@ pub fn read_pairs_tsv(path: &Path) -> Result<Vec<TextPair>> {
         .filter(|&i| header[i].starts_with("negative"))
         .collect();
     let tuples = header.iter().any(|h| h == "anchor") && header.iter().any(|h| h == "positive");
+    if !negatives.is_empty() && !tuples {
+        return Err(Error::format(
+            path,
+            format!(
+                "line 1: negative columns need an anchor and a positive column (header {header:?})"
+            ),
+        ));
+    }
     let (ia, ib, iy) = if tuples {
+        // A label column, when there is one (sentence-transformers' labeled pairs), decides.
+        let iy = header.iter().position(|h| Y_NAMES.contains(&h.as_str()));
         (
             find(&["anchor"], "anchor")?,
             find(&["positive"], "positive")?,
-            None,
+            iy,
         )
     } else {
         (
@@ -137,14 +147,16 @@ pub fn read_pairs_tsv(path: &Path) -> Result<Vec<TextPair>> {
             a: get(ia)?.to_string(),
             b: get(ib)?.to_string(),
             duplicate,
-            negatives: if tuples {
-                negatives
-                    .iter()
-                    .map(|&i| Ok(get(i)?.to_string()))
-                    .collect::<Result<_>>()?
-            } else {
-                Vec::new()
-            },
+            negatives: negatives
+                .iter()
+                .map(|&i| match get(i)? {
+                    t if t.trim().is_empty() => Err(Error::format(
+                        path,
+                        format!("line {}: column {:?} is empty", n + 2, header[i]),
+                    )),
+                    t => Ok(t.to_string()),
+                })
+                .collect::<Result<_>>()?,
         });
     }
     if out.is_empty() {
@@ -231,5 +243,15 @@ mod tests {
             ("a", "b", true)
         );
         assert_eq!(v[0].negatives, ["c", "d"]);
+        std::fs::write(&p, "anchor\tpositive\tnegative_1\na\tb\t \n").unwrap();
+        let e = read_pairs_tsv(&p).unwrap_err().to_string();
+        assert!(e.contains("line 2: column \"negative_1\" is empty"), "{e}");
+        std::fs::write(&p, "q1\tq2\tis_duplicate\tnegative_1\na\tb\t1\tc\n").unwrap();
+        let e = read_pairs_tsv(&p).unwrap_err().to_string();
+        assert!(e.contains("need an anchor and a positive"), "{e}");
+        // Labelled pairs in the anchor/positive layout keep their labels.
+        std::fs::write(&p, "anchor\tpositive\tlabel\na\tb\t0\nc\td\t1\n").unwrap();
+        let v = read_pairs_tsv(&p).unwrap();
+        assert!(!v[0].duplicate && v[1].duplicate && v[0].negatives.is_empty());
     }
 }

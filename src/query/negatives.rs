@@ -89,10 +89,15 @@ impl MineOptions {
 
     fn validate(&self) -> Result<()> {
         let bad = |m: Option<f32>, hi: f32| m.is_some_and(|m| !(0.0..=hi).contains(&m));
-        if self.negatives == 0 || bad(self.absolute_margin, 2.0) || bad(self.relative_margin, 1.0) {
+        let window = self.ranks.last + 1 - self.ranks.first;
+        if self.negatives == 0
+            || self.negatives > window
+            || bad(self.absolute_margin, 2.0)
+            || bad(self.relative_margin, 1.0)
+        {
             return Err(Error::InvalidArgument(format!(
-                "negatives must be >= 1, --absolute-margin in [0, 2], --relative-margin in [0, 1] (got {}, {:?}, {:?})",
-                self.negatives, self.absolute_margin, self.relative_margin
+                "--negatives must be 1 to the {window} ranks of --ranks {}..{}, --absolute-margin in [0, 2], --relative-margin in [0, 1] (got {}, {:?}, {:?})",
+                self.ranks.first, self.ranks.last, self.negatives, self.absolute_margin, self.relative_margin
             )));
         }
         Ok(())
@@ -116,9 +121,12 @@ pub struct MineReport {
     pub rows: usize,
     /// Pairs left out: fewer than `negatives` safe candidates within the ranks.
     pub short: usize,
-    /// Candidates dropped as known positives (the anchor's duplicate group).
+    /// Anchors found among their own nearest items (0: the index holds other texts, or its
+    /// items' sources are not the texts, e.g. built with `--id-column`).
+    pub anchors_indexed: usize,
+    /// Candidates within the ranks dropped as known positives (the anchor's duplicate group).
     pub dropped_positives: usize,
-    /// Candidates dropped by the margin.
+    /// Candidates within the ranks dropped by the margin.
     pub dropped_margin: usize,
     /// Mean similarity of anchor and positive, and of anchor and a kept negative.
     pub mean_positive_similarity: f64,
@@ -145,7 +153,8 @@ impl std::fmt::Display for MineReport {
         )?;
         write!(
             f,
-            "dropped {} known positives and {} within the margin; mean similarity: positive {:.4}, negative {:.4}; {:.1} s ({:.1} CPU-s)",
+            "{} of the anchors are indexed; within the ranks {} known positives and {} candidates within the margin dropped; mean similarity: positive {:.4}, negative {:.4}; {:.1} s ({:.1} CPU-s)",
+            self.anchors_indexed,
             self.dropped_positives,
             self.dropped_margin,
             self.mean_positive_similarity,
@@ -177,9 +186,13 @@ pub fn mine_negatives(
             "the pairs hold no duplicate pair to mine negatives for".into(),
         ));
     }
+    // Texts compare trimmed: `index build --text` trims each line.
     let (texts, labels) = duplicate_groups(pairs);
-    let group: HashMap<&str, u32> = texts.iter().map(String::as_str).zip(labels).collect();
-    let known_positive = |anchor: &str, t: &str| t == anchor || group.get(t) == group.get(anchor);
+    let group: HashMap<&str, u32> = texts.iter().map(|t| t.trim()).zip(labels).collect();
+    let known_positive = |anchor: &str, t: &str| {
+        let (a, t) = (anchor.trim(), t.trim());
+        t == a || group.get(t) == group.get(a)
+    };
 
     let queries: Vec<Query> = dups
         .iter()
@@ -188,35 +201,36 @@ pub fn mine_negatives(
     let vs = s.embed_many(&queries)?;
     let metric = s.metric();
     let anchors: Vec<Vec<f32>> = vs.iter().step_by(2).cloned().collect();
-    let k = o.ranks.last + 1;
+    // The window, the anchor itself and a few more: an index may hold a text more than once.
+    let k = o.ranks.last + 1 + 8;
     let opts = SearchOptions {
         k,
-        ef: Some(o.ef.unwrap_or(0).max(k)),
+        ef: o.ef,
         threshold: None,
         label: None,
     };
     let answers = s.search_vectors(&anchors, &opts)?;
 
     let (mut rows, mut short, mut dropped_pos, mut dropped_margin) = (Vec::new(), 0, 0, 0);
+    let mut anchors_indexed = 0;
     let (mut pos_sum, mut neg_sum, mut neg_n) = (0f64, 0f64, 0usize);
     for ((p, v), answer) in dups.iter().zip(vs.chunks(2)).zip(&answers) {
         let positive = metric.similarity(metric.distance(&v[0], &v[1]));
         pos_sum += positive as f64;
         let mut seen: HashSet<&str> = HashSet::new();
         let mut negatives = Vec::with_capacity(o.negatives);
-        let ranked = answer.results.iter().filter(|h| h.source != p.a);
+        let anchor = p.a.trim();
+        anchors_indexed += answer.results.iter().any(|h| h.source.trim() == anchor) as usize;
+        let ranked = answer.results.iter().filter(|h| h.source.trim() != anchor);
         for h in ranked
             .skip(o.ranks.first - 1)
             .take(o.ranks.last + 1 - o.ranks.first)
         {
-            if negatives.len() == o.negatives {
-                break;
-            }
             if known_positive(&p.a, &h.source) {
                 dropped_pos += 1;
             } else if !o.safe(h.similarity, positive) {
                 dropped_margin += 1;
-            } else if seen.insert(h.source.as_str()) {
+            } else if negatives.len() < o.negatives && seen.insert(h.source.trim()) {
                 neg_sum += h.similarity as f64;
                 neg_n += 1;
                 negatives.push(h.source.clone());
@@ -232,8 +246,15 @@ pub fn mine_negatives(
             negatives,
         });
     }
+    if rows.is_empty() {
+        return Err(Error::Empty(format!(
+            "no duplicate pair has {} safe negative(s) within ranks {}..{} of the {} indexed items: widen --ranks or loosen the margin",
+            o.negatives, o.ranks.first, o.ranks.last, s.len()
+        )));
+    }
     let report = MineReport {
         pairs: dups.len(),
+        anchors_indexed,
         rows: rows.len(),
         short,
         dropped_positives: dropped_pos,
@@ -291,6 +312,14 @@ mod tests {
         };
         assert!(o.safe(0.69, 0.8) && !o.safe(0.71, 0.8));
         assert!(MineOptions::default().safe(0.99, 0.5));
+        // More negatives than ranks is refused, naming the flags.
+        let o = MineOptions {
+            ranks: Ranks { first: 2, last: 3 },
+            negatives: 3,
+            ..MineOptions::default()
+        };
+        let e = o.validate().unwrap_err().to_string();
+        assert!(e.contains("--negatives must be 1 to the 2 ranks"), "{e}");
         // A negative positive similarity: the threshold is lower still (-0.2 - 0.01).
         let o = MineOptions {
             relative_margin: Some(0.05),
