@@ -10,6 +10,7 @@
 use super::image::LossKind;
 use super::loss;
 use super::mining::{self, Miner};
+use super::xbm::CrossBatchMemory;
 use crate::corpus::trajectory::{PenPoint, Trajectory};
 use crate::error::{Error, Result};
 use crate::model::sequence::{SequenceModel, SequenceModelConfig};
@@ -87,6 +88,12 @@ pub struct SequenceTrainConfig {
     /// apart, fewer to over-fit.
     #[arg(long)]
     pub pseudo_writers: bool,
+    /// A cross-batch memory of this many embeddings for a pair loss (PML's
+    /// `CrossBatchMemory`, with every pair or --miner multi-similarity): each batch is compared
+    /// with the last SIZE embeddings, not only with itself.
+    #[arg(long, value_name = "SIZE")]
+    #[serde(default)]
+    pub xbm: Option<usize>,
 }
 
 impl Default for SequenceTrainConfig {
@@ -109,6 +116,7 @@ impl Default for SequenceTrainConfig {
             aug_shear: 0.1,
             aug_time_warp: 0.3,
             pseudo_writers: false,
+            xbm: None,
         }
     }
 }
@@ -245,7 +253,15 @@ fn validate(cfg: &SequenceTrainConfig) -> Result<()> {
             cfg.epochs, cfg.writers_per_batch, cfg.genuine_per_writer, cfg.lr, cfg.margin, cfg.loss
         )));
     }
-    Ok(())
+    // The loss, miner and memory go together as for images.
+    crate::train::ImageTrainConfig {
+        loss: cfg.loss,
+        miner: cfg.miner,
+        xbm: cfg.xbm,
+        batch: cfg.writers_per_batch * (cfg.genuine_per_writer + cfg.forgeries_per_writer),
+        ..Default::default()
+    }
+    .check_loss()
 }
 
 /// Train a sequence twin described by `mcfg` on `items`; after each epoch `evaluate` scores
@@ -299,6 +315,8 @@ pub fn train_sequence(
     let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
     let untrained_score = evaluate(&model, 0)?;
     let (mut wall, mut cpu) = (0.0, 0.0);
+    // One cross-batch memory per ensemble member, made at the first step.
+    let mut memories: Vec<CrossBatchMemory> = Vec::new();
     for epoch in 1..=cfg.epochs {
         let sw = Stopwatch::start();
         let mut loss_sum = 0.0;
@@ -342,7 +360,12 @@ pub fn train_sequence(
             let refs: Vec<&[f32]> = seqs.iter().map(Vec::as_slice).collect();
             let members = model.encoder.forward_members(&model.input_tensor(&refs)?)?;
             let mut total: Option<Tensor> = None;
-            for e in &members {
+            if let Some(size) = cfg.xbm.filter(|_| memories.is_empty()) {
+                for e in &members {
+                    memories.push(CrossBatchMemory::new(size, e.dim(1)?)?);
+                }
+            }
+            for (mi, e) in members.iter().enumerate() {
                 let l = match cfg.loss {
                     LossKind::Triplet => {
                         let n = idx.len();
@@ -373,7 +396,7 @@ pub fn train_sequence(
                             e,
                             &labels,
                             &icfg,
-                            None,
+                            memories.get_mut(mi),
                             rng.random(),
                         )?
                     }

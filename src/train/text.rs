@@ -7,6 +7,7 @@
 //! dev score (e.g. average precision) is computed after each epoch and the best epoch is kept.
 
 use super::loss;
+use super::mining::Miner;
 use super::progress::{Observer, Progress, Throughput};
 pub use crate::corpus::pairs::duplicate_groups;
 use crate::corpus::pairs::TextPair;
@@ -140,6 +141,22 @@ pub struct TextTrainConfig {
     /// Train on only the first N pairs of --pairs (timing runs, tests). Default: all.
     #[arg(long)]
     pub max_train: Option<usize>,
+    /// The pairs a pair loss (multi-similarity, supcon, ntxent, circle, lifted, angular) trains
+    /// on: every pair of the batch (none), the multi-similarity miner's, or a triplet miner's
+    /// triplets taken as pairs.
+    #[arg(long, value_enum, default_value_t = Miner::None)]
+    #[serde(default = "no_miner")]
+    pub miner: Miner,
+    /// A cross-batch memory of this many embeddings for a pair loss (PML's
+    /// `CrossBatchMemory`, with every pair or --miner multi-similarity): each batch is compared
+    /// with the last SIZE embeddings, not only with itself.
+    #[arg(long, value_name = "SIZE")]
+    #[serde(default)]
+    pub xbm: Option<usize>,
+}
+
+fn no_miner() -> Miner {
+    Miner::None
 }
 
 impl Default for TextTrainConfig {
@@ -157,6 +174,8 @@ impl Default for TextTrainConfig {
             seed: 42,
             dropout: true,
             max_train: None,
+            miner: Miner::None,
+            xbm: None,
         }
     }
 }
@@ -450,7 +469,29 @@ pub fn train_text(
             cfg.loss.name()
         )));
     }
+    if cfg.loss.pair_loss().is_none() && (cfg.miner != Miner::None || cfg.xbm.is_some()) {
+        return Err(Error::InvalidArgument(format!(
+            "--miner and --xbm choose the pairs of a pair loss (multi-similarity, supcon, ntxent, circle, lifted, angular), not of --loss {}",
+            cfg.loss.name()
+        )));
+    }
+    if let Some(size) = cfg.xbm {
+        // The memory's rules are the image trainer's (every pair or the multi-similarity
+        // miner; at least one batch).
+        super::ImageTrainConfig {
+            loss: super::LossKind::MultiSimilarity,
+            miner: cfg.miner,
+            xbm: Some(size),
+            batch: cfg.batch,
+            ..Default::default()
+        }
+        .check_loss()?;
+    }
     let mut model = Trainable::load(base)?;
+    let mut memory = match cfg.xbm {
+        Some(size) => Some(super::CrossBatchMemory::new(size, model.bert.dim())?),
+        None => None,
+    };
 
     // Examples of this loss.
     let pair_pool: Vec<usize> = match cfg.loss {
@@ -599,7 +640,22 @@ pub fn train_text(
                     n_ex += idx.len();
                     n_texts += idx.len();
                     match cfg.loss.pair_loss() {
-                        Some(pl) => pl.loss(emb, emb, &super::PairMask::all_pairs(&labels))?,
+                        Some(pl) => {
+                            let icfg = super::ImageTrainConfig {
+                                miner: cfg.miner,
+                                margin: margin as f32,
+                                ..Default::default()
+                            };
+                            let seed = cfg.seed ^ global as u64;
+                            super::image::pair_loss_step(
+                                &pl,
+                                emb,
+                                &labels,
+                                &icfg,
+                                memory.as_mut(),
+                                seed,
+                            )?
+                        }
                         None => loss::batch_hard_triplet(emb, &labels, margin)?,
                     }
                 }

@@ -246,3 +246,83 @@ fn short_training_run_beats_chance() {
     let e2 = back.embed(&feats[..3], 8).unwrap();
     assert_eq!(e1, e2);
 }
+
+/// `train sequence --xbm`: a pair loss against a cross-batch memory trains (finite losses,
+/// other than without the memory); a memory smaller than a batch, or with the triplet loss, is
+/// refused.
+#[test]
+#[cfg_attr(
+    not(has_online_signatures),
+    ignore = "needs ../shared/corpora/signatures-svc2004-online"
+)]
+fn sequence_pair_loss_takes_a_cross_batch_memory() {
+    let corpus = PenCorpus::load(&shared_corpus()).unwrap();
+    let pre = PenPreprocess {
+        points: 64,
+        features: ALL_FEATURES.to_vec(),
+        standardize: true,
+        ..PenPreprocess::default()
+    };
+    let net = SequenceNetConfig {
+        widths: vec![32, 32],
+        dilations: vec![1, 2],
+        kernel: 5,
+        segments: 4,
+        dim: 32,
+        std_pooling: true,
+        members: 1,
+    };
+    let items: Vec<SequenceItem> = corpus
+        .sigs
+        .iter()
+        .zip(&corpus.trajectories)
+        .filter(|(s, _)| s.writer <= 10)
+        .map(|(s, t)| SequenceItem {
+            trajectory: t.clone(),
+            writer: s.writer,
+            genuine: s.genuine,
+        })
+        .collect();
+    let base = SequenceTrainConfig {
+        loss: twindex::train::LossKind::MultiSimilarity,
+        miner: twindex::train::Miner::None,
+        epochs: 2,
+        steps_per_epoch: 4,
+        seed: 5,
+        ..Default::default()
+    };
+    let mcfg = SequenceModelConfig::new(pre, net);
+    let run = |cfg: &SequenceTrainConfig| {
+        train_sequence(&items, cfg, mcfg.clone(), &mut |_| {}, &mut |_, _| Ok(0.0))
+    };
+    println!("seed {}", base.seed);
+    let plain = run(&base).unwrap();
+    let with = SequenceTrainConfig {
+        xbm: Some(256),
+        ..base.clone()
+    };
+    let mem = run(&with).unwrap();
+    let (p, m) = (&plain.history, &mem.history);
+    println!(
+        "losses plain {} {}, xbm {} {}",
+        p[0].loss, p[1].loss, m[0].loss, m[1].loss
+    );
+    assert!(m.iter().all(|e| e.loss.is_finite() && e.loss > 0.0));
+    assert_ne!(p[1].loss, m[1].loss, "the memory changed nothing");
+    let small = SequenceTrainConfig {
+        xbm: Some(10),
+        ..base.clone()
+    };
+    let e = run(&small).err().unwrap().to_string();
+    assert!(e.contains("must hold at least one batch"), "{e}");
+    let triplet = SequenceTrainConfig {
+        loss: twindex::train::LossKind::Triplet,
+        xbm: Some(256),
+        ..base
+    };
+    let e = run(&triplet).err().unwrap().to_string();
+    assert!(
+        e.contains("--xbm is a memory of embeddings for a pair loss"),
+        "{e}"
+    );
+}

@@ -497,3 +497,81 @@ fn st_loads_fine_tuned_model() {
     );
     assert!(worst >= 0.9999, "worst cosine {worst}");
 }
+
+/// `--miner` and `--xbm` on a pair loss of `train text`: a cross-batch memory of 32 embeddings
+/// changes the training (other losses than every pair of the batch alone), the
+/// multi-similarity miner keeps it finite; misuse is refused before any training.
+#[test]
+#[cfg_attr(
+    not(all(has_minilm, has_qqp)),
+    ignore = "needs ../shared: models/all-MiniLM-L6-v2 and corpora/pairs/qqp-10k.train.tsv"
+)]
+fn text_pair_loss_takes_a_miner_and_a_cross_batch_memory() {
+    require(&[MODEL, QQP_TRAIN]);
+    let mut pairs = read_pairs_tsv(Path::new(QQP_TRAIN)).unwrap();
+    pairs.retain(|p| p.duplicate);
+    pairs.truncate(12);
+    let base = TextTrainConfig {
+        loss: TextLoss::MultiSimilarity,
+        epochs: 2,
+        batch: 8,
+        lr: 1e-4,
+        warmup_ratio: 0.0,
+        dropout: false,
+        seed: 3,
+        ..Default::default()
+    };
+    let with_memory = TextTrainConfig {
+        xbm: Some(32),
+        ..base.clone()
+    };
+    let with_miner = TextTrainConfig {
+        miner: twindex::train::Miner::MultiSimilarity,
+        ..base.clone()
+    };
+    println!("seed {}", base.seed);
+    let run = |cfg| train_text(Path::new(MODEL), &pairs, cfg, None, &mut |_| {}).unwrap();
+    let (p, m, n) = (
+        run(&base).history,
+        run(&with_memory).history,
+        run(&with_miner).history,
+    );
+    println!(
+        "losses: every pair {} {}, with xbm {} {}, multi-similarity miner {} {}",
+        p[0].loss, p[1].loss, m[0].loss, m[1].loss, n[0].loss, n[1].loss
+    );
+    assert!(m.iter().all(|h| h.loss.is_finite() && h.loss > 0.0));
+    assert_ne!(p[1].loss, m[1].loss, "the memory changed nothing");
+    // The miner keeps only hard pairs; on these easy duplicates it may keep none (loss 0).
+    assert!(n.iter().all(|h| h.loss.is_finite() && h.loss >= 0.0));
+    for (cfg, want) in [
+        (
+            TextTrainConfig {
+                xbm: Some(64),
+                ..Default::default()
+            },
+            "not of --loss mnrl",
+        ),
+        (
+            TextTrainConfig {
+                xbm: Some(4),
+                ..base.clone()
+            },
+            "must hold at least one batch",
+        ),
+        (
+            TextTrainConfig {
+                xbm: Some(64),
+                miner: twindex::train::Miner::SemiHard,
+                ..base.clone()
+            },
+            "every pair or --miner multi-similarity",
+        ),
+    ] {
+        let e = train_text(Path::new(MODEL), &pairs, &cfg, None, &mut |_| {})
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}
