@@ -5,7 +5,7 @@
 # precision@1, MAP@R against the 60,000 training digits). One JSON line per run in OUT.
 #   benches/mnist_losses.sh [OUT]        (default runs/mnist-losses.jsonl)
 # Environment: ARCHS ("lenet cnn"), RUNS (loss:miner:margin list), SEEDS ("1 2 3"), EPOCHS (1),
-# MAX_TRAIN (20000), THREADS (1), BIN.
+# MAX_TRAIN (20000), THREADS (1), BIN, EXTRA (more `train image` flags, e.g. --avg-non-zero).
 set -euo pipefail
 BIN=${BIN:-target/release/twindex}
 OUT=${1:-runs/mnist-losses.jsonl}
@@ -24,7 +24,7 @@ for arch in ${ARCHS:-lenet cnn}; do
       rm -rf "$dir"
       train=$(nice "$BIN" --threads "$THREADS" train image --corpus mnist --arch "$arch" --loss "$loss" \
         --miner "$miner" --margin "$margin" --epochs "$EPOCHS" --max-train "$MAX_TRAIN" \
-        --seed "$seed" --out "$dir" --json 2>/dev/null)
+        --seed "$seed" ${EXTRA:-} --out "$dir" --json 2>/dev/null)
       eval=$(nice "$BIN" --threads "$THREADS" eval --model "$dir" --corpus mnist --json 2>/dev/null)
       python3 - "$arch" "$loss" "$miner" "$seed" "$train" "$eval" >>"$OUT" <<'PY'
 import json, sys

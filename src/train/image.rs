@@ -163,6 +163,11 @@ pub struct ImageTrainConfig {
     /// Triplet loss on squared distances (FaceNet) instead of plain ones.
     #[arg(long)]
     pub squared: bool,
+    /// Triplet loss: the mean over the mined triplets with a positive loss only
+    /// (pytorch-metric-learning's `TripletMarginLoss` default), not over all of them.
+    #[arg(long)]
+    #[serde(default)]
+    pub avg_non_zero: bool,
     /// Passes over the training data.
     #[arg(long, default_value_t = 20)]
     pub epochs: usize,
@@ -320,6 +325,7 @@ impl Default for ImageTrainConfig {
             miner: Miner::BatchHard,
             margin: 1.0,
             squared: false,
+            avg_non_zero: false,
             epochs: 20,
             batch: 128,
             k_per_class: 8,
@@ -949,7 +955,13 @@ pub fn train_image_from(
                         }));
                         continue;
                     }
-                    let l = loss::triplet_mined(&e, &trips, cfg.margin as f64, cfg.squared)?;
+                    let l = loss::triplet_mined(
+                        &e,
+                        &trips,
+                        cfg.margin as f64,
+                        cfg.squared,
+                        cfg.avg_non_zero,
+                    )?;
                     opt.backward_step(&l)?;
                     let lv = l.to_scalar::<f32>()? as f64;
                     loss_sum += lv;

@@ -58,12 +58,15 @@ pub fn triplet(d_ap: &Tensor, d_an: &Tensor, margin: f64) -> Result<Tensor> {
 }
 
 /// Triplet loss over mined `(anchor, positive, negative)` rows of `emb` (`[N, D]`);
-/// `squared` uses squared Euclidean distances (FaceNet) instead of plain ones.
+/// `squared` uses squared Euclidean distances (FaceNet) instead of plain ones. The mean is over
+/// all the triplets, or with `non_zero` over those with a positive loss (0 when there are none;
+/// pytorch-metric-learning's `AvgNonZeroReducer`, its `TripletMarginLoss` default).
 pub fn triplet_mined(
     emb: &Tensor,
     triplets: &[super::mining::Triplet],
     margin: f64,
     squared: bool,
+    non_zero: bool,
 ) -> Result<Tensor> {
     if triplets.is_empty() {
         candle_core::bail!("triplet_mined: no triplets");
@@ -84,7 +87,13 @@ pub fn triplet_mined(
     } else {
         (euclidean_distance(&a, &p)?, euclidean_distance(&a, &n)?)
     };
-    triplet(&dap, &dan, margin)
+    if !non_zero {
+        return triplet(&dap, &dan, margin);
+    }
+    let terms = (dap - dan)?.affine(1.0, margin)?.relu()?;
+    let positive: Vec<f32> = terms.to_vec1()?;
+    let count = positive.iter().filter(|&&v| v > 0.0).count().max(1);
+    terms.sum_all()? / count as f64
 }
 
 /// Row-wise cosine distance `1 - cos(a, b)`: `[N, D] x [N, D] -> [N]` (sentence-transformers'
@@ -264,7 +273,7 @@ pub fn batch_hard_triplet(emb: &Tensor, labels: &[u32], margin: f64) -> Result<T
         // No anchor with both a positive and a negative: nothing to learn, zero loss.
         return emb.sum_all()?.affine(0.0, 0.0);
     }
-    triplet_mined(emb, &trips, margin, false)
+    triplet_mined(emb, &trips, margin, false, false)
 }
 
 #[cfg(test)]
@@ -422,6 +431,44 @@ mod tests {
         for k in 0..3 {
             assert!((g[k] - want[k]).abs() < 1e-6, "{g:?}");
         }
+    }
+
+    #[test]
+    fn triplet_mean_over_non_zero_terms_matches_f64() {
+        use crate::train::mining::Triplet;
+        let dev = Device::Cpu;
+        // Points on a line: 0, 0.2, 1.5 | 3, 3.9, 2.8. Margin 0.5.
+        let x = [0.0f32, 0.2, 1.5, 3.0, 3.9, 2.8];
+        let emb = Var::from_vec(x.to_vec(), (6, 1), &dev).unwrap();
+        let t = |a, p, n| Triplet { a, p, n };
+        // (0,1,2): 0.2 - 1.5 + 0.5 < 0 -> 0; (2,1,5): 1.3 - 1.3 + 0.5 = 0.5;
+        // (3,4,2): 0.9 - 1.5 + 0.5 < 0 -> 0; (4,3,5): 0.9 - 1.1 + 0.5 = 0.3.
+        let trips = [t(0, 1, 2), t(2, 1, 5), t(3, 4, 2), t(4, 3, 5)];
+        let want_all = (0.5 + 0.3) / 4.0;
+        let want_nz = (0.5 + 0.3) / 2.0;
+        let all = triplet_mined(&emb, &trips, 0.5, false, false).unwrap();
+        let nz = triplet_mined(&emb, &trips, 0.5, false, true).unwrap();
+        assert!((all.to_scalar::<f32>().unwrap() as f64 - want_all).abs() < 1e-5);
+        assert!((nz.to_scalar::<f32>().unwrap() as f64 - want_nz).abs() < 1e-5);
+        // Gradient of the non-zero mean, each active term's over 2: term (2,1,5) is
+        // (x2 - x1) - (x5 - x2) + m: d/dx2 = 2, d/dx1 = -1, d/dx5 = -1; term (4,3,5) is
+        // (x4 - x3) - (x4 - x5) + m: d/dx3 = -1, d/dx5 = +1, d/dx4 = 0.
+        let grads = nz.backward().unwrap();
+        let g: Vec<f32> = grads
+            .get(&emb)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want = [0.0, -0.5, 1.0, -0.5, 0.0, 0.0];
+        for k in 0..6 {
+            assert!((g[k] as f64 - want[k]).abs() < 1e-5, "{g:?} vs {want:?}");
+        }
+        // No active term: zero, not a division by zero.
+        let easy = [t(0, 1, 4)];
+        let z = triplet_mined(&emb, &easy, 0.5, false, true).unwrap();
+        assert_eq!(z.to_scalar::<f32>().unwrap(), 0.0);
     }
 
     #[test]

@@ -381,7 +381,7 @@ pub fn train_sequence(
                         if trip.is_empty() {
                             continue;
                         }
-                        loss::triplet_mined(e, &trip, cfg.margin as f64, cfg.squared)?
+                        loss::triplet_mined(e, &trip, cfg.margin as f64, cfg.squared, false)?
                     }
                     l if l.pair_loss().is_some() => {
                         let pl = l.pair_loss().expect("a pair loss");
