@@ -41,6 +41,10 @@ def main():
     ap.add_argument("--max-train", type=int, default=20000)
     ap.add_argument("--margin", type=float, default=0.2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lp-distance", action="store_true",
+                    help="loss and miner on Euclidean distances of the embeddings as they are "
+                         "(LpDistance, not normalised), as twindex's triplet loss and miner; "
+                         "default: PML's defaults (the miner on cosine similarity)")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
 
@@ -80,8 +84,14 @@ def main():
         np.random.seed(seed)
         model = net()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        loss_fn = losses.TripletMarginLoss(margin=args.margin)
-        miner = miners.MultiSimilarityMiner(epsilon=0.1)
+        if args.lp_distance:
+            from pytorch_metric_learning.distances import LpDistance
+            dist = LpDistance(normalize_embeddings=False)
+            loss_fn = losses.TripletMarginLoss(margin=args.margin, distance=dist)
+            miner = miners.MultiSimilarityMiner(epsilon=0.1, distance=dist)
+        else:
+            loss_fn = losses.TripletMarginLoss(margin=args.margin)
+            miner = miners.MultiSimilarityMiner(epsilon=0.1)
         x, y = xtr[:args.max_train], ytr[:args.max_train]
         sampler = samplers.MPerClassSampler(y, m=12, batch_size=120, length_before_new_iter=len(y))
         order = list(iter(sampler))
@@ -101,6 +111,7 @@ def main():
                                   k="max_bin_count")
         acc = calc.get_accuracy(embed(model, xte), yte, embed(model, xtr), ytr, ref_includes_query=False)
         row = {"arch": args.arch, "loss": "pml TripletMarginLoss", "miner": "pml MultiSimilarityMiner",
+               "distance": "LpDistance(normalize_embeddings=False)" if args.lp_distance else "PML defaults",
                "seed": seed, "margin": args.margin, "steps": steps, "train_cpu_seconds": cpu,
                "train_wall_seconds": wall, "precision_at_1": acc["precision_at_1"],
                "r_precision": acc["r_precision"], "map_at_r": acc["mean_average_precision_at_r"]}
