@@ -65,6 +65,30 @@ pub fn check_new_file(path: &Path, flag: &str) -> Result<()> {
     }
 }
 
+/// Write a new file `path` with the bytes produced by `fill`, whole or not at all, and never
+/// over anything: written and fsynced under a temporary name, then hard-linked to `path`, which
+/// fails if something appeared there meanwhile (a rename would replace it).
+pub fn atomic_write_new(
+    path: &Path,
+    flag: &str,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    check_new_file(path, flag)?;
+    let tmp = temp_path(path);
+    let res = (|| -> std::io::Result<()> {
+        let mut w = std::io::BufWriter::new(File::create(&tmp)?);
+        fill(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::hard_link(&tmp, path)
+    })();
+    let _ = fs::remove_file(&tmp);
+    match res {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_new_file(path, flag),
+        Err(e) => Err(Error::io(path, e)),
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+    }
+}
+
 /// Atomically replace `path` with `bytes`.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     atomic_write_with(path, |w| w.write_all(bytes))
@@ -111,4 +135,27 @@ pub fn open_regular(path: &Path) -> Result<File> {
         ));
     }
     File::open(path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_new_writes_once_and_never_over_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.tsv");
+        atomic_write_new(&p, "--out", |w| w.write_all(b"first")).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        let e = atomic_write_new(&p, "--out", |w| w.write_all(b"second"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        // A failing fill leaves nothing behind, not even its temporary file.
+        let q = dir.path().join("q.tsv");
+        let bad = atomic_write_new(&q, "--out", |_| Err(std::io::Error::other("boom")));
+        assert!(bad.is_err() && !q.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }

@@ -47,6 +47,8 @@ def main():
                          "default: PML's defaults (the miner on cosine similarity)")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
+    if args.json_out and os.path.exists(args.json_out):
+        ap.error(f"--json-out {args.json_out}: already exists (a new file only)")
 
     import torch
     import torch.nn as nn
@@ -120,7 +122,7 @@ def main():
     res = {"framework": "pytorch-metric-learning", "versions": {"pml": pml.__version__, "torch": torch.__version__},
            "threads": args.threads, "rows": rows}
     if args.json_out:
-        with open(args.json_out, "w") as f:
+        with open(args.json_out, "x") as f:  # a new file only: never over an earlier result
             json.dump(res, f, indent=2)
 
 

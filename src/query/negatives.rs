@@ -271,12 +271,11 @@ pub fn mine_negatives(
 
 /// Write mined rows to a new TSV (`anchor`, `positive`, `negative_1`, ...; tabs and line
 /// breaks inside a text become spaces). `path` must not exist; the file appears whole or not
-/// at all.
+/// at all, and never over a file that appeared meanwhile.
 pub fn write_negatives(rows: &[MinedRow], path: &Path) -> Result<()> {
-    crate::fsutil::check_new_file(path, "--out")?;
     let n = rows.first().map_or(0, |r| r.negatives.len());
     let clean = |t: &str| t.replace(['\t', '\n', '\r'], " ");
-    crate::fsutil::atomic_write_with(path, |w| {
+    crate::fsutil::atomic_write_new(path, "--out", |w| {
         let names = (1..=n).map(|i| format!("\tnegative_{i}"));
         writeln!(w, "anchor\tpositive{}", names.collect::<String>())?;
         for r in rows {

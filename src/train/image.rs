@@ -283,37 +283,16 @@ impl ImageTrainConfig {
         self.check_loss()
     }
 
-    /// The loss, miner and memory go together: `--miner multi-similarity` with triplet loss
-    /// or a pair loss, `--xbm` with a pair loss and every pair or the multi-similarity miner.
+    /// The loss, miner and memory go together ([`check_pair_setup`]).
     pub fn check_loss(&self) -> Result<()> {
-        let pair = self.loss.pair_loss().is_some();
-        if self.miner == Miner::MultiSimilarity && !pair && self.loss != LossKind::Triplet {
-            return Err(Error::InvalidArgument(format!(
-                "--miner multi-similarity mines pairs for triplet loss or a pair loss (angular, multi-similarity, supcon, ntxent, circle, lifted), not --loss {}",
-                self.loss.name()
-            )));
-        }
-        if let Some(size) = self.xbm {
-            if !pair {
-                return Err(Error::InvalidArgument(format!(
-                    "--xbm is a memory of embeddings for a pair loss (angular, multi-similarity, supcon, ntxent, circle, lifted), not --loss {}",
-                    self.loss.name()
-                )));
-            }
-            if !matches!(self.miner, Miner::None | Miner::MultiSimilarity) {
-                return Err(Error::InvalidArgument(format!(
-                    "--xbm takes every pair or --miner multi-similarity, not the triplet miner {}",
-                    self.miner.name()
-                )));
-            }
-            if size < self.batch {
-                return Err(Error::InvalidArgument(format!(
-                    "--xbm {size}: the memory must hold at least one batch (--batch {})",
-                    self.batch
-                )));
-            }
-        }
-        Ok(())
+        check_pair_setup(
+            self.loss.name(),
+            self.loss.pair_loss().is_some(),
+            self.loss == LossKind::Triplet,
+            self.miner,
+            self.xbm,
+            self.batch,
+        )
     }
 }
 
@@ -542,6 +521,52 @@ pub fn check_image_out(out: &std::path::Path) -> Result<()> {
     )))
 }
 
+/// The loss, miner and memory go together (every trainer's rule): `--miner multi-similarity`
+/// with triplet loss or a pair loss, `--xbm` with a pair loss and every pair or the
+/// multi-similarity miner, holding at least one `batch`. `loss` names the loss in errors.
+pub fn check_pair_setup(
+    loss: &str,
+    pair: bool,
+    triplet: bool,
+    miner: Miner,
+    xbm: Option<usize>,
+    batch: usize,
+) -> Result<()> {
+    if miner == Miner::MultiSimilarity && !pair && !triplet {
+        return Err(Error::InvalidArgument(format!(
+            "--miner multi-similarity mines pairs for triplet loss or a pair loss (angular, multi-similarity, supcon, ntxent, circle, lifted), not --loss {loss}"
+        )));
+    }
+    if let Some(size) = xbm {
+        if !pair {
+            return Err(Error::InvalidArgument(format!(
+                "--xbm is a memory of embeddings for a pair loss (angular, multi-similarity, supcon, ntxent, circle, lifted), not --loss {loss}"
+            )));
+        }
+        if !matches!(miner, Miner::None | Miner::MultiSimilarity) {
+            return Err(Error::InvalidArgument(format!(
+                "--xbm takes every pair or --miner multi-similarity, not the triplet miner {}",
+                miner.name()
+            )));
+        }
+        if size < batch {
+            return Err(Error::InvalidArgument(format!(
+                "--xbm {size}: the memory must hold at least one batch (--batch {batch})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How a pair loss's pairs are chosen: the miner, and the margin and distance form a triplet
+/// miner uses.
+#[derive(Debug, Clone, Copy)]
+pub struct PairMining {
+    pub miner: Miner,
+    pub margin: f32,
+    pub squared: bool,
+}
+
 /// One batch's pair loss: the batch against itself or the cross-batch memory (which takes the
 /// batch first), over every pair, the multi-similarity miner's pairs or a triplet miner's
 /// triplets as pairs.
@@ -549,7 +574,7 @@ pub fn pair_loss_step(
     loss: &PairLoss,
     e: &Tensor,
     labels: &[u32],
-    cfg: &ImageTrainConfig,
+    mining: PairMining,
     memory: Option<&mut CrossBatchMemory>,
     seed: u64,
 ) -> Result<Tensor> {
@@ -557,7 +582,7 @@ pub fn pair_loss_step(
         Some(m) => m.step(e, labels)?,
         None => (e.clone(), PairMask::all_pairs(labels)),
     };
-    let mask = match cfg.miner {
+    let mask = match mining.miner {
         Miner::None => mask,
         Miner::MultiSimilarity => {
             let sim = cosine_matrix(e, &reference)?
@@ -568,8 +593,8 @@ pub fn pair_loss_step(
         triplet_miner => {
             let (n, dim) = e.dims2()?;
             let ev = e.flatten_all()?.to_vec1::<f32>()?;
-            let dist = mining::distance_matrix(&ev, n, dim, cfg.squared);
-            let trips = mining::mine_triplets(&dist, labels, triplet_miner, cfg.margin, seed);
+            let dist = mining::distance_matrix(&ev, n, dim, mining.squared);
+            let trips = mining::mine_triplets(&dist, labels, triplet_miner, mining.margin, seed);
             PairMask::from_triplets(labels, &trips)?
         }
     };
@@ -915,7 +940,11 @@ pub fn train_image_from(
                             &pl,
                             &e,
                             &labels,
-                            cfg,
+                            PairMining {
+                                miner: cfg.miner,
+                                margin: cfg.margin,
+                                squared: cfg.squared,
+                            },
                             memory.as_mut(),
                             cfg.seed ^ (epoch * 100_003 + s) as u64,
                         )?),

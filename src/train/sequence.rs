@@ -253,15 +253,14 @@ fn validate(cfg: &SequenceTrainConfig) -> Result<()> {
             cfg.epochs, cfg.writers_per_batch, cfg.genuine_per_writer, cfg.lr, cfg.margin, cfg.loss
         )));
     }
-    // The loss, miner and memory go together as for images.
-    crate::train::ImageTrainConfig {
-        loss: cfg.loss,
-        miner: cfg.miner,
-        xbm: cfg.xbm,
-        batch: cfg.writers_per_batch * (cfg.genuine_per_writer + cfg.forgeries_per_writer),
-        ..Default::default()
-    }
-    .check_loss()
+    crate::train::image::check_pair_setup(
+        cfg.loss.name(),
+        cfg.loss.pair_loss().is_some(),
+        cfg.loss == LossKind::Triplet,
+        cfg.miner,
+        cfg.xbm,
+        cfg.writers_per_batch * (cfg.genuine_per_writer + cfg.forgeries_per_writer),
+    )
 }
 
 /// Train a sequence twin described by `mcfg` on `items`; after each epoch `evaluate` scores
@@ -315,6 +314,11 @@ pub fn train_sequence(
     let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
     let untrained_score = evaluate(&model, 0)?;
     let (mut wall, mut cpu) = (0.0, 0.0);
+    let mining = crate::train::image::PairMining {
+        miner: cfg.miner,
+        margin: cfg.margin,
+        squared: cfg.squared,
+    };
     // One cross-batch memory per ensemble member, made at the first step.
     let mut memories: Vec<CrossBatchMemory> = Vec::new();
     for epoch in 1..=cfg.epochs {
@@ -385,17 +389,11 @@ pub fn train_sequence(
                     }
                     l if l.pair_loss().is_some() => {
                         let pl = l.pair_loss().expect("a pair loss");
-                        let icfg = crate::train::ImageTrainConfig {
-                            miner: cfg.miner,
-                            margin: cfg.margin,
-                            squared: cfg.squared,
-                            ..Default::default()
-                        };
                         crate::train::image::pair_loss_step(
                             &pl,
                             e,
                             &labels,
-                            &icfg,
+                            mining,
                             memories.get_mut(mi),
                             rng.random(),
                         )?

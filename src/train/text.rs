@@ -475,18 +475,14 @@ pub fn train_text(
             cfg.loss.name()
         )));
     }
-    if let Some(size) = cfg.xbm {
-        // The memory's rules are the image trainer's (every pair or the multi-similarity
-        // miner; at least one batch).
-        super::ImageTrainConfig {
-            loss: super::LossKind::MultiSimilarity,
-            miner: cfg.miner,
-            xbm: Some(size),
-            batch: cfg.batch,
-            ..Default::default()
-        }
-        .check_loss()?;
-    }
+    super::image::check_pair_setup(
+        cfg.loss.name(),
+        cfg.loss.pair_loss().is_some(),
+        false,
+        cfg.miner,
+        cfg.xbm,
+        cfg.batch,
+    )?;
     let mut model = Trainable::load(base)?;
     let mut memory = match cfg.xbm {
         Some(size) => Some(super::CrossBatchMemory::new(size, model.bert.dim())?),
@@ -575,6 +571,11 @@ pub fn train_text(
     });
 
     let margin = cfg.margin();
+    let mining = super::image::PairMining {
+        miner: cfg.miner,
+        margin: margin as f32,
+        squared: false,
+    };
     let mut history = Vec::new();
     let (mut wall, mut cpu, mut examples, mut global) = (0.0, 0.0, 0usize, 0usize);
     let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
@@ -640,22 +641,14 @@ pub fn train_text(
                     n_ex += idx.len();
                     n_texts += idx.len();
                     match cfg.loss.pair_loss() {
-                        Some(pl) => {
-                            let icfg = super::ImageTrainConfig {
-                                miner: cfg.miner,
-                                margin: margin as f32,
-                                ..Default::default()
-                            };
-                            let seed = cfg.seed ^ global as u64;
-                            super::image::pair_loss_step(
-                                &pl,
-                                emb,
-                                &labels,
-                                &icfg,
-                                memory.as_mut(),
-                                seed,
-                            )?
-                        }
+                        Some(pl) => super::image::pair_loss_step(
+                            &pl,
+                            emb,
+                            &labels,
+                            mining,
+                            memory.as_mut(),
+                            cfg.seed ^ global as u64,
+                        )?,
                         None => loss::batch_hard_triplet(emb, &labels, margin)?,
                     }
                 }
@@ -932,6 +925,7 @@ pub fn fine_tune_text(
         .map(crate::corpus::pairs::read_pairs_tsv)
         .transpose()?;
     let n_train = cfg.max_train.unwrap_or(train.len()).min(train.len());
+    let hard_negatives = train.first().map_or(0, |p| p.negatives.len());
     on(Progress::Line(format!(
         "fine-tuning {} with {} on {} ({} pairs, {} duplicates, {} hard negatives each), {} epoch(s), batch {}, lr {}, seed {}, {} threads",
         run.base.display(),
@@ -939,7 +933,7 @@ pub fn fine_tune_text(
         run.pairs.display(),
         n_train,
         train[..n_train].iter().filter(|p| p.duplicate).count(),
-        train.first().map_or(0, |p| p.negatives.len()),
+        hard_negatives,
         cfg.epochs,
         cfg.batch,
         cfg.lr,
@@ -970,7 +964,7 @@ pub fn fine_tune_text(
         config: cfg.clone(),
         margin: cfg.margin(),
         train_pairs: n_train,
-        hard_negatives: train.first().map_or(0, |p| p.negatives.len()),
+        hard_negatives,
         steps: outcome.steps,
         throughput: Throughput::new(
             outcome.examples,

@@ -133,6 +133,7 @@ fn mined_negatives_match_an_exact_ranking_and_train_mnrl() {
     );
     for (g, (a, b, negs)) in got.iter().zip(&want) {
         assert_eq!((&g.a, &g.b), (a, b));
+        assert_eq!(g.negatives.len(), negs.len(), "anchor {a:?}");
         for (x, y) in g.negatives.iter().zip(negs) {
             // Equal, or a tie in float rounding between the index and the oracle.
             let close = (sim(a, x) - sim(a, y)).abs() < 1e-5;

@@ -151,6 +151,21 @@ fn protocol_counts_and_perfect_separation() {
 /// A short run of the sequence twin on writers 1-15 beats chance on held-out writers 16-20,
 /// and beats the untrained network (which already sits below 0.5: its random features of
 /// the standardised trajectory carry some signal).
+/// The signatures of writers 1..=`last` as training items.
+fn writers_up_to(corpus: &PenCorpus, last: usize) -> Vec<SequenceItem> {
+    corpus
+        .sigs
+        .iter()
+        .zip(&corpus.trajectories)
+        .filter(|(s, _)| s.writer <= last)
+        .map(|(s, t)| SequenceItem {
+            trajectory: t.clone(),
+            writer: s.writer,
+            genuine: s.genuine,
+        })
+        .collect()
+}
+
 #[test]
 #[cfg_attr(
     not(has_online_signatures),
@@ -179,17 +194,7 @@ fn short_training_run_beats_chance() {
         std_pooling: true,
         members: 1,
     };
-    let items: Vec<SequenceItem> = corpus
-        .sigs
-        .iter()
-        .zip(&corpus.trajectories)
-        .filter(|(s, _)| s.writer <= 15)
-        .map(|(s, t)| SequenceItem {
-            trajectory: t.clone(),
-            writer: s.writer,
-            genuine: s.genuine,
-        })
-        .collect();
+    let items = writers_up_to(&corpus, 15);
     let hold = [16, 17, 18, 19, 20];
     let trials = online_trials(&corpus.sigs, &hold, 5, false).unwrap();
     let feats = corpus.features(&pre).unwrap();
@@ -272,17 +277,7 @@ fn sequence_pair_loss_takes_a_cross_batch_memory() {
         std_pooling: true,
         members: 1,
     };
-    let items: Vec<SequenceItem> = corpus
-        .sigs
-        .iter()
-        .zip(&corpus.trajectories)
-        .filter(|(s, _)| s.writer <= 10)
-        .map(|(s, t)| SequenceItem {
-            trajectory: t.clone(),
-            writer: s.writer,
-            genuine: s.genuine,
-        })
-        .collect();
+    let items = writers_up_to(&corpus, 10);
     let base = SequenceTrainConfig {
         loss: twindex::train::LossKind::MultiSimilarity,
         miner: twindex::train::Miner::None,

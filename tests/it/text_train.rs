@@ -282,6 +282,30 @@ fn tiny_fine_tune_learns_saves_and_reloads() {
     assert_ne!(loaded, before, "weights did not change");
 }
 
+/// The first 12 duplicate pairs of QQP's training split.
+fn twelve_duplicates() -> Vec<TextPair> {
+    require(&[MODEL, QQP_TRAIN]);
+    let mut pairs = read_pairs_tsv(Path::new(QQP_TRAIN)).unwrap();
+    pairs.retain(|p| p.duplicate);
+    pairs.truncate(12);
+    pairs
+}
+
+/// Multi-similarity on duplicate-group batches of 8, 2 epochs, lr 1e-4, no warm-up or dropout,
+/// seed 3.
+fn multi_similarity_config() -> TextTrainConfig {
+    TextTrainConfig {
+        loss: TextLoss::MultiSimilarity,
+        epochs: 2,
+        batch: 8,
+        lr: 1e-4,
+        warmup_ratio: 0.0,
+        dropout: false,
+        seed: 3,
+        ..Default::default()
+    }
+}
+
 /// The PML pair losses fine-tune the text encoder on duplicate-group batches: multi-similarity,
 /// 3 epochs on 12 duplicate pairs (seed 3), lowers its loss.
 #[test]
@@ -290,19 +314,10 @@ fn tiny_fine_tune_learns_saves_and_reloads() {
     ignore = "needs ../shared: models/all-MiniLM-L6-v2 and corpora/pairs/qqp-10k.train.tsv"
 )]
 fn multi_similarity_fine_tune_lowers_its_loss() {
-    require(&[MODEL, QQP_TRAIN]);
-    let mut pairs = read_pairs_tsv(Path::new(QQP_TRAIN)).unwrap();
-    pairs.retain(|p| p.duplicate);
-    pairs.truncate(12);
+    let pairs = twelve_duplicates();
     let cfg = TextTrainConfig {
-        loss: TextLoss::MultiSimilarity,
         epochs: 3,
-        batch: 8,
-        lr: 1e-4,
-        warmup_ratio: 0.0,
-        dropout: false,
-        seed: 3,
-        ..Default::default()
+        ..multi_similarity_config()
     };
     println!("seed {}", cfg.seed);
     let out = train_text(Path::new(MODEL), &pairs, &cfg, None, &mut |_| {}).unwrap();
@@ -507,20 +522,8 @@ fn st_loads_fine_tuned_model() {
     ignore = "needs ../shared: models/all-MiniLM-L6-v2 and corpora/pairs/qqp-10k.train.tsv"
 )]
 fn text_pair_loss_takes_a_miner_and_a_cross_batch_memory() {
-    require(&[MODEL, QQP_TRAIN]);
-    let mut pairs = read_pairs_tsv(Path::new(QQP_TRAIN)).unwrap();
-    pairs.retain(|p| p.duplicate);
-    pairs.truncate(12);
-    let base = TextTrainConfig {
-        loss: TextLoss::MultiSimilarity,
-        epochs: 2,
-        batch: 8,
-        lr: 1e-4,
-        warmup_ratio: 0.0,
-        dropout: false,
-        seed: 3,
-        ..Default::default()
-    };
+    let pairs = twelve_duplicates();
+    let base = multi_similarity_config();
     let with_memory = TextTrainConfig {
         xbm: Some(32),
         ..base.clone()
