@@ -4,19 +4,11 @@
 //! file is written new and never over another, and `train text --loss mnrl` trains on it.
 
 use crate::cli::{ok_json, twindex};
+use crate::text_train::{MODEL, QQP_TRAIN};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use twindex::corpus::pairs::read_pairs_tsv;
 use twindex::model::TextEncoder;
-
-const MODEL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/models/all-MiniLM-L6-v2"
-);
-const QQP_TRAIN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/corpora/pairs/qqp-10k.train.tsv"
-);
 
 /// The texts connected to `t` by duplicate pairs (depth-first search over the pairs).
 fn group_of<'a>(t: &'a str, edges: &HashMap<&'a str, Vec<&'a str>>) -> HashSet<&'a str> {
@@ -152,40 +144,26 @@ fn mined_negatives_match_an_exact_ranking_and_train_mnrl() {
     assert_eq!(std::fs::read(d("m.tsv")).unwrap(), before);
 
     // MNRL trains on the rows: 16 rows, each anchor, positive and 2 negatives through the net.
-    let r = ok_json(&[
-        "--threads",
-        "2",
-        "train",
-        "text",
-        "--pairs",
-        &d("m.tsv"),
-        "--base",
-        &m,
-        "--loss",
+    let (mined, tuned, tuned2) = (d("m.tsv"), d("tuned"), d("tuned2"));
+    let train = |loss: &str, out: &str, more: &[&str]| {
+        let mut args = vec![
+            "train", "text", "--pairs", &mined, "--base", &m, "--loss", loss,
+        ];
+        args.extend(["--out", out]);
+        args.extend(more);
+        twindex(&args)
+    };
+    let o = train(
         "mnrl",
-        "--batch",
-        "8",
-        "--max-train",
-        "16",
-        "--out",
-        &d("tuned"),
-        "--json",
-    ]);
+        &tuned,
+        &["--batch", "8", "--max-train", "16", "--json"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["history"][0]["texts"], 16 * 4, "{r}");
     assert!(r["history"][0]["loss"].as_f64().unwrap().is_finite());
     // Another loss is refused rather than silently dropping the negatives.
-    let o = twindex(&[
-        "train",
-        "text",
-        "--pairs",
-        &d("m.tsv"),
-        "--base",
-        &m,
-        "--loss",
-        "contrastive",
-        "--out",
-        &d("tuned2"),
-    ]);
+    let o = train("contrastive", &tuned2, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && err.contains("only --loss mnrl"),

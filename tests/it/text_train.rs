@@ -12,11 +12,11 @@ use twindex::model::{TextBackend, TextEncoder, TextModelParts};
 use twindex::train::loss;
 use twindex::train::text::{save_text_model, train_text, TextLoss, TextTrainConfig};
 
-const MODEL: &str = concat!(
+pub(crate) const MODEL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/models/all-MiniLM-L6-v2"
 );
-const QQP_TRAIN: &str = concat!(
+pub(crate) const QQP_TRAIN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/corpora/pairs/qqp-10k.train.tsv"
 );
